@@ -1,0 +1,33 @@
+# Two commands matter: `make run` (serve with demo data) and `make test` (set up and pass the tests).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-live bench venv system clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# System packages the tests use (Chromium, PostgreSQL, Redis, wrk); idempotent, skipped when present.
+system:
+	bash scripts/install-system.sh
+
+run: $(STAMP)
+	CDS_AUTH=off CDS_DEMO=1 $(BIN)/cds serve --host 127.0.0.1 --port 8080
+
+test: $(STAMP) system
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-live: $(STAMP)
+	$(BIN)/python -m pytest -q -m live tests/integration $(PYTEST_ARGS)
+
+bench: $(STAMP) system
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .fhir-server .state .pytest_cache

@@ -1,0 +1,230 @@
+"""Domain objects the engine reasons over: plain values, units in the names, no FHIR.
+
+`cds/fhir_io.py` builds the inputs (PatientFacts, PlexPlan); the engine modules return the
+results (PlexEstimate, IrisAssessment, DmtAdvice); `cds/hooks/cards.py` renders them.
+All datetimes are timezone-aware (UTC). All text here is either engine-written plain text or
+text copied from a FHIR resource (fields named `text`, `reported`, `descriptions`): the card
+renderer escapes the latter before it reaches markdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Comparator = Literal["<", "<=", ">", ">="]
+Coding = tuple[str, str]  # (system, code), e.g. ("http://snomed.info/sct", "22255007")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class NatalizumabLevel:
+    """One serum natalizumab result, already converted to µg/mL (= mg/L = 1000 ng/mL)."""
+
+    value_ug_per_ml: float
+    drawn_at: datetime
+    comparator: Comparator | None = None
+    reported_value: float | None = None  # as the lab sent it, for the card
+    reported_unit: str = "ug/mL"
+    source: str = ""  # "Observation/123"
+
+
+@dataclass(frozen=True, slots=True)
+class UnusableValue:
+    """A value that was found but not used, and why: named on the card, never silently dropped."""
+
+    kind: str  # "natalizumab level", "lymphocyte count", "PLEX procedure", ...
+    reason: str  # engine/fhir_io-written plain text, e.g. "unit 'IU/mL' is not a mass concentration"
+    reported: str = ""  # the value as reported, e.g. "25 IU/mL" (FHIR text: escape before markdown)
+    at: datetime | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlexSession:
+    """A plasma exchange or immunoadsorption session already performed."""
+
+    performed_at: datetime
+    modality: Literal["plex", "immunoadsorption"] = "plex"
+    plasma_volumes: float | None = None  # exchange volume in plasma volumes, when recorded
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NatalizumabDose:
+    """A natalizumab infusion (or, from a MedicationStatement/Request, the last known dose)."""
+
+    given_at: datetime
+    dose_mg: float | None = None
+    interval_days: float | None = None  # dosing interval when known (28 = q4w)
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AntibodyResult:
+    """Anti-natalizumab antibody result (LOINC 58012-6 or local code)."""
+
+    positive: bool
+    tested_at: datetime
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LymphocyteCount:
+    """Absolute lymphocyte count in 10⁹/L (= 10³/µL); percentages never arrive here."""
+
+    value_10e9_per_l: float
+    drawn_at: datetime
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationUse:
+    """A medication on record (MedicationStatement or MedicationRequest)."""
+
+    ingredient: str | None  # lower-case ingredient from engine.drugs.identify(), None if unknown
+    text: str  # name as written on the resource (FHIR text: escape before markdown)
+    active: bool
+    status: str = ""
+    codes: tuple[Coding, ...] = ()
+    last_date: datetime | None = None  # effective / authored / last dose date when known
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFact:
+    """A PML, MS or other condition with every piece of text that may describe its extent."""
+
+    kind: Literal["pml", "ms", "iris", "other"]
+    text: str  # code.text or first display (FHIR text)
+    codes: tuple[Coding, ...] = ()
+    body_site_codes: tuple[Coding, ...] = ()
+    descriptions: tuple[str, ...] = ()  # bodySite text, notes, stage summary, evidence text (FHIR text)
+    onset: datetime | None = None
+    active: bool = True
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFacts:
+    """Everything fhir_io could read about the patient, already typed and unit-normalised."""
+
+    levels: tuple[NatalizumabLevel, ...] = ()
+    sessions: tuple[PlexSession, ...] = ()
+    doses: tuple[NatalizumabDose, ...] = ()
+    antibodies: tuple[AntibodyResult, ...] = ()
+    medications: tuple[MedicationUse, ...] = ()
+    lymphocytes: tuple[LymphocyteCount, ...] = ()
+    conditions: tuple[ConditionFact, ...] = ()
+    unusable: tuple[UnusableValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlexPlan:
+    """The planned schedule; defaults are the reference model's (clinical-reference.md §7)."""
+
+    plasma_volumes_per_session: float = 1.5
+    interval_days: float = 2.0
+    ordered_sessions: int | None = None  # from ServiceRequest.quantityQuantity or repeat.count
+    modality: Literal["plex", "immunoadsorption"] = "plex"
+    first_session_at: datetime | None = None  # ServiceRequest.occurrence start when given
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A cited source: short citation plus a stable link (DOI/PMID URL)."""
+
+    citation: str
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRange:
+    estimate: int
+    low: int
+    high: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectedPoint:
+    """Projected equilibrated level after planned session `session_number` (1 = next)."""
+
+    session_number: int
+    at: datetime
+    level_ug_per_ml: float
+    low_ug_per_ml: float
+    high_ug_per_ml: float
+
+
+Basis = Literal["measured", "dosing-history", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlexEstimate:
+    basis: Basis
+    target_ug_per_ml: float
+    sessions_completed: int
+    remaining: SessionRange | None  # None only when basis == "none"
+    starting_level: NatalizumabLevel | None  # the measurement the estimate starts from
+    adjusted_level_ug_per_ml: float | None  # level at `now` after decay / post-session correction
+    removal_fraction: float  # fraction remaining per session used for the point estimate
+    removal_fraction_population: float
+    removal_fraction_fitted: float | None  # patient-specific, when ≥ 2 levels bracket sessions
+    half_life_days: float
+    projection: tuple[ProjectedPoint, ...] = ()
+    target_expected_at: datetime | None = None
+    remeasure_at: datetime | None = None
+    remeasure_after_session: int | None = None
+    ordered_sessions: int | None = None
+    levels_used: tuple[NatalizumabLevel, ...] = ()
+    unusable: tuple[UnusableValue, ...] = ()
+    flags: tuple[str, ...] = ()  # machine codes, see pk.py FLAGS
+    notes: tuple[str, ...] = ()  # plain sentences written by the engine
+    references: tuple[Reference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SteroidStatement:
+    text: str
+    evidence: Literal["evidence", "expert opinion"]
+    reference: Reference
+
+
+@dataclass(frozen=True, slots=True)
+class IrisAssessment:
+    risk: Literal["high", "standard"]
+    reasons: tuple[str, ...]  # plain engine text, e.g. "brainstem involvement (pons)"
+    watch_from: datetime | None
+    watch_until: datetime | None
+    watch_note: str
+    steroids: tuple[SteroidStatement, ...]
+    pml_on_record: bool
+    references: tuple[Reference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionalDmt:
+    ingredient: str
+    advised: bool  # True only with a lymphocyte count ≥ 0.5 × 10⁹/L on record
+    reason: str
+    lymphocytes: LymphocyteCount | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DmtAdvice:
+    allowed: tuple[str, ...]  # lower-case ingredient names
+    conditional: tuple[ConditionalDmt, ...]
+    avoid: tuple[str, ...]
+    active_conflicts: tuple[MedicationUse, ...]  # active meds in the avoid class
+    rebound_from: datetime | None
+    rebound_peak: datetime | None
+    rebound_until: datetime | None
+    rebound_note: str
+    suggestible: tuple[str, ...] = field(default=())  # ingredients a draft order may be offered for
+    references: tuple[Reference, ...] = ()

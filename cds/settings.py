@@ -1,0 +1,65 @@
+"""Settings: the only place the environment is read. Every variable has the prefix CDS_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IssuerConfig(BaseModel):
+    """One trusted EHR (JWT `iss`): where its keys are and what it may name."""
+
+    jwks_url: str | None = None  # fetched and cached; refetched once on an unknown kid
+    jwks_file: Path | None = None  # static JWKS exchanged out of band
+    jwks: dict[str, object] | None = None  # inline static JWKS
+    allowed_jku: list[str] = Field(default_factory=list)  # jku header values accepted for this iss
+    fhir_servers: list[str] = Field(default_factory=list)  # URL prefixes this EHR may send as fhirServer
+    tenants: list[str] = Field(default_factory=list)  # when set, the `tenant` claim must be one of these
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CDS_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    # clinical
+    plex_target_ug_per_ml: float = Field(1.0, gt=0, le=100)
+
+    # serving
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = Field(1, ge=1, le=64)
+    public_base_url: str = "http://127.0.0.1:8080"  # JWT aud and absolute links are built from it
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 5 * 1024 * 1024
+    demo: bool = False  # serve /demo and the packaged demo patients
+
+    # trust
+    auth: Literal["jwt", "off"] = "jwt"
+    jwt_issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
+    jwt_clock_skew_s: int = Field(60, ge=0, le=600)
+    jwt_max_lifetime_s: int = Field(3600, ge=1)
+    fhir_server_allowlist: list[str] = Field(default_factory=list)  # URL prefixes
+    allow_open_fhir: bool = False  # dev only: call fhirServer without fhirAuthorization
+
+    # FHIR reads
+    fhir_timeout_s: float = Field(1.0, gt=0)
+    fhir_deadline_s: float = Field(1.8, gt=0)
+    fhir_max_concurrency: int = Field(8, ge=1)
+    fhir_max_pages: int = Field(5, ge=1)
+    fhir_max_response_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    strict_fhir: bool = False  # validate every resource with fhir.resources R4B as well
+    cache_ttl_s: int = Field(60, ge=0)
+    cache_max_entries: int = Field(4096, ge=1)
+    # terminology a site may extend: "system|code" strings (codes.md lists the defaults)
+    plex_codes: list[str] = Field(default_factory=list)
+    natalizumab_level_codes: list[str] = Field(default_factory=list)
+
+    # state
+    state_dir: Path = Path(".state")
+    database_url: str | None = None  # postgresql://… ; SQLite under state_dir otherwise
+    redis_url: str | None = None
