@@ -30,3 +30,31 @@ class LoadResult:
     sources: dict[str, str] = field(default_factory=dict)  # key -> prefetch|fhir|cache|missing|error
     problems: tuple[str, ...] = ()  # plain text the cards show: what could not be read
     skipped: int = 0  # malformed entries skipped
+
+
+_LYMPHOCYTE_CODES = "http://loinc.org|731-0,http://loinc.org|26474-7,http://loinc.org|732-8"
+NATALIZUMAB_ANTIBODY_CODE = "http://loinc.org|58012-6"
+
+
+def prefetch_templates(settings: Any) -> dict[str, str]:
+    """Prefetch key -> CDS Hooks 2.0 template; the fallback issues the same queries itself.
+
+    No LOINC code exists for serum natalizumab, so by default `labs` fetches recent laboratory
+    Observations broadly and text matching finds the levels; a site's configured level codes narrow it.
+    Date windows cannot be written in a 2.0 template: the service filters by date after reading.
+    """
+    pid = "{{context.patientId}}"
+    level_codes = list(getattr(settings, "natalizumab_level_codes", []) or [])
+    if level_codes:
+        labs = f"Observation?patient={pid}&code={','.join(level_codes + [NATALIZUMAB_ANTIBODY_CODE])}&_sort=-date&_count=50"
+    else:
+        labs = f"Observation?patient={pid}&category=laboratory&_sort=-date&_count=200"
+    return {
+        "patient": f"Patient/{pid}",
+        "labs": labs,
+        "lymphocytes": f"Observation?patient={pid}&code={_LYMPHOCYTE_CODES}&_sort=-date&_count=10",
+        "medicationStatements": f"MedicationStatement?patient={pid}&_count=100",
+        "medicationRequests": f"MedicationRequest?patient={pid}&_count=100",
+        "conditions": f"Condition?patient={pid}&_count=100",
+        "procedures": f"Procedure?patient={pid}&status=completed&_count=100",
+    }
