@@ -1,24 +1,143 @@
-"""Which FHIR servers the service may call (SSRF guard). The security work owns this module.
+"""Which FHIR servers the service may call (SSRF guard).
 
 CONTRACT: check_fhir_server(url, settings, claims) -> None, raises cds.errors.FhirServerNotAllowed.
+Call it before any request to a `fhirServer`, and again for every URL the service would follow
+(a `link[next]`, a redirect target): no request may leave for a URL it refuses.
+
+The decision:
+  * The URL must parse cleanly: scheme http or https, a host, no userinfo, no query or fragment,
+    no dot segments or encoded slashes/dots, no whitespace or backslashes.
+  * `https` is required; plain `http` only for a loopback host (127.0.0.0/8, ::1, localhost).
+  * Allowed prefixes:
+      - JWT on (claims given): the prefixes of the token's issuer (`CDS_JWT_ISSUERS[iss].fhir_servers`)
+        AND the global `CDS_FHIR_SERVER_ALLOWLIST`: a URL must match each list that is set (the
+        intersection); when neither is set, nothing is allowed.
+      - JWT off (claims None): `CDS_FHIR_SERVER_ALLOWLIST` when set; otherwise loopback only.
+  * A prefix matches when scheme, host and effective port are equal and the prefix's path is the
+    URL's path or a parent of it on a segment boundary: `https://ehr.example.org/fhir` matches
+    `https://ehr.example.org/fhir/` and `/fhir/R4`, not `/fhir2`, and never
+    `https://ehr.example.org.evil.com/fhir` or `https://ehr.example.org@evil.com/fhir`.
+validate_allowlist(settings) (run by cds.auth.validate_startup) refuses prefixes that could never
+be called: malformed ones and plain http off loopback.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from cds.errors import FhirServerNotAllowed
 from cds.settings import Settings
 
+__all__ = ["check_fhir_server", "fhir_server_allowed", "is_loopback_host", "validate_allowlist"]
+
+_DEFAULT_PORT = {"http": 80, "https": 443}
+_BAD_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
+_BAD_ESCAPES = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+@dataclass(frozen=True)
+class _Url:
+    scheme: str
+    host: str
+    port: int
+    segments: tuple[str, ...]
+
+    def under(self, prefix: _Url) -> bool:
+        return (
+            self.scheme == prefix.scheme
+            and self.host == prefix.host
+            and self.port == prefix.port
+            and self.segments[: len(prefix.segments)] == prefix.segments
+        )
+
+
+def _parse(url: str) -> _Url | None:
+    """A canonical view of a FHIR base URL, or None when it is not one we would ever call."""
+    if not isinstance(url, str) or len(url) > 2048 or _BAD_CHARS.search(url) or _BAD_ESCAPES.search(url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORT or not parts.hostname or "@" in parts.netloc:
+        return None
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return None
+    segments = tuple(s for s in parts.path.split("/") if s)
+    if any(s in (".", "..") for s in segments):
+        return None
+    host = parts.hostname.lower().rstrip(".") if parts.hostname.endswith(".") else parts.hostname.lower()
+    return _Url(scheme, host, port if port is not None else _DEFAULT_PORT[scheme], segments)
+
+
+def _matches(target: _Url, prefixes: list[str]) -> bool:
+    for prefix in prefixes:
+        parsed = _parse(prefix)
+        if parsed is not None and target.under(parsed):
+            return True
+    return False
+
+
+def fhir_server_allowed(url: str, settings: Settings, claims: Any = None) -> str | None:
+    """None when `url` may be called, else the reason (for the log; the EHR sees a generic 412)."""
+    target = _parse(url)
+    if target is None:
+        return "malformed fhirServer URL"
+    loopback = is_loopback_host(target.host)
+    if target.scheme != "https" and not loopback:
+        return "fhirServer must use https"
+    global_list = list(settings.fhir_server_allowlist)
+    if claims is None:
+        if settings.auth != "off":
+            return "no verified issuer"
+        if global_list:
+            return None if _matches(target, global_list) else "not on CDS_FHIR_SERVER_ALLOWLIST"
+        return None if loopback else "auth off and no allowlist: loopback only"
+    issuer = settings.jwt_issuers.get(getattr(claims, "iss", None) or "")
+    issuer_list = list(issuer.fhir_servers) if issuer is not None else []
+    if not global_list and not issuer_list:
+        return "no FHIR server allowlist configured for this issuer"
+    if issuer_list and not _matches(target, issuer_list):
+        return "not on the issuer's fhir_servers"
+    if global_list and not _matches(target, global_list):
+        return "not on CDS_FHIR_SERVER_ALLOWLIST"
+    return None
+
 
 def check_fhir_server(url: str, settings: Settings, claims: Any = None) -> None:
-    parts = urlsplit(url)
-    allow = settings.fhir_server_allowlist
-    if allow:
-        if any(url.startswith(prefix) for prefix in allow):
-            return
-        raise FhirServerNotAllowed()
-    if settings.auth == "off" and parts.hostname in {"127.0.0.1", "localhost", "::1"}:
-        return
-    raise FhirServerNotAllowed()
+    reason = fhir_server_allowed(url, settings, claims)
+    if reason is not None:
+        raise FhirServerNotAllowed(f"fhirServer is not on this service's allowlist ({reason})")
+
+
+def validate_allowlist(settings: Settings) -> None:
+    named = [("CDS_FHIR_SERVER_ALLOWLIST", p) for p in settings.fhir_server_allowlist]
+    for iss, cfg in settings.jwt_issuers.items():
+        named += [(f"CDS_JWT_ISSUERS[{iss!r}].fhir_servers", p) for p in cfg.fhir_servers]
+    for where, prefix in named:
+        parsed = _parse(prefix)
+        if parsed is None:
+            raise RuntimeError(f"{where}: {prefix!r} is not a plain http(s) base URL")
+        if parsed.scheme != "https" and not is_loopback_host(parsed.host):
+            raise RuntimeError(f"{where}: {prefix!r} must use https (plain http only on loopback)")

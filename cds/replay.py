@@ -1,0 +1,89 @@
+"""The `jti` replay store: a JWT id is accepted once per issuer, and refused until the token expires.
+
+CONTRACT:
+    open_replay_store(settings) -> ReplayStore
+    await store.first_use(iss, jti, expires_at) -> bool   True the first time, False on a replay
+    await store.close()
+
+Keys are SHA-256 digests of (iss, jti), never the raw values. Entries live until `expires_at`
+(the token's `exp` plus the clock skew the verifier allows), so a token can never be replayed while
+it would still verify. One worker: `MemoryReplayStore` (cachetools TTLCache). Several workers or
+replicas must share it: set CDS_REDIS_URL and `RedisReplayStore` does `SET key 1 NX EXAT expires_at`.
+Store errors propagate: the authenticator treats them as "cannot tell", and refuses the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Protocol
+
+from cachetools import TTLCache
+
+from cds.settings import Settings
+
+__all__ = ["MemoryReplayStore", "RedisReplayStore", "ReplayStore", "ReplayStoreFull", "open_replay_store"]
+
+
+class ReplayStoreFull(RuntimeError):
+    """The in-memory store holds its maximum of unexpired ids; new tokens are refused, not old ids evicted."""
+
+
+class ReplayStore(Protocol):
+    async def first_use(self, iss: str, jti: str, expires_at: int) -> bool: ...
+    async def close(self) -> None: ...
+
+
+def replay_key(iss: str, jti: str) -> bytes:
+    return hashlib.sha256(iss.encode() + b"\x00" + jti.encode()).digest()
+
+
+class MemoryReplayStore:
+    """Per-process store. Its TTL is the longest a token can still verify: max lifetime + 2 x skew
+    (`exp - now <= (exp - iat) + (iat - now) <= max_lifetime + skew`, and it verifies until `exp + skew`).
+    """
+
+    def __init__(self, ttl_s: float, maxsize: int = 1_000_000) -> None:
+        self.ttl_s = ttl_s
+        self._seen: TTLCache[bytes, bool] = TTLCache(maxsize=maxsize, ttl=ttl_s)
+
+    async def first_use(self, iss: str, jti: str, expires_at: int) -> bool:
+        key = replay_key(iss, jti)
+        if key in self._seen:
+            return False
+        if len(self._seen) >= self._seen.maxsize:
+            self._seen.expire()
+            if len(self._seen) >= self._seen.maxsize:  # evicting a live id would allow its replay
+                raise ReplayStoreFull("jti replay store is full")
+        self._seen[key] = True
+        return True
+
+    async def close(self) -> None:
+        self._seen.clear()
+
+
+class RedisReplayStore:
+    """Shared store: `SET cds:jti:<digest> 1 NX EXAT <expires_at>` is atomic across workers."""
+
+    prefix = "cds:jti:"
+
+    def __init__(self, url: str, *, timeout_s: float = 0.5, client: Any = None) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = client or aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    async def first_use(self, iss: str, jti: str, expires_at: int) -> bool:
+        key = self.prefix + replay_key(iss, jti).hex()
+        expires_at = max(int(expires_at), int(time.time()) + 1)
+        return bool(await self._redis.set(key, 1, nx=True, exat=expires_at))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def open_replay_store(settings: Settings) -> ReplayStore:
+    if settings.redis_url:
+        return RedisReplayStore(settings.redis_url)
+    return MemoryReplayStore(ttl_s=settings.jwt_max_lifetime_s + 2 * settings.jwt_clock_skew_s)
