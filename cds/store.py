@@ -12,7 +12,17 @@ CONTRACT (the service work implements SQLite; the deployment work adds PostgreSQ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger("cds.store")
 
 
 class Store(Protocol):
@@ -23,3 +33,215 @@ class Store(Protocol):
     async def feedback(self) -> list[dict[str, Any]]: ...
     async def add_audit(self, event: dict[str, Any]) -> None: ...
     async def audit(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+
+# ---------------------------------------------------------------- SQLite (default)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    service_id TEXT NOT NULL,
+    card TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    outcome_timestamp TEXT NOT NULL,
+    accepted_suggestions TEXT,
+    override_reason TEXT,
+    received_at TEXT NOT NULL,
+    UNIQUE (service_id, card, outcome, outcome_timestamp)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+"""
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class SqliteStore:
+    """One connection per process, used under a lock from worker threads (asyncio.to_thread).
+
+    WAL + synchronous=FULL: `add_feedback` returns only after the commit is on disk, so an
+    acknowledged feedback survives SIGKILL. Audit events are queued and written in batches by a
+    background task (they are not worth an fsync per hook call); `close()` flushes them.
+    """
+
+    def __init__(self, path: Path | str, *, audit_flush_s: float = 0.5) -> None:
+        self.path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._audit_queue: list[tuple[str, str]] = []
+        self._audit_flush_s = audit_flush_s
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+
+    # -- lifecycle
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+        self._wake = asyncio.Event()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="cds-audit-flush")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
+            self._flusher = None
+        await asyncio.to_thread(self._flush_audit)
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def ping(self) -> bool:
+        def _ping() -> bool:
+            with self._lock:
+                if self._conn is None:
+                    return False
+                return self._conn.execute("SELECT 1").fetchone() == (1,)
+
+        try:
+            return await asyncio.to_thread(_ping)
+        except sqlite3.Error:
+            return False
+
+    # -- feedback
+    def _insert_feedback(self, service_id: str, items: list[dict[str, Any]]) -> int:
+        rows = [
+            (
+                service_id,
+                str(i["card"]),
+                i["outcome"],
+                i["outcomeTimestamp"],
+                json.dumps(i.get("acceptedSuggestions")) if i.get("acceptedSuggestions") else None,
+                json.dumps(i.get("overrideReason")) if i.get("overrideReason") else None,
+                _utc_now(),
+            )
+            for i in items
+        ]
+        with self._lock:
+            conn = self._require()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO feedback (service_id, card, outcome, outcome_timestamp,"
+                    " accepted_suggestions, override_reason, received_at) VALUES (?,?,?,?,?,?,?)",
+                    rows,
+                )
+                added = conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return added
+
+    async def add_feedback(self, service_id: str, items: list[dict[str, Any]]) -> int:
+        return await asyncio.to_thread(self._insert_feedback, service_id, items)
+
+    async def feedback(self) -> list[dict[str, Any]]:
+        def _read() -> list[dict[str, Any]]:
+            with self._lock:
+                cur = self._require().execute(
+                    "SELECT service_id, card, outcome, outcome_timestamp, accepted_suggestions,"
+                    " override_reason, received_at FROM feedback ORDER BY id"
+                )
+                return [
+                    {
+                        "service_id": r[0],
+                        "card": r[1],
+                        "outcome": r[2],
+                        "outcomeTimestamp": r[3],
+                        "acceptedSuggestions": json.loads(r[4]) if r[4] else [],
+                        "overrideReason": json.loads(r[5]) if r[5] else None,
+                        "received_at": r[6],
+                    }
+                    for r in cur.fetchall()
+                ]
+
+        return await asyncio.to_thread(_read)
+
+    # -- audit
+    async def add_audit(self, event: dict[str, Any]) -> None:
+        self._audit_queue.append((str(event.get("time") or _utc_now()), json.dumps(event, default=str)))
+        if len(self._audit_queue) >= 200 and self._wake is not None:
+            self._wake.set()
+
+    def _flush_audit(self) -> None:
+        if not self._audit_queue:
+            return
+        batch, self._audit_queue = self._audit_queue, []
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO audit (at, event) VALUES (?, ?)", batch)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def _flush_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._audit_flush_s)
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self._flush_audit)
+            except sqlite3.Error:
+                log.exception("audit flush failed")
+
+    async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        await asyncio.to_thread(self._flush_audit)
+
+        def _read() -> list[dict[str, Any]]:
+            with self._lock:
+                cur = self._require().execute("SELECT event FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+                return [json.loads(r[0]) for r in cur.fetchall()]
+
+        return await asyncio.to_thread(_read)
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is not started")
+        return self._conn
+
+
+def sqlite_path(settings: Any) -> str:
+    """The SQLite file: `CDS_DATABASE_URL=sqlite:///path` or `<state_dir>/cds.sqlite3`."""
+    url = getattr(settings, "database_url", None)
+    if url:
+        if url.startswith("sqlite:///"):
+            return url[len("sqlite:///"):] or ":memory:"
+        if url.startswith("sqlite://"):
+            return url[len("sqlite://"):] or ":memory:"
+    return str(Path(settings.state_dir) / "cds.sqlite3")
+
+
+def open_store(settings: Any) -> Store:
+    """Build (not start) the store named by the settings."""
+    url = getattr(settings, "database_url", None)
+    if url and url.startswith(("postgresql://", "postgres://")):
+        from cds.store_pg import PgStore  # psycopg is imported only when PostgreSQL is configured
+
+        return PgStore(url)
+    if url and not url.startswith("sqlite:"):
+        raise ValueError(f"unsupported CDS_DATABASE_URL scheme: {url.split(':', 1)[0]!r}")
+    return SqliteStore(sqlite_path(settings))

@@ -1,0 +1,179 @@
+"""The application factory: `create_app(settings)`. Nothing is built at import time.
+
+The lifespan builds one httpx.AsyncClient, the Authenticator, the FhirReader and the store, and hands
+them to requests as lifespan state (`request.state.rt`, reached through the named dependencies in
+cds.hooks.routes). One set of exception handlers turns every error into status + OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import cds
+from cds import fhir_io
+from cds.auth import Authenticator
+from cds.errors import CdsError, Unauthorized, to_operation_outcome
+from cds.hooks import routes
+from cds.hooks.models import DiscoveryResponse
+from cds.hooks.openapi import customise_openapi
+from cds.hooks.services import definitions
+from cds.middleware import install
+from cds.settings import Settings
+from cds.store import open_store
+
+log = logging.getLogger("cds.app")
+
+# Routers other work adds (module:attribute); included when the module exists.
+# cds.views: the clinician view (chart, /demo page).
+OPTIONAL_ROUTERS: tuple[str, ...] = ("cds.views:router",)
+
+
+def _outcome(status: int, code: str, text: str, diagnostics: str) -> JSONResponse:
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "details": {"text": text}, "diagnostics": diagnostics}],
+    }
+    return JSONResponse(body, status_code=status)
+
+
+_HTTP_ISSUE = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CdsError)
+    async def _cds_error(request: Request, exc: CdsError) -> Response:
+        if isinstance(exc, Unauthorized):
+            log.info("401 on %s: %s", request.url.path, exc.message)  # reason to the log, never the token
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if exc.status_code >= 500:
+            log.error("%s on %s hookInstance=%s", exc.code, request.url.path, _hook_instance(request))
+        return JSONResponse(to_operation_outcome(exc), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        return _outcome(400, "invalid", "; ".join(parts) or "invalid request", "bad-request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 401:
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        text = exc.detail if isinstance(exc.detail, str) else "request failed"
+        resp = _outcome(exc.status_code, _HTTP_ISSUE.get(exc.status_code, "processing"), text, f"http-{exc.status_code}")
+        for k, v in (exc.headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error(
+            "unexpected %s on %s hookInstance=%s", type(exc).__name__, request.url.path, _hook_instance(request),
+            exc_info=exc,
+        )
+        return _outcome(500, "exception", "internal error", "internal")
+
+
+def _hook_instance(request: Request) -> str:
+    return str(getattr(request.state, "hook_instance", "-"))
+
+
+def _optional_routers(app: FastAPI) -> None:
+    for spec in OPTIONAL_ROUTERS:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+                continue
+            raise
+        router = getattr(module, attr, None)
+        if router is not None:
+            app.include_router(router)
+
+
+def _demo_routes(app: FastAPI) -> None:
+    @app.get("/demo/patients", tags=["demo"], summary="Demo scenarios (CDS_DEMO=1 only)")
+    async def demo_patients() -> Any:
+        from fastapi.encoders import jsonable_encoder
+
+        from cds import demo
+
+        return jsonable_encoder(demo.scenarios())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    defs = definitions(settings)
+    discovery_body = json.dumps(DiscoveryResponse(services=defs).to_json(), separators=(",", ":")).encode()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if settings.auth == "off":
+            log.warning("CDS_AUTH=off: the EHR's JWT is NOT verified; use only for demo and local testing")
+        limits = httpx.Limits(
+            max_connections=max(settings.fhir_max_concurrency * 4, 16),
+            max_keepalive_connections=max(settings.fhir_max_concurrency, 8),
+        )
+        http = httpx.AsyncClient(
+            follow_redirects=False, limits=limits, timeout=httpx.Timeout(settings.fhir_timeout_s)
+        )
+        store = open_store(settings)
+        auth = Authenticator(settings, http)
+        reader: Any = None
+        try:
+            reader = fhir_io.FhirReader(http, settings)
+            await store.start()
+            rt = routes.Runtime(
+                settings=settings,
+                http=http,
+                auth=auth,
+                reader=reader,
+                store=store,
+                definitions={d.id: d for d in defs},
+                discovery_body=discovery_body,
+            )
+            yield {"rt": rt}
+        finally:
+            for closer in (getattr(auth, "close", None), getattr(reader, "aclose", None)):
+                if closer is not None:
+                    try:
+                        await closer()
+                    except Exception:
+                        log.exception("error while closing")
+            await store.close()
+            await http.aclose()
+
+    app = FastAPI(
+        title="PML-PLEX CDS Hooks service",
+        version=cds.__version__,
+        description=(
+            "CDS Hooks 2.0 service: plasma exchange for natalizumab-associated PML (remaining sessions, "
+            "IRIS risk, rebound-safe DMT)."
+        ),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    _install_error_handlers(app)
+    install(app, settings)
+    app.include_router(routes.router)
+    app.include_router(routes.health_router)
+    if settings.demo:
+        _demo_routes(app)
+    _optional_routers(app)
+    customise_openapi(app)
+    return app

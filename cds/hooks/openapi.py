@@ -1,0 +1,135 @@
+"""OpenAPI additions: request-body schemas (the routes read bodies themselves), OperationOutcome, and
+the JSON Schema of the `pml-plex` card extension (pinned by tests and committed in openapi.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+from cds.hooks.models import FeedbackRequest, HookRequest
+
+_RANGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["estimate", "low", "high"],
+    "properties": {
+        "estimate": {"type": "integer", "minimum": 0},
+        "low": {"type": "integer", "minimum": 0},
+        "high": {"type": "integer", "minimum": 0},
+    },
+}
+_NAMES = {"type": "array", "items": {"type": "string", "pattern": "^[^A-Z]+$", "minLength": 1}}
+
+PML_PLEX_EXTENSION: dict[str, Any] = {
+    "title": "PmlPlexExtension",
+    "description": "Machine-readable card summary under card.extension['pml-plex'] (empty lists are omitted).",
+    "oneOf": [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "basis", "target", "sessionsCompleted"],
+            "properties": {
+                "kind": {"const": "plex-estimate"},
+                "basis": {"enum": ["measured", "dosing-history", "none"]},
+                "latestLevel": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["unit"],
+                    "properties": {
+                        "value": {"type": "number", "minimum": 0},
+                        "adjusted": {"type": "number", "minimum": 0},
+                        "unit": {"const": "ug/mL"},
+                        "date": {"type": "string", "format": "date-time"},
+                        "comparator": {"enum": ["<", "<=", ">", ">="]},
+                    },
+                },
+                "target": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["value", "unit"],
+                    "properties": {"value": {"type": "number", "exclusiveMinimum": 0}, "unit": {"const": "ug/mL"}},
+                },
+                "sessionsCompleted": {"type": "integer", "minimum": 0},
+                "remainingSessions": _RANGE,
+                "orderedSessions": {"type": "integer", "minimum": 0},
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "risk"],
+            "properties": {
+                "kind": {"const": "iris"},
+                "risk": {"enum": ["high", "standard"]},
+                "reasons": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind"],
+            "properties": {
+                "kind": {"const": "dmt"},
+                "allowed": _NAMES,
+                "conditional": _NAMES,
+                "avoid": _NAMES,
+                "activeConflicts": _NAMES,
+            },
+        },
+    ],
+}
+
+OPERATION_OUTCOME: dict[str, Any] = {
+    "title": "OperationOutcome",
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["severity", "code"],
+                "properties": {
+                    "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                    "code": {"type": "string"},
+                    "details": {"type": "object", "properties": {"text": {"type": "string"}}},
+                    "diagnostics": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    _, defs = models_json_schema(
+        [(HookRequest, "validation"), (FeedbackRequest, "validation")],
+        ref_template="#/components/schemas/{model}",
+    )
+    for name, sub in defs.get("$defs", {}).items():
+        components.setdefault(name, sub)
+    components["OperationOutcome"] = OPERATION_OUTCOME
+    components["PmlPlexExtension"] = PML_PLEX_EXTENSION
+    card = components.get("Card")
+    if card and "extension" in card.get("properties", {}):
+        card["properties"]["extension"] = {
+            "type": "object",
+            "properties": {"pml-plex": {"$ref": "#/components/schemas/PmlPlexExtension"}},
+        }
+    return schema
+
+
+def customise_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,285 @@
+"""HTTP surface of the CDS Hooks protocol: discovery, hook calls, feedback, health.
+
+Every CDS Hooks route authenticates the caller first (cds.auth; a bare 401 on failure), then reads
+and validates the body itself (so that an unauthenticated caller learns nothing from a 400).
+Errors are raised as cds.errors.CdsError and turned into status + OperationOutcome by cds.app.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from cds import fhir_io
+from cds.auth import Authenticator, Claims
+from cds.errors import BadHookRequest, BodyTooLarge, FhirServerNotAllowed, UnknownService
+from cds.hooks import cards as card_render
+from cds.hooks.models import (
+    CdsResponse,
+    DiscoveryResponse,
+    FeedbackRequest,
+    HookRequest,
+    ServiceDefinition,
+)
+from cds.hooks.services import BY_ID, CdsService
+from cds.outbound import check_fhir_server
+from cds.settings import Settings
+from cds.store import Store
+
+log = logging.getLogger("cds.hooks")
+
+EMPTY_CARDS = b'{"cards":[]}'
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a request needs, built once in the app's lifespan."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    auth: Authenticator
+    reader: Any  # cds.fhir_io.FhirReader
+    store: Store
+    definitions: dict[str, ServiceDefinition]
+    discovery_body: bytes
+
+
+# ---------------------------------------------------------------- dependencies (async: no thread pool)
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return request.state.rt  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def authenticate(request: Request) -> Claims | None:
+    rt: Runtime = request.state.rt
+    endpoint = rt.settings.public_base_url.rstrip("/") + request.url.path
+    return await rt.auth.check(request, endpoint)
+
+
+ClaimsDep = Annotated[Claims | None, Depends(authenticate)]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _describe(exc: ValidationError) -> str:
+    """Where and what, never the offending value (it may be PHI)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request body"
+
+
+async def _body(request: Request, settings: Settings) -> bytes:
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge()
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _service(service_id: str) -> CdsService:
+    service = BY_ID.get(service_id)
+    if service is None:
+        raise UnknownService(service_id)
+    return service
+
+
+def _is_outcome(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+
+
+def prefetch_complete(prefetch: dict[str, Any] | None, templates: dict[str, str] | None) -> bool:
+    """Every template key answered (null counts: "no data"); an OperationOutcome or absence does not."""
+    if not templates:
+        return True
+    if not prefetch:
+        return False
+    return all(k in prefetch and not _is_outcome(prefetch[k]) for k in templates)
+
+
+# ---------------------------------------------------------------- routes
+
+router = APIRouter()
+
+_REQ_HOOK = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/HookRequest"}}}, "required": True}
+_REQ_FEEDBACK = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}}, "required": True}
+_OO = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid request (OperationOutcome)", **_OO},
+    401: {"description": "Authentication failed (no body detail)"},
+    404: {"description": "Unknown service (OperationOutcome)", **_OO},
+    413: {"description": "Body too large (OperationOutcome)", **_OO},
+    415: {"description": "Not application/json (OperationOutcome)", **_OO},
+    500: {"description": "Internal error (OperationOutcome, no traceback)", **_OO},
+}
+
+
+@router.get(
+    "/cds-services",
+    response_model=DiscoveryResponse,
+    responses={401: _ERRORS[401]},
+    summary="CDS Hooks discovery",
+    tags=["cds-hooks"],
+)
+async def discovery(rt: RuntimeDep, claims: ClaimsDep) -> Response:
+    return Response(rt.discovery_body, media_type=JSON)
+
+
+@router.post(
+    "/cds-services/{service_id}",
+    response_model=CdsResponse,
+    responses={**_ERRORS, 412: {"description": "Required data unavailable (OperationOutcome)", **_OO}},
+    openapi_extra={"requestBody": _REQ_HOOK},
+    summary="Call a CDS service (order-select / order-sign)",
+    tags=["cds-hooks"],
+)
+async def call_service(service_id: str, request: Request, rt: RuntimeDep, claims: ClaimsDep) -> Response:
+    started = time.perf_counter()
+    service = _service(service_id)
+    settings = rt.settings
+    raw = await _body(request, settings)
+    try:
+        hook = HookRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise BadHookRequest(_describe(exc)) from None
+    request.state.hook_instance = hook.hookInstance
+    if hook.hook != service.hook:
+        raise BadHookRequest(f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch")
+
+    selections = hook.context.selections if service.hook == "order-select" else None
+    orders = fhir_io.plex_orders(hook.context.draftOrders, selections, settings)
+    audit: dict[str, Any] = {
+        "time": datetime.now(timezone.utc).isoformat(),
+        "service": service.id,
+        "hook": hook.hook,
+        "hookInstance": hook.hookInstance,
+        "issuer": claims.iss if claims else None,
+        "tenant": claims.tenant if claims else None,
+        "jti": claims.jti if claims else None,
+    }
+    if not orders:
+        await _finish(rt, audit, started, outcome="no-plex-order", kinds=[])
+        return Response(EMPTY_CARDS, media_type=JSON)
+
+    token = hook.fhirAuthorization.access_token.get_secret_value() if hook.fhirAuthorization else None
+    expires_in = hook.fhirAuthorization.expires_in if hook.fhirAuthorization else None
+    fhir_server = hook.fhirServer if (hook.fhirServer and (token or settings.allow_open_fhir)) else None
+    if fhir_server:
+        try:
+            check_fhir_server(fhir_server, settings, claims)
+        except FhirServerNotAllowed:
+            if not prefetch_complete(hook.prefetch, rt.definitions[service.id].prefetch):
+                raise
+            fhir_server, token = None, None  # everything is prefetched: no call leaves the service
+    load = await rt.reader.load(hook.context.patientId, hook.prefetch, fhir_server, token, expires_in)
+    audit["sources"] = dict(load.sources)
+    audit["skipped"] = load.skipped
+    if not load.exposure:
+        await _finish(rt, audit, started, outcome="no-natalizumab-exposure", kinds=[])
+        return Response(EMPTY_CARDS, media_type=JSON)
+
+    from cds.engine import dmt as dmt_engine
+    from cds.engine import iris as iris_engine
+    from cds.engine import pk
+
+    now = datetime.now(timezone.utc)
+    order = orders[0]
+    estimate = pk.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
+    iris = iris_engine.assess_iris(load.facts, order.plan, now)
+    dmt = dmt_engine.advise_dmt(load.facts, now)
+    cards = card_render.render(estimate, iris, dmt, load, order, settings, now, patient_id=hook.context.patientId)
+    kinds = [c.extension["pml-plex"]["kind"] for c in cards if c.extension]
+    await _finish(rt, audit, started, outcome="cards", kinds=kinds)
+    return JSONResponse(CdsResponse(cards=cards).to_json())
+
+
+async def _finish(rt: Runtime, audit: dict[str, Any], started: float, *, outcome: str, kinds: list[str]) -> None:
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    audit.update(outcome=outcome, cards=kinds, ms=ms)
+    event = {k: v for k, v in audit.items() if v is not None}
+    log.info(
+        "hook %s %s outcome=%s cards=%d ms=%.1f sources=%s",
+        event["service"], event["hookInstance"], outcome, len(kinds), ms, event.get("sources", {}),
+    )
+    try:
+        await rt.store.add_audit(event)
+    except Exception:  # the audit trail must never fail a hook call
+        log.exception("audit write failed for %s", event["hookInstance"])
+
+
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    responses={**_ERRORS, 200: {"description": "Feedback stored (idempotent on repeats)"}},
+    openapi_extra={"requestBody": _REQ_FEEDBACK},
+    summary="Feedback on cards (accepted / overridden)",
+    tags=["cds-hooks"],
+)
+async def feedback(service_id: str, request: Request, rt: RuntimeDep, claims: ClaimsDep) -> Response:
+    service = _service(service_id)
+    raw = await _body(request, rt.settings)
+    try:
+        body = FeedbackRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise BadHookRequest(_describe(exc), code="bad-feedback") from None
+    items = []
+    for item in body.feedback:
+        row: dict[str, Any] = {
+            "card": str(item.card),
+            "outcome": item.outcome,
+            "outcomeTimestamp": item.timestamp_utc(),
+        }
+        if item.acceptedSuggestions:
+            row["acceptedSuggestions"] = [{"id": s.id} for s in item.acceptedSuggestions]
+        if item.overrideReason is not None:
+            reason = item.overrideReason.model_dump(exclude_none=True)
+            if reason:
+                row["overrideReason"] = reason
+        items.append(row)
+    added = await rt.store.add_feedback(service.id, items)
+    log.info("feedback %s items=%d new=%d", service.id, len(items), added)
+    return Response(status_code=200)
+
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health_router.get(
+    "/readyz",
+    summary="Readiness (database reachable)",
+    responses={503: {"description": "Not ready (OperationOutcome)", **_OO}},
+)
+async def readyz(rt: RuntimeDep) -> Response:
+    if await rt.store.ping():
+        return JSONResponse({"status": "ready"})
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "transient", "details": {"text": "database not reachable"}}],
+    }
+    return JSONResponse(outcome, status_code=503)
