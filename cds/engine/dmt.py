@@ -1,0 +1,93 @@
+"""Which MS disease-modifying therapy is safe to start during natalizumab-PML, and when rebound comes.
+
+Classes (engine.drugs, clinical-reference.md §5.2): immunomodulators allowed; fumarates conditional on
+an absolute lymphocyte count ≥ 0.5 × 10⁹/L (ClinicSpeak 2014 "possibly DMF ... unless it causes a very
+low lymphocyte count"; EU SmPC/US PI threshold [R]); everything immunosuppressive avoided, natalizumab
+included. The engine never offers an avoid-class drug: `suggestible` holds only allowed ingredients and
+fumarates that are advised.
+
+Rebound window after the last natalizumab dose: relapses from 4 weeks (RESTORE, Fox 2014), severe
+rebound a mean 3.5 months after stopping (Brain Behav 2017), most activity within about 6 months;
+clinical-reference §5.1 [D]: 4 weeks to 6 months, peak around 3-4 months. PLEX clears the drug earlier,
+so the window can open from the first session.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from cds.engine.domain import ConditionalDmt, DmtAdvice, LymphocyteCount, MedicationUse, PatientFacts
+from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, drug_class, identify, last_natalizumab_dose
+from cds.engine.references import CLINICSPEAK_2014, FOX_2014, PAPEIX_2016, REBOUND_2017
+
+__all__ = ["advise_dmt", "LYMPHOCYTE_THRESHOLD_10E9_PER_L", "REBOUND_FROM_DAYS", "REBOUND_PEAK_DAYS",
+           "REBOUND_UNTIL_DAYS"]
+
+LYMPHOCYTE_THRESHOLD_10E9_PER_L = 0.5  # fumarates not advised below 0.5 × 10⁹/L (EU SmPC / US PI) [R]
+REBOUND_FROM_DAYS = 28.0  # relapses as early as 4-8 weeks after the last dose (RESTORE, Fox 2014) [V]
+REBOUND_PEAK_DAYS = 105.0  # severe rebound a mean 3.5 months (≈ 105 d) after stopping (Brain Behav 2017) [V]
+REBOUND_UNTIL_DAYS = 182.0  # about 6 months (clinical-reference §5.1 engine rule) [D]
+
+
+def _latest_count(facts: PatientFacts, now: datetime) -> LymphocyteCount | None:
+    counts = [c for c in facts.lymphocytes
+              if c.drawn_at <= now and math.isfinite(c.value_10e9_per_l) and c.value_10e9_per_l >= 0]
+    return max(counts, key=lambda c: c.drawn_at) if counts else None
+
+
+def _fumarate(ingredient: str, count: LymphocyteCount | None, unusable: int) -> ConditionalDmt:
+    threshold = f"{LYMPHOCYTE_THRESHOLD_10E9_PER_L:g} × 10⁹/L"
+    if count is None:
+        extra = f" ({unusable} lymphocyte result(s) could not be used)" if unusable else ""
+        return ConditionalDmt(ingredient, False, f"Not advised: no absolute lymphocyte count on record{extra}; "
+                                                 f"a count of at least {threshold} is required.")
+    shown = f"{count.value_10e9_per_l:.2g} × 10⁹/L on {count.drawn_at:%Y-%m-%d}"
+    if count.value_10e9_per_l >= LYMPHOCYTE_THRESHOLD_10E9_PER_L:
+        return ConditionalDmt(ingredient, True, f"Possible: latest absolute lymphocyte count {shown} is at or "
+                                                f"above {threshold}; monitor the count.", count)
+    return ConditionalDmt(ingredient, False, f"Not advised: latest absolute lymphocyte count {shown} is below "
+                                             f"{threshold}.", count)
+
+
+def _conflicts(medications: tuple[MedicationUse, ...]) -> tuple[MedicationUse, ...]:
+    found = []
+    for m in medications:
+        ingredient = m.ingredient or identify(m.codes, m.text)
+        if m.active and ingredient is not None and drug_class(ingredient) == "avoid":
+            found.append(m)
+    return tuple(found)
+
+
+def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
+    """Allowed / conditional / avoid DMTs, active avoid-class conflicts and the rebound window."""
+    count = _latest_count(facts, now)
+    unusable = sum(1 for u in facts.unusable if u.kind == "lymphocyte count")
+    conditional = tuple(_fumarate(f, count, unusable) for f in FUMARATES)
+    suggestible = ALLOWED + tuple(c.ingredient for c in conditional if c.advised)
+
+    last_dose, _ = last_natalizumab_dose(facts, now)
+    first_plex = min((s.performed_at for s in facts.sessions
+                      if s.performed_at <= now and (last_dose is None or s.performed_at > last_dose)),
+                     default=None)
+    notes: list[str] = []
+    rebound_from = rebound_peak = rebound_until = None
+    if last_dose is not None:
+        rebound_from = last_dose + timedelta(days=REBOUND_FROM_DAYS)
+        rebound_peak = last_dose + timedelta(days=REBOUND_PEAK_DAYS)
+        rebound_until = last_dose + timedelta(days=REBOUND_UNTIL_DAYS)
+        notes.append(f"MS activity may return from about 4 weeks after the last natalizumab dose "
+                     f"({last_dose:%Y-%m-%d}), peaking around 3-4 months and lasting to about 6 months.")
+        if first_plex is not None and first_plex < rebound_from:
+            rebound_from = first_plex
+        notes.append("Plasma exchange removes the drug sooner and brings the rebound window forward.")
+    else:
+        if first_plex is not None:
+            rebound_from = first_plex
+        notes.append("The date of the last natalizumab dose is unknown: expect possible MS rebound from the "
+                     "start of plasma exchange, peaking around 3-4 months after the last dose.")
+    notes.append("About 45% relapse within a year of stopping natalizumab.")
+    return DmtAdvice(allowed=ALLOWED, conditional=conditional, avoid=AVOID, active_conflicts=_conflicts(facts.medications),
+                     rebound_from=rebound_from, rebound_peak=rebound_peak, rebound_until=rebound_until,
+                     rebound_note=" ".join(notes), suggestible=suggestible,
+                     references=(CLINICSPEAK_2014, FOX_2014, REBOUND_2017, PAPEIX_2016))

@@ -1,0 +1,221 @@
+"""Risk of PML-IRIS after natalizumab washout, its watch window and the steroid evidence.
+
+Risk is "high" when the PML on record (clinical-reference.md §4, rule table):
+* involves the brainstem or other infratentorial structures ("very dangerous", ClinicSpeak 2014),
+* is widespread: multilobar, bilateral, or two or more distinct lobes named (Vermersch 2011), or
+* shows contrast (gadolinium) enhancement at diagnosis: earlier, more severe IRIS (Tan 2011).
+Otherwise "standard" (still monitor). Matching uses SNOMED CT body-site codes and free text of the
+PML condition only; negated mentions ("non-enhancing", "no brainstem involvement", "sparing the
+pons") do not count. Reasons are engine-written: they name the matched term, never copy FHIR text.
+
+Watch window: IRIS came a mean 57.4 ± 21.2 days after the last infusion (Stefoski 2019); the engine
+watches from mean - 2 SD to mean + 2 SD (15-100 days, "weeks to about 3 months"), and from the start
+of PLEX when that is earlier, because PLEX/IA may accelerate IRIS (Tan 2011).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from cds.engine.domain import (
+    ConditionFact,
+    IrisAssessment,
+    PatientFacts,
+    PlexPlan,
+    SteroidStatement,
+)
+from cds.engine.drugs import last_natalizumab_dose
+from cds.engine.references import (
+    CLINICSPEAK_2014,
+    CORTESE_2021,
+    STEFOSKI_2019,
+    TAN_2011,
+    VERMERSCH_2011,
+    WENNING_2009,
+)
+
+__all__ = ["assess_iris", "IRIS_ONSET_MEAN_DAYS", "IRIS_ONSET_SD_DAYS", "WATCH_SD_MULTIPLE", "MIN_LOBES_WIDESPREAD"]
+
+IRIS_ONSET_MEAN_DAYS = 57.4  # mean days from last infusion to IRIS, Stefoski 2019 [V]
+IRIS_ONSET_SD_DAYS = 21.2  # its SD, Stefoski 2019 [V]
+WATCH_SD_MULTIPLE = 2.0  # window = mean ± 2 SD ≈ 15-100 d, "weeks to ~3 months" [D]
+MIN_LOBES_WIDESPREAD = 2  # two or more distinct lobes named = multilobar (Vermersch 2011 "multilobar")
+
+_SCT = "snomed"
+# SNOMED CT body structures (codes.md §2): brain stem 15926001, cerebellum 113305005 (informal labels
+# verified); frontal 83251001, parietal 16630005, occipital 31065004 (verified). Temporal: text only.
+_INFRATENTORIAL_CODES = {"15926001": ("brainstem", "brain stem"), "113305005": ("infratentorial", "cerebellum")}
+_LOBE_CODES = {"83251001": "frontal", "16630005": "parietal", "31065004": "occipital"}
+
+# (pattern, category, canonical term). Categories: brainstem, infratentorial.
+_SITE_TERMS: tuple[tuple[str, str, str], ...] = (
+    (r"brain[\s-]?stem", "brainstem", "brainstem"),
+    (r"pons|pontine|pontomedullary", "brainstem", "pons"),
+    (r"medulla(?: oblongata)?", "brainstem", "medulla"),
+    (r"mid[\s-]?brain|mesencephal\w*", "brainstem", "midbrain"),
+    (r"cerebell\w*", "infratentorial", "cerebellum"),
+    (r"infra[\s-]?tentorial", "infratentorial", "infratentorial"),
+    (r"posterior fossa", "infratentorial", "posterior fossa"),
+)
+_WIDESPREAD_TERMS: tuple[tuple[str, str], ...] = (
+    (r"multi[\s-]?lobar", "multilobar"),
+    (r"bilateral(?:ly)?|both hemispheres", "bilateral"),
+    (r"widespread", "widespread"),
+    (r"extensive (?:pml|lesions?|disease|involvement|white matter)", "extensive"),
+)
+# A lobe is named on its own or as the second half of a compound ("fronto-parietal", "parieto-occipital").
+_LOBE_LEFT = r"(?:(?<![a-z0-9])|(?<=fronto)|(?<=fronto-)|(?<=parieto)|(?<=parieto-)|(?<=temporo)|(?<=temporo-))"
+_LOBE_TERMS: tuple[tuple[str, str], ...] = (
+    (r"front(?:al|o(?=[\s/-]?(?:pariet|tempor|occipit)))", "frontal"),
+    (r"pariet(?:al|o(?=[\s/-]?(?:front|tempor|occipit)))", "parietal"),
+    (r"occipit(?:al|o(?=[\s/-]?(?:front|pariet|tempor)))", "occipital"),
+    (r"tempor(?:al|o(?=[\s/-]?(?:front|pariet|occipit)))", "temporal"),
+)
+# Contrast enhancement; a bare mention of the agent ("gadolinium was given") does not count.
+_CONTRAST_TERMS: tuple[tuple[str, str], ...] = (
+    (r"(?:gadolinium|gd|contrast)[\s-]*(?:enhanc\w*|uptake|positive)", "contrast enhancement"),
+    (r"gd\+|gadolinium\+", "contrast enhancement"),
+    (r"enhanc\w*", "contrast enhancement"),
+    (r"contrast uptake", "contrast enhancement"),
+)
+_NEG_BEFORE = re.compile(
+    r"(?:\bno|\bnot|\bnon|\bwithout|\babsen(?:ce|t)(?: of)?|\bnegative for|\bfree of|\bnor|\bneither|\black(?:s|ing)?(?: of)?"
+    r"|\bdid not|\bdoes not|\bdidn't|\bdoesn't|\bsparing(?: of)?(?: the)?|\bspares?(?: the)?|\bruled out|\bexclud\w*)"
+    r"[\s-]+(?:\S+[\s-]+){0,3}$"
+)
+_NEG_AFTER = re.compile(
+    r"^[\s:-]*(?:\S+\s+){0,2}(?:absent|not (?:seen|present|detected|involved)|none|negative|spared|ruled out|uninvolved)\b"
+)
+_CLAUSE_SPLIT = re.compile(r"[.,;\n()\[\]]|\bbut\b|\bhowever\b|\bwhereas\b")
+_LEFT = r"(?<![a-z0-9])"
+
+
+def _clauses(text: str) -> list[str]:
+    return [c for c in _CLAUSE_SPLIT.split(text.lower()) if c.strip()]
+
+
+def _find(pattern: str, clause: str, left: str = _LEFT) -> bool:
+    """True when `pattern` occurs in `clause` at least once without a negation cue around it."""
+    for m in re.finditer(left + "(?:" + pattern + ")", clause):
+        before, after = clause[: m.start()], clause[m.end():]
+        if before.endswith("non-") or before.endswith("non "):
+            continue
+        if _NEG_BEFORE.search(before) or _NEG_AFTER.search(after):
+            continue
+        return True
+    return False
+
+
+def _texts(c: ConditionFact) -> list[str]:
+    return [t for t in (c.text, *c.descriptions) if t]
+
+
+def _is_sct(system: str) -> bool:
+    return _SCT in system.lower()
+
+
+def _reasons_for(pml: list[ConditionFact]) -> list[str]:
+    reasons: list[str] = []
+    sites: dict[str, str] = {}
+    widespread: list[str] = []
+    lobes: set[str] = set()
+    contrast = False
+    for c in pml:
+        for system, code in (*c.body_site_codes, *c.codes):
+            if not _is_sct(system):
+                continue
+            if code in _INFRATENTORIAL_CODES:
+                category, term = _INFRATENTORIAL_CODES[code]
+                sites.setdefault(term, category)
+            if code in _LOBE_CODES:
+                lobes.add(_LOBE_CODES[code])
+        for text in _texts(c):
+            for clause in _clauses(text):
+                for pattern, category, term in _SITE_TERMS:
+                    if _find(pattern, clause):
+                        sites.setdefault(term, category)
+                for pattern, term in _WIDESPREAD_TERMS:
+                    if term not in widespread and _find(pattern, clause):
+                        widespread.append(term)
+                for pattern, lobe in _LOBE_TERMS:
+                    if _find(pattern, clause, _LOBE_LEFT):
+                        lobes.add(lobe)
+                if any(_find(p, clause) for p, _ in _CONTRAST_TERMS):
+                    contrast = True
+    for term, category in sites.items():
+        label = "brainstem involvement" if category == "brainstem" else "infratentorial involvement"
+        reasons.append(f"{label} ({term})")
+    if len(lobes) >= MIN_LOBES_WIDESPREAD:
+        order = ("frontal", "parietal", "temporal", "occipital")
+        named = [lobe for lobe in order if lobe in lobes]
+        widespread.append(" and ".join([", ".join(named[:-1]), named[-1]]) + " lobes")
+    if widespread:
+        reasons.append(f"widespread PML ({', '.join(widespread)})")
+    if contrast:
+        reasons.append("contrast enhancement at diagnosis (earlier, more severe IRIS)")
+    return reasons
+
+
+def _steroids(high: bool) -> tuple[SteroidStatement, ...]:
+    treat = SteroidStatement(
+        text="If IRIS develops, corticosteroids (an IV methylprednisolone pulse, commonly 1 g/day for 3-5 days "
+             "then a taper) were associated with a better disability outcome.",
+        evidence="evidence", reference=TAN_2011)
+    wenning = SteroidStatement(
+        text="A steroid pulse stabilised life-threatening IRIS after plasma exchange in the first detailed case.",
+        evidence="evidence", reference=WENNING_2009)
+    if high:
+        prophylaxis = SteroidStatement(
+            text="Prophylactic steroids before IRIS in high-risk PML are expert opinion only; there are no "
+                 "controlled data.", evidence="expert opinion", reference=CLINICSPEAK_2014)
+    else:
+        prophylaxis = SteroidStatement(
+            text="Prophylactic steroids are not supported at standard risk: they are expert opinion only, "
+                 "even in high-risk PML.", evidence="expert opinion", reference=CLINICSPEAK_2014)
+    caution = SteroidStatement(
+        text="Steroids blunt the immune response that clears JC virus; use them with caution and for IRIS.",
+        evidence="expert opinion", reference=CORTESE_2021)
+    return (treat, wenning, prophylaxis, caution)
+
+
+def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAssessment:
+    """IRIS risk (high / standard) with reasons, watch window and steroid statements.
+
+    Watch window: last infusion + (57.4 - 2 × 21.2) days to last infusion + (57.4 + 2 × 21.2) days
+    (Stefoski 2019), starting at the first PLEX session instead when that is earlier (Tan 2011).
+    """
+    pml = [c for c in facts.conditions if c.kind == "pml"]
+    reasons = _reasons_for(pml)
+    high = bool(reasons)
+    last_infusion, _ = last_natalizumab_dose(facts, now)
+    plex_start = min([s.performed_at for s in facts.sessions
+                      if last_infusion is None or s.performed_at > last_infusion]
+                     + [plan.first_session_at or now])
+    spread = WATCH_SD_MULTIPLE * IRIS_ONSET_SD_DAYS
+    notes: list[str] = []
+    if last_infusion is not None:
+        watch_from = last_infusion + timedelta(days=IRIS_ONSET_MEAN_DAYS - spread)
+        watch_until: datetime | None = last_infusion + timedelta(days=IRIS_ONSET_MEAN_DAYS + spread)
+        notes.append(f"IRIS usually appears weeks to about 3 months after the last infusion "
+                     f"({last_infusion:%Y-%m-%d}); mean {IRIS_ONSET_MEAN_DAYS:g} ± {IRIS_ONSET_SD_DAYS:g} days.")
+        if plex_start < watch_from:
+            watch_from = plex_start
+            notes.append("Plasma exchange may bring IRIS forward: watch from the start of PLEX.")
+    else:
+        watch_from, watch_until = plex_start, None
+        notes.append("The date of the last infusion is unknown: watch from the start of PLEX; "
+                     "IRIS may come weeks to about 3 months after the last infusion.")
+    if any(c.kind == "iris" and c.active for c in facts.conditions):
+        notes.append("IRIS is already recorded for this patient.")
+    if not pml:
+        notes.append("No PML diagnosis is on record, so no imaging description could be assessed.")
+    elif high:
+        notes.append("High risk: watch closely for clinical and MRI worsening during and after plasma exchange.")
+    else:
+        notes.append("Standard risk: no brainstem, widespread or enhancing PML was found in the record; "
+                     "still monitor.")
+    refs = (TAN_2011, STEFOSKI_2019, VERMERSCH_2011, CLINICSPEAK_2014, WENNING_2009, CORTESE_2021)
+    return IrisAssessment(risk="high" if high else "standard", reasons=tuple(reasons), watch_from=watch_from,
+                          watch_until=watch_until, watch_note=" ".join(notes), steroids=_steroids(high),
+                          pml_on_record=bool(pml), references=refs)

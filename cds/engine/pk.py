@@ -1,0 +1,531 @@
+"""How many PLEX sessions are still needed to bring serum natalizumab below a target?
+
+Drug-clearance arithmetic only: PLEX did not reduce mortality or poor outcome in natalizumab-PML
+(Landi 2017). The model is the reference model of clinical-reference.md §7, written per session:
+
+    removal(PV)        = 1 - F_IV * (1 - exp(-PV))          fraction left after one session, once
+                                                            the extravascular drug has re-equilibrated
+    decay(days)        = exp(-days * ln2 / t½)              natural elimination, t½ = 11 d (US PI)
+    r(PV, interval)    = removal(PV) * decay(interval)      per-session remaining fraction
+                         = 0.505 for 1.5 PV q2d, 0.575 for 1.0 PV q2d (clinical-reference §7.1)
+    level after n sessions (first session now) = C_now * r**n
+    sessions needed    = smallest n with C_now * r**n <= target
+
+A measured level is carried to `now` through the sessions since it was drawn and natural decay
+(`_carry`). The range uses an intravascular fraction calibrated so that the reference band
+r_low 0.45 / r_high 0.60 holds at 1.5 PV q2d, which scales the band consistently to other
+volumes and intervals. With two or more equilibrated levels bracketing sessions, a patient-specific
+per-session removal is fitted to all of them (least squares on log level after correcting for
+natural decay; with two levels this is the reference's (C_later/C_earlier)^(1/k)), clipped to
+[0.3, 0.8], and takes precedence; the range is then r_fit ± 0.05 (clipped), so it always contains
+the estimate. Every number is listed with its source in docs/clinical-model.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from cds.engine.domain import (
+    AntibodyResult,
+    NatalizumabLevel,
+    PatientFacts,
+    PlexEstimate,
+    PlexPlan,
+    PlexSession,
+    ProjectedPoint,
+    Reference,
+    SessionRange,
+    UnusableValue,
+)
+from cds.engine.drugs import last_natalizumab_dose
+from cds.engine.references import (
+    HANAFUSA_2014,
+    KHATRI_2009,
+    LANDI_2017,
+    MURALIDHARAN_2017,
+    SMPC_EU,
+    US_PI,
+    VENNEGOOR_2015,
+)
+
+__all__ = [
+    "FLAGS",
+    "DEFAULT_TARGET_UG_PER_ML",
+    "ALTERNATIVE_TARGET_UG_PER_ML",
+    "HALF_LIFE_DAYS",
+    "HALF_LIFE_SENSITIVITY_DAYS",
+    "INTRAVASCULAR_FRACTION",
+    "estimate_remaining",
+    "session_remaining_fraction",
+    "removal_per_session",
+    "decay_factor",
+]
+
+# ---------------------------------------------------------------- parameters (sources: docs/clinical-model.md)
+
+DEFAULT_TARGET_UG_PER_ML = 1.0  # α4 saturation < 50% only below 1 µg/mL (Khatri 2009)
+ALTERNATIVE_TARGET_UG_PER_ML = 2.0  # "therapeutic" trough in EID studies (Zhovtis Ryerson 2020)
+HALF_LIFE_DAYS = 11.0  # elimination t½ 11 ± 4 d, US PI §12.3 [V]
+HALF_LIFE_SENSITIVITY_DAYS = 16.0  # steady-state t½ 16 ± 4 d, EU SmPC §5.2 [R]
+INTRAVASCULAR_FRACTION = 0.55  # ≈ plasma volume / Vd ≈ 3 L / 5.7 L [D], clinical-reference §1.3
+REFERENCE_PLASMA_VOLUMES = 1.5  # reference schedule: 1.5 PV every other day (Khatri 2009; reference §7)
+REFERENCE_INTERVAL_DAYS = 2.0
+R_LOW_REFERENCE = 0.45  # uncertainty band of r at the reference schedule, clinical-reference §7.1 [D]
+R_HIGH_REFERENCE = 0.60
+R_FIT_MIN = 0.3  # bounds on a patient-fitted r, clinical-reference §7.1
+R_FIT_MAX = 0.8
+R_FIT_HALF_WIDTH = 0.05  # range r_fit ± 0.05, clinical-reference §7.1
+POST_SESSION_WINDOW_HOURS = 24.0  # a sample < 24 h after a session is not re-equilibrated (reference §7.1)
+POST_SESSION_FACTOR_LOW = 1.5  # equilibrated ≈ 1.5-2.0 × post-session level (Hanafusa 2014: 1/3-1/4 vs 1/2)
+POST_SESSION_FACTOR_HIGH = 2.0
+POST_SESSION_FACTOR = 1.75  # central value of that range [D]
+MAX_PLAUSIBLE_UG_PER_ML = 1000.0  # ≈ 9 × the steady-state Cmax of 110 ± 52 µg/mL (US PI) [D]
+STEADY_STATE_CMAX_UG_PER_ML = 110.0  # 300 mg IV q4w, US PI §12.3 / EU SmPC §5.2 [R]
+STANDARD_DOSE_MG = 300.0  # 300 mg IV q4w (label)
+PERSISTENT_ANTIBODY_DAYS = 42.0  # "persistent" = positive twice ≥ 6 weeks apart (label definition) [R]
+ORDERED_EXCESS_SESSIONS = 2  # an ordered course ≥ high end + 2 is called "much longer" (engine choice)
+REMEASURE_AFTER_SESSIONS = 2  # re-measure pre-session after at most 2 sessions (Vennegoor 2015) [D]
+MAX_SESSIONS = 50  # arithmetic cap; far beyond any real course (5-10 sessions, ClinicSpeak 2014)
+
+FLAGS: dict[str, str] = {
+    "post-session-sample": "level drawn < 24 h after a session; corrected, ask for a pre-session redraw",
+    "below-limit": "level below the assay limit, at or below the target: no sessions for clearance",
+    "upper-bound": "level reported as '<X' with X above target: the estimate is an upper bound",
+    "lower-bound": "level reported as '>X': the estimate is a lower bound",
+    "persistent-antibodies": "persistent anti-natalizumab antibodies: no sessions for clearance",
+    "single-positive-antibody": "one positive antibody result: persistence not shown, estimate unchanged",
+    "dosing-history": "no usable level: low-confidence projection from the dosing history",
+    "no-data": "neither a level nor a dosing history: no estimate",
+    "decayed": "level carried to now with natural decay (and sessions since, if any)",
+    "old-level": "the level is older than one half-life: a fresh pre-session level is advised",
+    "fitted-removal": "patient-specific removal fitted from levels bracketing sessions",
+    "fit-clipped": "the fitted removal was outside [0.3, 0.8] and was clipped",
+    "unusable-values": "some natalizumab results were excluded (see unusable)",
+    "ordered-course-short": "the ordered course is shorter than the estimate",
+    "ordered-course-long": "the ordered course is much longer than the estimate's high end",
+    "plan-defaulted": "the planned volume or interval was not usable; the reference schedule was used",
+    "immunoadsorption": "immunoadsorption modelled as PLEX of the same processed volume",
+    "capped": "the arithmetic reached the session cap",
+}
+
+_LN2 = math.log(2)
+_DAY = timedelta(days=1)
+
+
+# ---------------------------------------------------------------- the single-rate model
+
+
+def decay_factor(days: float, half_life_days: float = HALF_LIFE_DAYS) -> float:
+    """exp(-days·ln2/t½): fraction left after `days` of natural elimination (days ≥ 0)."""
+    return math.exp(-max(days, 0.0) * _LN2 / half_life_days)
+
+
+def removal_per_session(plasma_volumes: float, intravascular_fraction: float = INTRAVASCULAR_FRACTION) -> float:
+    """1 - f_iv·(1 - e^-PV): fraction left after one session once drug has re-equilibrated.
+
+    Single-pool removal of the intravascular drug (Kaplan 2008: 1 - e^-PV) applied to the
+    intravascular fraction only (clinical-reference §1.3, §7.1).
+    """
+    return 1.0 - intravascular_fraction * (1.0 - math.exp(-plasma_volumes))
+
+
+def session_remaining_fraction(
+    plasma_volumes: float,
+    interval_days: float,
+    half_life_days: float = HALF_LIFE_DAYS,
+    intravascular_fraction: float = INTRAVASCULAR_FRACTION,
+) -> float:
+    """r(PV, interval): remaining fraction per session including the interval's natural decay.
+
+    r(1.5, 2) = 0.505 and r(1.0, 2) = 0.575 (clinical-reference §7.1, Khatri-calibrated).
+    """
+    return removal_per_session(plasma_volumes, intravascular_fraction) * decay_factor(interval_days, half_life_days)
+
+
+def _fraction_for_reference_r(r_reference: float) -> float:
+    """The intravascular fraction that gives `r_reference` at 1.5 PV q2d (calibrates the band)."""
+    removal = r_reference / decay_factor(REFERENCE_INTERVAL_DAYS)
+    return (1.0 - removal) / (1.0 - math.exp(-REFERENCE_PLASMA_VOLUMES))
+
+
+_F_IV_FAST = _fraction_for_reference_r(R_LOW_REFERENCE)  # ≈ 0.63: more removed per session
+_F_IV_SLOW = _fraction_for_reference_r(R_HIGH_REFERENCE)  # ≈ 0.41: less removed per session
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True, slots=True)
+class _Scenario:
+    """One of low / central / high: how each past session removes drug and r per planned session."""
+
+    removal: float | None  # per-session removal for a patient fit (any volume); None: population
+    intravascular_fraction: float
+    r_plan: float
+
+    def session_factor(self, session: PlexSession, plan_pv: float) -> float:
+        if self.removal is not None:
+            return self.removal
+        pv = session.plasma_volumes if _positive(session.plasma_volumes) else plan_pv
+        return removal_per_session(pv, self.intravascular_fraction)  # type: ignore[arg-type]
+
+
+def _positive(x: float | None) -> bool:
+    return x is not None and math.isfinite(x) and x > 0
+
+
+def _days(a: datetime, b: datetime) -> float:
+    """b - a in days."""
+    return (b - a) / _DAY
+
+
+def _session_product(since: datetime, now: datetime, sessions: tuple[PlexSession, ...],
+                     scenario: _Scenario, plan_pv: float) -> float:
+    """Product of the removal factors of the sessions in (since, now]."""
+    product = 1.0
+    for s in sessions:
+        if since < s.performed_at <= now:
+            product *= scenario.session_factor(s, plan_pv)
+    return product
+
+
+def _carry(level: float, since: datetime, now: datetime, sessions: tuple[PlexSession, ...],
+           scenario: _Scenario, plan_pv: float) -> float:
+    """A level at `since` carried to `now`: natural decay plus the sessions in (since, now]."""
+    return level * decay_factor(_days(since, now)) * _session_product(since, now, sessions, scenario, plan_pv)
+
+
+def _sessions_needed(start: float, target: float, r: float) -> tuple[int, bool]:
+    """Smallest n with start·r**n ≤ target (0 if already there); capped at MAX_SESSIONS."""
+    n, value = 0, start
+    while value > target:
+        if n >= MAX_SESSIONS:
+            return n, True
+        value *= r
+        n += 1
+    return n, False
+
+
+# ---------------------------------------------------------------- input screening
+
+
+def _screen_levels(levels: tuple[NatalizumabLevel, ...], now: datetime) -> tuple[list[NatalizumabLevel], list[UnusableValue]]:
+    usable: list[NatalizumabLevel] = []
+    unusable: list[UnusableValue] = []
+    for lv in levels:
+        v = lv.value_ug_per_ml
+        reason = ""
+        if not math.isfinite(v):
+            reason = "value is not a number"
+        elif v < 0:
+            reason = "negative concentration"
+        elif v == 0 and lv.comparator is None:
+            reason = "zero without a '<' comparator (no assay gives a true zero)"
+        elif v > MAX_PLAUSIBLE_UG_PER_ML:
+            reason = f"above {MAX_PLAUSIBLE_UG_PER_ML:g} µg/mL, implausible for natalizumab"
+        elif lv.drawn_at > now:
+            reason = "drawn after the time of this request"
+        if reason:
+            shown = lv.reported_value if lv.reported_value is not None else v
+            unusable.append(UnusableValue(kind="natalizumab level", reason=reason,
+                                          reported=f"{lv.comparator or ''}{shown:g} {lv.reported_unit}",
+                                          at=lv.drawn_at, source=lv.source))
+        else:
+            usable.append(lv)
+    usable.sort(key=lambda lv: lv.drawn_at)
+    return usable, unusable
+
+
+def _post_session(level: NatalizumabLevel, sessions: tuple[PlexSession, ...]) -> PlexSession | None:
+    window = timedelta(hours=POST_SESSION_WINDOW_HOURS)
+    for s in sessions:
+        if s.performed_at < level.drawn_at < s.performed_at + window:
+            return s
+    return None
+
+
+def _persistent_antibodies(results: tuple[AntibodyResult, ...], now: datetime) -> tuple[bool, bool]:
+    """(persistent, single positive). Persistent: two positives ≥ 6 weeks apart, none negative since
+    the earlier of the two, and the latest result positive (label definition of persistence)."""
+    ordered = sorted((a for a in results if a.tested_at <= now), key=lambda a: a.tested_at)
+    if not ordered or not ordered[-1].positive:
+        return False, False
+    run: list[AntibodyResult] = []
+    for a in reversed(ordered):  # trailing run of positives
+        if not a.positive:
+            break
+        run.append(a)
+    persistent = _days(run[-1].tested_at, run[0].tested_at) >= PERSISTENT_ANTIBODY_DAYS
+    return persistent, not persistent
+
+
+# ---------------------------------------------------------------- patient fit
+
+
+def _fit_removal(levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ...]) -> tuple[float, int] | None:
+    """Per-session removal q fitted to equilibrated levels: ln C_i + k·t_i = a + n_i·ln q.
+
+    n_i = sessions before sample i. Least squares over all levels; with two levels bracketing k
+    sessions it is (C2/C1 / decay(t2 - t1))^(1/k), the reference formula corrected for any gap
+    between sessions. Returns (q, number of levels used) or None without ≥ 2 distinct n_i.
+    """
+    if len(levels) < 2:
+        return None
+    t0 = levels[0].drawn_at
+    k = _LN2 / HALF_LIFE_DAYS
+    xs = [float(sum(1 for s in sessions if s.performed_at < lv.drawn_at)) for lv in levels]
+    ys = [math.log(lv.value_ug_per_ml) + k * _days(t0, lv.drawn_at) for lv in levels]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return math.exp(slope), len(levels)
+
+
+# ---------------------------------------------------------------- public entry point
+
+
+def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: float, now: datetime) -> PlexEstimate:
+    """Sessions still needed to bring serum natalizumab to `target_ug_per_ml` (default 1.0 µg/mL).
+
+    Units: µg/mL, days; `now` timezone-aware. Basis "measured" (a usable level or a persistent
+    antibody result), "dosing-history" (no usable level; low confidence, never shown as measured),
+    or "none" (remaining is None). Implausible levels are excluded and returned in `unusable`.
+    """
+    if not (math.isfinite(target_ug_per_ml) and target_ug_per_ml > 0):
+        raise ValueError("target_ug_per_ml must be a positive number")
+    target = target_ug_per_ml
+    flags: list[str] = []
+    notes: list[str] = []
+    refs: list[Reference] = [KHATRI_2009, US_PI, LANDI_2017]
+
+    # -- plan
+    plan_pv, interval = plan.plasma_volumes_per_session, plan.interval_days
+    if not _positive(plan_pv) or not _positive(interval):
+        flags.append("plan-defaulted")
+        notes.append("The planned exchange volume or interval was missing or invalid; "
+                     "the reference schedule (1.5 plasma volumes every other day) was used.")
+        plan_pv, interval = REFERENCE_PLASMA_VOLUMES, REFERENCE_INTERVAL_DAYS
+    if plan.modality == "immunoadsorption" or any(s.modality == "immunoadsorption" for s in facts.sessions):
+        flags.append("immunoadsorption")
+        notes.append("Immunoadsorption is modelled like plasma exchange of the same processed volume; "
+                     "no natalizumab-specific removal data for immunoadsorption were found.")
+    first_at = plan.first_session_at if plan.first_session_at and plan.first_session_at > now else now
+    lead = decay_factor(_days(now, first_at))
+
+    # -- history
+    last_dose_at, last_dose_mg = last_natalizumab_dose(facts, now)
+    sessions = tuple(sorted((s for s in facts.sessions if s.performed_at <= now), key=lambda s: s.performed_at))
+    if last_dose_at is not None:
+        sessions = tuple(s for s in sessions if s.performed_at > last_dose_at)
+    levels, unusable = _screen_levels(facts.levels, now)
+    unusable += [u for u in facts.unusable if u.kind == "natalizumab level"]
+    if unusable:
+        flags.append("unusable-values")
+        notes.append(f"{len(unusable)} natalizumab result(s) were not used: "
+                     + "; ".join(f"{u.reported or 'value'} ({u.reason})" for u in unusable) + ".")
+    if last_dose_at is not None:
+        before = [lv for lv in levels if lv.drawn_at < last_dose_at]
+        if before:
+            notes.append(f"{len(before)} level(s) drawn before the last infusion were not used.")
+        levels = [lv for lv in levels if lv.drawn_at >= last_dose_at]
+
+    # -- population and fitted removal
+    r_population = session_remaining_fraction(plan_pv, interval)
+    population = (
+        _Scenario(None, _F_IV_FAST, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_FAST)),
+        _Scenario(None, INTRAVASCULAR_FRACTION, r_population),
+        _Scenario(None, _F_IV_SLOW, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_SLOW)),
+    )
+    scenarios = population
+    equilibrated = [lv for lv in levels if lv.comparator is None and _post_session(lv, sessions) is None]
+    fit = _fit_removal(equilibrated, sessions)
+    r_fitted: float | None = None
+    if fit is not None:
+        q, used = fit
+        raw = q * decay_factor(interval)
+        r_fitted = min(max(raw, R_FIT_MIN), R_FIT_MAX)
+        flags.append("fitted-removal")
+        if r_fitted != raw:
+            flags.append("fit-clipped")
+        notes.append(f"Patient-specific remaining fraction per session r = {r_fitted:.3f} "
+                     f"(fitted to {used} levels bracketing sessions; population default {r_population:.3f}); "
+                     "the fitted value is used.")
+        rs = (max(r_fitted - R_FIT_HALF_WIDTH, R_FIT_MIN), r_fitted, min(r_fitted + R_FIT_HALF_WIDTH, R_FIT_MAX))
+        scenarios = tuple(_Scenario(r / decay_factor(interval), INTRAVASCULAR_FRACTION, r) for r in rs)  # type: ignore[assignment]
+        refs.append(VENNEGOOR_2015)
+
+    common = dict(target_ug_per_ml=target, sessions_completed=len(sessions),
+                  removal_fraction=scenarios[1].r_plan, removal_fraction_population=r_population,
+                  removal_fraction_fitted=r_fitted, half_life_days=HALF_LIFE_DAYS,
+                  ordered_sessions=plan.ordered_sessions, unusable=tuple(unusable))
+
+    # -- persistent antibodies: drug effect abolished, clearance ≈ 3-fold (Muralidharan 2017, label)
+    persistent, single = _persistent_antibodies(facts.antibodies, now)
+    if single:
+        flags.append("single-positive-antibody")
+        notes.append("One positive anti-natalizumab antibody result: persistence (two positives at least "
+                     "6 weeks apart) is not shown, so the estimate is unchanged.")
+    latest = levels[-1] if levels else None
+    if persistent:
+        flags.append("persistent-antibodies")
+        notes.append("Persistent anti-natalizumab antibodies: drug effect is abolished and clearance is about "
+                     "3-fold faster, so no sessions are needed for drug clearance.")
+        refs += [MURALIDHARAN_2017, SMPC_EU]
+        return _finish(PlexEstimate(basis="measured", remaining=SessionRange(0, 0, 0), starting_level=latest,
+                                    adjusted_level_ug_per_ml=None, levels_used=tuple(levels), **common),  # type: ignore[arg-type]
+                       flags, notes, refs, plan, first_at, interval, scenarios)
+
+    # -- starting level
+    if latest is not None:
+        return _from_level(latest, levels, sessions, scenarios, plan_pv, interval, first_at, lead, now,
+                           target, plan, flags, notes, refs, common)
+
+    if last_dose_at is None:
+        flags.append("no-data")
+        notes.append("No natalizumab level and no dosing history on record: the sessions needed cannot be "
+                     "estimated. Measure serum natalizumab before the first session.")
+        refs.append(VENNEGOOR_2015)
+        return _finish(PlexEstimate(basis="none", remaining=None, starting_level=None,
+                                    adjusted_level_ug_per_ml=None, **common),  # type: ignore[arg-type]
+                       flags, notes, refs, plan, first_at, interval, scenarios, remeasure_at=now)
+
+    # -- dosing history only: steady-state Cmax decayed since the last infusion
+    flags.append("dosing-history")
+    scale = last_dose_mg / STANDARD_DOSE_MG if _positive(last_dose_mg) else 1.0
+    cmax = STEADY_STATE_CMAX_UG_PER_ML * scale
+    elapsed = _days(last_dose_at, now)
+    starts = tuple(cmax * decay_factor(elapsed, t_half) * _session_product(last_dose_at, now, sessions, sc, plan_pv)
+                   for t_half, sc in zip((HALF_LIFE_DAYS, HALF_LIFE_DAYS, HALF_LIFE_SENSITIVITY_DAYS), scenarios))
+    notes.append(f"No usable natalizumab level: projected from the last infusion ({last_dose_at:%Y-%m-%d}) "
+                 f"using the steady-state peak of {cmax:g} µg/mL decayed with a half-life of {HALF_LIFE_DAYS:g} days "
+                 f"({HALF_LIFE_SENSITIVITY_DAYS:g} days for the high end). Low confidence, not a measurement: "
+                 "measure serum natalizumab before the first session.")
+    refs += [SMPC_EU, VENNEGOOR_2015]
+    return _estimate(starts, None, tuple(levels), scenarios, lead, first_at, interval, now, target, plan,
+                     flags, notes, refs, common, basis="dosing-history", remeasure_now=True)
+
+
+def _from_level(latest: NatalizumabLevel, levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ...],
+                scenarios: tuple[_Scenario, ...], plan_pv: float, interval: float, first_at: datetime,
+                lead: float, now: datetime, target: float, plan: PlexPlan, flags: list[str], notes: list[str],
+                refs: list[Reference], common: dict[str, object]) -> PlexEstimate:
+    value = latest.value_ug_per_ml
+    age_days = _days(latest.drawn_at, now)
+    factors = (1.0, 1.0, 1.0)
+    remeasure_now = False
+    post = _post_session(latest, sessions)
+    if post is not None and latest.comparator is None:
+        flags.append("post-session-sample")
+        hours = (latest.drawn_at - post.performed_at) / timedelta(hours=1)
+        notes.append(f"The latest level was drawn {hours:.0f} h after a session, before re-equilibration; it was "
+                     f"multiplied by {POST_SESSION_FACTOR:g} (range {POST_SESSION_FACTOR_LOW:g}-"
+                     f"{POST_SESSION_FACTOR_HIGH:g}). Please redraw the level before the next session.")
+        factors = (POST_SESSION_FACTOR_LOW, POST_SESSION_FACTOR, POST_SESSION_FACTOR_HIGH)
+        refs.append(HANAFUSA_2014)
+        remeasure_now = True
+    starts = tuple(_carry(value * f, latest.drawn_at, now, sessions, sc, plan_pv)
+                   for f, sc in zip(factors, scenarios))
+    since = [s for s in sessions if s.performed_at > latest.drawn_at]
+    if age_days > 0 and not since:
+        flags.append("decayed")
+        notes.append(f"The level from {latest.drawn_at:%Y-%m-%d} was decayed to now with a half-life of "
+                     f"{HALF_LIFE_DAYS:g} days (US label); with the EU steady-state half-life of "
+                     f"{HALF_LIFE_SENSITIVITY_DAYS:g} days it would be "
+                     f"{value * decay_factor(age_days, HALF_LIFE_SENSITIVITY_DAYS):.2g} µg/mL.")
+    elif since:
+        flags.append("decayed")
+        notes.append(f"The level from {latest.drawn_at:%Y-%m-%d} was carried through {len(since)} session(s) "
+                     f"since then and natural decay (half-life {HALF_LIFE_DAYS:g} days).")
+    if age_days > HALF_LIFE_DAYS:
+        flags.append("old-level")
+        remeasure_now = True
+        notes.append(f"The level is {age_days:.0f} days old: a fresh pre-session level is advised.")
+
+    upper = None
+    if latest.comparator in ("<", "<="):
+        if value <= target:
+            flags.append("below-limit")
+            notes.append(f"The level is below the assay limit ({latest.comparator}{value:g} µg/mL), at or below the "
+                         f"target of {target:g} µg/mL: no sessions are needed for drug clearance.")
+            return _finish(PlexEstimate(basis="measured", remaining=SessionRange(0, 0, 0), starting_level=latest,
+                                        adjusted_level_ug_per_ml=starts[1], levels_used=tuple(levels),
+                                        **common),  # type: ignore[arg-type]
+                           flags, notes, refs, plan, first_at, interval, scenarios)
+        flags.append("upper-bound")
+        upper = True
+        notes.append(f"The level is reported as {latest.comparator}{value:g} µg/mL, above the target: it was used "
+                     "as an upper bound, so the estimate is a maximum and the low end is 0.")
+    elif latest.comparator in (">", ">="):
+        flags.append("lower-bound")
+        notes.append(f"The level is reported as {latest.comparator}{value:g} µg/mL: the true level may be higher, "
+                     "so the estimate is a minimum. Ask for a quantified result.")
+    return _estimate(starts, latest, tuple(levels), scenarios, lead, first_at, interval, now, target, plan,
+                     flags, notes, refs, common, basis="measured", remeasure_now=remeasure_now, upper=bool(upper))
+
+
+def _estimate(starts: tuple[float, ...], latest: NatalizumabLevel | None, levels: tuple[NatalizumabLevel, ...],
+              scenarios: tuple[_Scenario, ...], lead: float, first_at: datetime, interval: float, now: datetime,
+              target: float, plan: PlexPlan, flags: list[str], notes: list[str], refs: list[Reference],
+              common: dict[str, object], basis: str, remeasure_now: bool, upper: bool = False) -> PlexEstimate:
+    counts = [_sessions_needed(start * lead, target, sc.r_plan) for start, sc in zip(starts, scenarios)]
+    if any(capped for _, capped in counts):
+        flags.append("capped")
+        notes.append(f"The arithmetic reached {MAX_SESSIONS} sessions: re-check the level and the target.")
+    low, est, high = (n for n, _ in counts)
+    if upper:
+        low = 0
+    remaining = SessionRange(estimate=est, low=min(low, est), high=max(high, est))
+    estimate = PlexEstimate(basis=basis, remaining=remaining, starting_level=latest,  # type: ignore[arg-type]
+                            adjusted_level_ug_per_ml=starts[1], levels_used=levels, **common)  # type: ignore[arg-type]
+    return _finish(estimate, flags, notes, refs, plan, first_at, interval, scenarios,
+                   starts=starts, lead=lead, remeasure_at=now if remeasure_now else None)
+
+
+def _finish(est: PlexEstimate, flags: list[str], notes: list[str], refs: list[Reference], plan: PlexPlan,
+            first_at: datetime, interval: float, scenarios: tuple[_Scenario, ...],
+            starts: tuple[float, ...] | None = None, lead: float = 1.0,
+            remeasure_at: datetime | None = None) -> PlexEstimate:
+    """Projection per planned session, expected target date, re-measurement, ordered-course check."""
+    rng = est.remaining
+    step = timedelta(days=interval)
+    projection: list[ProjectedPoint] = []
+    target_at = None
+    if rng is not None and starts is not None:
+        count = min(max(rng.high, plan.ordered_sessions or 0, 1 if rng.estimate else 0), MAX_SESSIONS)
+        for j in range(1, count + 1):
+            levels = [s * lead * sc.r_plan ** j for s, sc in zip(starts, scenarios)]
+            at = first_at + step * j  # equilibrated: when the next session (and a pre-session draw) would be
+            projection.append(ProjectedPoint(session_number=j, at=at, level_ug_per_ml=levels[1],
+                                             low_ug_per_ml=min(levels), high_ug_per_ml=max(levels)))
+        if rng.estimate > 0:
+            target_at = first_at + step * rng.estimate
+
+    remeasure_after = None
+    if rng is not None and rng.estimate > 0 and remeasure_at is None:
+        remeasure_after = max(1, min(rng.estimate - 1, REMEASURE_AFTER_SESSIONS))
+        remeasure_at = first_at + step * remeasure_after  # before session remeasure_after + 1
+        notes.append(f"Re-measure serum natalizumab before session {remeasure_after + 1} (after session "
+                     f"{remeasure_after}) and adjust the course to the measured level.")
+    elif remeasure_at is not None:
+        notes.append("Measure serum natalizumab before the next session.")
+
+    if rng is not None and plan.ordered_sessions is not None:
+        ordered = plan.ordered_sessions
+        if ordered < rng.estimate:
+            flags.append("ordered-course-short")
+            notes.append(f"The order is for {ordered} session(s); the estimate is {rng.estimate} "
+                         f"(range {rng.low}-{rng.high}).")
+        elif ordered >= rng.high + ORDERED_EXCESS_SESSIONS:
+            flags.append("ordered-course-long")
+            notes.append(f"The order is for {ordered} session(s), at least {ORDERED_EXCESS_SESSIONS} more than the "
+                         f"high end of the estimate ({rng.high}); consider stopping once a level confirms the target.")
+    notes.append("This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome.")
+    unique_refs = tuple(dict.fromkeys(refs))
+    return replace(est, projection=tuple(projection), target_expected_at=target_at, remeasure_at=remeasure_at,
+                   remeasure_after_session=remeasure_after, flags=tuple(dict.fromkeys(flags)),
+                   notes=tuple(notes), references=unique_refs)
+
