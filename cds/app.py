@@ -36,7 +36,7 @@ log = logging.getLogger("cds.app")
 
 # Routers other work adds (module:attribute); included when the module exists.
 # cds.views: the clinician view (chart, /demo page).
-OPTIONAL_ROUTERS: tuple[str, ...] = ("cds.views:router",)
+OPTIONAL_ROUTERS: tuple[str, ...] = ("cds.views.charts:router", "cds.views.demo:router")
 
 
 def _outcome(status: int, code: str, text: str, diagnostics: str) -> JSONResponse:
@@ -105,6 +105,15 @@ def _optional_routers(app: FastAPI) -> None:
             app.include_router(router)
 
 
+def _chart_store(app: FastAPI) -> None:
+    """The estimate card's chart link needs the per-process chart store (cds.views.charts)."""
+    try:
+        from cds.views.charts import ChartStore
+    except ImportError:
+        return
+    app.state.chart_store = ChartStore(ttl_s=900, max_entries=2048)
+
+
 def _demo_routes(app: FastAPI) -> None:
     @app.get("/demo/patients", tags=["demo"], summary="Demo scenarios (CDS_DEMO=1 only)")
     async def demo_patients() -> Any:
@@ -138,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reader = fhir_io.FhirReader(http, settings)
             await store.start()
             rt = routes.Runtime(
+                chart_store=getattr(app.state, "chart_store", None),
                 settings=settings,
                 http=http,
                 auth=auth,
@@ -175,5 +185,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.demo:
         _demo_routes(app)
     _optional_routers(app)
+    _chart_store(app)
     customise_openapi(app)
     return app

@@ -237,12 +237,14 @@ def course_update(order: PlexOrder, sessions: int) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- links
 
 
-def chart_link(estimate: PlexEstimate, settings: Any, now: datetime) -> Link | None:
-    """Hook point for the clinician-view chart (an absolute link with an opaque id, no PHI in the URL).
+def chart_link(url: str | None) -> Link | None:
+    """The estimate card's link to the projected-level chart (absolute URL with an opaque id, no PHI).
 
-    Returns None until the chart endpoint exists; the view work replaces the body.
+    The route makes the URL (cds.views.charts.chart_url) when the chart store is enabled; None otherwise.
     """
-    return None
+    if not url:
+        return None
+    return Link(label="Projected natalizumab level chart", url=url, type="absolute")
 
 
 # ---------------------------------------------------------------- the three cards
@@ -380,7 +382,8 @@ def _estimate_detail(est: PlexEstimate, load: LoadResult, order: PlexOrder, orde
 
 
 def estimate_card(
-    est: PlexEstimate, load: LoadResult, order: PlexOrder, settings: Any, now: datetime, patient_id: str
+    est: PlexEstimate, load: LoadResult, order: PlexOrder, settings: Any, now: datetime, patient_id: str,
+    chart_url: str | None = None,
 ) -> Card:
     ordered = order.plan.ordered_sessions if order.plan.ordered_sessions is not None else est.ordered_sessions
     suggestions: list[Suggestion] = []
@@ -407,7 +410,7 @@ def estimate_card(
                 )
             )
     warn = est.basis == "none" or (r is not None and ordered is not None and ordered < r.estimate)
-    link = chart_link(est, settings, now)
+    link = chart_link(chart_url)
     return Card(
         summary=_estimate_summary(est),
         detail=_estimate_detail(est, load, order, ordered),
@@ -568,10 +571,11 @@ def render(
     now: datetime,
     *,
     patient_id: str,
+    chart_url: str | None = None,
 ) -> list[Card]:
     """The three cards, in the order a clinician reads them."""
     return [
-        estimate_card(estimate, load_result, order, settings, now, patient_id),
+        estimate_card(estimate, load_result, order, settings, now, patient_id, chart_url),
         iris_card(iris, load_result),
         dmt_card(dmt, load_result, patient_id, now),
     ]

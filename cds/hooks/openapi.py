@@ -109,6 +109,17 @@ OPERATION_OUTCOME: dict[str, Any] = {
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    bad_request = {
+        "description": "Invalid request (OperationOutcome)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}},
+    }
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            responses = op.get("responses", {}) if isinstance(op, dict) else {}
+            if responses.pop("422", None) is not None:  # we answer 400 with an OperationOutcome instead
+                responses.setdefault("400", bad_request)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
     _, defs = models_json_schema(
         [(HookRequest, "validation"), (FeedbackRequest, "validation")],
         ref_template="#/components/schemas/{model}",

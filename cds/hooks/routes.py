@@ -51,6 +51,7 @@ class Runtime:
     store: Store
     definitions: dict[str, ServiceDefinition]
     discovery_body: bytes
+    chart_store: Any = None  # cds.views.charts.ChartStore when the chart views are installed
 
 
 # ---------------------------------------------------------------- dependencies (async: no thread pool)
@@ -209,7 +210,14 @@ async def call_service(service_id: str, request: Request, rt: RuntimeDep, claims
     estimate = pk.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
     iris = iris_engine.assess_iris(load.facts, order.plan, now)
     dmt = dmt_engine.advise_dmt(load.facts, now)
-    cards = card_render.render(estimate, iris, dmt, load, order, settings, now, patient_id=hook.context.patientId)
+    chart = None
+    if rt.chart_store is not None:
+        from cds.views.charts import chart_url
+
+        chart = chart_url(rt.chart_store, settings.public_base_url, estimate, load.facts.sessions, now)
+    cards = card_render.render(
+        estimate, iris, dmt, load, order, settings, now, patient_id=hook.context.patientId, chart_url=chart
+    )
     kinds = [c.extension["pml-plex"]["kind"] for c in cards if c.extension]
     await _finish(rt, audit, started, outcome="cards", kinds=kinds)
     return JSONResponse(CdsResponse(cards=cards).to_json())
