@@ -1,0 +1,194 @@
+"""PostgreSQL backend of the Store contract (cds/store.py), for several replicas sharing one database.
+
+Chosen by open_store() when CDS_DATABASE_URL is a `postgresql://` (or `postgres://`) URL.
+
+* Driver: psycopg 3 (async) with a small psycopg_pool pool per process (min 1, max `max_size`).
+* Migrations run in start(), inside one transaction holding a transaction-scoped advisory lock
+  (pg_advisory_xact_lock), so replicas that start together apply each version exactly once: the
+  others wait on the lock, then find the version recorded in `cds_schema_migrations` and skip it.
+* Feedback is idempotent on (service_id, card, outcome, outcomeTimestamp): a unique index plus
+  INSERT … ON CONFLICT DO NOTHING, one statement per call; add_feedback() returns after COMMIT.
+* Audit events are JSONB with the fields people query (time, service, hookInstance, issuer) as
+  columns; `SELECT * FROM cds_audit ORDER BY at DESC` is the trail. Callers put no PHI in events.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["MIGRATIONS", "PgStore", "is_postgres_url"]
+
+# An arbitrary 64-bit key that names "cds schema migrations" among advisory locks in this database.
+_MIGRATION_LOCK_KEY = 0x6364_735F_6D69_6772  # "cds_migr"
+
+# Append only: a released version is never edited; a change is a new entry.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE cds_feedback (
+            id                bigserial PRIMARY KEY,
+            service_id        text        NOT NULL,
+            card              text        NOT NULL,
+            outcome           text        NOT NULL,
+            outcome_timestamp text        NOT NULL,
+            body              jsonb       NOT NULL,
+            received_at       timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE UNIQUE INDEX cds_feedback_once
+            ON cds_feedback (service_id, card, outcome, outcome_timestamp);
+        CREATE TABLE cds_audit (
+            id            bigserial PRIMARY KEY,
+            at            timestamptz NOT NULL DEFAULT now(),
+            service_id    text,
+            hook_instance text,
+            issuer        text,
+            event         jsonb       NOT NULL
+        );
+        CREATE INDEX cds_audit_at ON cds_audit (at DESC);
+        CREATE INDEX cds_audit_hook_instance ON cds_audit (hook_instance);
+        """,
+    ),
+)
+
+_FEEDBACK_KEYS = ("card", "outcome", "outcomeTimestamp")
+
+
+def is_postgres_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
+
+
+class PgStore:
+    """Feedback and audit in PostgreSQL. Build it, `await start()`, and `await close()` on shutdown."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 4, timeout_s: float = 10.0) -> None:
+        if not is_postgres_url(dsn):
+            raise ValueError("PgStore needs a postgresql:// URL")
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout_s,
+            open=False,
+            kwargs={"connect_timeout": max(1, int(timeout_s)), "application_name": "cds"},
+        )
+
+    async def start(self) -> None:
+        await self._pool.open(wait=True, timeout=self._timeout_s)
+        await self.migrate()
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> bool:
+        try:
+            async with self._pool.connection(timeout=2.0) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except (psycopg.Error, TimeoutError, OSError):
+            return False
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations this database lacks; return the versions applied by this call."""
+        applied: list[int] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS cds_schema_migrations ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM cds_schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                await conn.execute(sql)  # type: ignore[arg-type]  # our own constant DDL
+                await conn.execute("INSERT INTO cds_schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+        return applied
+
+    async def schema_version(self) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM cds_schema_migrations")
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def add_feedback(self, service_id: str, items: list[dict[str, Any]]) -> int:
+        for item in items:
+            missing = [k for k in _FEEDBACK_KEYS if not isinstance(item.get(k), str) or not item.get(k)]
+            if missing:
+                raise ValueError(f"feedback item lacks {', '.join(missing)}")
+        if not items:
+            return 0
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO cds_feedback (service_id, card, outcome, outcome_timestamp, body)"
+                " SELECT %s, e->>'card', e->>'outcome', e->>'outcomeTimestamp', e"
+                " FROM jsonb_array_elements(%s) AS e"
+                " ON CONFLICT DO NOTHING",
+                (service_id, Jsonb(items)),
+            )
+            new_rows = cur.rowcount
+        # leaving the connection block committed the transaction: the rows are durable now
+        return new_rows
+
+    async def feedback(self) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT service_id, body, received_at FROM cds_feedback ORDER BY id"
+            )
+            rows = await cur.fetchall()
+        return [
+            {**row["body"], "service_id": row["service_id"], "received_at": row["received_at"].isoformat()}
+            for row in rows
+        ]
+
+    async def add_audit(self, event: dict[str, Any]) -> None:
+        at = _parse_time(event.get("time") or event.get("at"))
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO cds_audit (at, service_id, hook_instance, issuer, event)"
+                " VALUES (coalesce(%s, now()), %s, %s, %s, %s)",
+                (
+                    at,
+                    _text(event.get("service_id") or event.get("service")),
+                    _text(event.get("hookInstance") or event.get("hook_instance")),
+                    _text(event.get("issuer") or event.get("iss")),
+                    Jsonb(json.loads(json.dumps(event, default=str))),
+                ),
+            )
+
+    async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT id, at, event FROM cds_audit ORDER BY at DESC, id DESC LIMIT %s", (max(0, limit),)
+            )
+            rows = await cur.fetchall()
+        return [{**row["event"], "id": row["id"], "recorded_at": row["at"].isoformat()} for row in rows]
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None

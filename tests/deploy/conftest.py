@@ -1,0 +1,59 @@
+"""Fixtures for the deployment tests: a throw-away PostgreSQL database on the real local server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("PG_PORT", "5432"))
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _ensure_services() -> None:
+    """Start PostgreSQL and Redis from Debian's packages when they are not already answering."""
+    if _answers(PG_HOST, PG_PORT) and _answers("127.0.0.1", 6379):
+        return
+    subprocess.run(["bash", str(ROOT / "scripts/services.sh")], check=False, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    psycopg = pytest.importorskip("psycopg")
+    _ensure_services()
+    for user in ("postgres", "root"):
+        dsn = f"postgresql://{user}@{PG_HOST}:{PG_PORT}/postgres"
+        try:
+            with psycopg.connect(dsn, connect_timeout=3):
+                return dsn
+        except psycopg.OperationalError:
+            continue
+    pytest.skip(f"PostgreSQL at {PG_HOST}:{PG_PORT} cannot be reached (scripts/services.sh could not start it)")
+
+
+@pytest.fixture
+def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A new, empty database for one test; dropped afterwards."""
+    import psycopg
+
+    name = f"cds_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

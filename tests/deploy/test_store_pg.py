@@ -1,0 +1,146 @@
+"""cds/store_pg.py against the real local PostgreSQL, one fresh database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import uuid
+
+import psycopg
+import pytest
+
+from cds.store_pg import MIGRATIONS, PgStore, is_postgres_url
+
+
+def _item(card: str, outcome: str = "accepted", ts: str = "2026-01-05T10:00:00Z") -> dict[str, object]:
+    item: dict[str, object] = {"card": card, "outcome": outcome, "outcomeTimestamp": ts}
+    if outcome == "accepted":
+        item["acceptedSuggestions"] = [{"id": "s1"}]
+    else:
+        item["overrideReason"] = {"reason": {"code": "patient-declined"}, "userComment": "n/a"}
+    return item
+
+
+async def test_concurrent_starters_migrate_once(pg_dsn: str) -> None:
+    stores = [PgStore(pg_dsn) for _ in range(6)]
+    try:
+        await asyncio.gather(*(s.start() for s in stores))
+        assert await stores[0].schema_version() == MIGRATIONS[-1][0]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT version FROM cds_schema_migrations ORDER BY version").fetchall()
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+    assert [r[0] for r in rows] == [v for v, _ in MIGRATIONS]
+    assert {"cds_feedback", "cds_audit", "cds_schema_migrations"} <= tables
+
+
+def _start_in_process(dsn: str, barrier: object, out: object) -> None:
+    async def run() -> list[int]:
+        store = PgStore(dsn)
+        barrier.wait()  # type: ignore[attr-defined]
+        await store._pool.open(wait=True)
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    try:
+        out.put(asyncio.run(run()))  # type: ignore[attr-defined]
+    except Exception as exc:  # report, so the parent fails at once instead of waiting
+        out.put(repr(exc))  # type: ignore[attr-defined]
+
+
+def test_separate_processes_starting_together_apply_each_migration_once(pg_dsn: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    n = 4
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_start_in_process, args=(pg_dsn, barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert all(isinstance(r, list) for r in results), results
+    applied = sorted(v for r in results for v in r)
+    assert applied == [v for v, _ in MIGRATIONS]  # every version by exactly one starter
+
+
+async def test_feedback_is_idempotent_and_durable(pg_dsn: str) -> None:
+    a, b = PgStore(pg_dsn), PgStore(pg_dsn)  # two replicas
+    await asyncio.gather(a.start(), b.start())
+    try:
+        card1, card2 = str(uuid.uuid4()), str(uuid.uuid4())
+        batch = [_item(card1), _item(card2, "overridden")]
+        assert await a.add_feedback("pml-plex", batch) == 2
+        assert await b.add_feedback("pml-plex", batch) == 0  # the EHR retried against another replica
+        # same card, new outcome time counts; a duplicate inside one batch counts once
+        later = _item(card1, ts="2026-01-05T11:00:00Z")
+        assert await a.add_feedback("pml-plex", [later, later]) == 1
+        # another service may send the same card id
+        assert await b.add_feedback("other-service", [_item(card1)]) == 1
+        results = await asyncio.gather(*(s.add_feedback("pml-plex", [_item(f"c{i}")]) for i in range(20)
+                                         for s in (a, b)))
+        assert sum(results) == 20
+        rows = await b.feedback()
+    finally:
+        await asyncio.gather(a.close(), b.close())
+    assert len(rows) == 24
+    assert rows[0]["card"] == card1 and rows[0]["service_id"] == "pml-plex"
+    assert rows[1]["overrideReason"]["reason"]["code"] == "patient-declined"
+    # durable: a brand-new connection sees every row
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM cds_feedback").fetchone()[0] == 24  # type: ignore[index]
+
+
+async def test_feedback_without_required_fields_is_refused(pg_dsn: str) -> None:
+    store = PgStore(pg_dsn)
+    await store.start()
+    try:
+        with pytest.raises(ValueError, match="outcomeTimestamp"):
+            await store.add_feedback("pml-plex", [{"card": "x", "outcome": "accepted"}])
+        assert await store.add_feedback("pml-plex", []) == 0
+        assert await store.feedback() == []
+    finally:
+        await store.close()
+
+
+async def test_audit_is_queryable_from_sql(pg_dsn: str) -> None:
+    store = PgStore(pg_dsn)
+    await store.start()
+    try:
+        for i in range(3):
+            await store.add_audit({
+                "time": f"2026-01-05T10:0{i}:00Z",
+                "service_id": "pml-plex",
+                "hookInstance": f"hook-{i}",
+                "issuer": "https://ehr.example.org",
+                "sources": {"prefetch": ["patient", "levels"], "fhir": []},
+                "cards": [{"kind": "pk-estimate", "indicator": "info"}],
+            })
+        newest = await store.audit(limit=2)
+        assert [e["hookInstance"] for e in newest] == ["hook-2", "hook-1"]
+        assert newest[0]["cards"] == [{"kind": "pk-estimate", "indicator": "info"}]
+        assert await store.ping()
+    finally:
+        await store.close()
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute(
+            "SELECT service_id, issuer, event->'sources'->'prefetch' FROM cds_audit WHERE hook_instance = %s",
+            ("hook-1",),
+        ).fetchone()
+    assert row == ("pml-plex", "https://ehr.example.org", ["patient", "levels"])
+
+
+async def test_ping_is_false_when_the_server_is_gone() -> None:
+    store = PgStore("postgresql://nobody@127.0.0.1:1/none", timeout_s=1)
+    assert await store.ping() is False
+    await store.close()
+
+
+def test_url_dispatch() -> None:
+    assert is_postgres_url("postgresql://u@h/db") and is_postgres_url("postgres://h/db")
+    assert not is_postgres_url("sqlite:///x.db") and not is_postgres_url(None)
+    with pytest.raises(ValueError):
+        PgStore("sqlite:///x.db")
