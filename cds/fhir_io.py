@@ -1,19 +1,66 @@
 """The one place that reads FHIR: prefetch first, then fhirServer; resources → engine.domain.
 
-CONTRACT (filled in by the fhir_io work; signatures are fixed, bodies are not yet):
-
-    PREFETCH: dict[str, str]        prefetch key -> CDS Hooks 2.0 template (discovery publishes it)
+    PREFETCH templates: prefetch_templates(settings) -> dict[str, str]   (discovery publishes them)
     plex_orders(draft_orders, selections, settings) -> list[PlexOrder]
     FhirReader(http, settings).load(patient_id, prefetch, fhir_server, token, expires_in) -> LoadResult
+
+Reading. Each prefetch key is used when it holds a Bundle (or, for `patient`, a Patient) or `null`
+(= no data, CDS Hooks 2.0 §prefetch). A key that is absent, an OperationOutcome or of the wrong type
+is fetched from fhirServer with the bearer token (or without one only when `allow_open_fhir`), all
+keys at once under a Semaphore, each page within `fhir_timeout_s`, everything within
+`fhir_deadline_s`. `link[next]` is followed up to `fhir_max_pages`, and only to the same scheme,
+host, port and base path as fhirServer, so the token never leaves it; redirects are never followed;
+bodies are read as a stream and dropped past `fhir_max_response_bytes`. A key that fails becomes a
+plain-text problem and `sources[key] = "error"`. The `patient` key is never fetched: nothing reads it.
+`DataUnavailable` (412) only when neither medications (statements or requests) nor labs could be read.
+
+Parsing. Every resource is validated alone against a slim strict pydantic model of the fields read
+here (with `strict_fhir`, also against fhir.resources R4B); a malformed one is skipped and counted,
+never raised. Observations older than 730 days are dropped (a 2.0 template cannot say so); entries
+about another patient, `entered-in-error` entries and non-completed procedures are left out.
+
+Decisions: a MedicationStatement is active when `active`, `intended` or `on-hold`; a
+MedicationRequest when `active` or `on-hold` (a `draft` on the server is not yet a treatment).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import logging
+import posixpath
+import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urljoin, urlsplit
 
-from cds.engine.domain import PatientFacts, PlexPlan
+import httpx
+from cachetools import TTLCache
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from cds import fhir_terms as terms
+from cds.engine import drugs
+from cds.engine.domain import (
+    AntibodyResult,
+    ConditionFact,
+    LymphocyteCount,
+    MedicationUse,
+    NatalizumabDose,
+    NatalizumabLevel,
+    PatientFacts,
+    PlexPlan,
+    PlexSession,
+    UnusableValue,
+)
+from cds.errors import BadHookRequest, DataUnavailable
+
+log = logging.getLogger("cds.fhir")
+
+__all__ = ["PlexOrder", "LoadResult", "FhirReader", "plex_orders", "prefetch_templates", "parse_resources"]
 
 @dataclass(frozen=True)
 class PlexOrder:
@@ -58,3 +105,1144 @@ def prefetch_templates(settings: Any) -> dict[str, str]:
         "conditions": f"Condition?patient={pid}&_count=100",
         "procedures": f"Procedure?patient={pid}&status=completed&_count=100",
     }
+
+
+# ================================================================ slim strict models (hot path)
+# Just the fields read below. Strict: a string is not a number, a number not a string; required
+# elements are required; fixed value sets are Literals; everything else is ignored.
+# tests/fhir_io/test_agreement.py checks they read what fhir.resources R4B reads.
+
+_Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+_DateTime = Annotated[
+    str, StringConstraints(pattern=r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+]
+_Code = Annotated[str, StringConstraints(pattern=r"^\S+( \S+)*$")]
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _Coding(_M):
+    system: str | None = None
+    code: _Code | None = None
+    display: str | None = None
+
+
+class _CC(_M):
+    coding: list[_Coding] = Field(default_factory=list)
+    text: str | None = None
+
+
+class _Quantity(_M):
+    value: float | None = None
+    comparator: Literal["<", "<=", ">=", ">"] | None = None
+    unit: str | None = None
+    system: str | None = None
+    code: _Code | None = None
+
+
+class _Reference(_M):
+    reference: str | None = None
+    display: str | None = None
+
+
+class _Period(_M):
+    start: _DateTime | None = None
+    end: _DateTime | None = None
+
+
+class _Annotation(_M):
+    text: str
+
+
+class _Extension(_M):
+    url: str
+    valueDecimal: float | None = None
+    valueQuantity: _Quantity | None = None
+    valueString: str | None = None
+
+
+class _Repeat(_M):
+    boundsPeriod: _Period | None = None
+    count: int | None = Field(None, ge=0)
+    frequency: int | None = Field(None, ge=0)
+    period: float | None = Field(None, ge=0)
+    periodUnit: Literal["s", "min", "h", "d", "wk", "mo", "a"] | None = None
+
+
+class _Timing(_M):
+    event: list[_DateTime] = Field(default_factory=list)
+    repeat: _Repeat | None = None
+    code: _CC | None = None
+
+
+class _DoseAndRate(_M):
+    doseQuantity: _Quantity | None = None
+
+
+class _Dosage(_M):
+    text: str | None = None
+    timing: _Timing | None = None
+    doseAndRate: list[_DoseAndRate] = Field(default_factory=list)
+
+
+class _Resource(_M):
+    id: _Id | None = None
+    subject: _Reference | None = None
+
+
+class _Observation(_Resource):
+    resourceType: Literal["Observation"]
+    status: Literal["registered", "preliminary", "final", "amended", "corrected", "cancelled",
+                    "entered-in-error", "unknown"]
+    code: _CC
+    effectiveDateTime: _DateTime | None = None
+    effectivePeriod: _Period | None = None
+    effectiveInstant: _DateTime | None = None
+    issued: _DateTime | None = None
+    valueQuantity: _Quantity | None = None
+    valueString: str | None = None
+    valueBoolean: bool | None = None
+    valueInteger: int | None = None
+    valueCodeableConcept: _CC | None = None
+    interpretation: list[_CC] = Field(default_factory=list)
+
+
+class _Procedure(_Resource):
+    resourceType: Literal["Procedure"]
+    status: Literal["preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
+                    "entered-in-error", "unknown"]
+    code: _CC | None = None
+    performedDateTime: _DateTime | None = None
+    performedPeriod: _Period | None = None
+    note: list[_Annotation] = Field(default_factory=list)
+    extension: list[_Extension] = Field(default_factory=list)
+
+
+class _Ingredient(_M):
+    itemCodeableConcept: _CC | None = None
+
+
+class _Medication(_Resource):
+    resourceType: Literal["Medication"]
+    code: _CC | None = None
+    ingredient: list[_Ingredient] = Field(default_factory=list)
+
+
+class _MedicationUse(_Resource):
+    medicationCodeableConcept: _CC | None = None
+    medicationReference: _Reference | None = None
+    contained: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class _MedicationStatement(_MedicationUse):
+    resourceType: Literal["MedicationStatement"]
+    status: Literal["active", "completed", "entered-in-error", "intended", "stopped", "on-hold",
+                    "unknown", "not-taken"]
+    effectiveDateTime: _DateTime | None = None
+    effectivePeriod: _Period | None = None
+    dateAsserted: _DateTime | None = None
+    dosage: list[_Dosage] = Field(default_factory=list)
+
+
+class _MedicationRequest(_MedicationUse):
+    resourceType: Literal["MedicationRequest"]
+    status: Literal["active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped",
+                    "draft", "unknown"]
+    intent: str
+    authoredOn: _DateTime | None = None
+    dosageInstruction: list[_Dosage] = Field(default_factory=list)
+
+
+class _Stage(_M):
+    summary: _CC | None = None
+
+
+class _Evidence(_M):
+    code: list[_CC] = Field(default_factory=list)
+    detail: list[_Reference] = Field(default_factory=list)
+
+
+class _Condition(_Resource):
+    resourceType: Literal["Condition"]
+    clinicalStatus: _CC | None = None
+    verificationStatus: _CC | None = None
+    code: _CC | None = None
+    bodySite: list[_CC] = Field(default_factory=list)
+    onsetDateTime: _DateTime | None = None
+    onsetPeriod: _Period | None = None
+    stage: list[_Stage] = Field(default_factory=list)
+    evidence: list[_Evidence] = Field(default_factory=list)
+    note: list[_Annotation] = Field(default_factory=list)
+
+
+class _ServiceRequest(_Resource):
+    resourceType: Literal["ServiceRequest"]
+    status: Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
+    intent: str
+    code: _CC | None = None
+    orderDetail: list[_CC] = Field(default_factory=list)
+    quantityQuantity: _Quantity | None = None
+    occurrenceDateTime: _DateTime | None = None
+    occurrencePeriod: _Period | None = None
+    occurrenceTiming: _Timing | None = None
+    note: list[_Annotation] = Field(default_factory=list)
+    patientInstruction: str | None = None
+    extension: list[_Extension] = Field(default_factory=list)
+
+
+class _Patient(_Resource):
+    resourceType: Literal["Patient"]
+
+
+_MODELS: dict[str, type[_Resource]] = {
+    "Observation": _Observation,
+    "Procedure": _Procedure,
+    "Medication": _Medication,
+    "MedicationStatement": _MedicationStatement,
+    "MedicationRequest": _MedicationRequest,
+    "Condition": _Condition,
+    "ServiceRequest": _ServiceRequest,
+    "Patient": _Patient,
+}
+
+_R4B_MODULES = {
+    "Observation": "observation", "Procedure": "procedure", "Medication": "medication",
+    "MedicationStatement": "medicationstatement", "MedicationRequest": "medicationrequest",
+    "Condition": "condition", "ServiceRequest": "servicerequest", "Patient": "patient",
+}
+
+
+def r4b_valid(resource: dict[str, Any]) -> bool:
+    """Full fhir.resources R4B validation of one resource (never the R5 top-level models)."""
+    import importlib
+
+    name = resource.get("resourceType")
+    module = _R4B_MODULES.get(name) if isinstance(name, str) else None
+    if module is None:
+        return False
+    cls = getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), name)
+    try:
+        cls.model_validate(resource)
+    except Exception:  # pydantic ValidationError, or fhir-core's own ValueError/TypeError
+        return False
+    return True
+
+
+def _validate(resource: Any, strict: bool) -> _Resource | None:
+    """Slim model of one resource; None when it is malformed (or, with `strict`, R4B-invalid)."""
+    if not isinstance(resource, dict):
+        return None
+    model = _MODELS.get(resource.get("resourceType"))  # type: ignore[arg-type]
+    if model is None:
+        return None
+    try:
+        parsed = model.model_validate(resource)
+    except ValidationError:
+        return None
+    if strict and not r4b_valid(resource):
+        return None
+    return parsed
+
+
+# ================================================================ small readers of FHIR elements
+
+
+def _codings(cc: _CC | None) -> tuple[tuple[str, str], ...]:
+    if cc is None:
+        return ()
+    return tuple((c.system or "", c.code) for c in cc.coding if c.code)
+
+
+def _texts(cc: _CC | None) -> list[str]:
+    if cc is None:
+        return []
+    return [t for t in [cc.text, *(c.display for c in cc.coding)] if t]
+
+
+def _label(cc: _CC | None) -> str:
+    texts = _texts(cc)
+    if texts:
+        return texts[0]
+    codes = _codings(cc)
+    return codes[0][1] if codes else ""
+
+
+def _when(*candidates: str | None) -> tuple[datetime, str] | None:
+    for c in candidates:
+        if c:
+            return terms.parse_fhir_datetime(c)
+    return None
+
+
+def _source(r: _Resource, rtype: str) -> str:
+    return f"{rtype}/{r.id}" if r.id else rtype
+
+
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
+
+
+def _other_patient(r: _Resource, patient_id: str | None) -> bool:
+    ref = r.subject.reference if r.subject else None
+    if not patient_id or not ref:
+        return False
+    m = _PATIENT_REF.search(ref)
+    return bool(m) and m.group(1) != patient_id
+
+
+_MEDICATION_REF = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
+_VALUE_STRING = re.compile(r"^\s*(<=|>=|<|>|≤|≥)?\s*(-?\d+(?:[.,]\d+)?)\s*(.*?)\s*$")
+_UCUM = "http://unitsofmeasure.org"
+
+
+def _numeric(o: _Observation) -> tuple[float, str | None, str, str] | None:
+    """(value, comparator, unit for conversion, unit as reported) from valueQuantity or valueString."""
+    q = o.valueQuantity
+    if q is not None and q.value is not None:
+        unit = (q.code if q.system == _UCUM and q.code else None) or q.unit or q.code or ""
+        return q.value, q.comparator, unit, q.unit or q.code or ""
+    if o.valueString and (m := _VALUE_STRING.match(o.valueString)):
+        comparator = {"≤": "<=", "≥": ">="}.get(m.group(1) or "", m.group(1))
+        unit = m.group(3)
+        return float(m.group(2).replace(",", ".")), comparator, unit, unit
+    if o.valueInteger is not None:
+        return float(o.valueInteger), None, "", ""
+    return None
+
+
+def _reported(value: float, comparator: str | None, unit: str) -> str:
+    return f"{comparator or ''}{value:g} {unit}".strip()
+
+
+# ================================================================ resources -> domain
+
+MAX_OBSERVATION_AGE = timedelta(days=730)
+_MAX_LEVEL_UG_PER_ML = 1000.0
+_MAX_LYMPHOCYTES_10E9_PER_L = 1000.0
+_STATEMENT_ACTIVE = frozenset({"active", "intended", "on-hold"})
+_REQUEST_ACTIVE = frozenset({"active", "on-hold"})
+_STATEMENT_GIVEN = frozenset({"active", "completed", "stopped", "on-hold"})
+_REQUEST_GIVEN = frozenset({"active", "completed", "stopped", "on-hold"})
+_CONDITION_INACTIVE = frozenset({"inactive", "remission", "resolved"})
+_CONDITION_EXCLUDED = frozenset({"refuted", "entered-in-error"})
+
+
+@dataclass
+class Parsed:
+    """What parse_resources made of a set of resources."""
+
+    facts: PatientFacts
+    skipped: int = 0  # malformed (or, with strict_fhir, R4B-invalid) entries
+    other_patient: int = 0  # entries whose subject is another patient (left out)
+
+
+@dataclass
+class _Acc:
+    levels: list[NatalizumabLevel] = field(default_factory=list)
+    sessions: list[PlexSession] = field(default_factory=list)
+    doses: list[NatalizumabDose] = field(default_factory=list)
+    antibodies: list[AntibodyResult] = field(default_factory=list)
+    medications: list[MedicationUse] = field(default_factory=list)
+    lymphocytes: list[LymphocyteCount] = field(default_factory=list)
+    conditions: list[ConditionFact] = field(default_factory=list)
+    unusable: list[UnusableValue] = field(default_factory=list)
+
+
+class _Context:
+    def __init__(self, settings: Any, now: datetime, medications: dict[str, _Medication]) -> None:
+        self.level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
+        self.plex_codes = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
+        self.now = now
+        self.medications = medications
+        self.acc = _Acc()
+
+
+def _observation(o: _Observation, ctx: _Context) -> None:
+    if o.status in ("entered-in-error", "cancelled"):
+        return
+    codes, texts = _codings(o.code), _texts(o.code)
+    text = " ".join(texts)
+    kind: str | None
+    if terms.codes_match(codes, terms.NATALIZUMAB_ANTIBODY_CODES):
+        kind = "antibody"
+    elif terms.codes_match(codes, ctx.level_codes):
+        kind = "level"
+    elif terms.is_natalizumab_antibody(codes, text):
+        kind = "antibody"
+    elif terms.is_natalizumab_level(codes, text, ctx.level_codes):
+        kind = "level"
+    else:
+        kind = terms.lymphocyte_kind(codes, text) and "lymphocytes"
+    if kind is None:
+        return
+    period = o.effectivePeriod
+    when = _when(o.effectiveDateTime, period.start if period else None, period.end if period else None,
+                 o.effectiveInstant, o.issued)
+    if when is not None and when[0] < ctx.now - MAX_OBSERVATION_AGE:
+        return  # outside the 730-day window
+    src = _source(o, "Observation")
+    at = when[0] if when else None
+    if kind == "antibody":
+        _antibody(o, at, src, ctx)
+    elif kind == "level":
+        _level(o, when, src, ctx)
+    else:
+        _lymphocytes(o, codes, text, at, src, ctx)
+
+
+def _level(o: _Observation, when: tuple[datetime, str] | None, src: str, ctx: _Context) -> None:
+    kind = "natalizumab level"
+    num = _numeric(o)
+    at = when[0] if when else None
+    if num is None:
+        if o.status not in ("registered", "preliminary"):
+            ctx.acc.unusable.append(UnusableValue(kind, "no numeric value", o.valueString or "", at, src))
+        return
+    value, comparator, unit, reported_unit = num
+    reported = _reported(value, comparator, reported_unit)
+    converted = terms.to_ug_per_ml(value, unit) if unit else None
+    reason = None
+    if not unit:
+        reason = "no unit given"
+    elif converted is None:
+        reason = f"unit '{unit}' is not a mass concentration"
+    elif value < 0:
+        reason = "negative value"
+    elif value == 0 and comparator is None:
+        reason = "zero without a '<' comparator"
+    elif converted > _MAX_LEVEL_UG_PER_ML:
+        reason = "above 1000 µg/mL, not plausible"
+    elif when is None:
+        reason = "no sample date"
+    elif when[1] in ("year", "month"):
+        reason = "sample date is not precise to the day"
+    if reason is not None or converted is None or at is None:
+        ctx.acc.unusable.append(UnusableValue(kind, reason or "not usable", reported, at, src))
+        return
+    ctx.acc.levels.append(
+        NatalizumabLevel(converted, at, comparator, value, reported_unit or unit, src)  # type: ignore[arg-type]
+    )
+
+
+def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> None:
+    positive: bool | None = None
+    reported = ""
+    if o.valueBoolean is not None:
+        positive, reported = o.valueBoolean, str(o.valueBoolean).lower()
+    elif o.valueCodeableConcept is not None:
+        vcc = o.valueCodeableConcept
+        reported = _label(vcc)
+        for word in [*(c for _, c in _codings(vcc)), *_texts(vcc)]:
+            if (positive := terms.qualitative(word)) is not None:
+                break
+    elif o.valueString:
+        reported = o.valueString
+        positive = terms.qualitative(o.valueString)
+    elif o.valueQuantity is not None and o.valueQuantity.value is not None:
+        reported = _reported(o.valueQuantity.value, o.valueQuantity.comparator, o.valueQuantity.unit or "")
+    if positive is None:
+        for interp in o.interpretation:
+            for word in [*(c for _, c in _codings(interp)), *_texts(interp)]:
+                if (positive := terms.qualitative(word)) is not None:
+                    break
+            if positive is not None:
+                break
+    kind = "natalizumab antibody result"
+    if positive is None:
+        if o.status not in ("registered", "preliminary") or reported:
+            ctx.acc.unusable.append(UnusableValue(kind, "result is neither positive nor negative", reported, at, src))
+    elif at is None:
+        ctx.acc.unusable.append(UnusableValue(kind, "no test date", reported, None, src))
+    else:
+        ctx.acc.antibodies.append(AntibodyResult(positive, at, src))
+
+
+def _lymphocytes(o: _Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: _Context) -> None:
+    lk = terms.lymphocyte_kind(codes, text)
+    num = _numeric(o)
+    kind = "lymphocyte count"
+    if num is None:
+        if lk == "absolute" and o.status not in ("registered", "preliminary"):
+            ctx.acc.unusable.append(UnusableValue(kind, "no numeric value", o.valueString or "", at, src))
+        return
+    value, comparator, unit, reported_unit = num
+    reported = _reported(value, comparator, reported_unit)
+    if lk == "percent" or terms.is_percent_unit(unit):
+        ctx.acc.unusable.append(UnusableValue(kind, "a percentage is not an absolute count", reported, at, src))
+        return
+    converted = terms.to_10e9_per_l(value, unit) if unit else None
+    if converted is None:
+        if lk == "absolute":
+            why = f"unit '{unit}' is not an absolute count" if unit else "no unit given"
+            ctx.acc.unusable.append(UnusableValue(kind, why, reported, at, src))
+        return  # text-only matches need an absolute unit to count at all
+    reason = None
+    if value < 0:
+        reason = "negative value"
+    elif converted > _MAX_LYMPHOCYTES_10E9_PER_L:
+        reason = "not plausible"
+    elif comparator is not None:
+        reason = f"a bound ('{comparator}'), not a count"
+    elif at is None:
+        reason = "no sample date"
+    if reason is not None or at is None:
+        ctx.acc.unusable.append(UnusableValue(kind, reason or "not usable", reported, at, src))
+        return
+    ctx.acc.lymphocytes.append(LymphocyteCount(converted, at, src))
+
+
+def _plasma_volumes_from(extensions: list[_Extension], texts: Iterable[str | None]) -> float | None:
+    for ext in extensions:
+        if "plasma" in ext.url.lower() and "volume" in ext.url.lower():
+            value = ext.valueDecimal if ext.valueDecimal is not None else (
+                ext.valueQuantity.value if ext.valueQuantity else None)
+            if value is not None and 0 < value <= 5:
+                return float(value)
+            if ext.valueString and (pv := terms.plasma_volumes([ext.valueString + " plasma volumes"])):
+                return pv
+    return terms.plasma_volumes(t for t in texts if t)
+
+
+def _procedure(p: _Procedure, ctx: _Context) -> None:
+    if p.status != "completed":
+        return
+    codes, texts = _codings(p.code), _texts(p.code)
+    modality = terms.plex_modality(codes, texts, ctx.plex_codes)
+    if modality is None:
+        return
+    src = _source(p, "Procedure")
+    when = _when(p.performedDateTime, p.performedPeriod.start if p.performedPeriod else None)
+    if when is None:
+        ctx.acc.unusable.append(UnusableValue("PLEX procedure", "no date performed", _label(p.code), None, src))
+        return
+    volumes = _plasma_volumes_from(p.extension, [*(n.text for n in p.note), *texts])
+    ctx.acc.sessions.append(PlexSession(when[0], modality, volumes, src))  # type: ignore[arg-type]
+
+
+def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[str, str], ...], str, str]:
+    """(codes, label as written, text for identification) of the medication a statement/request names."""
+    if m.medicationCodeableConcept is not None:
+        cc = m.medicationCodeableConcept
+        return _codings(cc), _label(cc), " ".join(_texts(cc))
+    ref = m.medicationReference
+    if ref is None:
+        return (), "", ""
+    med: _Medication | None = None
+    if ref.reference and ref.reference.startswith("#"):
+        for item in m.contained:
+            if isinstance(item, dict) and item.get("id") == ref.reference[1:]:
+                try:
+                    med = _Medication.model_validate(item)
+                except ValidationError:
+                    med = None
+                break
+    elif ref.reference:
+        found = _MEDICATION_REF.search(ref.reference)
+        med = ctx.medications.get(found.group(1)) if found else None  # a Medication in the same read
+    if med is None:
+        return (), ref.display or "", ref.display or ""
+    codes = list(_codings(med.code))
+    texts = _texts(med.code)
+    for ing in med.ingredient:
+        codes.extend(_codings(ing.itemCodeableConcept))
+        texts.extend(_texts(ing.itemCodeableConcept))
+    label = ref.display or _label(med.code) or (texts[0] if texts else "")
+    return tuple(codes), label, " ".join([ref.display or "", *texts]).strip()
+
+
+def _dose_facts(dosages: list[_Dosage]) -> tuple[float | None, float | None]:
+    dose_mg = interval = None
+    for d in dosages:
+        for dr in d.doseAndRate:
+            q = dr.doseQuantity
+            if dose_mg is None and q and q.value is not None and (q.code or q.unit or "").lower() == "mg":
+                dose_mg = q.value
+        if interval is None and d.timing is not None:
+            r = d.timing.repeat
+            if r is not None:
+                interval = terms.interval_days(r.frequency, r.period, r.periodUnit)
+            if interval is None and d.timing.code is not None:
+                interval = terms.interval_from_text(" ".join(_texts(d.timing.code)))
+        if interval is None:
+            interval = terms.interval_from_text(d.text)
+    return dose_mg, interval
+
+
+def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> None:
+    if m.status == "entered-in-error":
+        return
+    codes, label, text = _medication_concept(m, ctx)
+    ingredient = drugs.identify(codes, text or label)
+    if isinstance(m, _MedicationStatement):
+        rtype, active, given = "MedicationStatement", m.status in _STATEMENT_ACTIVE, m.status in _STATEMENT_GIVEN
+        p = m.effectivePeriod
+        when = _when(m.effectiveDateTime, p.end if p else None, p.start if p else None, m.dateAsserted)
+        dosages = m.dosage
+    else:
+        rtype, active, given = "MedicationRequest", m.status in _REQUEST_ACTIVE, m.status in _REQUEST_GIVEN
+        when = _when(m.authoredOn)
+        dosages = m.dosageInstruction
+    src = _source(m, rtype)
+    at = when[0] if when else None
+    ctx.acc.medications.append(
+        MedicationUse(ingredient, label or "medication without a name", active, m.status, codes, at, src)
+    )
+    if ingredient == "natalizumab" and given and at is not None and at <= ctx.now + timedelta(days=1):
+        dose_mg, interval = _dose_facts(dosages)
+        ctx.acc.doses.append(NatalizumabDose(at, dose_mg, interval, src))
+
+
+def _condition(c: _Condition, ctx: _Context) -> None:
+    verification = {code for _, code in _codings(c.verificationStatus)}
+    if verification & _CONDITION_EXCLUDED:
+        return
+    codes, texts = _codings(c.code), _texts(c.code)
+    kind = terms.condition_kind(codes, " ".join(texts))
+    descriptions: list[str] = []
+    body_site_codes: list[tuple[str, str]] = []
+    for site in c.bodySite:
+        descriptions.extend(_texts(site))
+        body_site_codes.extend(_codings(site))
+    descriptions.extend(n.text for n in c.note)
+    for stage in c.stage:
+        descriptions.extend(_texts(stage.summary))
+    for ev in c.evidence:
+        for cc in ev.code:
+            descriptions.extend(_texts(cc))
+        descriptions.extend(d.display for d in ev.detail if d.display)
+    onset = _when(c.onsetDateTime, c.onsetPeriod.start if c.onsetPeriod else None)
+    clinical = {code for _, code in _codings(c.clinicalStatus)}
+    ctx.acc.conditions.append(ConditionFact(
+        kind,  # type: ignore[arg-type]
+        _label(c.code),
+        codes,
+        tuple(body_site_codes),
+        tuple(dict.fromkeys(d for d in descriptions if d.strip())),
+        onset[0] if onset else None,
+        not (clinical & _CONDITION_INACTIVE),
+        _source(c, "Condition"),
+    ))
+
+
+_HANDLERS: dict[type, Any] = {
+    _Observation: _observation,
+    _Procedure: _procedure,
+    _MedicationStatement: _medication,
+    _MedicationRequest: _medication,
+    _Condition: _condition,
+}
+
+
+def parse_resources(
+    resources: Iterable[Any],
+    settings: Any,
+    *,
+    patient_id: str | None = None,
+    now: datetime | None = None,
+) -> Parsed:
+    """Resources (dicts, in any order, duplicates allowed) -> PatientFacts. Never raises for bad data."""
+    now = now or datetime.now(UTC)
+    strict = bool(getattr(settings, "strict_fhir", False))
+    parsed: list[_Resource] = []
+    seen: set[tuple[str, str]] = set()
+    skipped = other = 0
+    for raw in resources:
+        if not isinstance(raw, dict) or raw.get("resourceType") not in _MODELS:
+            if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
+                skipped += 1  # not a resource at all
+            continue  # a resource type nothing here reads
+        rid = raw.get("id")
+        if isinstance(rid, str):
+            key = (raw["resourceType"], rid)
+            if key in seen:
+                continue
+            seen.add(key)
+        model = _validate(raw, strict)
+        if model is None:
+            skipped += 1
+            continue
+        if _other_patient(model, patient_id):
+            other += 1
+            continue
+        parsed.append(model)
+    medications = {f"Medication/{m.id}": m for m in parsed if isinstance(m, _Medication) and m.id}
+    ctx = _Context(settings, now, medications)
+    for model in parsed:
+        handler = _HANDLERS.get(type(model))
+        if handler is None:
+            continue
+        try:
+            handler(model, ctx)
+        except (ValueError, TypeError, ArithmeticError):  # e.g. an impossible date like 2024-02-30
+            skipped += 1
+    a = ctx.acc
+    epoch = datetime.min.replace(tzinfo=UTC)
+    facts = PatientFacts(
+        levels=tuple(sorted(a.levels, key=lambda x: x.drawn_at)),
+        sessions=tuple(sorted(a.sessions, key=lambda x: x.performed_at)),
+        doses=tuple(sorted(a.doses, key=lambda x: x.given_at)),
+        antibodies=tuple(sorted(a.antibodies, key=lambda x: x.tested_at)),
+        medications=tuple(sorted(a.medications, key=lambda x: (x.last_date or epoch, x.source))),
+        lymphocytes=tuple(sorted(a.lymphocytes, key=lambda x: x.drawn_at)),
+        conditions=tuple(a.conditions),
+        unusable=tuple(a.unusable),
+    )
+    return Parsed(facts, skipped, other)
+
+
+# ================================================================ draft orders
+
+
+def _norm_selection(value: str) -> str:
+    parts = value.strip().rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else value.strip()
+
+
+def _safe_when(*candidates: str | None) -> datetime | None:
+    try:
+        found = _when(*candidates)
+    except ValueError:
+        return None
+    return found[0] if found else None
+
+
+_VOLUME_UNITS = re.compile(r"^(m|d|c|u)?l$", re.IGNORECASE)
+
+
+def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
+    ordered: int | None = None
+    q = sr.quantityQuantity
+    if q is not None and q.value is not None and 0 < q.value <= 100 and float(q.value).is_integer():
+        if not _VOLUME_UNITS.match((q.code or q.unit or "").strip()):
+            ordered = int(q.value)
+    timing = sr.occurrenceTiming
+    repeat = timing.repeat if timing else None
+    if ordered is None and repeat is not None and repeat.count:
+        ordered = repeat.count
+    texts = [*(n.text for n in sr.note), sr.patientInstruction, *(t for cc in sr.orderDetail for t in _texts(cc))]
+    interval = terms.interval_days(repeat.frequency, repeat.period, repeat.periodUnit) if repeat else None
+    if interval is None and timing is not None and timing.code is not None:
+        interval = terms.interval_from_text(" ".join(_texts(timing.code)))
+    if interval is None:
+        interval = next((i for t in texts if (i := terms.interval_from_text(t))), None)
+    if interval is None or not 0.5 <= interval <= 14:
+        interval = PlexPlan.interval_days
+    first = _safe_when(
+        sr.occurrenceDateTime,
+        sr.occurrencePeriod.start if sr.occurrencePeriod else None,
+        min(timing.event) if timing and timing.event else None,
+        repeat.boundsPeriod.start if repeat and repeat.boundsPeriod else None,
+    )
+    volumes = _plasma_volumes_from(sr.extension, [*texts, *_texts(sr.code)])
+    return PlexPlan(
+        plasma_volumes_per_session=volumes or PlexPlan.plasma_volumes_per_session,
+        interval_days=interval,
+        ordered_sessions=ordered,
+        modality=modality,  # type: ignore[arg-type]
+        first_session_at=first,
+    )
+
+
+def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Any) -> list[PlexOrder]:
+    """The plasma exchange / immunoadsorption ServiceRequests a hook is about.
+
+    order-select: only the entries named in `selections`; order-sign (`selections is None`): every
+    entry, whatever its status (re-signed orders included) except entered-in-error. Other resource
+    types are ignored; a malformed entry is skipped. `draftOrders` must be a Bundle (its `type` may
+    be missing, as the CDS Hooks Sandbox sends it), else BadHookRequest. A matched order is also
+    validated with fhir.resources R4B. `reference` is "" when the draft has no id.
+    """
+    if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
+        raise BadHookRequest("context.draftOrders must be a FHIR Bundle", code="draft-orders")
+    entries = draft_orders.get("entry", [])
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise BadHookRequest("context.draftOrders.entry must be a list", code="draft-orders")
+    wanted = None if selections is None else {_norm_selection(s) for s in selections if isinstance(s, str)}
+    extra = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
+    orders: list[PlexOrder] = []
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "ServiceRequest":
+            continue
+        rid = resource.get("id")
+        reference = f"ServiceRequest/{rid}" if isinstance(rid, str) and rid else ""
+        if wanted is not None and reference not in wanted:
+            continue
+        sr = _validate(resource, strict=False)
+        if not isinstance(sr, _ServiceRequest):
+            log.warning("draft ServiceRequest skipped: malformed")
+            continue
+        if sr.status == "entered-in-error":
+            continue
+        modality = terms.plex_modality(_codings(sr.code), _texts(sr.code), extra)
+        if modality is None:
+            continue
+        if not r4b_valid(resource):
+            log.warning("draft ServiceRequest skipped: not valid FHIR R4B")
+            continue
+        orders.append(PlexOrder(reference, _plan(sr, modality), _label(sr.code) or "plasma exchange", resource))
+    return orders
+
+
+# ================================================================ reading: prefetch, then fhirServer
+
+_KEY_TYPES: dict[str, frozenset[str]] = {
+    "patient": frozenset({"Patient"}),
+    "labs": frozenset({"Observation"}),
+    "lymphocytes": frozenset({"Observation"}),
+    "medicationStatements": frozenset({"MedicationStatement", "Medication"}),
+    "medicationRequests": frozenset({"MedicationRequest", "Medication"}),
+    "conditions": frozenset({"Condition"}),
+    "procedures": frozenset({"Procedure"}),
+}
+_KEY_LABELS = {
+    "patient": "the patient record",
+    "labs": "laboratory results",
+    "lymphocytes": "lymphocyte counts",
+    "medicationStatements": "medication statements",
+    "medicationRequests": "medication orders",
+    "conditions": "conditions",
+    "procedures": "procedures",
+}
+_MEDICATION_KEYS = ("medicationStatements", "medicationRequests")
+_READ = frozenset({"prefetch", "fhir", "cache"})
+
+
+class _Unreadable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Fetched:
+    resources: list[Any]
+    error: str | None = None  # nothing usable: why
+    note: str | None = None  # something read, but not all of it: why
+    cached: bool = False
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link")
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"] or None
+    return None
+
+
+def _bundle_resources(bundle: dict[str, Any]) -> list[Any] | None:
+    entries = bundle.get("entry", [])
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        return None
+    out: list[Any] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            out.append(entry)  # counted as skipped when parsed
+            continue
+        search = entry.get("search")
+        if isinstance(search, dict) and search.get("mode") == "outcome":
+            continue
+        out.append(entry.get("resource"))
+    return out
+
+
+def _default_port(scheme: str) -> int | None:
+    return {"http": 80, "https": 443}.get(scheme)
+
+
+def same_base(url: str, base: str) -> bool:
+    """True when `url` has the scheme, host, port and base path of `base` (where the token may go)."""
+    try:
+        u, b = urlsplit(url), urlsplit(base)
+        u_port, b_port = u.port or _default_port(u.scheme.lower()), b.port or _default_port(b.scheme.lower())
+    except ValueError:
+        return False
+    if u.scheme.lower() not in ("http", "https") or u.scheme.lower() != b.scheme.lower():
+        return False
+    if not u.hostname or u.hostname != b.hostname or u_port != b_port or u.username or u.password:
+        return False
+    segments = u.path.split("/")
+    if ".." in segments or "." in segments or posixpath.normpath(u.path or "/") != (u.path.rstrip("/") or "/"):
+        return False
+    base_path = b.path.rstrip("/")
+    return u.path.rstrip("/") == base_path or u.path.startswith(base_path + "/")
+
+
+def _key_resources(key: str, resources: list[Any]) -> list[Any]:
+    """Keep the resource types a key asks for (and malformed entries, to be counted)."""
+    wanted = _KEY_TYPES[key]
+    return [r for r in resources if not isinstance(r, dict) or r.get("resourceType") in wanted
+            or not isinstance(r.get("resourceType"), str)]
+
+
+class FhirReader:
+    """Reads what the engine needs for one patient: prefetch first, then fhirServer. One per app."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: Any) -> None:
+        self._http = http
+        self._settings = settings
+        self._clock = time.monotonic  # tests may replace it to age the cache
+        ttl = int(getattr(settings, "cache_ttl_s", 0) or 0)
+        self._cache: TTLCache[tuple[str, str, str], tuple[float, list[Any]]] | None = (
+            TTLCache(maxsize=settings.cache_max_entries, ttl=ttl, timer=lambda: self._clock()) if ttl > 0 else None
+        )
+        self._inflight: dict[tuple[str, str, str], asyncio.Future[_Fetched]] = {}
+        import fhir.resources.R4B.servicerequest  # noqa: F401  (warm: draft orders are R4B-validated)
+
+    # ------------------------------------------------------------ public
+
+    async def load(
+        self,
+        patient_id: str,
+        prefetch: dict[str, Any] | None,
+        fhir_server: str | None,
+        token: str | None,
+        expires_in: int | None,
+    ) -> LoadResult:
+        s = self._settings
+        deadline = time.monotonic() + s.fhir_deadline_s
+        given = prefetch if isinstance(prefetch, dict) else {}
+        base = fhir_server.rstrip("/") if isinstance(fhir_server, str) and fhir_server else None
+        can_fetch = base is not None and (bool(token) or bool(s.allow_open_fhir))
+        token = token or None
+        ttl = self._ttl(expires_in)
+        semaphore = asyncio.Semaphore(s.fhir_max_concurrency)
+
+        collected: dict[str, list[Any]] = {}
+        sources: dict[str, str] = {}
+        problems: list[str] = []
+        jobs: dict[str, Any] = {}
+        for key, template in prefetch_templates(s).items():
+            label = _KEY_LABELS[key]
+            value = given.get(key, _ABSENT)
+            rtype = value.get("resourceType") if isinstance(value, dict) else None
+            if value is None:  # CDS Hooks: present and null = no data
+                collected[key], sources[key] = [], "prefetch"
+                continue
+            if rtype == "Bundle" and (resources := _bundle_resources(value)) is not None:
+                collected[key], sources[key] = _key_resources(key, resources), "prefetch"
+                next_url = _next_link(value)
+                if next_url is not None:
+                    next_url = urljoin(base + "/", next_url) if base else next_url
+                    if can_fetch and base and same_base(next_url, base):
+                        jobs[key] = self._search(next_url, key, token, semaphore, deadline, base)
+                    else:
+                        problems.append(f"{label}: only the first prefetched page could be read")
+                continue
+            if key == "patient":
+                if rtype == "Patient" and value.get("id") in (None, patient_id):
+                    collected[key], sources[key] = [value], "prefetch"
+                elif rtype == "Patient":
+                    sources[key] = "error"
+                    problems.append("the prefetched patient record is for another patient and was ignored")
+                else:
+                    sources[key] = "missing"  # nothing reads it: never fetched
+                continue
+            if not can_fetch:
+                sources[key] = "missing"
+                problems.append(f"{label} were not prefetched and the FHIR server could not be asked")
+                continue
+            query = template.replace("{{context.patientId}}", quote(patient_id, safe=""))
+            jobs[key] = self._cached_search(base, query, key, token, ttl, semaphore, deadline)  # type: ignore[arg-type]
+
+        for key, fetched in (await self._run(jobs, deadline)).items():
+            label = _KEY_LABELS[key]
+            continuation = sources.get(key) == "prefetch"
+            if fetched.error is not None:
+                if continuation:
+                    problems.append(f"{label}: only the first prefetched page could be read ({fetched.error})")
+                else:
+                    sources[key] = "error"
+                    problems.append(f"{label} could not be read from the FHIR server ({fetched.error})")
+                continue
+            collected[key] = collected.get(key, []) + _key_resources(key, fetched.resources)
+            if not continuation:
+                sources[key] = "cache" if fetched.cached else "fhir"
+            if fetched.note is not None:
+                problems.append(f"{label}: {fetched.note}")
+
+        medications_read = any(sources.get(k) in _READ for k in _MEDICATION_KEYS)
+        if not medications_read and sources.get("labs") not in _READ:
+            raise DataUnavailable(
+                "neither medications nor laboratory results could be read from prefetch or the FHIR server",
+                code="fhir-data-unavailable",
+            )
+        parsed = parse_resources(
+            (r for key in prefetch_templates(s) for r in collected.get(key, [])), s, patient_id=patient_id
+        )
+        if parsed.other_patient:
+            problems.append(f"{parsed.other_patient} entries about another patient were left out")
+        if parsed.skipped:
+            problems.append(f"{parsed.skipped} malformed entries were skipped")
+        exposure = bool(drugs.has_natalizumab_exposure(parsed.facts))
+        return LoadResult(parsed.facts, exposure, sources, tuple(problems), parsed.skipped)
+
+    # ------------------------------------------------------------ fetching
+
+    def _ttl(self, expires_in: int | None) -> float:
+        if self._cache is None:
+            return 0.0
+        ttl = float(self._settings.cache_ttl_s)
+        if expires_in is not None:
+            try:
+                ttl = min(ttl, float(expires_in))
+            except (TypeError, ValueError):
+                return 0.0
+        return max(ttl, 0.0)
+
+    async def _run(self, jobs: dict[str, Any], deadline: float) -> dict[str, _Fetched]:
+        tasks = {key: asyncio.ensure_future(job) for key, job in jobs.items()}
+        if not tasks:
+            return {}
+        try:
+            await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            pending = [t for t in tasks.values() if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        out: dict[str, _Fetched] = {}
+        for key, t in tasks.items():
+            if t.cancelled():
+                out[key] = _Fetched([], error="timeout")
+            elif t.exception() is not None:
+                log.error("fhir read failed unexpectedly: %s", type(t.exception()).__name__)
+                out[key] = _Fetched([], error="unexpected error")
+            else:
+                out[key] = t.result()
+        return out
+
+    async def _cached_search(
+        self, base: str, query: str, key: str, token: str | None, ttl: float,
+        semaphore: asyncio.Semaphore, deadline: float,
+    ) -> _Fetched:
+        url = f"{base}/{query}"
+        if self._cache is None or ttl <= 0:
+            return await self._search(url, key, token, semaphore, deadline, base)
+        ckey = (base, query, hashlib.sha256((token or "").encode()).hexdigest())
+        hit = self._cache.get(ckey)
+        if hit is not None and hit[0] > self._clock():
+            log.info("fhir read type=%s status=cached ms=0 cache=hit", _resource_type(key))
+            return _Fetched(hit[1], cached=True)
+        task = self._inflight.get(ckey)
+        if task is None:
+            task = asyncio.ensure_future(self._search(url, key, token, semaphore, deadline, base))
+            self._inflight[ckey] = task
+
+            def _done(t: asyncio.Future[_Fetched], k: tuple[str, str, str] = ckey) -> None:
+                if self._inflight.get(k) is t:
+                    del self._inflight[k]
+                if not t.cancelled():
+                    t.exception()  # retrieved: a failure is reported through its waiters
+
+            task.add_done_callback(_done)
+        fetched = await asyncio.shield(task)
+        if fetched.error is None and fetched.note is None:
+            self._cache[ckey] = (self._clock() + ttl, fetched.resources)
+        return fetched
+
+    async def _search(
+        self, url: str, key: str, token: str | None, semaphore: asyncio.Semaphore, deadline: float, base: str,
+    ) -> _Fetched:
+        resources: list[Any] = []
+        max_pages = self._settings.fhir_max_pages
+        pages = 0
+        next_url: str | None = url
+        while next_url is not None:
+            if pages >= max_pages:
+                return _Fetched(resources, note=f"more than {max_pages} pages; only the first {max_pages} were read")
+            try:
+                body = await self._page(next_url, key, token, semaphore, deadline)
+            except _Unreadable as exc:
+                if pages == 0:
+                    return _Fetched([], error=exc.reason)
+                return _Fetched(resources, note=f"later pages could not be read ({exc.reason})")
+            pages += 1
+            rtype = body.get("resourceType")
+            if rtype == "Bundle" and (found := _bundle_resources(body)) is not None:
+                resources.extend(found)
+            elif rtype in _KEY_TYPES[key] and pages == 1:
+                return _Fetched([body])
+            else:
+                reason = "the server answered with an OperationOutcome" if rtype == "OperationOutcome" \
+                    else "unexpected response"
+                if pages == 1:
+                    return _Fetched([], error=reason)
+                return _Fetched(resources, note=f"later pages could not be read ({reason})")
+            next_url = _next_link(body)
+            if next_url is not None:
+                next_url = urljoin(base + "/", next_url)
+                if not same_base(next_url, base):
+                    return _Fetched(resources, note="a next-page link outside the FHIR server was not followed")
+        return _Fetched(resources)
+
+    async def _page(
+        self, url: str, key: str, token: str | None, semaphore: asyncio.Semaphore, deadline: float
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/fhir+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with semaphore:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Unreadable("timeout")
+            limit = min(float(self._settings.fhir_timeout_s), remaining)
+            started = time.monotonic()
+            status: list[str] = ["-"]
+            try:
+                return await asyncio.wait_for(self._get(url, headers, limit, status), timeout=limit)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                status[0] = "timeout"
+                raise _Unreadable("timeout") from None
+            except httpx.HTTPError as exc:
+                status[0] = type(exc).__name__
+                raise _Unreadable("connection failed") from None
+            finally:
+                log.info("fhir read type=%s status=%s ms=%.0f cache=miss", _resource_type(key), status[0],
+                         (time.monotonic() - started) * 1000)
+
+    async def _get(self, url: str, headers: dict[str, str], limit: float, status: list[str]) -> dict[str, Any]:
+        cap = int(self._settings.fhir_max_response_bytes)
+        request = self._http.build_request("GET", url, headers=headers, timeout=httpx.Timeout(limit))
+        response = await self._http.send(request, stream=True, follow_redirects=False)
+        try:
+            status[0] = str(response.status_code)
+            code = response.status_code
+            if 300 <= code < 400:
+                raise _Unreadable(f"redirect not followed, HTTP {code}")
+            if code in (401, 403):
+                raise _Unreadable(f"access refused, HTTP {code}")
+            if code >= 400 or code < 200:
+                raise _Unreadable(f"HTTP {code}")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise _Unreadable("response too large")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise _Unreadable("response too large")
+        finally:
+            await response.aclose()
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            raise _Unreadable("invalid JSON") from None
+        if not isinstance(data, dict):
+            raise _Unreadable("unexpected response")
+        return data
+
+
+_ABSENT: Any = object()
+
+
+def _resource_type(key: str) -> str:
+    return sorted(_KEY_TYPES[key] - {"Medication"})[0]
