@@ -149,9 +149,17 @@ class PgStore:
             )
             rows = await cur.fetchall()
         return [
-            {**row["body"], "service_id": row["service_id"], "received_at": row["received_at"].isoformat()}
+            {
+                "service_id": row["service_id"],
+                "card": row["body"]["card"],
+                "outcome": row["body"]["outcome"],
+                "outcomeTimestamp": row["body"]["outcomeTimestamp"],
+                "acceptedSuggestions": row["body"].get("acceptedSuggestions") or [],
+                "overrideReason": row["body"].get("overrideReason") or None,
+                "received_at": row["received_at"].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
             for row in rows
-        ]
+        ]  # the same shape as SqliteStore.feedback()
 
     async def add_audit(self, event: dict[str, Any]) -> None:
         at = _parse_time(event.get("time") or event.get("at"))
@@ -172,10 +180,10 @@ class PgStore:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                "SELECT id, at, event FROM cds_audit ORDER BY at DESC, id DESC LIMIT %s", (max(0, limit),)
+                "SELECT event FROM cds_audit ORDER BY id DESC LIMIT %s", (max(0, limit),)
             )
             rows = await cur.fetchall()
-        return [{**row["event"], "id": row["id"], "recorded_at": row["at"].isoformat()} for row in rows]
+        return [row["event"] for row in rows]  # newest first, as given (the same as SqliteStore.audit())
 
 
 def _text(value: object) -> str | None:

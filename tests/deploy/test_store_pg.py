@@ -119,7 +119,7 @@ async def test_audit_is_queryable_from_sql(pg_dsn: str) -> None:
                 "sources": {"prefetch": ["patient", "levels"], "fhir": []},
                 "cards": [{"kind": "pk-estimate", "indicator": "info"}],
             })
-        newest = await store.audit(limit=2)
+        newest = await store.audit(limit=2)  # newest first
         assert [e["hookInstance"] for e in newest] == ["hook-2", "hook-1"]
         assert newest[0]["cards"] == [{"kind": "pk-estimate", "indicator": "info"}]
         assert await store.ping()
@@ -144,3 +144,29 @@ def test_url_dispatch() -> None:
     assert not is_postgres_url("sqlite:///x.db") and not is_postgres_url(None)
     with pytest.raises(ValueError):
         PgStore("sqlite:///x.db")
+
+
+async def test_open_store_dispatches_and_both_backends_agree(pg_dsn: str, tmp_path: object) -> None:
+    """The same calls give the same answers from SQLite (embedded) and PostgreSQL (shared)."""
+    from cds.settings import Settings
+    from cds.store import open_store
+
+    pg = open_store(Settings(database_url=pg_dsn))
+    lite = open_store(Settings(state_dir=tmp_path))
+    assert isinstance(pg, PgStore) and not isinstance(lite, PgStore)
+    answers = []
+    for store in (lite, pg):
+        await store.start()
+        try:
+            card = "3f1c9d3e-0000-4000-8000-000000000001"
+            assert await store.add_feedback("pml-plex-select", [_item(card), _item(card, "overridden")]) == 2
+            assert await store.add_feedback("pml-plex-select", [_item(card)]) == 0
+            for i in range(2):
+                await store.add_audit({"time": f"2026-01-05T10:0{i}:00Z", "service_id": "pml-plex-select",
+                                       "hookInstance": f"h{i}", "cards": [{"indicator": "warning"}]})
+            rows = [{k: v for k, v in r.items() if k != "received_at"} for r in await store.feedback()]
+            answers.append((rows, await store.audit(limit=10)))
+        finally:
+            await store.close()
+    assert answers[0] == answers[1]
+    assert [e["hookInstance"] for e in answers[1][1]] == ["h1", "h0"]
