@@ -334,3 +334,15 @@ def test_auth_off_does_not_open_the_allowlist(patient: Any, tripwire: Tripwire, 
         r = httpx.post(base + SELECT, json=body, timeout=10)
         assert r.status_code == 412
         assert tripwire.connections == before
+
+
+def test_tripwire_sees_a_call_when_the_address_is_allowed(patient: Any, tripwire: Tripwire, tmp_path: Any) -> None:
+    """Control: with CDS_AUTH=off and no allowlist, loopback 127.0.0.2 is allowed, and the tripwire sees it."""
+    from cds import demo
+
+    with serve_service(Settings(_env_file=None, auth="off", state_dir=tmp_path)) as base:
+        body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.base, token=EHR_TOKEN)
+        before = tripwire.connections
+        httpx.post(base + SELECT, json=body, timeout=10)
+        time.sleep(0.3)
+        assert tripwire.connections > before
