@@ -280,13 +280,15 @@ def estimate_extension(est: PlexEstimate, ordered: int | None) -> dict[str, Any]
     return {EXTENSION_KEY: ext}
 
 
-def _estimate_summary(est: PlexEstimate) -> str:
+def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
+    no_level = "No natalizumab level could be read" if labs_unread else "No natalizumab level on record"
     target = fmt_num(est.target_ug_per_ml)
     r = est.remaining
     latest = _latest_level(est)
     adj = est.adjusted_level_ug_per_ml
     if est.basis == "none" or r is None:
         return _fit(
+            f"{no_level} and no dosing history: remaining PLEX sessions cannot be estimated; order a serum level",
             "No usable natalizumab level or dosing history: remaining PLEX sessions cannot be estimated; order a serum level",
             "Remaining PLEX sessions cannot be estimated: order a natalizumab serum level",
         )
@@ -296,11 +298,11 @@ def _estimate_summary(est: PlexEstimate) -> str:
         now_txt = f" (about {fmt_num(adj)} µg/mL now)" if adj is not None else ""
         if r.estimate == 0:
             return _fit(
-                f"No natalizumab level on record; from dosing history likely below {target} µg/mL{now_txt}: measure to confirm",
-                f"No natalizumab level on record; likely below {target} µg/mL from dosing history",
+                f"{no_level}; from dosing history likely below {target} µg/mL{now_txt}: measure to confirm",
+                f"{no_level}; likely below {target} µg/mL from dosing history",
             )
         return _fit(
-            f"No natalizumab level on record{now_txt}: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng}), from dosing history",
+            f"{no_level}{now_txt}: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng}), from dosing history",
             f"No natalizumab level: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng}), from dosing history",
         )
     # measured
@@ -310,12 +312,12 @@ def _estimate_summary(est: PlexEstimate) -> str:
     if r.estimate == 0:
         if decayed:
             return _fit(
-                f"Natalizumab about {fmt_num(adj)} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): below <{target} µg/mL, no more PLEX needed for clearance",
-                f"Natalizumab about {fmt_num(adj)} µg/mL now: below <{target} µg/mL, no more PLEX needed for clearance",
+                f"Natalizumab about {fmt_num(adj)} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for clearance",
+                f"Natalizumab about {fmt_num(adj)} µg/mL now: below the <{target} µg/mL target, no more PLEX needed for clearance",
             )
         return _fit(
-            f"Natalizumab {lvl} µg/mL ({fmt_date(latest.drawn_at)}): below <{target} µg/mL, no more PLEX needed for drug clearance",
-            f"Natalizumab {lvl} µg/mL: below <{target} µg/mL, no more PLEX needed for drug clearance",
+            f"Natalizumab {lvl} µg/mL ({fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for drug clearance",
+            f"Natalizumab {lvl} µg/mL: below the <{target} µg/mL target, no more PLEX needed for drug clearance",
         )
     if decayed:
         return _fit(
@@ -412,7 +414,7 @@ def estimate_card(
     warn = est.basis == "none" or (r is not None and ordered is not None and ordered < r.estimate)
     link = chart_link(chart_url)
     return Card(
-        summary=_estimate_summary(est),
+        summary=_estimate_summary(est, labs_unread=load.sources.get("labs") in ("missing", "error")),
         detail=_estimate_detail(est, load, order, ordered),
         indicator="warning" if warn else "info",
         source=_source((*est.references, LANDI_2017)),
@@ -426,14 +428,15 @@ def estimate_card(
 
 def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
     first = iris.reasons[0] if iris.reasons else ""
+    more = f" +{len(iris.reasons) - 1} more" if len(iris.reasons) > 1 else ""
     window = ""
     if iris.watch_from and iris.watch_until:
         window = f"{fmt_date(iris.watch_from)} to {fmt_date(iris.watch_until)}"
     if iris.risk == "high":
         summary = _fit(
-            f"High PML-IRIS risk ({first}): watch {window}" if window and first else "",
+            f"High PML-IRIS risk: {first}{more}; watch {window}" if window and first else "",
+            f"High PML-IRIS risk: {first}{more}" if first else "",
             f"High PML-IRIS risk: watch closely {window}" if window else "",
-            f"High PML-IRIS risk ({first})" if first else "",
             "High PML-IRIS risk after natalizumab washout: watch closely",
         )
     else:

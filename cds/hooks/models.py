@@ -79,7 +79,12 @@ class HookRequest(_In):
     fhirServer: str | None = None
     fhirAuthorization: FhirAuthorization | None = None
     context: HookContext
-    prefetch: dict[str, Any] | None = None
+    prefetch: Any = None  # {key: resource | Bundle | OperationOutcome | null}; anything else = no prefetch
+
+    @field_validator("prefetch")
+    @classmethod
+    def _prefetch_object(cls, v: Any) -> dict[str, Any] | None:
+        return v if isinstance(v, dict) else None
 
 
 class AcceptedSuggestion(_In):

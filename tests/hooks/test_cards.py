@@ -207,7 +207,7 @@ def test_below_target_zero_sessions_and_comparator() -> None:
     assert e["remainingSessions"] == {"estimate": 0, "low": 0, "high": 0}
     assert e["latestLevel"]["comparator"] == "<"
     c = card(body, "plex-estimate")
-    assert "below <1 µg/mL" in c["summary"] and "<0.5" in c["summary"]
+    assert "below the <1 µg/mL target" in c["summary"] and "<0.5" in c["summary"]
 
 
 def test_dosing_history_gives_only_adjusted() -> None:
