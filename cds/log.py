@@ -1,0 +1,151 @@
+"""Structured logs: one JSON object per line on stderr, through the standard logging module.
+
+Wiring:
+    configure_logging(settings.log_level)                 # once per process (create_app or cds serve)
+    uvicorn.run(..., log_config=logging_config(settings.log_level), access_log=False)
+                                                          # so uvicorn's workers log the same way
+    with log_context(hook_instance=body.hookInstance, service_id=service_id):
+        ...                                               # every line inside carries both ids
+    access.info("hook", extra={"status": 200, "ms": 12.3, "cards": 3, "prefetch_hits": 5})
+
+Fields: ts (UTC, ms), level, logger, msg, hookInstance and serviceId when bound, any `extra=`
+fields, and exc (type and traceback) for exceptions. No PHI: log ids, counts, timings and codes,
+never resource bodies, names or values. As a safety net, a filter replaces anything that looks like a
+credential (Bearer …, a JWT, access_token=…) with "[redacted]" in the message and in string extras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.config
+import re
+import traceback
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "JsonFormatter",
+    "RedactSecrets",
+    "access",
+    "configure_logging",
+    "hook_instance_var",
+    "log_context",
+    "logging_config",
+    "redact",
+    "service_id_var",
+]
+
+hook_instance_var: ContextVar[str | None] = ContextVar("cds_hook_instance", default=None)
+service_id_var: ContextVar[str | None] = ContextVar("cds_service_id", default=None)
+
+access = logging.getLogger("cds.access")  # one line per hook call
+
+_REDACTED = "[redacted]"
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),  # JWS/JWT compact form
+    re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|password)(['\"]?\s*[:=]\s*['\"]?)"
+               r"[^\s'\",&}]+"),
+    re.compile(r"(?i)(postgres(?:ql)?|redis|rediss)://([^:/@\s]+):[^@/\s]+@"),  # password inside a URL
+)
+
+# LogRecord attributes that are not `extra=` fields.
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+def redact(text: str) -> str:
+    """Replace credential-looking substrings; the rest of the text is kept."""
+    text = _SECRET_PATTERNS[0].sub("Bearer " + _REDACTED, text)
+    text = _SECRET_PATTERNS[1].sub(_REDACTED, text)
+    text = _SECRET_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{_REDACTED}", text)
+    return _SECRET_PATTERNS[3].sub(lambda m: f"{m.group(1)}://{m.group(2)}:{_REDACTED}@", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Safety net, not the policy: code must not log tokens in the first place."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken %-format must not lose the line
+            message = str(record.msg)
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, ()
+        for key, value in list(vars(record).items()):
+            if key not in _RESERVED and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
+
+
+class ContextFields(logging.Filter):
+    """Copies the bound hookInstance and service id onto each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "hookInstance"):
+            record.hookInstance = hook_instance_var.get()
+        if not hasattr(record, "serviceId"):
+            record.serviceId = service_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and value is not None:
+                out[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, tb = record.exc_info
+            out["exc"] = {
+                "type": exc_type.__name__,
+                "trace": redact("".join(traceback.format_tb(tb))),  # code lines, not the message
+            }
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """A dictConfig for this service and uvicorn, JSON lines on stderr."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context", "redact"],
+               "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": ContextFields}, "redact": {"()": RedactSecrets}},
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"json": handler},
+        "loggers": {
+            "cds": {"level": level.upper(), "handlers": ["json"], "propagate": False},
+            "uvicorn": {"level": level.upper(), "handlers": ["json"], "propagate": False},
+            "uvicorn.error": {"level": level.upper(), "handlers": ["json"], "propagate": False},
+            # the service writes its own line per hook call; uvicorn's would repeat it
+            "uvicorn.access": {"level": "WARNING", "handlers": ["json"], "propagate": False},
+        },
+        "root": {"level": "WARNING", "handlers": ["json"]},
+    }
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.config.dictConfig(logging_config(level))
+
+
+@contextlib.contextmanager
+def log_context(*, hook_instance: str | None = None, service_id: str | None = None) -> Iterator[None]:
+    t1 = hook_instance_var.set(hook_instance)
+    t2 = service_id_var.set(service_id)
+    try:
+        yield
+    finally:
+        hook_instance_var.reset(t1)
+        service_id_var.reset(t2)
+
