@@ -1,0 +1,118 @@
+"""DMT classes, fumarate lymphocyte condition, conflicts, rebound window (clinical-reference §5)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cds.engine.domain import LymphocyteCount, MedicationUse, PatientFacts, UnusableValue
+from cds.engine.dmt import advise_dmt
+from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, RXNORM_INGREDIENTS, drug_class
+
+from .conftest import NOW, days, dose, session
+
+
+def count(value: float, days_ago: float = 3) -> LymphocyteCount:
+    return LymphocyteCount(value_10e9_per_l=value, drawn_at=NOW - days(days_ago))
+
+
+@pytest.mark.parametrize(
+    ("counts", "advised", "reason_part"),
+    [
+        ((count(0.8),), True, "0.8 × 10⁹/L on 2024-05-07"),  # ≥ 0.5 × 10⁹/L (label threshold, §5.2)
+        ((count(0.5),), True, "at or above 0.5"),  # the threshold itself is allowed
+        ((count(0.49),), False, "below 0.5"),
+        ((count(0.3, 1), count(1.2, 30)), False, "0.3"),  # the latest count decides
+        ((count(1.2, 1), count(0.3, 30)), True, "1.2"),
+        ((), False, "no absolute lymphocyte count"),
+        ((count(1.0, -2),), False, "no absolute lymphocyte count"),  # future-dated: ignored
+    ],
+)
+def test_fumarates_conditional_on_lymphocytes(counts: tuple[LymphocyteCount, ...], advised: bool, reason_part: str) -> None:
+    a = advise_dmt(PatientFacts(lymphocytes=counts), NOW)
+    assert {c.ingredient for c in a.conditional} == set(FUMARATES)
+    for c in a.conditional:
+        assert c.advised is advised
+        assert reason_part in c.reason
+    assert set(FUMARATES) <= set(a.suggestible) if advised else not set(FUMARATES) & set(a.suggestible)
+
+
+def test_unusable_lymphocyte_results_are_mentioned() -> None:
+    u = UnusableValue(kind="lymphocyte count", reason="reported in %")
+    a = advise_dmt(PatientFacts(unusable=(u,)), NOW)
+    assert all(not c.advised and "1 lymphocyte result" in c.reason for c in a.conditional)
+
+
+def test_lists_follow_clinical_reference() -> None:
+    a = advise_dmt(PatientFacts(), NOW)
+    assert set(a.allowed) == {"interferon beta-1a", "interferon beta-1b", "peginterferon beta-1a", "glatiramer acetate"}
+    for drug in ("fingolimod", "siponimod", "ozanimod", "ponesimod", "ocrelizumab", "ofatumumab", "ublituximab",
+                 "rituximab", "alemtuzumab", "cladribine", "mitoxantrone", "teriflunomide", "natalizumab"):
+        assert drug in a.avoid
+    assert a.suggestible == a.allowed  # no count → no fumarate
+
+
+def test_active_avoid_class_meds_are_conflicts() -> None:
+    meds = (
+        MedicationUse(ingredient=None, text="Gilenya 0.5 mg", active=True),
+        MedicationUse(ingredient="natalizumab", text="Tysabri", active=True),
+        MedicationUse(ingredient=None, text="Ocrevus", active=False),  # stopped: not a conflict
+        MedicationUse(ingredient=None, text="Copaxone", active=True),  # allowed
+        MedicationUse(ingredient=None, text="Tecfidera", active=True),  # conditional, not avoid
+    )
+    a = advise_dmt(PatientFacts(medications=meds), NOW)
+    assert [m.text for m in a.active_conflicts] == ["Gilenya 0.5 mg", "Tysabri"]
+
+
+def test_rebound_window_from_last_dose() -> None:
+    # §5.1: 4 weeks (RESTORE) to 6 months, peak ≈ 3.5 months (Brain Behav 2017)
+    a = advise_dmt(PatientFacts(doses=(dose(10),)), NOW)
+    last = NOW - days(10)
+    assert a.rebound_from == last + timedelta(days=28)
+    assert a.rebound_peak == last + timedelta(days=105)
+    assert a.rebound_until == last + timedelta(days=182)
+
+
+def test_plex_brings_rebound_forward() -> None:
+    a = advise_dmt(PatientFacts(doses=(dose(10),), sessions=(session(4),)), NOW)
+    assert a.rebound_from == NOW - days(4)
+    assert "forward" in a.rebound_note
+
+
+def test_rebound_without_dose_date() -> None:
+    a = advise_dmt(PatientFacts(), NOW)
+    assert a.rebound_from is None and a.rebound_peak is None
+    assert "unknown" in a.rebound_note
+
+
+names = sorted({*ALLOWED, *FUMARATES, *AVOID, "methylprednisolone", "paracetamol"})
+brands = ["Tysabri", "Gilenya", "Ocrevus", "Tecfidera", "Avonex", "Copaxone", "Lemtrada", "Aubagio", "aspirin"]
+
+
+@given(
+    meds=st.lists(st.tuples(st.sampled_from(names + brands), st.booleans(),
+                            st.sampled_from(sorted(RXNORM_INGREDIENTS) + ["", "999"])), max_size=8),
+    counts=st.lists(st.tuples(st.floats(min_value=-1, max_value=20) | st.just(float("nan")), st.floats(min_value=-30, max_value=400)),
+                    max_size=4),
+)
+def test_never_suggests_an_avoid_class_drug(meds: list[tuple[str, bool, str]], counts: list[tuple[float, float]]) -> None:
+    facts = PatientFacts(
+        medications=tuple(MedicationUse(ingredient=None, text=t, active=act,
+                                        codes=(("http://www.nlm.nih.gov/research/umls/rxnorm", c),) if c else ())
+                          for t, act, c in meds),
+        lymphocytes=tuple(count(v, d) for v, d in counts),
+    )
+    a = advise_dmt(facts, NOW)
+    assert a.suggestible, "allowed immunomodulators are always suggestible"
+    for ingredient in a.suggestible:
+        assert drug_class(ingredient) in ("allowed", "conditional")
+        assert ingredient not in a.avoid
+    advised = {c.ingredient for c in a.conditional if c.advised}
+    assert set(a.suggestible) == set(a.allowed) | advised
+    for c in a.conditional:
+        assert not c.advised or (c.lymphocytes is not None and c.lymphocytes.value_10e9_per_l >= 0.5)
+    for m in a.active_conflicts:
+        assert m.active
