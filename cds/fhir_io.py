@@ -189,10 +189,13 @@ class _Dosage(_M):
 
 class _Resource(_M):
     id: _Id | None = None
+
+
+class _PatientScoped(_Resource):
     subject: _Reference | None = None
 
 
-class _Observation(_Resource):
+class _Observation(_PatientScoped):
     resourceType: Literal["Observation"]
     status: Literal["registered", "preliminary", "final", "amended", "corrected", "cancelled",
                     "entered-in-error", "unknown"]
@@ -209,7 +212,7 @@ class _Observation(_Resource):
     interpretation: list[_CC] = Field(default_factory=list)
 
 
-class _Procedure(_Resource):
+class _Procedure(_PatientScoped):
     resourceType: Literal["Procedure"]
     status: Literal["preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
                     "entered-in-error", "unknown"]
@@ -230,7 +233,7 @@ class _Medication(_Resource):
     ingredient: list[_Ingredient] = Field(default_factory=list)
 
 
-class _MedicationUse(_Resource):
+class _MedicationUse(_PatientScoped):
     medicationCodeableConcept: _CC | None = None
     medicationReference: _Reference | None = None
     contained: list[dict[str, Any]] = Field(default_factory=list)
@@ -264,7 +267,7 @@ class _Evidence(_M):
     detail: list[_Reference] = Field(default_factory=list)
 
 
-class _Condition(_Resource):
+class _Condition(_PatientScoped):
     resourceType: Literal["Condition"]
     clinicalStatus: _CC | None = None
     verificationStatus: _CC | None = None
@@ -277,7 +280,7 @@ class _Condition(_Resource):
     note: list[_Annotation] = Field(default_factory=list)
 
 
-class _ServiceRequest(_Resource):
+class _ServiceRequest(_PatientScoped):
     resourceType: Literal["ServiceRequest"]
     status: Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
     intent: str
@@ -384,7 +387,8 @@ _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^
 
 
 def _other_patient(r: _Resource, patient_id: str | None) -> bool:
-    ref = r.subject.reference if r.subject else None
+    subject = getattr(r, "subject", None)
+    ref = subject.reference if subject else None
     if not patient_id or not ref:
         return False
     m = _PATIENT_REF.search(ref)
@@ -807,6 +811,7 @@ def _safe_when(*candidates: str | None) -> datetime | None:
     return found[0] if found else None
 
 
+_DEFAULT_PLAN = PlexPlan()
 _VOLUME_UNITS = re.compile(r"^(m|d|c|u)?l$", re.IGNORECASE)
 
 
@@ -827,7 +832,7 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     if interval is None:
         interval = next((i for t in texts if (i := terms.interval_from_text(t))), None)
     if interval is None or not 0.5 <= interval <= 14:
-        interval = PlexPlan.interval_days
+        interval = _DEFAULT_PLAN.interval_days
     first = _safe_when(
         sr.occurrenceDateTime,
         sr.occurrencePeriod.start if sr.occurrencePeriod else None,
@@ -836,7 +841,7 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     )
     volumes = _plasma_volumes_from(sr.extension, [*texts, *_texts(sr.code)])
     return PlexPlan(
-        plasma_volumes_per_session=volumes or PlexPlan.plasma_volumes_per_session,
+        plasma_volumes_per_session=volumes or _DEFAULT_PLAN.plasma_volumes_per_session,
         interval_days=interval,
         ordered_sessions=ordered,
         modality=modality,  # type: ignore[arg-type]
