@@ -11,13 +11,22 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "openapi.yaml"
 
 
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data: object) -> bool:  # plain YAML, no &id001 anchors
+        return True
+
+
+def dump(doc: object) -> str:
+    return yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, allow_unicode=True, width=100)
+
+
 def render() -> str:
     from cds.app import create_app
     from cds.settings import Settings
 
     # fixed settings: the document must not depend on the environment it is generated in
     app = create_app(Settings(_env_file=None, auth="off", demo=False, natalizumab_level_codes=[]))
-    return yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
+    return dump(app.openapi())
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,16 @@ import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<140"; Inferno fails 140
@@ -79,7 +88,7 @@ class HookRequest(_In):
     fhirServer: str | None = None
     fhirAuthorization: FhirAuthorization | None = None
     context: HookContext
-    prefetch: Any = None  # {key: resource | Bundle | OperationOutcome | null}; anything else = no prefetch
+    prefetch: Annotated[Any, WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "null"}]})] = None  # {key: resource | Bundle | OperationOutcome | null}; anything else = no prefetch
 
     @field_validator("prefetch")
     @classmethod

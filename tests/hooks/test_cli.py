@@ -1,0 +1,106 @@
+"""`cds serve` (multi-worker, TCP_NODELAY kept) and `cds demo` against it, as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cds.cli import NoDelayHTTP, build_parser, set_nodelay
+from tests.support.servers import free_port
+
+
+async def test_accepted_sockets_get_tcp_nodelay() -> None:
+    """The multi-worker case: a listening socket rebuilt from an fd has proto 0 (uvicorn #3149)."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.listen()
+    rebuilt = socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn's workers get it
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+            sock = transport.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            set_nodelay(transport)
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Probe, sock=rebuilt)
+    _, writer = await asyncio.open_connection(*raw.getsockname())
+    for _ in range(100):
+        if len(seen) == 2:
+            break
+        await asyncio.sleep(0.01)
+    writer.close()
+    server.close()
+    raw.close()
+    assert seen[1] != 0, seen
+    assert issubclass(NoDelayHTTP, asyncio.Protocol)
+
+
+def test_parser() -> None:
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "9000", "--workers", "2"])
+    assert (args.host, args.port, args.workers) == ("0.0.0.0", 9000, 2)
+    args = build_parser().parse_args(["demo"])
+    assert (args.url, args.patient, args.hook) == ("http://127.0.0.1:8080", "high-level", "order-select")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env.update(CDS_AUTH="off", CDS_DEMO="1", CDS_STATE_DIR=str(tmp_path_factory.mktemp("cli-state")))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cds", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"cds serve did not start: {proc.stdout.read() if proc.stdout else ''}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        served.log = out  # type: ignore[attr-defined]
+
+
+def test_serve_multi_worker_and_demo(served: str) -> None:
+    assert httpx.get(f"{served}/cds-services").status_code == 200
+    assert httpx.get(f"{served}/demo/patients").json()
+    cds_bin = Path(sys.executable).with_name("cds")
+    cmd = [str(cds_bin)] if cds_bin.exists() else [sys.executable, "-m", "cds"]
+    r = subprocess.run([*cmd, "demo", "--url", served, "--patient", "brainstem-pml", "--hook", "order-sign"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "3 card(s)" in r.stdout and "High PML-IRIS risk" in r.stdout
+    r = subprocess.run([*cmd, "demo", "--url", served, "--patient", "nobody"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+
+
+def test_demo_exits_nonzero_on_http_error() -> None:
+    r = subprocess.run([sys.executable, "-m", "cds", "demo", "--url", f"http://127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot reach" in r.stderr

@@ -1,0 +1,55 @@
+"""SQLite store: durable settings, idempotent feedback, batched audit, database URL."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cds.settings import Settings
+from cds.store import SqliteStore, open_store, sqlite_path
+
+FB = {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2024-05-01T10:00:00Z",
+      "acceptedSuggestions": [{"id": "s1"}]}
+
+
+async def test_feedback_idempotent_and_durable_settings(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db" / "cds.sqlite3")
+    await store.start()
+    try:
+        assert await store.ping()
+        assert await store.add_feedback("svc", [FB, FB]) == 1
+        assert await store.add_feedback("svc", [FB]) == 0
+        assert await store.add_feedback("other", [FB]) == 1
+        got = await store.feedback()
+        assert [(r["service_id"], r["card"], r["acceptedSuggestions"]) for r in got] == [
+            ("svc", "c1", [{"id": "s1"}]), ("other", "c1", [{"id": "s1"}])]
+        conn = store._require()
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        await store.close()
+    assert not await store.ping()
+    with sqlite3.connect(tmp_path / "db" / "cds.sqlite3") as db:  # committed, visible to another connection
+        assert db.execute("SELECT count(*) FROM feedback").fetchone()[0] == 2
+
+
+async def test_audit_batched_and_flushed_on_close(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "a.sqlite3", audit_flush_s=60)
+    await store.start()
+    await store.add_audit({"service": "s", "hookInstance": "h1"})
+    assert (await store.audit())[0]["hookInstance"] == "h1"  # audit() flushes first
+    await store.add_audit({"service": "s", "hookInstance": "h2"})
+    await store.close()
+    with sqlite3.connect(tmp_path / "a.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM audit").fetchone()[0] == 2
+
+
+def test_paths_from_settings(tmp_path: Path) -> None:
+    assert sqlite_path(Settings(_env_file=None, state_dir=tmp_path)) == str(tmp_path / "cds.sqlite3")
+    s = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/x.db")
+    assert sqlite_path(s) == f"{tmp_path}/x.db"
+    assert isinstance(open_store(s), SqliteStore)
+    with pytest.raises(ValueError):
+        open_store(Settings(_env_file=None, database_url="mysql://x"))
