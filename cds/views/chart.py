@@ -175,6 +175,9 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
         _text(_X0, 22, "Natalizumab serum level (µg/mL, log scale)", size=15, weight="bold"),
     ]
+    if estimate.basis == "dosing-history":
+        out.append(_text(_X0, 39, "No level measured: today's level is estimated from the dosing history",
+                         size=11, fill="#555555", cls="basis-note"))
 
     # grid and axes
     out.append('<g id="axes" class="axes">')
@@ -206,20 +209,7 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
     # today
     xn = s.x(now)
     out.append(f'<g id="today"><line x1="{xn:.1f}" y1="{_Y0}" x2="{xn:.1f}" y2="{_Y1}" stroke="#888888" '
-               f'stroke-dasharray="2 2"/>{_text(xn + 3, _Y0 + 12, "today", size=10, fill="#555555")}</g>')
-
-    # target line
-    yt = s.y(estimate.target_ug_per_ml)
-    out.append(f'<g id="target" class="target"><line class="target-line" x1="{_X0}" y1="{yt:.1f}" '
-               f'x2="{_X1}" y2="{yt:.1f}" stroke="{_C_TARGET}" stroke-width="2" stroke-dasharray="10 4 2 4"/>')
-    out.append(_text(_X1 + 6, yt - 3, "target", size=11, weight="bold", fill=_C_TARGET, cls="target-label"))
-    out.append(_text(_X1 + 6, yt + 11, f"<{_fmt(estimate.target_ug_per_ml)} µg/mL", size=11, weight="bold",
-                     fill=_C_TARGET, cls="target-label"))
-    if estimate.target_expected_at is not None:
-        xe = s.x(estimate.target_expected_at)
-        out.append(f'<line x1="{xe:.1f}" y1="{yt - 7:.1f}" x2="{xe:.1f}" y2="{yt + 7:.1f}" '
-                   f'stroke="{_C_TARGET}" stroke-width="2"/>')
-    out.append("</g>")
+               f'stroke-dasharray="2 2"/>{_text(xn + 3, _Y1 - 5, "today", size=10, fill="#555555")}</g>')
 
     # projection band and line, starting from the adjusted level today
     if proj:
@@ -244,6 +234,19 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
                                  cls="projected-label"))
         out.append("</g>")
 
+    # target line
+    yt = s.y(estimate.target_ug_per_ml)
+    out.append(f'<g id="target" class="target"><line class="target-line" x1="{_X0}" y1="{yt:.1f}" '
+               f'x2="{_X1}" y2="{yt:.1f}" stroke="{_C_TARGET}" stroke-width="2" stroke-dasharray="10 4 2 4"/>')
+    out.append(_text(_X1 + 6, yt - 3, "target", size=11, weight="bold", fill=_C_TARGET, cls="target-label"))
+    out.append(_text(_X1 + 6, yt + 11, f"<{_fmt(estimate.target_ug_per_ml)} µg/mL", size=11, weight="bold",
+                     fill=_C_TARGET, cls="target-label"))
+    if estimate.target_expected_at is not None:
+        xe = s.x(estimate.target_expected_at)
+        out.append(f'<line x1="{xe:.1f}" y1="{yt - 7:.1f}" x2="{xe:.1f}" y2="{yt + 7:.1f}" '
+                   f'stroke="{_C_TARGET}" stroke-width="2"/>')
+    out.append("</g>")
+
     # measured points
     out.append('<g id="measured">')
     for lv in levels:
@@ -261,8 +264,9 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
         out.append(f'<polygon class="adjusted-point" points="{xn:.1f},{y - 7:.1f} {xn + 7:.1f},{y:.1f} '
                    f'{xn:.1f},{y + 7:.1f} {xn - 7:.1f},{y:.1f}" fill="#ffffff" stroke="{_C_MEASURED}" '
                    f'stroke-width="2"><title>Estimated today: {_fmt(adjusted)} µg/mL</title></polygon>')
-        out.append(_text(xn - 9, y + 16, f"today ≈{_fmt(adjusted)}", anchor="end", size=10,
-                         fill=_C_MEASURED, cls="adjusted-label"))
+        left = xn - 90 > _X0
+        out.append(_text(xn - 9 if left else xn + 10, y + 16 if left else y - 9, f"today ≈{_fmt(adjusted)}",
+                         anchor="end" if left else "start", size=10, fill=_C_MEASURED, cls="adjusted-label"))
     out.append("</g>")
 
     # PLEX sessions on the time axis
