@@ -291,9 +291,10 @@ def _fit_removal(levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ..
 def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: float, now: datetime) -> PlexEstimate:
     """Sessions still needed to bring serum natalizumab to `target_ug_per_ml` (default 1.0 µg/mL).
 
-    Units: µg/mL, days; `now` timezone-aware. Basis "measured" (a usable level or a persistent
-    antibody result), "dosing-history" (no usable level; low confidence, never shown as measured),
-    or "none" (remaining is None). Implausible levels are excluded and returned in `unusable`.
+    Units: µg/mL, days; `now` timezone-aware. Basis "measured" (a usable level; `starting_level` is
+    then always set), "dosing-history" (no usable level; low confidence, never shown as measured), or
+    "none" (remaining is None). Persistent anti-natalizumab antibodies give 0/0/0 sessions on either
+    of the first two bases. Implausible levels are excluded and returned in `unusable`.
     """
     if not (math.isfinite(target_ug_per_ml) and target_ug_per_ml > 0):
         raise ValueError("target_ug_per_ml must be a positive number")
@@ -375,14 +376,11 @@ def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: fl
         notes.append("Persistent anti-natalizumab antibodies: drug effect is abolished and clearance is about "
                      "3-fold faster, so no sessions are needed for drug clearance.")
         refs += [MURALIDHARAN_2017, SMPC_EU]
-        return _finish(PlexEstimate(basis="measured", remaining=SessionRange(0, 0, 0), starting_level=latest,
-                                    adjusted_level_ug_per_ml=None, levels_used=tuple(levels), **common),  # type: ignore[arg-type]
-                       flags, notes, refs, plan, first_at, interval, scenarios)
 
     # -- starting level
     if latest is not None:
         return _from_level(latest, levels, sessions, scenarios, plan_pv, interval, first_at, lead, now,
-                           target, plan, flags, notes, refs, common)
+                           target, plan, flags, notes, refs, common, zero=persistent)
 
     if last_dose_at is None:
         flags.append("no-data")
@@ -406,13 +404,13 @@ def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: fl
                  "measure serum natalizumab before the first session.")
     refs += [SMPC_EU, VENNEGOOR_2015]
     return _estimate(starts, None, tuple(levels), scenarios, lead, first_at, interval, now, target, plan,
-                     flags, notes, refs, common, basis="dosing-history", remeasure_now=True)
+                     flags, notes, refs, common, basis="dosing-history", remeasure_now=not persistent, zero=persistent)
 
 
 def _from_level(latest: NatalizumabLevel, levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ...],
                 scenarios: tuple[_Scenario, ...], plan_pv: float, interval: float, first_at: datetime,
                 lead: float, now: datetime, target: float, plan: PlexPlan, flags: list[str], notes: list[str],
-                refs: list[Reference], common: dict[str, object]) -> PlexEstimate:
+                refs: list[Reference], common: dict[str, object], zero: bool = False) -> PlexEstimate:
     value = latest.value_ug_per_ml
     age_days = _days(latest.drawn_at, now)
     factors = (1.0, 1.0, 1.0)
@@ -464,14 +462,18 @@ def _from_level(latest: NatalizumabLevel, levels: list[NatalizumabLevel], sessio
         notes.append(f"The level is reported as {latest.comparator}{value:g} µg/mL: the true level may be higher, "
                      "so the estimate is a minimum. Ask for a quantified result.")
     return _estimate(starts, latest, tuple(levels), scenarios, lead, first_at, interval, now, target, plan,
-                     flags, notes, refs, common, basis="measured", remeasure_now=remeasure_now, upper=bool(upper))
+                     flags, notes, refs, common, basis="measured", remeasure_now=remeasure_now and not zero,
+                     upper=bool(upper), zero=zero)
 
 
 def _estimate(starts: tuple[float, ...], latest: NatalizumabLevel | None, levels: tuple[NatalizumabLevel, ...],
               scenarios: tuple[_Scenario, ...], lead: float, first_at: datetime, interval: float, now: datetime,
               target: float, plan: PlexPlan, flags: list[str], notes: list[str], refs: list[Reference],
-              common: dict[str, object], basis: str, remeasure_now: bool, upper: bool = False) -> PlexEstimate:
-    counts = [_sessions_needed(start * lead, target, sc.r_plan) for start, sc in zip(starts, scenarios)]
+              common: dict[str, object], basis: str, remeasure_now: bool, upper: bool = False,
+              zero: bool = False) -> PlexEstimate:
+    """`zero`: persistent antibodies, no sessions needed whatever the level (the level is still shown)."""
+    counts = [(0, False) if zero else _sessions_needed(start * lead, target, sc.r_plan)
+              for start, sc in zip(starts, scenarios)]
     if any(capped for _, capped in counts):
         flags.append("capped")
         notes.append(f"The arithmetic reached {MAX_SESSIONS} sessions: re-check the level and the target.")

@@ -256,7 +256,17 @@ def test_persistent_antibodies_need_no_sessions() -> None:
     e = est(PatientFacts(levels=(level(8.0),), antibodies=ab))
     assert e.remaining == SessionRange(0, 0, 0)
     assert "persistent-antibodies" in e.flags
-    assert e.basis == "measured"
+    assert e.basis == "measured" and e.starting_level is not None
+    assert e.adjusted_level_ug_per_ml == pytest.approx(8.0)
+
+
+def test_persistent_antibodies_without_a_level() -> None:
+    ab = (AntibodyResult(True, NOW - days(60)), AntibodyResult(True, NOW - days(10)))
+    e = est(PatientFacts(doses=(dose(70),), antibodies=ab))
+    assert e.basis == "dosing-history" and e.starting_level is None
+    assert e.remaining == SessionRange(0, 0, 0)
+    none = est(PatientFacts(antibodies=ab))
+    assert none.basis == "none" and none.remaining is None and "persistent-antibodies" in none.flags
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,10 @@ def test_range_always_contains_the_estimate(f: PatientFacts, plan: PlexPlan, tar
         assert e.remaining is None
         return
     assert e.remaining is not None
+    if e.basis == "measured":
+        assert e.starting_level is not None and e.starting_level in e.levels_used  # cards rely on it
+    else:
+        assert e.starting_level is None
     assert 0 <= e.remaining.low <= e.remaining.estimate <= e.remaining.high
     for p in e.projection:
         assert p.low_ug_per_ml <= p.level_ug_per_ml <= p.high_ug_per_ml
