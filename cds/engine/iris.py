@@ -81,11 +81,13 @@ _CONTRAST_TERMS: tuple[tuple[str, str], ...] = (
 )
 _NEG_BEFORE = re.compile(
     r"(?:\bno|\bnot|\bnon|\bwithout|\babsen(?:ce|t)(?: of)?|\bnegative for|\bfree of|\bnor|\bneither|\black(?:s|ing)?(?: of)?"
-    r"|\bdid not|\bdoes not|\bdidn't|\bdoesn't|\bsparing(?: of)?(?: the)?|\bspares?(?: the)?|\bruled out|\bexclud\w*)"
+    r"|\bdid not|\bdoes not|\bdidn't|\bdoesn't|\bsparing(?: of)?(?: the)?|\bspares?(?: the)?|\bruled out|\bexclud\w*"
+    r"|\bnormal|\bunremarkable)"
     r"[\s-]+(?:\S+[\s-]+){0,3}$"
 )
 _NEG_AFTER = re.compile(
-    r"^[\s:-]*(?:\S+\s+){0,2}(?:absent|not (?:seen|present|detected|involved)|none|negative|spared|ruled out|uninvolved)\b"
+    r"^[\s:-]*(?:\S+\s+){0,2}(?:absent|not (?:seen|present|detected|involved)|none|negative|spared|ruled out|uninvolved|normal"
+    r"|unremarkable|intact)\b"
 )
 _CLAUSE_SPLIT = re.compile(r"[.,;\n()\[\]]|\bbut\b|\bhowever\b|\bwhereas\b")
 _LEFT = r"(?<![a-z0-9])"

@@ -75,6 +75,8 @@ def test_high_risk_text(description: str, reason: str) -> None:
         "gadolinium was given",
         "temporally related to natalizumab",
         "multifocal",  # PML's own name is not 'widespread'
+        "normal brainstem",
+        "posterior fossa unremarkable",
     ],
 )
 def test_negated_or_irrelevant_text_is_standard(description: str) -> None:
