@@ -15,9 +15,12 @@
 #   FHIR_INSTALL_DIR where the sekmet venv and medplum node_modules go (default: $FHIR_STATE_DIR), so that
 #                   several state dirs (one per test session) share one install
 #   FHIR_RESET=1    wipe stored data before starting (sekmet; medplum always starts empty)
+#   FHIR_PYTHON     interpreter for the sekmet venv (default python3)
+# `install` only installs (exit != 0 when the registry cannot be reached: the pytest fixture then skips).
 # Idempotent: installs only what is missing; if a server already answers on the port it is left running
 # (restarted if FHIR_SERVER/FHIR_TOKEN changed). Listens on 127.0.0.1 only. Needs python3 (sekmet) or
-# node >= 20 + npm (medplum); registries used: PyPI or npm, nothing else.
+# node >= 20 + npm (medplum); registries used: PyPI or npm, nothing else. curl is used when present.
+# Safe as root on a fresh CI machine: everything lands under the two directories above.
 set -euo pipefail
 
 CMD="${1:-start}"
@@ -49,7 +52,23 @@ running_pid() {
   kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
-ready() { curl -sf -o /dev/null --max-time 2 "$BASE_URL/metadata"; }
+# curl when present, else python3 (a bare machine may lack curl)
+http_ok() {  # $1 url, $2 "any" = any HTTP answer counts (port in use), else 2xx only
+  if command -v curl >/dev/null; then
+    if [[ "${2:-}" == any ]]; then curl -s -o /dev/null --max-time 2 "$1"; else curl -sf -o /dev/null --max-time 2 "$1"; fi
+  else
+    "${FHIR_PYTHON:-python3}" - "$1" "${2:-}" <<'PY'
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=2)
+except urllib.error.HTTPError:
+    sys.exit(0 if sys.argv[2] == "any" else 1)
+except Exception:
+    sys.exit(1)
+PY
+  fi
+}
+ready() { http_ok "$BASE_URL/metadata"; }
 
 stop_server() {
   local pid
@@ -291,7 +310,7 @@ if pid="$(running_pid)"; then
   fi
   stop_server
 fi
-if curl -s -o /dev/null --max-time 2 "http://$HOST:$PORT/"; then
+if http_ok "http://$HOST:$PORT/" any; then
   log "port $PORT is taken by a process this script did not start; set FHIR_PORT"; exit 1
 fi
 

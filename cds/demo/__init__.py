@@ -20,8 +20,15 @@ from urllib.parse import parse_qsl
 
 from cds.demo import patients as _patients
 
-__all__ = ["DEMO_FHIR_BASE", "DEMO_USER_ID", "DemoPatient", "hook_request", "patient", "resolve_prefetch",
-           "scenarios"]
+__all__ = [
+    "DEMO_FHIR_BASE",
+    "DEMO_USER_ID",
+    "DemoPatient",
+    "hook_request",
+    "patient",
+    "resolve_prefetch",
+    "scenarios",
+]
 
 DEMO_USER_ID = "Practitioner/demo-neuro"
 DEMO_FHIR_BASE = "http://demo.invalid/fhir"  # fullUrl base of in-memory search results (never fetched)
@@ -47,8 +54,15 @@ def scenarios() -> list[str]:
 def patient(name: str, now: datetime) -> DemoPatient:
     """The demo patient `name` with every date placed relative to `now` (naive datetimes are UTC)."""
     pid, sc, resources, order = _patients.build(name, now)
-    return DemoPatient(name=name, patient_id=pid, title=sc.title, description=sc.description,
-                       resources=resources, draft_order=order, expected=copy.deepcopy(sc.expected))
+    return DemoPatient(
+        name=name,
+        patient_id=pid,
+        title=sc.title,
+        description=sc.description,
+        resources=resources,
+        draft_order=order,
+        expected=copy.deepcopy(sc.expected),
+    )
 
 
 # ---------------------------------------------------------------- in-memory prefetch evaluator
@@ -58,7 +72,10 @@ _DATE_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "Observation": (("effectiveDateTime",), ("effectivePeriod", "start"), ("effectiveInstant",), ("issued",)),
     "Procedure": (("performedDateTime",), ("performedPeriod", "start")),
 }
-_CODE_ELEMENT = {"MedicationStatement": "medicationCodeableConcept", "MedicationRequest": "medicationCodeableConcept"}
+_CODE_ELEMENT = {
+    "MedicationStatement": "medicationCodeableConcept",
+    "MedicationRequest": "medicationCodeableConcept",
+}
 
 
 def _get(resource: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -74,8 +91,11 @@ def _date_key(resource: dict[str, Any]) -> datetime:
     for path in _DATE_PATHS[resource["resourceType"]]:
         v = _get(resource, path)
         if isinstance(v, str):
-            return datetime.fromisoformat(v.replace("Z", "+00:00")) if "T" in v else \
-                datetime.fromisoformat(v + "T00:00:00+00:00")
+            return (
+                datetime.fromisoformat(v)
+                if "T" in v
+                else datetime.fromisoformat(v + "T00:00:00+00:00")
+            )
     return datetime.min.replace(tzinfo=UTC)
 
 
@@ -135,14 +155,23 @@ def _search(rtype: str, query: str, resources: list[dict[str, Any]], base_url: s
     }
     if matches:  # FHIR JSON has no empty arrays
         bundle["entry"] = [
-            {"fullUrl": f"{base_url}/{rtype}/{r['id']}", "resource": copy.deepcopy(r), "search": {"mode": "match"}}
+            {
+                "fullUrl": f"{base_url}/{rtype}/{r['id']}",
+                "resource": copy.deepcopy(r),
+                "search": {"mode": "match"},
+            }
             for r in matches
         ]
     return bundle
 
 
-def resolve_prefetch(templates: dict[str, str], resources: list[dict[str, Any]], patient_id: str, *,
-                     base_url: str = DEMO_FHIR_BASE) -> dict[str, Any]:
+def resolve_prefetch(
+    templates: dict[str, str],
+    resources: list[dict[str, Any]],
+    patient_id: str,
+    *,
+    base_url: str = DEMO_FHIR_BASE,
+) -> dict[str, Any]:
     """Evaluate prefetch templates over `resources` in memory, as a FHIR server would.
 
     Supports exactly the syntax the service's templates use: `Type/id` reads (the resource, or None),
@@ -168,9 +197,15 @@ def resolve_prefetch(templates: dict[str, str], resources: list[dict[str, Any]],
 # ---------------------------------------------------------------- CDS Hooks request
 
 
-def hook_request(p: DemoPatient, hook: Literal["order-select", "order-sign"], *, prefetch: bool = True,
-                 settings: Any = None, fhir_server: str | None = None, token: str | None = None,
-                 ) -> dict[str, Any]:
+def hook_request(
+    p: DemoPatient,
+    hook: Literal["order-select", "order-sign"],
+    *,
+    prefetch: bool = True,
+    settings: Any = None,
+    fhir_server: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
     """A full CDS Hooks 2.0 request for `p`'s draft order, as an EHR would send it.
 
     `draftOrders` has no Bundle.type (as the CDS Hooks Sandbox sends it). With `prefetch`, every key of
@@ -200,7 +235,9 @@ def hook_request(p: DemoPatient, hook: Literal["order-select", "order-sign"], *,
                 "patient": p.patient_id,
             }
     elif token:
-        raise ValueError("a token needs fhir_server (CDS Hooks invariant: fhirAuthorization needs fhirServer)")
+        raise ValueError(
+            "a token needs fhir_server (CDS Hooks invariant: fhirAuthorization needs fhirServer)"
+        )
     body["context"] = context
     if prefetch:
         if settings is None:

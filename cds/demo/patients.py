@@ -84,30 +84,58 @@ class _Builder:
     # ------------------------------------------------------------ resources
     def patient(self, given: str, family: str, gender: str, age_years: int) -> None:
         birth = (self.now - timedelta(days=round(age_years * 365.25) + 40)).date().isoformat()
-        self._add({
-            "resourceType": "Patient",
-            "id": self.pid,
-            "meta": {"tag": [{"system": "http://example.org/fhir/CodeSystem/demo", "code": "synthetic"}]},
-            "identifier": [{"system": MRN_SYSTEM, "value": self.pid.upper()}],
-            "active": True,
-            "name": [{"use": "official", "family": family, "given": [given], "text": f"{given} {family}"}],
-            "gender": gender,
-            "birthDate": birth,
-        })
+        self._add(
+            {
+                "resourceType": "Patient",
+                "id": self.pid,
+                "meta": {"tag": [{"system": "http://example.org/fhir/CodeSystem/demo", "code": "synthetic"}]},
+                "identifier": [{"system": MRN_SYSTEM, "value": self.pid.upper()}],
+                "active": True,
+                "name": [
+                    {"use": "official", "family": family, "given": [given], "text": f"{given} {family}"}
+                ],
+                "gender": gender,
+                "birthDate": birth,
+            }
+        )
 
-    def condition(self, code: tuple[str, str], text: str, onset_days: float, *,
-                  sites: list[tuple[tuple[str, str], str]] | None = None, note: str | None = None,
-                  system: str = SCT) -> None:
+    def condition(
+        self,
+        code: tuple[str, str],
+        text: str,
+        onset_days: float,
+        *,
+        sites: list[tuple[tuple[str, str], str]] | None = None,
+        note: str | None = None,
+        system: str = SCT,
+    ) -> None:
         res: dict[str, Any] = {
             "resourceType": "Condition",
             "id": self._id("cond"),
-            "clinicalStatus": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-            "verificationStatus": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
-            "category": [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-category",
-                "code": "problem-list-item", "display": "Problem List Item"}]}],
+            "clinicalStatus": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                ]
+            },
+            "verificationStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                        "code": "confirmed",
+                    }
+                ]
+            },
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                            "code": "problem-list-item",
+                            "display": "Problem List Item",
+                        }
+                    ]
+                }
+            ],
             "code": {"coding": [{"system": system, "code": code[0], "display": code[1]}], "text": text},
             "subject": self.subject,
             "onsetDateTime": self.at(onset_days),
@@ -122,13 +150,20 @@ class _Builder:
         self._add(res)
 
     def ms(self, years: float = 9) -> None:
-        self.condition(("24700007", "Multiple sclerosis (disorder)"),
-                       "Relapsing-remitting multiple sclerosis", years * 365.25)
+        self.condition(
+            ("24700007", "Multiple sclerosis (disorder)"),
+            "Relapsing-remitting multiple sclerosis",
+            years * 365.25,
+        )
 
     def pml(self, days: float, sites: list[tuple[tuple[str, str], str]], note: str) -> None:
-        self.condition(("22255007", "Progressive multifocal leukoencephalopathy"),
-                       "Natalizumab-associated progressive multifocal leukoencephalopathy (PML)",
-                       days, sites=sites, note=note)
+        self.condition(
+            ("22255007", "Progressive multifocal leukoencephalopathy"),
+            "Natalizumab-associated progressive multifocal leukoencephalopathy (PML)",
+            days,
+            sites=sites,
+            note=note,
+        )
 
     def _lab(self, kind: str, days: float, code: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
         res = {
@@ -144,39 +179,85 @@ class _Builder:
         }
         return self._add(res)
 
-    def level(self, days: float, value: float, unit: str = "ug/mL", *, comparator: str | None = None,
-              note: str | None = None) -> None:
+    def level(
+        self,
+        days: float,
+        value: float,
+        unit: str = "ug/mL",
+        *,
+        comparator: str | None = None,
+        note: str | None = None,
+    ) -> None:
         ucum = {"ug/mL": "ug/mL", "ng/mL": "ng/mL", "mg/L": "mg/L", "IU/mL": "[IU]/mL"}[unit]
         q: dict[str, Any] = {"value": value, "unit": unit, "system": UCUM, "code": ucum}
         if comparator:
             q = {"value": value, "comparator": comparator, "unit": unit, "system": UCUM, "code": ucum}
-        res = self._lab("ntz", days, {
-            "coding": [{"system": LOCAL_LAB, "code": "NTZ-LVL", "display": "Natalizumab serum concentration"}],
-            "text": "Natalizumab [Mass/volume] in Serum",
-        }, {"valueQuantity": q})
+        res = self._lab(
+            "ntz",
+            days,
+            {
+                "coding": [
+                    {"system": LOCAL_LAB, "code": "NTZ-LVL", "display": "Natalizumab serum concentration"}
+                ],
+                "text": "Natalizumab [Mass/volume] in Serum",
+            },
+            {"valueQuantity": q},
+        )
         if note:
             res["note"] = [{"text": note}]
 
     def lymphocytes(self, days: float, value: float, unit: str = "10*9/L") -> None:
-        self._lab("lym", days, {
-            "coding": [{"system": LOINC, "code": "731-0",
-                        "display": "Lymphocytes [#/volume] in Blood by Automated count"}],
-            "text": "Lymphocytes, absolute",
-        }, {"valueQuantity": {"value": value, "unit": unit.replace("10*", "10^"), "system": UCUM, "code": unit}})
+        self._lab(
+            "lym",
+            days,
+            {
+                "coding": [
+                    {
+                        "system": LOINC,
+                        "code": "731-0",
+                        "display": "Lymphocytes [#/volume] in Blood by Automated count",
+                    }
+                ],
+                "text": "Lymphocytes, absolute",
+            },
+            {
+                "valueQuantity": {
+                    "value": value,
+                    "unit": unit.replace("10*", "10^"),
+                    "system": UCUM,
+                    "code": unit,
+                }
+            },
+        )
 
     def antibodies(self, days: float, positive: bool) -> None:
         answer = ("10828004", "Positive") if positive else ("260385009", "Negative")
         interp = ("POS", "Positive") if positive else ("NEG", "Negative")
-        self._lab("ada", days, {
-            "coding": [{"system": LOINC, "code": "58012-6", "display": "Natalizumab Antibodies"}],
-            "text": "Anti-natalizumab antibodies",
-        }, {
-            "valueCodeableConcept": {"coding": [{"system": SCT, "code": answer[0], "display": answer[1]}],
-                                     "text": answer[1]},
-            "interpretation": [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                "code": interp[0], "display": interp[1]}]}],
-        })
+        self._lab(
+            "ada",
+            days,
+            {
+                "coding": [{"system": LOINC, "code": "58012-6", "display": "Natalizumab Antibodies"}],
+                "text": "Anti-natalizumab antibodies",
+            },
+            {
+                "valueCodeableConcept": {
+                    "coding": [{"system": SCT, "code": answer[0], "display": answer[1]}],
+                    "text": answer[1],
+                },
+                "interpretation": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                                "code": interp[0],
+                                "display": interp[1],
+                            }
+                        ]
+                    }
+                ],
+            },
+        )
 
     def _med(self, ingredient: str, text: str) -> dict[str, Any]:
         concept: dict[str, Any] = {"text": text}
@@ -185,12 +266,16 @@ class _Builder:
             concept = {"coding": [{"system": RXNORM, "code": code, "display": display}], "text": text}
         return concept
 
-    def natalizumab(self, last_dose_days: float, *, start_days: float = 3 * 365.25,
-                    stopped: bool = True) -> None:
+    def natalizumab(
+        self, last_dose_days: float, *, start_days: float = 3 * 365.25, stopped: bool = True
+    ) -> None:
         """Natalizumab q4w since `start_days`, last infusion `last_dose_days` ago (statement + request)."""
         timing = {"repeat": {"frequency": 1, "period": 4, "periodUnit": "wk"}}
         dose = [{"doseQuantity": {"value": 300, "unit": "mg", "system": UCUM, "code": "mg"}}]
-        route = {"coding": [{"system": SCT, "code": "47625008", "display": "Intravenous route"}], "text": "IV"}
+        route = {
+            "coding": [{"system": SCT, "code": "47625008", "display": "Intravenous route"}],
+            "text": "IV",
+        }
         period: dict[str, str] = {"start": self.at(start_days)}
         if stopped:
             period["end"] = self.at(last_dose_days)
@@ -202,39 +287,57 @@ class _Builder:
             "subject": self.subject,
             "effectivePeriod": period,
             "dateAsserted": self.at(max(last_dose_days - 1, 0)),
-            "dosage": [{"text": "300 mg IV every 4 weeks; last infusion "
-                                + self.at(last_dose_days)[:10],
-                        "timing": timing, "route": route, "doseAndRate": dose}],
+            "dosage": [
+                {
+                    "text": "300 mg IV every 4 weeks; last infusion " + self.at(last_dose_days)[:10],
+                    "timing": timing,
+                    "route": route,
+                    "doseAndRate": dose,
+                }
+            ],
         }
         if stopped:
             stmt["statusReason"] = [{"text": "Stopped: progressive multifocal leukoencephalopathy"}]
         self._add(stmt)
-        self._add({
-            "resourceType": "MedicationRequest",
-            "id": self._id("mr"),
-            "status": "stopped" if stopped else "active",
-            "intent": "order",
-            "medicationCodeableConcept": self._med("natalizumab", NATALIZUMAB_TEXT),
-            "subject": self.subject,
-            "authoredOn": self.at(start_days),
-            "dosageInstruction": [{"text": "300 mg IV every 4 weeks", "timing": timing, "route": route,
-                                   "doseAndRate": dose}],
-        })
+        self._add(
+            {
+                "resourceType": "MedicationRequest",
+                "id": self._id("mr"),
+                "status": "stopped" if stopped else "active",
+                "intent": "order",
+                "medicationCodeableConcept": self._med("natalizumab", NATALIZUMAB_TEXT),
+                "subject": self.subject,
+                "authoredOn": self.at(start_days),
+                "dosageInstruction": [
+                    {"text": "300 mg IV every 4 weeks", "timing": timing, "route": route, "doseAndRate": dose}
+                ],
+            }
+        )
 
     def statement(self, ingredient: str, text: str, start_days: float, status: str = "active") -> None:
-        self._add({
-            "resourceType": "MedicationStatement",
-            "id": self._id("ms"),
-            "status": status,
-            "medicationCodeableConcept": self._med(ingredient, text),
-            "subject": self.subject,
-            "effectivePeriod": {"start": self.at(start_days)},
-            "dateAsserted": self.at(max(start_days - 1, 0)),
-            "dosage": [{"text": text}],
-        })
+        self._add(
+            {
+                "resourceType": "MedicationStatement",
+                "id": self._id("ms"),
+                "status": status,
+                "medicationCodeableConcept": self._med(ingredient, text),
+                "subject": self.subject,
+                "effectivePeriod": {"start": self.at(start_days)},
+                "dateAsserted": self.at(max(start_days - 1, 0)),
+                "dosage": [{"text": text}],
+            }
+        )
 
-    def request(self, ingredient: str, text: str, days: float, *, status: str = "active",
-                intent: str = "order", note: str | None = None) -> None:
+    def request(
+        self,
+        ingredient: str,
+        text: str,
+        days: float,
+        *,
+        status: str = "active",
+        intent: str = "order",
+        note: str | None = None,
+    ) -> None:
         res: dict[str, Any] = {
             "resourceType": "MedicationRequest",
             "id": self._id("mr"),
@@ -252,19 +355,35 @@ class _Builder:
     def plex_done(self, *days: float) -> None:
         """Completed PLEX sessions, 1.5 plasma volumes each."""
         for d in sorted(days, reverse=True):
-            self._add({
-                "resourceType": "Procedure",
-                "id": self._id("plex"),
-                "status": "completed",
-                "category": {"coding": [{"system": SCT, "code": "277132007",
-                                         "display": "Therapeutic procedure (procedure)"}]},
-                "code": {"coding": [{"system": CPT, "code": "36514",
-                                     "display": "Therapeutic apheresis; for plasma pheresis"}],
-                         "text": "Therapeutic plasma exchange"},
-                "subject": self.subject,
-                "performedPeriod": {"start": self.at(d), "end": self.at(d - 2 / 24)},
-                "note": [{"text": "1.5 plasma volumes exchanged, 5% albumin replacement"}],
-            })
+            self._add(
+                {
+                    "resourceType": "Procedure",
+                    "id": self._id("plex"),
+                    "status": "completed",
+                    "category": {
+                        "coding": [
+                            {
+                                "system": SCT,
+                                "code": "277132007",
+                                "display": "Therapeutic procedure (procedure)",
+                            }
+                        ]
+                    },
+                    "code": {
+                        "coding": [
+                            {
+                                "system": CPT,
+                                "code": "36514",
+                                "display": "Therapeutic apheresis; for plasma pheresis",
+                            }
+                        ],
+                        "text": "Therapeutic plasma exchange",
+                    },
+                    "subject": self.subject,
+                    "performedPeriod": {"start": self.at(d), "end": self.at(d - 2 / 24)},
+                    "note": [{"text": "1.5 plasma volumes exchanged, 5% albumin replacement"}],
+                }
+            )
 
     def _order(self, code: dict[str, Any], **extra: Any) -> None:
         self.draft_order = {
@@ -287,8 +406,12 @@ class _Builder:
             repeat = {"count": sessions, **repeat}
             extra["quantityQuantity"] = {"value": sessions, "unit": "sessions"}
         self._order(
-            {"coding": [{"system": CPT, "code": "36514", "display": "Therapeutic apheresis; for plasma pheresis"}],
-             "text": "Plasma exchange"},
+            {
+                "coding": [
+                    {"system": CPT, "code": "36514", "display": "Therapeutic apheresis; for plasma pheresis"}
+                ],
+                "text": "Plasma exchange",
+            },
             **extra,
             occurrenceTiming={"repeat": repeat},
             reasonCode=[{"text": reason}],
@@ -331,7 +454,9 @@ def _high(b: _Builder) -> None:
 def _decayed(b: _Builder) -> None:
     b.patient("Tomas", "Erlenbach", "male", 44)
     _common(b)
-    b.pml(22, [(PARIETAL, "Left parietal lobe")], "Left parietal subcortical lesion, unilobar; no enhancement")
+    b.pml(
+        22, [(PARIETAL, "Left parietal lobe")], "Left parietal subcortical lesion, unilobar; no enhancement"
+    )
     b.natalizumab(35)
     b.level(20, 20)
     b.plex_order(None)
@@ -392,9 +517,12 @@ def _no_level(b: _Builder) -> None:
 def _brainstem(b: _Builder) -> None:
     b.patient("Osric", "Feldmann", "male", 46)
     _common(b)
-    b.pml(5, [(BRAINSTEM, "Pons (brainstem)"), (CEREBELLUM, "Left middle cerebellar peduncle")],
-          "Lesion of the left middle cerebellar peduncle extending into the pons (brainstem); "
-          "patchy gadolinium contrast enhancement at diagnosis")
+    b.pml(
+        5,
+        [(BRAINSTEM, "Pons (brainstem)"), (CEREBELLUM, "Left middle cerebellar peduncle")],
+        "Lesion of the left middle cerebellar peduncle extending into the pons (brainstem); "
+        "patchy gadolinium contrast enhancement at diagnosis",
+    )
     b.natalizumab(16)
     b.level(2, 21000, "ng/mL")
     b.plex_order(5)
@@ -419,8 +547,14 @@ def _lymphopenia(b: _Builder) -> None:
     b.lymphocytes(3, 0.4)
     b.pml(9, [(PARIETAL, "Left parietal lobe")], "Left parietal lesion, unilobar; no enhancement")
     b.natalizumab(20)
-    b.request("dimethyl fumarate", "Tecfidera (dimethyl fumarate) 240 mg orally twice daily", 2,
-              status="draft", intent="proposal", note="Considered as the next DMT after plasma exchange")
+    b.request(
+        "dimethyl fumarate",
+        "Tecfidera (dimethyl fumarate) 240 mg orally twice daily",
+        2,
+        status="draft",
+        intent="proposal",
+        note="Considered as the next DMT after plasma exchange",
+    )
     b.level(2, 16)
     b.plex_order(5)
 
@@ -442,9 +576,13 @@ def _mri_order(b: _Builder) -> None:
     b.pml(4, [(FRONTAL, "Right frontal lobe")], _FRONTAL_NOTE)
     b.natalizumab(12)
     b.level(1, 26)
-    b._order({"coding": [{"system": LOINC, "code": "24590-2", "display": "MR Brain WO and W contrast IV"}],
-              "text": "MRI brain with and without gadolinium"},
-             category=[{"coding": [{"system": SCT, "code": "363679005", "display": "Imaging"}]}])
+    b._order(
+        {
+            "coding": [{"system": LOINC, "code": "24590-2", "display": "MR Brain WO and W contrast IV"}],
+            "text": "MRI brain with and without gadolinium",
+        },
+        category=[{"coding": [{"system": SCT, "code": "363679005", "display": "Imaging"}]}],
+    )
 
 
 def _no_natalizumab(b: _Builder) -> None:
@@ -466,61 +604,173 @@ def _course_short(b: _Builder) -> None:
 
 _SCENARIOS: dict[str, _Scenario] = {
     "high-level": _Scenario(
-        "High natalizumab level", "28 µg/mL drawn yesterday, no PLEX yet; 5 sessions ordered",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 5, "sessions_completed": 0,
-         "ordered_sessions": 5, "iris_risk": "standard", "active_conflicts": []}, _high),
+        "High natalizumab level",
+        "28 µg/mL drawn yesterday, no PLEX yet; 5 sessions ordered",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 5,
+            "sessions_completed": 0,
+            "ordered_sessions": 5,
+            "iris_risk": "standard",
+            "active_conflicts": [],
+        },
+        _high,
+    ),
     "decayed-level": _Scenario(
-        "Decayed level", "20 µg/mL drawn 20 days ago, no PLEX since; course length left open",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 3, "sessions_completed": 0,
-         "iris_risk": "standard", "flags": ["decayed"]}, _decayed),
+        "Decayed level",
+        "20 µg/mL drawn 20 days ago, no PLEX since; course length left open",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 3,
+            "sessions_completed": 0,
+            "iris_risk": "standard",
+            "flags": ["decayed"],
+        },
+        _decayed,
+    ),
     "post-session": _Scenario(
-        "Post-session sample", "7.5 µg/mL drawn 6 h after session 1 (25 µg/mL before it)",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 4, "sessions_completed": 1,
-         "ordered_sessions": 4, "iris_risk": "standard", "flags": ["post-session-sample", "remeasure"]},
-        _post_session),
+        "Post-session sample",
+        "7.5 µg/mL drawn 6 h after session 1 (25 µg/mL before it)",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 4,
+            "sessions_completed": 1,
+            "ordered_sessions": 4,
+            "iris_risk": "standard",
+            "flags": ["post-session-sample", "remeasure"],
+        },
+        _post_session,
+    ),
     "mid-course": _Scenario(
-        "Mid-course, fitted removal", "32 → 4.8 mg/L across 3 sessions: removal fitted to this patient",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 3, "sessions_completed": 3,
-         "ordered_sessions": 3, "iris_risk": "standard", "fitted_removal_fraction": 0.53,
-         "flags": ["fitted"]}, _mid_course),
+        "Mid-course, fitted removal",
+        "32 → 4.8 mg/L across 3 sessions: removal fitted to this patient",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 3,
+            "sessions_completed": 3,
+            "ordered_sessions": 3,
+            "iris_risk": "standard",
+            "fitted_removal_fraction": 0.53,
+            "flags": ["fitted"],
+        },
+        _mid_course,
+    ),
     "below-target": _Scenario(
-        "Below target", "<0.5 µg/mL after 5 sessions; 2 more ordered",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 0, "sessions_completed": 5,
-         "ordered_sessions": 2, "iris_risk": "standard", "comparator": "<"}, _below_target),
+        "Below target",
+        "<0.5 µg/mL after 5 sessions; 2 more ordered",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 0,
+            "sessions_completed": 5,
+            "ordered_sessions": 2,
+            "iris_risk": "standard",
+            "comparator": "<",
+        },
+        _below_target,
+    ),
     "antibodies": _Scenario(
-        "Anti-natalizumab antibodies", "Persistently positive antibodies 50 days apart; level 0.4 µg/mL",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 0, "iris_risk": "standard",
-         "flags": ["antibodies-persistent"]}, _antibodies),
+        "Anti-natalizumab antibodies",
+        "Persistently positive antibodies 50 days apart; level 0.4 µg/mL",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 0,
+            "iris_risk": "standard",
+            "flags": ["antibodies-persistent"],
+        },
+        _antibodies,
+    ),
     "no-level": _Scenario(
-        "No level on record", "Only dosing history: last Tysabri infusion 10 days ago",
-        {"cards": _ALL3, "basis": "dosing-history", "iris_risk": "standard", "sessions_completed": 0,
-         "flags": ["measure-level"]}, _no_level),
+        "No level on record",
+        "Only dosing history: last Tysabri infusion 10 days ago",
+        {
+            "cards": _ALL3,
+            "basis": "dosing-history",
+            "iris_risk": "standard",
+            "sessions_completed": 0,
+            "flags": ["measure-level"],
+        },
+        _no_level,
+    ),
     "brainstem-pml": _Scenario(
-        "Brainstem PML", "Pontine lesion with contrast enhancement; level 21000 ng/mL",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 5, "iris_risk": "high",
-         "iris_reasons": ["brainstem", "enhancement"]}, _brainstem),
+        "Brainstem PML",
+        "Pontine lesion with contrast enhancement; level 21000 ng/mL",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 5,
+            "iris_risk": "high",
+            "iris_reasons": ["brainstem", "enhancement"],
+        },
+        _brainstem,
+    ),
     "active-fingolimod": _Scenario(
-        "Active fingolimod", "Fingolimod started 6 days ago alongside the natalizumab history",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 5, "iris_risk": "standard",
-         "active_conflicts": ["fingolimod"]}, _fingolimod),
+        "Active fingolimod",
+        "Fingolimod started 6 days ago alongside the natalizumab history",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 5,
+            "iris_risk": "standard",
+            "active_conflicts": ["fingolimod"],
+        },
+        _fingolimod,
+    ),
     "lymphopenia": _Scenario(
-        "Lymphopenia", "Lymphocytes 0.4 × 10⁹/L; dimethyl fumarate being considered",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 4, "iris_risk": "standard",
-         "fumarate_advised": False, "lymphocytes": 0.4}, _lymphopenia),
+        "Lymphopenia",
+        "Lymphocytes 0.4 × 10⁹/L; dimethyl fumarate being considered",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 4,
+            "iris_risk": "standard",
+            "fumarate_advised": False,
+            "lymphocytes": 0.4,
+        },
+        _lymphopenia,
+    ),
     "implausible-values": _Scenario(
-        "Implausible values", "5000 µg/mL and 12 IU/mL on record beside a valid 15 µg/mL",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 4, "iris_risk": "standard",
-         "unusable": 2}, _implausible),
+        "Implausible values",
+        "5000 µg/mL and 12 IU/mL on record beside a valid 15 µg/mL",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 4,
+            "iris_risk": "standard",
+            "unusable": 2,
+        },
+        _implausible,
+    ),
     "non-plex-order": _Scenario(
-        "Non-PLEX order", "MRI brain ordered for a natalizumab-PML patient: the service stays silent",
-        {"cards": []}, _mri_order),
+        "Non-PLEX order",
+        "MRI brain ordered for a natalizumab-PML patient: the service stays silent",
+        {"cards": []},
+        _mri_order,
+    ),
     "no-natalizumab": _Scenario(
-        "PLEX without natalizumab", "Plasma exchange for myasthenia gravis: no natalizumab exposure",
-        {"cards": []}, _no_natalizumab),
+        "PLEX without natalizumab",
+        "Plasma exchange for myasthenia gravis: no natalizumab exposure",
+        {"cards": []},
+        _no_natalizumab,
+    ),
     "course-short": _Scenario(
-        "Ordered course too short", "30 µg/mL yesterday but only 2 sessions ordered",
-        {"cards": _ALL3, "basis": "measured", "remaining_estimate": 5, "ordered_sessions": 2,
-         "iris_risk": "standard", "suggest_update_sessions": 5}, _course_short),
+        "Ordered course too short",
+        "30 µg/mL yesterday but only 2 sessions ordered",
+        {
+            "cards": _ALL3,
+            "basis": "measured",
+            "remaining_estimate": 5,
+            "ordered_sessions": 2,
+            "iris_risk": "standard",
+            "suggest_update_sessions": 5,
+        },
+        _course_short,
+    ),
 }
 
 

@@ -20,7 +20,7 @@ TEMPLATES = prefetch_templates(Settings(auth="off"))
 
 
 def _when(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return datetime.fromisoformat(s)
 
 
 def _ids(bundle: dict) -> list[str]:
@@ -30,9 +30,22 @@ def _ids(bundle: dict) -> list[str]:
 def test_scenario_names_are_stable_and_cover_the_issue() -> None:
     assert len(NAMES) >= 12
     assert len(set(NAMES)) == len(NAMES)
-    for must in ["high-level", "decayed-level", "post-session", "mid-course", "below-target", "antibodies",
-                 "no-level", "brainstem-pml", "active-fingolimod", "lymphopenia", "implausible-values",
-                 "non-plex-order", "no-natalizumab", "course-short"]:
+    for must in [
+        "high-level",
+        "decayed-level",
+        "post-session",
+        "mid-course",
+        "below-target",
+        "antibodies",
+        "no-level",
+        "brainstem-pml",
+        "active-fingolimod",
+        "lymphopenia",
+        "implausible-values",
+        "non-plex-order",
+        "no-natalizumab",
+        "course-short",
+    ]:
         assert must in NAMES
 
 
@@ -55,7 +68,7 @@ def test_every_scenario_builds_with_deterministic_ids(name: str) -> None:
         assert r["resourceType"] and r["id"].startswith(p.patient_id)
         if r["resourceType"] != "Patient":
             assert r["subject"] == {"reference": f"Patient/{p.patient_id}"}
-    assert [r for r in p.resources if r["resourceType"] == "Patient"][0]["id"] == p.patient_id
+    assert next(r for r in p.resources if r["resourceType"] == "Patient")["id"] == p.patient_id
     order = p.draft_order
     assert order["resourceType"] == "ServiceRequest" and order["status"] == "draft"
     assert order["intent"] == "order" and order["id"].startswith(p.patient_id)
@@ -86,6 +99,15 @@ def test_dates_move_with_now(name: str) -> None:
                 assert _when(r[key]) <= NOW
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_sorted_searches_have_no_ties(name: str) -> None:
+    """Servers order equal dates arbitrarily; distinct dates keep `_sort=-date` comparable everywhere."""
+    p = demo.patient(name, NOW)
+    for rtype, key in (("Observation", "effectiveDateTime"), ("Procedure", "performedPeriod")):
+        dates = [str(r[key]) for r in p.resources if r["resourceType"] == rtype]
+        assert len(dates) == len(set(dates))
+
+
 def test_naive_now_is_utc() -> None:
     assert demo.patient("high-level", NOW.replace(tzinfo=None)) == demo.patient("high-level", NOW)
 
@@ -94,16 +116,25 @@ def test_level_units_cover_ug_ng_and_mg() -> None:
     units = set()
     for name in NAMES:
         for r in demo.patient(name, NOW).resources:
-            if r["resourceType"] == "Observation" and r["code"]["text"] == "Natalizumab [Mass/volume] in Serum":
+            if (
+                r["resourceType"] == "Observation"
+                and r["code"]["text"] == "Natalizumab [Mass/volume] in Serum"
+            ):
                 assert r["code"]["coding"][0] == {
-                    "system": "http://example.org/fhir/CodeSystem/local-lab", "code": "NTZ-LVL",
-                    "display": "Natalizumab serum concentration"}
+                    "system": "http://example.org/fhir/CodeSystem/local-lab",
+                    "code": "NTZ-LVL",
+                    "display": "Natalizumab serum concentration",
+                }
                 units.add(r["valueQuantity"]["code"])
     assert {"ug/mL", "ng/mL", "mg/L", "[IU]/mL"} <= units
 
 
 def _levels(p: demo.DemoPatient) -> list[dict]:
-    return [r for r in p.resources if r["resourceType"] == "Observation" and r["code"]["text"].startswith("Natalizumab [")]
+    return [
+        r
+        for r in p.resources
+        if r["resourceType"] == "Observation" and r["code"]["text"].startswith("Natalizumab [")
+    ]
 
 
 def _kinds(p: demo.DemoPatient, rtype: str) -> list[dict]:
@@ -118,8 +149,12 @@ def test_scenarios_hold_what_their_names_say() -> None:
     (lvl,) = _levels(high)
     assert lvl["valueQuantity"]["value"] == 28 and NOW - _when(lvl["effectiveDateTime"]) == timedelta(days=1)
     assert high.draft_order["quantityQuantity"] == {"value": 5, "unit": "sessions"}
-    assert high.draft_order["occurrenceTiming"]["repeat"] == {"count": 5, "frequency": 1, "period": 2,
-                                                              "periodUnit": "d"}
+    assert high.draft_order["occurrenceTiming"]["repeat"] == {
+        "count": 5,
+        "frequency": 1,
+        "period": 2,
+        "periodUnit": "d",
+    }
 
     decayed = get("decayed-level")
     (lvl,) = _levels(decayed)
@@ -152,30 +187,46 @@ def test_scenarios_hold_what_their_names_say() -> None:
     assert NOW - _when(stmt["effectivePeriod"]["end"]) == timedelta(days=10)
 
     brain = get("brainstem-pml")
-    pml = [c for c in _kinds(brain, "Condition") if c["code"]["coding"][0]["code"] == "22255007"][0]
-    assert pml["bodySite"][0]["coding"][0]["code"] == "15926001" and "pons" in pml["bodySite"][0]["text"].lower()
+    pml = next(c for c in _kinds(brain, "Condition") if c["code"]["coding"][0]["code"] == "22255007")
+    assert (
+        pml["bodySite"][0]["coding"][0]["code"] == "15926001" and "pons" in pml["bodySite"][0]["text"].lower()
+    )
     assert "enhancement" in pml["note"][0]["text"]
 
     fingo = get("active-fingolimod")
-    assert any(r["status"] == "active" and r["medicationCodeableConcept"]["coding"][0]["code"] == "1012892"
-               for r in _kinds(fingo, "MedicationStatement"))
+    assert any(
+        r["status"] == "active" and r["medicationCodeableConcept"]["coding"][0]["code"] == "1012892"
+        for r in _kinds(fingo, "MedicationStatement")
+    )
 
     lympho = get("lymphopenia")
-    counts = sorted((r["effectiveDateTime"], r["valueQuantity"]["value"]) for r in _kinds(lympho, "Observation")
-                    if r["code"]["coding"][0]["code"] == "731-0")
+    counts = sorted(
+        (r["effectiveDateTime"], r["valueQuantity"]["value"])
+        for r in _kinds(lympho, "Observation")
+        if r["code"]["coding"][0]["code"] == "731-0"
+    )
     assert counts[-1][1] == 0.4
-    assert any(r["medicationCodeableConcept"]["coding"][0]["code"] == "1373478" for r in _kinds(lympho, "MedicationRequest"))
+    assert any(
+        r["medicationCodeableConcept"]["coding"][0]["code"] == "1373478"
+        for r in _kinds(lympho, "MedicationRequest")
+    )
 
-    odd = sorted((r["valueQuantity"]["value"], r["valueQuantity"]["unit"]) for r in _levels(get("implausible-values")))
+    odd = sorted(
+        (r["valueQuantity"]["value"], r["valueQuantity"]["unit"]) for r in _levels(get("implausible-values"))
+    )
     assert odd == [(12, "IU/mL"), (15, "ug/mL"), (5000, "ug/mL")]
 
     mri = get("non-plex-order")
     assert "36514" not in str(mri.draft_order) and "MRI" in mri.draft_order["code"]["text"]
 
     mg = get("no-natalizumab")
-    meds = [r["medicationCodeableConcept"] for r in mg.resources if r["resourceType"].startswith("Medication")]
+    meds = [
+        r["medicationCodeableConcept"] for r in mg.resources if r["resourceType"].startswith("Medication")
+    ]
     assert meds and not any("354770" in str(m) or "natalizumab" in str(m).lower() for m in meds)
-    assert not any("atalizumab" in str(r.get("code")) for r in mg.resources if r["resourceType"] == "Observation")
+    assert not any(
+        "atalizumab" in str(r.get("code")) for r in mg.resources if r["resourceType"] == "Observation"
+    )
     assert "natalizumab" not in str([mg.draft_order["code"], mg.draft_order["reasonCode"]]).lower()
     assert mg.draft_order["code"]["coding"][0]["code"] == "36514"
 
@@ -184,13 +235,19 @@ def test_scenarios_hold_what_their_names_say() -> None:
     assert short.expected["remaining_estimate"] > 2
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if demo.patient(n, NOW).expected.get("remaining_estimate") is not None])
+@pytest.mark.parametrize(
+    "name", [n for n in NAMES if demo.patient(n, NOW).expected.get("remaining_estimate") is not None]
+)
 def test_expected_estimate_follows_the_reference_model(name: str) -> None:
     """clinical-reference.md §7.1 with r 0.50, t½ 11 d, target 1 µg/mL, over the latest usable level."""
     p = demo.patient(name, NOW)
     per_ug = {"ug/mL": 1.0, "mg/L": 1.0, "ng/mL": 0.001}
-    usable = [r for r in _levels(p) if r["valueQuantity"]["unit"] in per_ug
-              and r["valueQuantity"]["value"] * per_ug[r["valueQuantity"]["unit"]] < 1000]
+    usable = [
+        r
+        for r in _levels(p)
+        if r["valueQuantity"]["unit"] in per_ug
+        and r["valueQuantity"]["value"] * per_ug[r["valueQuantity"]["unit"]] < 1000
+    ]
     latest = max(usable, key=lambda r: r["effectiveDateTime"])
     c = latest["valueQuantity"]["value"] * per_ug[latest["valueQuantity"]["unit"]]
     r = p.expected.get("fitted_removal_fraction", 0.5)
@@ -211,13 +268,21 @@ def test_prefetch_holds_what_it_should(name: str) -> None:
     pf = demo.resolve_prefetch(TEMPLATES, p.resources, p.patient_id)
     assert set(pf) == set(TEMPLATES)
     assert pf["patient"]["id"] == p.patient_id
-    by_type = {t: {r["id"] for r in p.resources if r["resourceType"] == t}
-               for t in ("Observation", "MedicationStatement", "MedicationRequest", "Condition", "Procedure")}
-    lab_ids = {r["id"] for r in p.resources if r["resourceType"] == "Observation"
-               and r["category"][0]["coding"][0]["code"] == "laboratory"}
+    by_type = {
+        t: {r["id"] for r in p.resources if r["resourceType"] == t}
+        for t in ("Observation", "MedicationStatement", "MedicationRequest", "Condition", "Procedure")
+    }
+    lab_ids = {
+        r["id"]
+        for r in p.resources
+        if r["resourceType"] == "Observation" and r["category"][0]["coding"][0]["code"] == "laboratory"
+    }
     assert set(_ids(pf["labs"])) == lab_ids  # every demo observation is a laboratory one
-    assert set(_ids(pf["lymphocytes"])) == {r["id"] for r in p.resources if r["resourceType"] == "Observation"
-                                            and r["code"]["coding"][0]["code"] == "731-0"}
+    assert set(_ids(pf["lymphocytes"])) == {
+        r["id"]
+        for r in p.resources
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "731-0"
+    }
     assert set(_ids(pf["medicationStatements"])) == by_type["MedicationStatement"]
     assert set(_ids(pf["medicationRequests"])) == by_type["MedicationRequest"]
     assert set(_ids(pf["conditions"])) == by_type["Condition"]
@@ -300,12 +365,19 @@ def test_hook_request_variants() -> None:
     p = demo.patient("high-level", NOW)
     a, b = demo.hook_request(p, "order-select"), demo.hook_request(p, "order-select")
     assert a["hookInstance"] != b["hookInstance"]
-    bare = demo.hook_request(p, "order-sign", prefetch=False, fhir_server="http://127.0.0.1:9/fhir", token="t0k")
+    bare = demo.hook_request(
+        p, "order-sign", prefetch=False, fhir_server="http://127.0.0.1:9/fhir", token="t0k"
+    )
     assert "prefetch" not in bare
     assert bare["fhirServer"] == "http://127.0.0.1:9/fhir"
-    assert bare["fhirAuthorization"] == {"access_token": "t0k", "token_type": "Bearer", "expires_in": 300,
-                                         "scope": "patient/*.read", "subject": "cds-pml-plex",
-                                         "patient": p.patient_id}
+    assert bare["fhirAuthorization"] == {
+        "access_token": "t0k",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds-pml-plex",
+        "patient": p.patient_id,
+    }
     open_server = demo.hook_request(p, "order-sign", fhir_server="http://127.0.0.1:9/fhir")
     assert "fhirAuthorization" not in open_server and open_server["prefetch"]
     with pytest.raises(ValueError):

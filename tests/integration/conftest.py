@@ -17,11 +17,15 @@ from tests.support.fhir import KINDS, FhirServer, FhirServerUnavailable, reachab
 
 
 @pytest.fixture(scope="session", params=KINDS)
-def fhir_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+def fhir_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FhirServer]:
     kind: str = request.param
     with contextlib.ExitStack() as stack:
         try:
-            server = stack.enter_context(run_fhir_server(kind, state_dir=tmp_path_factory.mktemp(f"fhir-{kind}")))
+            server = stack.enter_context(
+                run_fhir_server(kind, state_dir=tmp_path_factory.mktemp(f"fhir-{kind}"))
+            )
         except FhirServerUnavailable as exc:
             if os.environ.get("CDS_TEST_REQUIRE_FHIR") == "1":
                 pytest.fail(f"CDS_TEST_REQUIRE_FHIR=1 and {exc}")

@@ -62,20 +62,26 @@ def _assert_same(server: FhirServer, patients: list[demo.DemoPatient], settings:
             if want:
                 with_data.add(key)
             assert not [i for i in got if i.startswith("OperationOutcome/")], (
-                f"{server.kind} did not understand {template}: {real[key]}")
+                f"{server.kind} did not understand {template}: {real[key]}"
+            )
             if "_sort=" in template:
                 assert got == want, f"{server.kind} {p.name}/{key}: {template}"
             else:
                 assert sorted(got) == sorted(want), f"{server.kind} {p.name}/{key}: {template}"
                 assert len(got) == len(set(got))
-            if isinstance(real[key], dict) and real[key].get("resourceType") == "Bundle" and "total" in real[key]:
+            if (
+                isinstance(real[key], dict)
+                and real[key].get("resourceType") == "Bundle"
+                and "total" in real[key]
+            ):
                 assert real[key]["total"] == memory[key]["total"], f"{server.kind} {p.name}/{key}"
     assert with_data == set(templates), "the chosen demo patients should exercise every key"
 
 
 @pytest.mark.parametrize("variant", list(SETTINGS))
-def test_templates_agree_with_in_memory_evaluator(loaded: tuple[FhirServer, list[demo.DemoPatient]],
-                                                  variant: str) -> None:
+def test_templates_agree_with_in_memory_evaluator(
+    loaded: tuple[FhirServer, list[demo.DemoPatient]], variant: str
+) -> None:
     server, patients = loaded
     _assert_same(server, patients, SETTINGS[variant])
 
@@ -85,7 +91,7 @@ def test_patients_do_not_leak_into_each_other(loaded: tuple[FhirServer, list[dem
     real = prefetch_from_server(server, prefetch_templates(SETTINGS["default"]), a.patient_id)
     other = {r["id"] for r in b.resources}
     for value in real.values():
-        assert not set(i.split("/")[1] for i in _ids(value)) & other
+        assert not {i.split("/")[1] for i in _ids(value)} & other
 
 
 def test_paging_is_followed(loaded: tuple[FhirServer, list[demo.DemoPatient]]) -> None:
@@ -94,8 +100,9 @@ def test_paging_is_followed(loaded: tuple[FhirServer, list[demo.DemoPatient]]) -
     paged = {"labs": "Observation?patient={{context.patientId}}&category=laboratory&_sort=-date&_count=2"}
     real = prefetch_from_server(server, paged, p.patient_id)
     assert n_labs > 2 and len(_ids(real["labs"])) == n_labs == real["labs"]["total"]
-    memory = demo.resolve_prefetch({"labs": paged["labs"].replace("_count=2", "_count=50")}, p.resources,
-                                   p.patient_id)
+    memory = demo.resolve_prefetch(
+        {"labs": paged["labs"].replace("_count=2", "_count=50")}, p.resources, p.patient_id
+    )
     assert _ids(real["labs"]) == _ids(memory["labs"])
 
 

@@ -16,7 +16,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import re
 import secrets
 import subprocess
 import time
@@ -58,8 +57,15 @@ class FhirServer:
 
 
 def _script(cmd: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), cmd], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        ["bash", str(SCRIPT), cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def _tail(text: str, n: int = 15) -> str:
@@ -68,8 +74,14 @@ def _tail(text: str, n: int = 15) -> str:
 
 
 @contextlib.contextmanager
-def run_fhir_server(kind: str, *, state_dir: Path, port: int | None = None, token: str | None = None,
-                    install_dir: Path | None = None) -> Iterator[FhirServer]:
+def run_fhir_server(
+    kind: str,
+    *,
+    state_dir: Path,
+    port: int | None = None,
+    token: str | None = None,
+    install_dir: Path | None = None,
+) -> Iterator[FhirServer]:
     """Install (if needed) and start `kind` on 127.0.0.1; stop it on exit. Yields a FhirServer."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -86,16 +98,23 @@ def run_fhir_server(kind: str, *, state_dir: Path, port: int | None = None, toke
     t0 = time.monotonic()
     installed = _script("install", env, timeout=900)
     if installed.returncode != 0:
-        raise FhirServerUnavailable(f"{kind} could not be installed into {install} "
-                                    f"(exit {installed.returncode}):\n{_tail(installed.stderr)}")
+        raise FhirServerUnavailable(
+            f"{kind} could not be installed into {install} "
+            f"(exit {installed.returncode}):\n{_tail(installed.stderr)}"
+        )
     started = _script("start", env, timeout=180)
     if started.returncode != 0 or not started.stdout.strip():
         _script("stop", env, timeout=60)
-        raise RuntimeError(f"{kind} installed but did not start (exit {started.returncode}):\n"
-                           f"{_tail(started.stderr)}")
-    server = FhirServer(kind=kind, base_url=started.stdout.strip().splitlines()[-1].rstrip("/"),
-                        token=env["FHIR_TOKEN"] or None, state_dir=state_dir,
-                        startup_s=time.monotonic() - t0)
+        raise RuntimeError(
+            f"{kind} installed but did not start (exit {started.returncode}):\n{_tail(started.stderr)}"
+        )
+    server = FhirServer(
+        kind=kind,
+        base_url=started.stdout.strip().splitlines()[-1].rstrip("/"),
+        token=env["FHIR_TOKEN"] or None,
+        state_dir=state_dir,
+        startup_s=time.monotonic() - t0,
+    )
     try:
         yield server
     finally:
@@ -133,8 +152,9 @@ def with_id_suffix(resources: list[dict[str, Any]], suffix: str) -> list[dict[st
 def suffixed(patient: Any, suffix: str) -> Any:
     """A demo.DemoPatient whose ids (patient, resources, draft order) all carry `suffix`."""
     moved = with_id_suffix([*patient.resources, patient.draft_order], suffix)
-    return dataclasses.replace(patient, patient_id=patient.patient_id + suffix,
-                               resources=moved[:-1], draft_order=moved[-1])
+    return dataclasses.replace(
+        patient, patient_id=patient.patient_id + suffix, resources=moved[:-1], draft_order=moved[-1]
+    )
 
 
 def transaction_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -143,8 +163,10 @@ def transaction_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"resource": copy.deepcopy(r),
-             "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            {
+                "resource": copy.deepcopy(r),
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+            }
             for r in resources
         ],
     }
@@ -160,22 +182,29 @@ def load_resources(server: FhirServer, resources: list[dict[str, Any]], *, mode:
         return
     with server.client() as http:
         if mode in ("auto", "transaction"):
-            r = http.post(server.base_url, json=transaction_bundle(resources),
-                          headers={"Content-Type": FHIR_JSON})
+            r = http.post(
+                server.base_url, json=transaction_bundle(resources), headers={"Content-Type": FHIR_JSON}
+            )
             if r.status_code == 200:
                 body = r.json()
-                bad = [(res, e.get("response", {}).get("status", ""))
-                       for res, e in zip(resources, body.get("entry", []), strict=False)
-                       if not str(e.get("response", {}).get("status", "")).startswith(("200", "201"))]
+                bad = [
+                    (res, e.get("response", {}).get("status", ""))
+                    for res, e in zip(resources, body.get("entry", []), strict=False)
+                    if not str(e.get("response", {}).get("status", "")).startswith(("200", "201"))
+                ]
                 assert body.get("type") == "transaction-response" and not bad, f"{server.kind}: {bad}"
                 return
             if mode == "transaction":
                 raise AssertionError(f"{server.kind}: transaction refused {r.status_code}: {r.text[:2000]}")
         for res in resources:
-            r = http.put(f"{server.base_url}/{res['resourceType']}/{res['id']}", json=res,
-                         headers={"Content-Type": FHIR_JSON})
+            r = http.put(
+                f"{server.base_url}/{res['resourceType']}/{res['id']}",
+                json=res,
+                headers={"Content-Type": FHIR_JSON},
+            )
             assert r.status_code in (200, 201), (
-                f"{server.kind}: PUT {res['resourceType']}/{res['id']} -> {r.status_code}: {r.text[:2000]}")
+                f"{server.kind}: PUT {res['resourceType']}/{res['id']} -> {r.status_code}: {r.text[:2000]}"
+            )
 
 
 _NEXT_LIMIT = 50
@@ -205,7 +234,9 @@ def prefetch_from_server(server: FhirServer, templates: dict[str, str], patient_
                 if r.status_code in (404, 410):
                     out[key] = None
                     continue
-                assert r.status_code == 200, f"{server.kind} {key}: GET {rel} -> {r.status_code}: {r.text[:1000]}"
+                assert r.status_code == 200, (
+                    f"{server.kind} {key}: GET {rel} -> {r.status_code}: {r.text[:1000]}"
+                )
                 out[key] = r.json()
                 continue
             assert r.status_code == 200, f"{server.kind} {key}: GET {rel} -> {r.status_code}: {r.text[:1000]}"
@@ -217,7 +248,7 @@ def prefetch_from_server(server: FhirServer, templates: dict[str, str], patient_
                 nxt = [lk["url"] for lk in page.get("link", []) if lk.get("relation") == "next"]
                 if not nxt:
                     break
-                r = http.get(_same_server(re.sub(r"/+$", "", server.base_url), nxt[0]))
+                r = http.get(_same_server(server.base_url, nxt[0]))
                 assert r.status_code == 200, f"{server.kind} {key}: next page -> {r.status_code}"
                 page = r.json()
                 entries += page.get("entry", [])
