@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import os
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -35,35 +39,40 @@ async def test_concurrent_starters_migrate_once(pg_dsn: str) -> None:
     assert {"cds_feedback", "cds_audit", "cds_schema_migrations"} <= tables
 
 
-def _start_in_process(dsn: str, barrier: object, out: object) -> None:
-    async def run() -> list[int]:
-        store = PgStore(dsn)
-        barrier.wait()  # type: ignore[attr-defined]
-        await store._pool.open(wait=True)
-        try:
-            return await store.migrate()
-        finally:
-            await store.close()
+_STARTER = """
+import asyncio, os, sys, time
+from cds.store_pg import PgStore
 
+async def main() -> None:
+    store = PgStore(sys.argv[1])
+    await store._pool.open(wait=True)
+    open(sys.argv[3], "w").close()
+    while not os.path.exists(sys.argv[2]):  # start line: every process is connected first
+        await asyncio.sleep(0.005)
     try:
-        out.put(asyncio.run(run()))  # type: ignore[attr-defined]
-    except Exception as exc:  # report, so the parent fails at once instead of waiting
-        out.put(repr(exc))  # type: ignore[attr-defined]
+        print(",".join(map(str, await store.migrate())))
+    finally:
+        await store.close()
+
+asyncio.run(main())
+"""
 
 
-def test_separate_processes_starting_together_apply_each_migration_once(pg_dsn: str) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    n = 4
-    barrier, out = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_start_in_process, args=(pg_dsn, barrier, out)) for _ in range(n)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    assert all(isinstance(r, list) for r in results), results
-    applied = sorted(v for r in results for v in r)
+def test_separate_processes_starting_together_apply_each_migration_once(pg_dsn: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    ready = [tmp_path / f"ready-{i}" for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", _STARTER, pg_dsn, str(go), str(r)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in ready]
+    deadline = time.monotonic() + 60
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.02)
+    go.touch()
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), [err for _, err in outs]
+    applied = sorted(int(v) for out, _ in outs for v in out.split(",") if v.strip())
     assert applied == [v for v, _ in MIGRATIONS]  # every version by exactly one starter
 
 
