@@ -458,6 +458,9 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
             ref = f"[{s.reference.citation}]({s.reference.url})" if s.reference.url else s.reference.citation
             lines.append(f"- {s.text} (_{s.evidence}_; {ref})")
         parts.append("**Steroids**\n\n" + "\n".join(lines))
+    problems = _problems_md(load)
+    if problems:
+        parts.append("**Could not be read**\n\n" + problems)
     refs = _refs_md((*iris.references, *(s.reference for s in iris.steroids)))
     if refs:
         parts.append("**Sources**\n\n" + refs)
@@ -535,6 +538,9 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
             if dmt.rebound_peak:
                 win += f" (peak around {fmt_date(dmt.rebound_peak)})"
         parts.append(f"**Rebound window:** {win or 'see note'}" + (f". {dmt.rebound_note}" if dmt.rebound_note else ""))
+    problems = _problems_md(load)
+    if problems:
+        parts.append("**Could not be read**\n\n" + problems)
     refs = _refs_md(dmt.references)
     if refs:
         parts.append("**Sources**\n\n" + refs)

@@ -311,3 +311,8 @@ def test_unusable_and_problems_named() -> None:
 def test_fitted_removal_named() -> None:
     est = dataclasses.replace(estimate(), removal_fraction=0.53, removal_fraction_fitted=0.53)
     assert "fitted to this patient's levels" in card(render(est=est), "plex-estimate")["detail"]
+
+
+def test_read_problems_named_on_every_card() -> None:
+    body = render(lr=load(problems=("conditions: the FHIR server timed out",)))
+    assert all("timed out" in c["detail"] for c in body["cards"])
