@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from cds.engine.domain import PlexEstimate, PlexSession
 
-__all__ = ["render_svg", "render_png", "WIDTH", "HEIGHT"]
+__all__ = ["HEIGHT", "WIDTH", "render_png", "render_svg"]
 
 WIDTH = 760
 HEIGHT = 460
@@ -103,18 +103,28 @@ def _x_ticks(s: _Scale) -> list[datetime]:
     return ticks
 
 
-def _text(x: float, y: float, body: str, *, anchor: str = "start", size: int = 12,
-          weight: str = "normal", fill: str = "#222222", cls: str = "") -> str:
+def _text(
+    x: float,
+    y: float,
+    body: str,
+    *,
+    anchor: str = "start",
+    size: int = 12,
+    weight: str = "normal",
+    fill: str = "#222222",
+    cls: str = "",
+) -> str:
     c = f" class={quoteattr(cls)}" if cls else ""
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
-            f'font-weight="{weight}" fill="{fill}"{c}>{escape(body)}</text>')
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
+        f'font-weight="{weight}" fill="{fill}"{c}>{escape(body)}</text>'
+    )
 
 
 def _triangle(x: float, y: float, filled: bool, cls: str) -> str:
     pts = f"{x:.1f},{y - 9:.1f} {x - 6:.1f},{y + 1:.1f} {x + 6:.1f},{y + 1:.1f}"
     fill = _C_SESSION if filled else "#ffffff"
-    return (f'<polygon class="{cls}" points="{pts}" fill="{fill}" stroke="{_C_SESSION}" '
-            f'stroke-width="1.5"/>')
+    return f'<polygon class="{cls}" points="{pts}" fill="{fill}" stroke="{_C_SESSION}" stroke-width="1.5"/>'
 
 
 def _describe(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime) -> str:
@@ -122,20 +132,29 @@ def _describe(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: da
     parts: list[str] = []
     levels = sorted(estimate.levels_used, key=lambda lv: lv.drawn_at)
     if levels:
-        parts.append("Measured natalizumab levels: " + "; ".join(
-            f"{lv.comparator or ''}{_fmt(lv.value_ug_per_ml)} µg/mL on {_day(lv.drawn_at)}" for lv in levels
-        ) + ".")
+        parts.append(
+            "Measured natalizumab levels: "
+            + "; ".join(
+                f"{lv.comparator or ''}{_fmt(lv.value_ug_per_ml)} µg/mL on {_day(lv.drawn_at)}"
+                for lv in levels
+            )
+            + "."
+        )
     else:
         parts.append("No measured natalizumab level.")
     if sessions:
-        parts.append(f"{len(sessions)} PLEX session(s) done: "
-                     + ", ".join(_day(s.performed_at) for s in sorted(sessions, key=lambda s: s.performed_at))
-                     + ".")
+        parts.append(
+            f"{len(sessions)} PLEX session(s) done: "
+            + ", ".join(_day(s.performed_at) for s in sorted(sessions, key=lambda s: s.performed_at))
+            + "."
+        )
     if estimate.adjusted_level_ug_per_ml is not None:
         parts.append(f"Estimated level today ({_day(now)}): {_fmt(estimate.adjusted_level_ug_per_ml)} µg/mL.")
     for p in estimate.projection:
-        parts.append(f"After planned session {p.session_number} ({_day(p.at)}): {_fmt(p.level_ug_per_ml)} "
-                     f"µg/mL (range {_fmt(p.low_ug_per_ml)} to {_fmt(p.high_ug_per_ml)}).")
+        parts.append(
+            f"After planned session {p.session_number} ({_day(p.at)}): {_fmt(p.level_ug_per_ml)} "
+            f"µg/mL (range {_fmt(p.low_ug_per_ml)} to {_fmt(p.high_ug_per_ml)})."
+        )
     parts.append(f"Target: below {_fmt(estimate.target_ug_per_ml)} µg/mL.")
     if estimate.target_expected_at is not None:
         parts.append(f"Target expected around {_day(estimate.target_expected_at)}.")
@@ -162,22 +181,34 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
 
     title = "Natalizumab serum level: measured and projected over plasma exchange sessions"
     out: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title chart-desc" '
-        f'font-family={quoteattr(_FONT)}>',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+            f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title chart-desc" '
+            f"font-family={quoteattr(_FONT)}>"
+        ),
         f'<title id="chart-title">{escape(title)}</title>',
         f'<desc id="chart-desc">{escape(_describe(estimate, tuple(done), now))}</desc>',
-        '<defs><pattern id="hatch" patternUnits="userSpaceOnUse" width="7" height="7" '
-        'patternTransform="rotate(45)">'
-        f'<rect width="7" height="7" fill="{_C_BAND}"/>'
-        f'<line x1="0" y1="0" x2="0" y2="7" stroke="{_C_PROJ}" stroke-width="1.2" stroke-opacity="0.55"/>'
-        "</pattern></defs>",
+        (
+            '<defs><pattern id="hatch" patternUnits="userSpaceOnUse" width="7" height="7" '
+            'patternTransform="rotate(45)">'
+            f'<rect width="7" height="7" fill="{_C_BAND}"/>'
+            f'<line x1="0" y1="0" x2="0" y2="7" stroke="{_C_PROJ}" stroke-width="1.2" stroke-opacity="0.55"/>'
+            "</pattern></defs>"
+        ),
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
         _text(_X0, 22, "Natalizumab serum level (µg/mL, log scale)", size=15, weight="bold"),
     ]
     if estimate.basis == "dosing-history":
-        out.append(_text(_X0, 39, "No level measured: today's level is estimated from the dosing history",
-                         size=11, fill="#555555", cls="basis-note"))
+        out.append(
+            _text(
+                _X0,
+                39,
+                "No level measured: today's level is estimated from the dosing history",
+                size=11,
+                fill="#555555",
+                cls="basis-note",
+            )
+        )
 
     # grid and axes
     out.append('<g id="axes" class="axes">')
@@ -189,27 +220,48 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
         for m in (2, 5):
             if decade * m < s.hi:
                 ym = s.y(decade * m)
-                out.append(f'<line x1="{_X0}" y1="{ym:.1f}" x2="{_X1}" y2="{ym:.1f}" stroke="{_C_GRID}" '
-                           'stroke-dasharray="1 3"/>')
+                out.append(
+                    f'<line x1="{_X0}" y1="{ym:.1f}" x2="{_X1}" y2="{ym:.1f}" stroke="{_C_GRID}" '
+                    'stroke-dasharray="1 3"/>'
+                )
                 if s.hi / s.lo <= 100:
-                    out.append(_text(_X0 - 8, ym + 4, _fmt(decade * m), anchor="end", size=10,
-                                     fill="#555555", cls="y-tick"))
+                    out.append(
+                        _text(
+                            _X0 - 8,
+                            ym + 4,
+                            _fmt(decade * m),
+                            anchor="end",
+                            size=10,
+                            fill="#555555",
+                            cls="y-tick",
+                        )
+                    )
         decade *= 10
     for t in _x_ticks(s):
         x = s.x(t)
         out.append(f'<line x1="{x:.1f}" y1="{_Y1}" x2="{x:.1f}" y2="{_Y1 + 5}" stroke="#222222"/>')
         out.append(_text(x, _Y1 + 46, _short(t), anchor="middle", size=11, cls="x-tick"))
-    out.append(f'<rect x="{_X0}" y="{_Y0}" width="{_X1 - _X0}" height="{_Y1 - _Y0}" fill="none" '
-               'stroke="#222222"/>')
+    out.append(
+        f'<rect x="{_X0}" y="{_Y0}" width="{_X1 - _X0}" height="{_Y1 - _Y0}" fill="none" stroke="#222222"/>'
+    )
     years = sorted({t.astimezone(UTC).year for t in (s.t0, s.t1)})
-    out.append(_text((_X0 + _X1) / 2, _Y1 + 64, f"Date (UTC, {'–'.join(str(y) for y in years)})",
-                     anchor="middle", size=11))
+    out.append(
+        _text(
+            (_X0 + _X1) / 2,
+            _Y1 + 64,
+            f"Date (UTC, {'–'.join(str(y) for y in years)})",
+            anchor="middle",
+            size=11,
+        )
+    )
     out.append("</g>")
 
     # today
     xn = s.x(now)
-    out.append(f'<g id="today"><line x1="{xn:.1f}" y1="{_Y0}" x2="{xn:.1f}" y2="{_Y1}" stroke="#888888" '
-               f'stroke-dasharray="2 2"/>{_text(xn + 3, _Y1 - 5, "today", size=10, fill="#555555")}</g>')
+    out.append(
+        f'<g id="today"><line x1="{xn:.1f}" y1="{_Y0}" x2="{xn:.1f}" y2="{_Y1}" stroke="#888888" '
+        f'stroke-dasharray="2 2"/>{_text(xn + 3, _Y1 - 5, "today", size=10, fill="#555555")}</g>'
+    )
 
     # projection band and line, starting from the adjusted level today
     if proj:
@@ -217,34 +269,54 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
         pts = start + [(p.at, p.level_ug_per_ml, p.low_ug_per_ml, p.high_ug_per_ml) for p in proj]
         upper = [f"{s.x(t):.1f},{s.y(hi):.1f}" for t, _, _, hi in pts]
         lower = [f"{s.x(t):.1f},{s.y(lo):.1f}" for t, _, lo, _ in reversed(pts)]
-        out.append(f'<g id="band"><polygon class="band" points="{" ".join(upper + lower)}" '
-                   f'fill="url(#hatch)" stroke="{_C_PROJ}" stroke-width="0.8" stroke-dasharray="2 2"/></g>')
+        out.append(
+            f'<g id="band"><polygon class="band" points="{" ".join(upper + lower)}" '
+            f'fill="url(#hatch)" stroke="{_C_PROJ}" stroke-width="0.8" stroke-dasharray="2 2"/></g>'
+        )
         line = " ".join(f"{s.x(t):.1f},{s.y(v):.1f}" for t, v, _, _ in pts)
-        out.append(f'<g id="projection"><polyline class="projection-line" points="{line}" fill="none" '
-                   f'stroke="{_C_PROJ}" stroke-width="2" stroke-dasharray="7 4"/>')
+        out.append(
+            f'<g id="projection"><polyline class="projection-line" points="{line}" fill="none" '
+            f'stroke="{_C_PROJ}" stroke-width="2" stroke-dasharray="7 4"/>'
+        )
         every = 1 if len(proj) <= 7 else 2
         for i, p in enumerate(proj):
             x, y = s.x(p.at), s.y(p.level_ug_per_ml)
-            out.append(f'<rect class="projected-point" x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" '
-                       f'fill="{_C_PROJ}"><title>After planned session {p.session_number}: '
-                       f'{_fmt(p.level_ug_per_ml)} µg/mL (range {_fmt(p.low_ug_per_ml)}–'
-                       f'{_fmt(p.high_ug_per_ml)})</title></rect>')
+            out.append(
+                f'<rect class="projected-point" x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" '
+                f'fill="{_C_PROJ}"><title>After planned session {p.session_number}: '
+                f"{_fmt(p.level_ug_per_ml)} µg/mL (range {_fmt(p.low_ug_per_ml)}–"
+                f"{_fmt(p.high_ug_per_ml)})</title></rect>"
+            )
             if i % every == 0 or i == len(proj) - 1:
-                out.append(_text(x + 6, y - 7, _fmt(p.level_ug_per_ml), size=10, fill=_C_PROJ,
-                                 cls="projected-label"))
+                out.append(
+                    _text(x + 6, y - 7, _fmt(p.level_ug_per_ml), size=10, fill=_C_PROJ, cls="projected-label")
+                )
         out.append("</g>")
 
     # target line
     yt = s.y(estimate.target_ug_per_ml)
-    out.append(f'<g id="target" class="target"><line class="target-line" x1="{_X0}" y1="{yt:.1f}" '
-               f'x2="{_X1}" y2="{yt:.1f}" stroke="{_C_TARGET}" stroke-width="2" stroke-dasharray="10 4 2 4"/>')
+    out.append(
+        f'<g id="target" class="target"><line class="target-line" x1="{_X0}" y1="{yt:.1f}" '
+        f'x2="{_X1}" y2="{yt:.1f}" stroke="{_C_TARGET}" stroke-width="2" stroke-dasharray="10 4 2 4"/>'
+    )
     out.append(_text(_X1 + 6, yt - 3, "target", size=11, weight="bold", fill=_C_TARGET, cls="target-label"))
-    out.append(_text(_X1 + 6, yt + 11, f"<{_fmt(estimate.target_ug_per_ml)} µg/mL", size=11, weight="bold",
-                     fill=_C_TARGET, cls="target-label"))
+    out.append(
+        _text(
+            _X1 + 6,
+            yt + 11,
+            f"<{_fmt(estimate.target_ug_per_ml)} µg/mL",
+            size=11,
+            weight="bold",
+            fill=_C_TARGET,
+            cls="target-label",
+        )
+    )
     if estimate.target_expected_at is not None:
         xe = s.x(estimate.target_expected_at)
-        out.append(f'<line x1="{xe:.1f}" y1="{yt - 7:.1f}" x2="{xe:.1f}" y2="{yt + 7:.1f}" '
-                   f'stroke="{_C_TARGET}" stroke-width="2"/>')
+        out.append(
+            f'<line x1="{xe:.1f}" y1="{yt - 7:.1f}" x2="{xe:.1f}" y2="{yt + 7:.1f}" '
+            f'stroke="{_C_TARGET}" stroke-width="2"/>'
+        )
     out.append("</g>")
 
     # measured points
@@ -254,19 +326,42 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
         censored = lv.comparator in ("<", "<=")
         fill = "#ffffff" if censored else _C_MEASURED
         label = f"{lv.comparator or ''}{_fmt(lv.value_ug_per_ml)}"
-        out.append(f'<circle class="measured-point" cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{fill}" '
-                   f'stroke="{_C_MEASURED}" stroke-width="2"><title>Measured {escape(label)} µg/mL on '
-                   f'{_day(lv.drawn_at)}</title></circle>')
-        out.append(_text(x, y - 11, f"{label} µg/mL", anchor="middle", size=11, weight="bold",
-                         fill=_C_MEASURED, cls="measured-label"))
+        out.append(
+            f'<circle class="measured-point" cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{fill}" '
+            f'stroke="{_C_MEASURED}" stroke-width="2"><title>Measured {escape(label)} µg/mL on '
+            f"{_day(lv.drawn_at)}</title></circle>"
+        )
+        out.append(
+            _text(
+                x,
+                y - 11,
+                f"{label} µg/mL",
+                anchor="middle",
+                size=11,
+                weight="bold",
+                fill=_C_MEASURED,
+                cls="measured-label",
+            )
+        )
     if adjusted is not None:
         y = s.y(adjusted)
-        out.append(f'<polygon class="adjusted-point" points="{xn:.1f},{y - 7:.1f} {xn + 7:.1f},{y:.1f} '
-                   f'{xn:.1f},{y + 7:.1f} {xn - 7:.1f},{y:.1f}" fill="#ffffff" stroke="{_C_MEASURED}" '
-                   f'stroke-width="2"><title>Estimated today: {_fmt(adjusted)} µg/mL</title></polygon>')
+        out.append(
+            f'<polygon class="adjusted-point" points="{xn:.1f},{y - 7:.1f} {xn + 7:.1f},{y:.1f} '
+            f'{xn:.1f},{y + 7:.1f} {xn - 7:.1f},{y:.1f}" fill="#ffffff" stroke="{_C_MEASURED}" '
+            f'stroke-width="2"><title>Estimated today: {_fmt(adjusted)} µg/mL</title></polygon>'
+        )
         left = xn - 90 > _X0
-        out.append(_text(xn - 9 if left else xn + 10, y + 16 if left else y - 9, f"today ≈{_fmt(adjusted)}",
-                         anchor="end" if left else "start", size=10, fill=_C_MEASURED, cls="adjusted-label"))
+        out.append(
+            _text(
+                xn - 9 if left else xn + 10,
+                y + 16 if left else y - 9,
+                f"today ≈{_fmt(adjusted)}",
+                anchor="end" if left else "start",
+                size=10,
+                fill=_C_MEASURED,
+                cls="adjusted-label",
+            )
+        )
     out.append("</g>")
 
     # PLEX sessions on the time axis
@@ -275,22 +370,43 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
     out.append(_text(_X0 - 8, ym - 1, "PLEX", anchor="end", size=10, fill=_C_SESSION))
     for i, sess in enumerate(done, start=1):
         x = s.x(sess.performed_at)
-        out.append(f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
-                   'stroke-opacity="0.35"/>')
+        out.append(
+            f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
+            'stroke-opacity="0.35"/>'
+        )
         out.append(_triangle(x, ym, True, "session-mark session-done"))
         out.append(_text(x, ym + 12, str(i), anchor="middle", size=9, cls="session-label"))
     for p in proj:
         x = s.x(p.at)
-        out.append(f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
-                   'stroke-opacity="0.35" stroke-dasharray="2 3"/>')
+        out.append(
+            f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
+            'stroke-opacity="0.35" stroke-dasharray="2 3"/>'
+        )
         out.append(_triangle(x, ym, False, "session-mark session-planned"))
-        out.append(_text(x, ym + 12, str(len(done) + p.session_number), anchor="middle", size=9,
-                         fill="#555555", cls="session-label"))
+        out.append(
+            _text(
+                x,
+                ym + 12,
+                str(len(done) + p.session_number),
+                anchor="middle",
+                size=9,
+                fill="#555555",
+                cls="session-label",
+            )
+        )
     out.append("</g>")
 
     if not levels and adjusted is None and not proj:
-        out.append(_text((_X0 + _X1) / 2, (_Y0 + _Y1) / 2, "No natalizumab level to chart", anchor="middle",
-                         size=14, fill="#555555"))
+        out.append(
+            _text(
+                (_X0 + _X1) / 2,
+                (_Y0 + _Y1) / 2,
+                "No natalizumab level to chart",
+                anchor="middle",
+                size=14,
+                fill="#555555",
+            )
+        )
 
     out.append(_legend())
     out.append("</svg>")
@@ -302,17 +418,49 @@ def _legend() -> str:
     c1, c2, c3 = _X0, _X0 + 230, _X0 + 460
     items = [
         (c1, y1, f'<circle cx="{c1 + 12}" cy="{y1 - 4}" r="5" fill="{_C_MEASURED}"/>', "measured level"),
-        (c2, y1, f'<polygon points="{c2 + 12},{y1 - 11} {c2 + 19},{y1 - 4} {c2 + 12},{y1 + 3} {c2 + 5},'
-                 f'{y1 - 4}" fill="#ffffff" stroke="{_C_MEASURED}" stroke-width="2"/>', "estimated today"),
-        (c3, y1, f'<line x1="{c3}" y1="{y1 - 4}" x2="{c3 + 24}" y2="{y1 - 4}" stroke="{_C_TARGET}" '
-                 'stroke-width="2" stroke-dasharray="10 4 2 4"/>', "target"),
-        (c1, y2, f'<line x1="{c1}" y1="{y2 - 4}" x2="{c1 + 24}" y2="{y2 - 4}" stroke="{_C_PROJ}" '
-                 f'stroke-width="2" stroke-dasharray="7 4"/><rect x="{c1 + 8}" y="{y2 - 8}" width="8" '
-                 f'height="8" fill="{_C_PROJ}"/>', "projected after each session"),
-        (c2, y2, f'<rect x="{c2}" y="{y2 - 11}" width="24" height="14" fill="url(#hatch)" '
-                 f'stroke="{_C_PROJ}" stroke-width="0.8"/>', "projected range (low–high)"),
-        (c3, y2, _triangle(c3 + 7, y2, True, "legend-done") + _triangle(c3 + 22, y2, False, "legend-planned"),
-         "PLEX done / planned"),
+        (
+            c2,
+            y1,
+            (
+                f'<polygon points="{c2 + 12},{y1 - 11} {c2 + 19},{y1 - 4} {c2 + 12},{y1 + 3} {c2 + 5},'
+                f'{y1 - 4}" fill="#ffffff" stroke="{_C_MEASURED}" stroke-width="2"/>'
+            ),
+            "estimated today",
+        ),
+        (
+            c3,
+            y1,
+            (
+                f'<line x1="{c3}" y1="{y1 - 4}" x2="{c3 + 24}" y2="{y1 - 4}" stroke="{_C_TARGET}" '
+                'stroke-width="2" stroke-dasharray="10 4 2 4"/>'
+            ),
+            "target",
+        ),
+        (
+            c1,
+            y2,
+            (
+                f'<line x1="{c1}" y1="{y2 - 4}" x2="{c1 + 24}" y2="{y2 - 4}" stroke="{_C_PROJ}" '
+                f'stroke-width="2" stroke-dasharray="7 4"/><rect x="{c1 + 8}" y="{y2 - 8}" width="8" '
+                f'height="8" fill="{_C_PROJ}"/>'
+            ),
+            "projected after each session",
+        ),
+        (
+            c2,
+            y2,
+            (
+                f'<rect x="{c2}" y="{y2 - 11}" width="24" height="14" fill="url(#hatch)" '
+                f'stroke="{_C_PROJ}" stroke-width="0.8"/>'
+            ),
+            "projected range (low–high)",
+        ),
+        (
+            c3,
+            y2,
+            _triangle(c3 + 7, y2, True, "legend-done") + _triangle(c3 + 22, y2, False, "legend-planned"),
+            "PLEX done / planned",
+        ),
     ]
     out = ['<g id="legend" class="legend">']
     for x, y, sample, label in items:
@@ -321,8 +469,9 @@ def _legend() -> str:
     return "".join(out)
 
 
-def render_png(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime,
-               scale: float = 1.5) -> bytes:
+def render_png(
+    estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime, scale: float = 1.5
+) -> bytes:
     """The same chart as PNG (cairosvg; needs the system's libcairo2). Raises RuntimeError without it."""
     try:
         import cairosvg  # type: ignore[import-untyped]

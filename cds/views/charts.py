@@ -29,7 +29,7 @@ from fastapi.responses import Response
 from cds.engine.domain import PlexEstimate, PlexSession
 from cds.views.chart import render_png, render_svg
 
-__all__ = ["ChartInputs", "ChartStore", "chart_url", "router", "get_chart_store"]
+__all__ = ["ChartInputs", "ChartStore", "chart_url", "get_chart_store", "router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +51,9 @@ class _Entry:
 class ChartStore:
     """A bounded TTL map from random url-safe ids to chart inputs (thread-safe)."""
 
-    def __init__(self, ttl_s: float = 900.0, max_entries: int = 2048,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl_s: float = 900.0, max_entries: int = 2048, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if ttl_s <= 0 or max_entries < 1:
             raise ValueError("ttl_s must be > 0 and max_entries >= 1")
         self.ttl_s = ttl_s
@@ -117,8 +118,14 @@ class ChartStore:
         return render_png(inputs.estimate, inputs.sessions, inputs.now)
 
 
-def chart_url(store: ChartStore, base_url: str, estimate: PlexEstimate,
-              sessions: tuple[PlexSession, ...], now: datetime, fmt: str = "svg") -> str | None:
+def chart_url(
+    store: ChartStore,
+    base_url: str,
+    estimate: PlexEstimate,
+    sessions: tuple[PlexSession, ...],
+    now: datetime,
+    fmt: str = "svg",
+) -> str | None:
     """Absolute chart URL for the estimate card, or None when there is nothing to draw."""
     if not estimate.levels_used and estimate.adjusted_level_ug_per_ml is None and not estimate.projection:
         return None
@@ -144,8 +151,12 @@ _HEADERS = {
 _GONE = "chart not found or expired"
 
 
-@router.get("/charts/{cid}.svg", response_class=Response, summary="Projected-level chart (SVG)",
-            responses={200: {"content": {"image/svg+xml": {}}}, 404: {"description": _GONE}})
+@router.get(
+    "/charts/{cid}.svg",
+    response_class=Response,
+    summary="Projected-level chart (SVG)",
+    responses={200: {"content": {"image/svg+xml": {}}}, 404: {"description": _GONE}},
+)
 def chart_svg(cid: str, request: Request) -> Response:
     svg = get_chart_store(request).svg(cid)
     if svg is None:
@@ -153,9 +164,16 @@ def chart_svg(cid: str, request: Request) -> Response:
     return Response(svg, media_type="image/svg+xml; charset=utf-8", headers=_HEADERS)
 
 
-@router.get("/charts/{cid}.png", response_class=Response, summary="Projected-level chart (PNG)",
-            responses={200: {"content": {"image/png": {}}}, 404: {"description": _GONE},
-                       503: {"description": "PNG rendering unavailable (no libcairo2)"}})
+@router.get(
+    "/charts/{cid}.png",
+    response_class=Response,
+    summary="Projected-level chart (PNG)",
+    responses={
+        200: {"content": {"image/png": {}}},
+        404: {"description": _GONE},
+        503: {"description": "PNG rendering unavailable (no libcairo2)"},
+    },
+)
 def chart_png(cid: str, request: Request) -> Response:
     try:
         png = get_chart_store(request).png(cid)

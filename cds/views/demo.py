@@ -16,7 +16,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-__all__ = ["router", "CSP"]
+__all__ = ["CSP", "router"]
 
 router = APIRouter(tags=["demo"])
 

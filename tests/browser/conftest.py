@@ -19,8 +19,14 @@ import pytest
 
 CHROMIUM = os.environ.get("CDS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -63,7 +69,10 @@ def service() -> Iterator[Service]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cds-browser-") as state:
         settings = Settings(
-            auth="off", demo=True, public_base_url=f"http://127.0.0.1:{port}", state_dir=Path(state),
+            auth="off",
+            demo=True,
+            public_base_url=f"http://127.0.0.1:{port}",
+            state_dir=Path(state),
             database_url=None,
         )
         with serve_asgi(create_app(settings), port) as url:
@@ -121,7 +130,9 @@ def artifacts() -> Path:
 
 
 def wait_done(page: Any, hook: str) -> None:
-    page.wait_for_selector(f"body[data-state='done'][data-hook='{hook}'], body[data-state='error']", state="attached")
+    page.wait_for_selector(
+        f"body[data-state='done'][data-hook='{hook}'], body[data-state='error']", state="attached"
+    )
     assert page.get_attribute("body", "data-state") == "done", page.inner_text("#hook-status")
 
 

@@ -109,7 +109,12 @@ def test_accepting_a_suggestion_posts_feedback_to_the_store(demo: Watched, servi
     assert f"{expected} sessions" in page.inner_text("#order-rows")
     # signing sends the updated order: the estimate card no longer offers the update
     sign(page)
-    assert page.locator("article[data-kind='plex-estimate'] button.suggestion", has_text="Set the PLEX course").count() == 0
+    assert (
+        page.locator(
+            "article[data-kind='plex-estimate'] button.suggestion", has_text="Set the PLEX course"
+        ).count()
+        == 0
+    )
     assert demo.errors == [] and demo.dialogs == []
 
 

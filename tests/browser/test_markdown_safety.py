@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,18 +19,20 @@ from tests.browser.conftest import Service, Watched, open_demo
 
 PAYLOAD = "<img src=x onerror=alert(1)>"
 LINK_TRICK = "[click me](javascript:alert(2))"
-NASTY_MD = "\n".join([
-    "## Heading <script>alert(3)</script>",
-    f"Text {PAYLOAD} and {LINK_TRICK} and [ok](https://example.org/x) and **bold** and `code`",
-    "[entity](javascript&#58;alert(4)) [data](data:text/html,<script>alert(5)</script>) <javascript:alert(6)>",
-    "",
-    "| a | b |",
-    "|---|---:|",
-    f"| <svg onload=alert(7)> | \\| piped |",
-    "",
-    "- item <iframe src=javascript:alert(8)>",
-    "- [x](vbscript:msgbox(9)) &lt;b&gt;escaped&lt;/b&gt;",
-])
+NASTY_MD = "\n".join(
+    [
+        "## Heading <script>alert(3)</script>",
+        f"Text {PAYLOAD} and {LINK_TRICK} and [ok](https://example.org/x) and **bold** and `code`",
+        "[entity](javascript&#58;alert(4)) [data](data:text/html,<script>alert(5)</script>) <javascript:alert(6)>",
+        "",
+        "| a | b |",
+        "|---|---:|",
+        "| <svg onload=alert(7)> | \\| piped |",
+        "",
+        "- item <iframe src=javascript:alert(8)>",
+        "- [x](vbscript:msgbox(9)) &lt;b&gt;escaped&lt;/b&gt;",
+    ]
+)
 
 DOM_PROBE = """root => {
   const bad = [...root.querySelectorAll('script, img, iframe, svg, object, embed, style, link, form, input')];
@@ -60,14 +62,23 @@ def test_renderer_escapes_html_and_drops_unsafe_links(nocsp_demo: Watched) -> No
     assert probe["bad"] == [] and probe["onAttrs"] == []
     assert probe["hrefs"] == ["https://example.org/x"]
     text = probe["text"]
-    for literal in (PAYLOAD, "<script>alert(3)</script>", LINK_TRICK, "<svg onload=alert(7)>", "| piped",
-                    "<iframe src=javascript:alert(8)>", "<b>escaped</b>"):
+    for literal in (
+        PAYLOAD,
+        "<script>alert(3)</script>",
+        LINK_TRICK,
+        "<svg onload=alert(7)>",
+        "| piped",
+        "<iframe src=javascript:alert(8)>",
+        "<b>escaped</b>",
+    ):
         assert literal in text, literal
     # structure survived: heading, bold, code, table with right-aligned column, list
-    assert page.evaluate("n => [n.querySelector('h4') !== null, n.querySelector('strong').textContent,"
-                         " n.querySelector('code').textContent, n.querySelectorAll('td').length,"
-                         " n.querySelector('td[data-align=right]') !== null, n.querySelectorAll('li').length]",
-                         handle) == [True, "bold", "code", 2, True, 2]
+    assert page.evaluate(
+        "n => [n.querySelector('h4') !== null, n.querySelector('strong').textContent,"
+        " n.querySelector('code').textContent, n.querySelectorAll('td').length,"
+        " n.querySelector('td[data-align=right]') !== null, n.querySelectorAll('li').length]",
+        handle,
+    ) == [True, "bold", "code", 2, True, 2]
     assert nocsp_demo.dialogs == []
 
 

@@ -18,8 +18,12 @@ NOW = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 
 
 def make_estimate(
-    *, levels: tuple[NatalizumabLevel, ...] | None = None, n_proj: int = 5, start: float = 12.0,
-    done: int = 2, basis: str = "measured",
+    *,
+    levels: tuple[NatalizumabLevel, ...] | None = None,
+    n_proj: int = 5,
+    start: float = 12.0,
+    done: int = 2,
+    basis: str = "measured",
 ) -> PlexEstimate:
     if levels is None:
         levels = (

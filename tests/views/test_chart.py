@@ -85,20 +85,29 @@ def test_legend_names_every_series(estimate, sessions, now):
     root = parse(render_svg(estimate, sessions, now))
     legend = next(e for e in root.iter() if e.get("id") == "legend")
     words = " ".join(legend.itertext())
-    for w in ("measured level", "estimated today", "target", "projected after each session",
-              "projected range", "PLEX done / planned"):
+    for w in (
+        "measured level",
+        "estimated today",
+        "target",
+        "projected after each session",
+        "projected range",
+        "PLEX done / planned",
+    ):
         assert w in words
 
 
 def test_no_phi_or_references(sessions, now):
-    est = make_estimate(levels=(NatalizumabLevel(25.0, NOW - timedelta(days=6), source="Observation/secret-id"),))
+    est = make_estimate(
+        levels=(NatalizumabLevel(25.0, NOW - timedelta(days=6), source="Observation/secret-id"),)
+    )
     svg = render_svg(est, (PlexSession(NOW - timedelta(days=1), source="Procedure/p1"),), now)
     assert "secret-id" not in svg and "Procedure/" not in svg and "Observation/" not in svg
 
 
 def test_censored_level_is_open_and_labelled(now):
-    est = make_estimate(levels=(NatalizumabLevel(0.5, NOW - timedelta(days=3), comparator="<"),),
-                        n_proj=0, start=0.4, done=0)
+    est = make_estimate(
+        levels=(NatalizumabLevel(0.5, NOW - timedelta(days=3), comparator="<"),), n_proj=0, start=0.4, done=0
+    )
     root = parse(render_svg(est, (), now))
     pts = by_class(root, "measured-point")
     assert len(pts) == 1 and pts[0].get("fill") == "#ffffff"
@@ -116,7 +125,9 @@ def test_many_sessions_and_tiny_values(now):
     est = make_estimate(n_proj=14, start=40.0)
     root = parse(render_svg(est, (), now))
     assert len(by_class(root, "session-planned")) == 14
-    assert "0.001" in [e.text for e in by_class(root, "y-tick")] or "0.01" in [e.text for e in by_class(root, "y-tick")]
+    assert "0.001" in [e.text for e in by_class(root, "y-tick")] or "0.01" in [
+        e.text for e in by_class(root, "y-tick")
+    ]
 
 
 def test_png(estimate, sessions, now):

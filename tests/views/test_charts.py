@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from fastapi import FastAPI
-import httpx
 
 from cds.views.charts import ChartInputs, ChartStore, chart_url, router
 from tests.views.conftest import make_estimate
@@ -72,10 +72,10 @@ async def test_routes(inputs):
     app.include_router(router)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
     cid = store.put(inputs)
-    r = (await client.get(f"/charts/{cid}.svg"))
+    r = await client.get(f"/charts/{cid}.svg")
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert r.text.startswith("<svg") and r.headers["x-content-type-options"] == "nosniff"
-    r = (await client.get(f"/charts/{cid}.png"))
+    r = await client.get(f"/charts/{cid}.png")
     assert r.status_code in (200, 503)
     if r.status_code == 200:
         assert r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"

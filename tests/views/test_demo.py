@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,9 +17,11 @@ from tests.support.servers import serve_service
 
 @pytest.fixture(scope="module")
 def demo_url() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="cds-demo-") as state:
-        with serve_service(Settings(auth="off", demo=True, state_dir=Path(state))) as url:
-            yield url
+    with (
+        tempfile.TemporaryDirectory(prefix="cds-demo-") as state,
+        serve_service(Settings(auth="off", demo=True, state_dir=Path(state))) as url,
+    ):
+        yield url
 
 
 def services(url: str) -> dict[str, str]:
@@ -65,11 +67,15 @@ def test_page_and_assets(demo_url: str) -> None:
 
 def test_request_errors(demo_url: str) -> None:
     assert httpx.get(demo_url + "/demo/request/nobody").status_code == 404
-    assert httpx.get(demo_url + "/demo/request/high-level", params={"hook": "patient-view"}).status_code == 400
+    assert (
+        httpx.get(demo_url + "/demo/request/high-level", params={"hook": "patient-view"}).status_code == 400
+    )
 
 
 def test_demo_off_hides_the_page() -> None:
-    with tempfile.TemporaryDirectory(prefix="cds-demo-off-") as state:
-        with serve_service(Settings(auth="off", demo=False, state_dir=Path(state))) as url:
-            for path in ("/demo", "/demo/static/demo.js", "/demo/request/high-level", "/demo/scenarios"):
-                assert httpx.get(url + path).status_code == 404, path
+    with (
+        tempfile.TemporaryDirectory(prefix="cds-demo-off-") as state,
+        serve_service(Settings(auth="off", demo=False, state_dir=Path(state))) as url,
+    ):
+        for path in ("/demo", "/demo/static/demo.js", "/demo/request/high-level", "/demo/scenarios"):
+            assert httpx.get(url + path).status_code == 404, path
