@@ -528,7 +528,9 @@
     critical: { icon: "\u26d4", word: "Critical" },
   };
 
-  function nowStamp() { return new Date().toISOString().replace(/\.\d{3}Z$/, "Z"); }
+  // RFC 3339 UTC with milliseconds: two suggestions of one card accepted within a second stay two items
+  // (the store is idempotent on card + outcome + outcomeTimestamp)
+  function nowStamp() { return new Date().toISOString(); }
 
   async function sendFeedback(serviceId, item) {
     const body = { feedback: [item] };

@@ -107,6 +107,10 @@ def test_accepting_a_suggestion_posts_feedback_to_the_store(demo: Watched, servi
     # the EHR applied the update to the draft order: the course now has the estimated length
     expected = demo_data.patient("course-short", datetime.now(UTC)).expected["suggest_update_sessions"]
     assert f"{expected} sessions" in page.inner_text("#order-rows")
+    # a created order (the level) joins the draft orders the EHR signs
+    est.locator("button.suggestion", has_text="natalizumab serum level").click()
+    page.wait_for_selector("#order-rows tr:nth-child(2)")
+    assert len([f for f in service.feedback() if f.get("card") == uuid]) == 2
     # signing sends the updated order: the estimate card no longer offers the update
     sign(page)
     assert (
