@@ -24,7 +24,7 @@ import re
 import traceback
 from collections.abc import Iterator
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -48,13 +48,19 @@ _REDACTED = "[redacted]"
 _SECRET_PATTERNS = (
     re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=-]+"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),  # JWS/JWT compact form
-    re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|password)(['\"]?\s*[:=]\s*['\"]?)"
-               r"[^\s'\",&}]+"),
+    re.compile(
+        r"(?i)\b(access_token|refresh_token|id_token|client_secret|password)(['\"]?\s*[:=]\s*['\"]?)"
+        r"[^\s'\",&}]+"
+    ),
     re.compile(r"(?i)(postgres(?:ql)?|redis|rediss)://([^:/@\s]+):[^@/\s]+@"),  # password inside a URL
 )
 
 # LogRecord attributes that are not `extra=` fields.
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def redact(text: str) -> str:
@@ -71,7 +77,7 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a broken %-format must not lose the line
+        except (TypeError, ValueError):  # a broken %-format must not lose the line
             message = str(record.msg)
         clean = redact(message)
         if clean != message or record.args:
@@ -96,7 +102,8 @@ class ContextFields(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+            "ts": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
@@ -106,7 +113,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _RESERVED and value is not None:
                 out[key] = value
         if record.exc_info and record.exc_info[0] is not None:
-            exc_type, exc, tb = record.exc_info
+            exc_type, _, tb = record.exc_info
             out["exc"] = {
                 "type": exc_type.__name__,
                 "trace": redact("".join(traceback.format_tb(tb))),  # code lines, not the message
@@ -116,8 +123,12 @@ class JsonFormatter(logging.Formatter):
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
     """A dictConfig for this service and uvicorn, JSON lines on stderr."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context", "redact"],
-               "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "filters": ["context", "redact"],
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -148,4 +159,3 @@ def log_context(*, hook_instance: str | None = None, service_id: str | None = No
     finally:
         hook_instance_var.reset(t1)
         service_id_var.reset(t2)
-

@@ -34,8 +34,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    platform_collector,
+    process_collector,
 )
-from prometheus_client import platform_collector, process_collector
 
 __all__ = [
     "MULTIPROC_ENV",
@@ -92,14 +93,21 @@ PREFETCH_KEYS = Counter(
     registry=_REGISTRY,
 )
 CACHE_LOOKUPS = Counter(
-    "cds_cache_lookups", "Cache lookups by cache and result (hit, miss)", ["cache", "result"], registry=_REGISTRY
+    "cds_cache_lookups",
+    "Cache lookups by cache and result (hit, miss)",
+    ["cache", "result"],
+    registry=_REGISTRY,
 )
 CARDS = Counter(
-    "cds_cards", "Cards returned, by service, kind and indicator", ["service", "kind", "indicator"],
+    "cds_cards",
+    "Cards returned, by service, kind and indicator",
+    ["service", "kind", "indicator"],
     registry=_REGISTRY,
 )
 FEEDBACK = Counter(
-    "cds_feedback", "Feedback items stored (new rows), by service and outcome", ["service", "outcome"],
+    "cds_feedback",
+    "Feedback items stored (new rows), by service and outcome",
+    ["service", "outcome"],
     registry=_REGISTRY,
 )
 
@@ -110,7 +118,7 @@ def registry() -> CollectorRegistry:
     if not path:
         return _REGISTRY
     collected = CollectorRegistry()
-    multiprocess.MultiProcessCollector(collected, path=path)
+    multiprocess.MultiProcessCollector(collected, path=path)  # type: ignore[no-untyped-call]
     return collected
 
 

@@ -15,7 +15,7 @@ Chosen by open_store() when CDS_DATABASE_URL is a `postgresql://` (or `postgres:
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -111,7 +111,7 @@ class PgStore:
             for version, sql in MIGRATIONS:
                 if version in done:
                     continue
-                await conn.execute(sql)  # type: ignore[arg-type]  # our own constant DDL
+                await conn.execute(sql)  # our own constant DDL
                 await conn.execute("INSERT INTO cds_schema_migrations (version) VALUES (%s)", (version,))
                 applied.append(version)
         return applied
@@ -144,9 +144,7 @@ class PgStore:
     async def feedback(self) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                "SELECT service_id, body, received_at FROM cds_feedback ORDER BY id"
-            )
+            await cur.execute("SELECT service_id, body, received_at FROM cds_feedback ORDER BY id")
             rows = await cur.fetchall()
         return [
             {
@@ -156,7 +154,7 @@ class PgStore:
                 "outcomeTimestamp": row["body"]["outcomeTimestamp"],
                 "acceptedSuggestions": row["body"].get("acceptedSuggestions") or [],
                 "overrideReason": row["body"].get("overrideReason") or None,
-                "received_at": row["received_at"].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "received_at": row["received_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
             for row in rows
         ]  # the same shape as SqliteStore.feedback()
@@ -179,9 +177,7 @@ class PgStore:
     async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                "SELECT event FROM cds_audit ORDER BY id DESC LIMIT %s", (max(0, limit),)
-            )
+            await cur.execute("SELECT event FROM cds_audit ORDER BY id DESC LIMIT %s", (max(0, limit),))
             rows = await cur.fetchall()
         return [row["event"] for row in rows]  # newest first, as given (the same as SqliteStore.audit())
 
@@ -192,11 +188,11 @@ def _text(value: object) -> str | None:
 
 def _parse_time(value: object) -> datetime | None:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None

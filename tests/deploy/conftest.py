@@ -41,7 +41,9 @@ def pg_admin_dsn() -> str:
                 return dsn
         except psycopg.OperationalError:
             continue
-    pytest.skip(f"PostgreSQL at {PG_HOST}:{PG_PORT} cannot be reached (scripts/services.sh could not start it)")
+    pytest.skip(
+        f"PostgreSQL at {PG_HOST}:{PG_PORT} cannot be reached (scripts/services.sh could not start it)"
+    )
 
 
 @pytest.fixture

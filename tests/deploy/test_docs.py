@@ -15,14 +15,14 @@ SETTINGS = sorted(f"CDS_{name.upper()}" for name in Settings.model_fields)
 
 
 def test_deploy_doc_has_a_row_for_every_setting() -> None:
-    rows = set(re.findall(r"^\| `(CDS_[A-Z0-9_]+)` \|", (ROOT / "docs/deploy.md").read_text(), re.M))
+    rows = set(re.findall(r"^\| `(CDS_[A-Z0-9_]+)` \|", (ROOT / "docs/deploy.md").read_text(), re.MULTILINE))
     assert not set(SETTINGS) - rows, f"undocumented: {sorted(set(SETTINGS) - rows)}"
     assert not rows - set(SETTINGS), f"documented but not a setting: {sorted(rows - set(SETTINGS))}"
 
 
 def test_env_example_lists_every_setting_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     path = ROOT / "deploy/env.example"
-    names = set(re.findall(r"^(CDS_[A-Z0-9_]+)=", path.read_text(), re.M))
+    names = set(re.findall(r"^(CDS_[A-Z0-9_]+)=", path.read_text(), re.MULTILINE))
     assert names == set(SETTINGS)
     for key in [k for k in os.environ if k.startswith("CDS_")]:
         monkeypatch.delenv(key)

@@ -74,7 +74,7 @@ def test_tokens_are_redacted_in_message_args_and_extras(lines: io.StringIO) -> N
     log = logging.getLogger("cds.fhir_io")
     log.info("calling with Authorization: Bearer abc.def-123", extra={"header": f"Bearer {_JWT}"})
     log.info("token %s", _JWT)
-    log.info("body {\"access_token\": \"s3cr3t-value\", \"expires_in\": 300}")
+    log.info('body {"access_token": "s3cr3t-value", "expires_in": 300}')
     log.info("db postgresql://cds:hunter2@db:5432/cds")
     text = lines.getvalue()
     for secret in ("abc.def-123", _JWT, "s3cr3t-value", "hunter2"):

@@ -36,10 +36,13 @@ def test_helpers_move_the_counters() -> None:
     metrics.count_prefetch("svc-a", hits=4, misses=1)
     metrics.count_cache("fhir", hit=True)
     metrics.count_cache("fhir", hit=False)
-    metrics.count_cards("svc-a", [
-        {"indicator": "warning", "extension": {"pml-plex": {"kind": "plex-estimate"}}},
-        {"indicator": "info", "summary": "no extension"},
-    ])
+    metrics.count_cards(
+        "svc-a",
+        [
+            {"indicator": "warning", "extension": {"pml-plex": {"kind": "plex-estimate"}}},
+            {"indicator": "info", "summary": "no extension"},
+        ],
+    )
     metrics.count_feedback("svc-a", "overridden", 2)
     body, content_type = metrics.metrics_response()
     after = body.decode()
@@ -80,6 +83,9 @@ for _ in range(int(sys.argv[1])):
 metrics.count_feedback("svc-mp", "accepted", 1)
 """
 
+_PREPARE = (
+    "import sys; from cds import metrics; print(metrics.prepare_multiprocess(int(sys.argv[1]), sys.argv[2]))"
+)
 _READER = "import sys; from cds import metrics; sys.stdout.write(metrics.metrics_response()[0].decode())"
 
 
@@ -88,17 +94,20 @@ def test_multiprocess_mode_sums_every_worker(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop(metrics.MULTIPROC_ENV, None)
     prepared = subprocess.run(
-        [sys.executable, "-c", "import sys; from cds import metrics; "
-         "print(metrics.prepare_multiprocess(int(sys.argv[1]), sys.argv[2]))", "3", str(tmp_path)],
-        env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", _PREPARE, "3", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert prepared == str(tmp_path / "prometheus")
     env[metrics.MULTIPROC_ENV] = str(mp_dir)
     mp_dir.mkdir()
     workers = [subprocess.Popen([sys.executable, "-c", _WORKER, str(n)], env=env) for n in (3, 5)]
     assert [w.wait(timeout=60) for w in workers] == [0, 0]
-    text = subprocess.run([sys.executable, "-c", _READER], env=env, capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-c", _READER], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert _value(text, "cds_requests_total", service="svc-mp", outcome="cards") == 8
     assert _value(text, "cds_request_duration_seconds_count", service="svc-mp", outcome="cards") == 8
     assert _value(text, "cds_feedback_total", service="svc-mp", outcome="accepted") == 2

@@ -62,8 +62,16 @@ def test_separate_processes_starting_together_apply_each_migration_once(pg_dsn: 
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     ready = [tmp_path / f"ready-{i}" for i in range(4)]
-    procs = [subprocess.Popen([sys.executable, "-c", _STARTER, pg_dsn, str(go), str(r)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in ready]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STARTER, pg_dsn, str(go), str(r)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in ready
+    ]
     deadline = time.monotonic() + 60
     while not all(r.exists() for r in ready) and time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
@@ -89,8 +97,9 @@ async def test_feedback_is_idempotent_and_durable(pg_dsn: str) -> None:
         assert await a.add_feedback("pml-plex", [later, later]) == 1
         # another service may send the same card id
         assert await b.add_feedback("other-service", [_item(card1)]) == 1
-        results = await asyncio.gather(*(s.add_feedback("pml-plex", [_item(f"c{i}")]) for i in range(20)
-                                         for s in (a, b)))
+        results = await asyncio.gather(
+            *(s.add_feedback("pml-plex", [_item(f"c{i}")]) for i in range(20) for s in (a, b))
+        )
         assert sum(results) == 20
         rows = await b.feedback()
     finally:
@@ -120,14 +129,16 @@ async def test_audit_is_queryable_from_sql(pg_dsn: str) -> None:
     await store.start()
     try:
         for i in range(3):
-            await store.add_audit({
-                "time": f"2026-01-05T10:0{i}:00Z",
-                "service_id": "pml-plex",
-                "hookInstance": f"hook-{i}",
-                "issuer": "https://ehr.example.org",
-                "sources": {"prefetch": ["patient", "levels"], "fhir": []},
-                "cards": [{"kind": "pk-estimate", "indicator": "info"}],
-            })
+            await store.add_audit(
+                {
+                    "time": f"2026-01-05T10:0{i}:00Z",
+                    "service_id": "pml-plex",
+                    "hookInstance": f"hook-{i}",
+                    "issuer": "https://ehr.example.org",
+                    "sources": {"prefetch": ["patient", "levels"], "fhir": []},
+                    "cards": [{"kind": "pk-estimate", "indicator": "info"}],
+                }
+            )
         newest = await store.audit(limit=2)  # newest first
         assert [e["hookInstance"] for e in newest] == ["hook-2", "hook-1"]
         assert newest[0]["cards"] == [{"kind": "pk-estimate", "indicator": "info"}]
@@ -171,8 +182,14 @@ async def test_open_store_dispatches_and_both_backends_agree(pg_dsn: str, tmp_pa
             assert await store.add_feedback("pml-plex-select", [_item(card), _item(card, "overridden")]) == 2
             assert await store.add_feedback("pml-plex-select", [_item(card)]) == 0
             for i in range(2):
-                await store.add_audit({"time": f"2026-01-05T10:0{i}:00Z", "service_id": "pml-plex-select",
-                                       "hookInstance": f"h{i}", "cards": [{"indicator": "warning"}]})
+                await store.add_audit(
+                    {
+                        "time": f"2026-01-05T10:0{i}:00Z",
+                        "service_id": "pml-plex-select",
+                        "hookInstance": f"h{i}",
+                        "cards": [{"indicator": "warning"}],
+                    }
+                )
             rows = [{k: v for k, v in r.items() if k != "received_at"} for r in await store.feedback()]
             answers.append((rows, await store.audit(limit=10)))
         finally:
