@@ -79,7 +79,7 @@ def _check_key_url(url: str, what: str) -> None:
 def _parse_jwks(data: Any) -> dict[str, jwt.PyJWK]:
     """kid -> public key. Keys without kid, encryption keys and private keys are skipped."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise ValueError("not a JWK Set")
+        raise ValueError("not a JWK Set")  # noqa: TRY004 - callers treat every bad JWKS alike
     keys: dict[str, jwt.PyJWK] = {}
     for item in data["keys"]:
         if not isinstance(item, dict) or not isinstance(item.get("kid"), str):
@@ -171,7 +171,7 @@ class JwksCache:
                     if len(body) > _MAX_JWKS_BYTES:
                         raise ValueError("JWKS too large")
             keys = _parse_jwks(json.loads(body))
-        except Exception as exc:  # network, status, size, JSON: keep the last good keys a while
+        except Exception as exc:  # noqa: BLE001 - network, status, size, JSON: keep the last good keys
             last = self._last_good.get(url)
             stale_ok = last is not None and time.monotonic() - last.at <= self.max_stale_s
             log.warning(
@@ -219,7 +219,7 @@ class Authenticator:
         except _Reject as reason:
             log.warning("jwt rejected", extra={"reason": str(reason), "endpoint": endpoint_url, **context})
             raise Unauthorized(str(reason)) from None
-        except Exception as exc:  # fail closed on anything unexpected
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
             log.error("jwt check failed", extra={"error": type(exc).__name__, "endpoint": endpoint_url, **context})
             raise Unauthorized("verification error") from None
 

@@ -273,9 +273,9 @@ def test_401_carries_cors_headers_for_the_browser(service: str) -> None:
 
 def test_hygiene_answers_with_operation_outcomes(service: str, keys: JwksServer) -> None:
     cases = [
-        (dict(content=b"{}", headers={"Content-Type": "text/plain"}), 415),
-        (dict(content=b"[" + b" " * (300 * 1024) + b"]", headers={"Content-Type": "application/json"}), 413),
-        (dict(content=b"[" * 100 + b"]" * 100, headers={"Content-Type": "application/json"}), 400),
+        ({"content": b"{}", "headers": {"Content-Type": "text/plain"}}, 415),
+        ({"content": b"[" + b" " * (300 * 1024) + b"]", "headers": {"Content-Type": "application/json"}}, 413),
+        ({"content": b"[" * 100 + b"]" * 100, "headers": {"Content-Type": "application/json"}}, 400),
     ]
     for kwargs, status in cases:
         kwargs["headers"].update(auth(token(keys, SELECT)))

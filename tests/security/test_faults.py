@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,7 +50,7 @@ def post(service: str, body: dict[str, Any]) -> tuple[httpx.Response, float]:
 
 def test_the_healthy_server_gives_cards(service: str, fhir: str, patient: Any) -> None:
     body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=f"{fhir}/ok/fhir", token="t")
-    r, elapsed = post(service, body)
+    r, _ = post(service, body)
     assert r.status_code == 200, r.text
     assert r.json()["cards"], "control: the same patient read from a healthy server gives cards"
 

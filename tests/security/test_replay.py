@@ -86,7 +86,9 @@ def _key(jti: str) -> str:
 
 async def test_redis_down_raises_so_the_token_is_refused() -> None:
     store = RedisReplayStore("redis://127.0.0.1:9/0", timeout_s=0.2)
-    with pytest.raises(Exception):
+    import redis.exceptions
+
+    with pytest.raises(redis.exceptions.RedisError):
         await store.first_use("https://a.example", "x", exp_in(60))
     await store.close()
 
