@@ -34,8 +34,6 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} not installed (bash scripts/install-system.sh)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
 
-pytestmark = pytest.mark.browser
-
 
 class Service:
     """The running service: base URL and its settings (for reading the feedback store)."""

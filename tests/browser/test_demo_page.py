@@ -12,6 +12,8 @@ import pytest
 from cds import demo as demo_data
 from tests.browser.conftest import Service, Watched, order, sign
 
+pytestmark = pytest.mark.browser
+
 SCENARIOS = demo_data.scenarios()
 KIND_WORDS = {"info": "Info", "warning": "Warning", "critical": "Critical"}
 

@@ -17,6 +17,8 @@ import pytest
 from cds import demo as demo_data
 from tests.browser.conftest import Service, Watched, open_demo
 
+pytestmark = pytest.mark.browser
+
 PAYLOAD = "<img src=x onerror=alert(1)>"
 LINK_TRICK = "[click me](javascript:alert(2))"
 NASTY_MD = "\n".join(
