@@ -16,6 +16,7 @@ venv: $(STAMP)
 # System packages the tests use (Chromium, PostgreSQL, Redis, wrk); idempotent, skipped when present.
 system:
 	bash scripts/install-system.sh
+	bash scripts/services.sh
 
 run: $(STAMP)
 	CDS_AUTH=off CDS_DEMO=1 $(BIN)/cds serve --host 127.0.0.1 --port 8080
