@@ -462,22 +462,62 @@ class _Context:
         self.acc = _Acc()
 
 
+_OBSERVATION_CODES = terms.NATALIZUMAB_ANTIBODY_CODES | terms.LYMPHOCYTE_ABSOLUTE_CODES | terms.LYMPHOCYTE_PERCENT_CODES
+_OBSERVATION_WORDS = re.compile(r"natalizumab|tysabri|tyruko|lymphocyte", re.IGNORECASE)
+
+
+def _observation_kind(
+    codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
+) -> str | None:
+    """'antibody', 'level', 'lymphocytes' or None (most laboratory results: rejected fast)."""
+    if not (_OBSERVATION_WORDS.search(text) or terms.codes_match(codes, _OBSERVATION_CODES)
+            or (level_codes and terms.codes_match(codes, level_codes))):
+        return None
+    if terms.codes_match(codes, terms.NATALIZUMAB_ANTIBODY_CODES):
+        return "antibody"
+    if level_codes and terms.codes_match(codes, level_codes):
+        return "level"
+    if terms.is_natalizumab_antibody(codes, text):
+        return "antibody"
+    if terms.is_natalizumab_level(codes, text, level_codes):
+        return "level"
+    return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None
+
+
+def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str]]) -> bool:
+    """Cheap look at a raw Observation's code: False when it names nothing read here.
+
+    A broad `labs` search returns every recent laboratory result; only the few that can be a
+    natalizumab level, antibody or lymphocyte count are worth validating. Anything odd → True, so
+    that validation decides (and counts it when malformed).
+    """
+    code = raw.get("code")
+    if not isinstance(code, dict):
+        return True
+    texts: list[str] = []
+    codes: list[tuple[str, str]] = []
+    if isinstance(code.get("text"), str):
+        texts.append(code["text"])
+    coding = code.get("coding", [])
+    if not isinstance(coding, list):
+        return True
+    for c in coding:
+        if not isinstance(c, dict):
+            return True
+        system, value, display = c.get("system", ""), c.get("code"), c.get("display")
+        if isinstance(display, str):
+            texts.append(display)
+        if isinstance(value, str) and isinstance(system, str):
+            codes.append((system, value))
+    return _observation_kind(tuple(codes), " ".join(texts), level_codes) is not None
+
+
 def _observation(o: _Observation, ctx: _Context) -> None:
     if o.status in ("entered-in-error", "cancelled"):
         return
     codes, texts = _codings(o.code), _texts(o.code)
     text = " ".join(texts)
-    kind: str | None
-    if terms.codes_match(codes, terms.NATALIZUMAB_ANTIBODY_CODES):
-        kind = "antibody"
-    elif terms.codes_match(codes, ctx.level_codes):
-        kind = "level"
-    elif terms.is_natalizumab_antibody(codes, text):
-        kind = "antibody"
-    elif terms.is_natalizumab_level(codes, text, ctx.level_codes):
-        kind = "level"
-    else:
-        kind = terms.lymphocyte_kind(codes, text) and "lymphocytes"
+    kind = _observation_kind(codes, text, ctx.level_codes)
     if kind is None:
         return
     period = o.effectivePeriod
@@ -748,6 +788,7 @@ def parse_resources(
     """Resources (dicts, in any order, duplicates allowed) -> PatientFacts. Never raises for bad data."""
     now = now or datetime.now(UTC)
     strict = bool(getattr(settings, "strict_fhir", False))
+    level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
     parsed: list[_Resource] = []
     seen: set[tuple[str, str]] = set()
     skipped = other = 0
@@ -762,6 +803,8 @@ def parse_resources(
             if key in seen:
                 continue
             seen.add(key)
+        if raw["resourceType"] == "Observation" and not _read_observation(raw, level_codes):
+            continue
         model = _validate(raw, strict)
         if model is None:
             skipped += 1

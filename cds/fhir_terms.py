@@ -56,7 +56,10 @@ def parse_code_list(items: Iterable[str]) -> frozenset[Coding]:
 
 
 def codes_match(codes: Iterable[Coding], wanted: frozenset[Coding]) -> bool:
-    return any((s, c) in wanted or ("*", c) in wanted for s, c in codes)
+    for pair in codes:
+        if pair in wanted or ("*", pair[1]) in wanted:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- text rules

@@ -453,3 +453,11 @@ def test_strict_mode_also_requires_r4b_validity() -> None:
     obs = observation("o", NTZ_LEVEL_CODE, day(1), valueQuantity=qty(10, "ug/mL"), valueString="10 ug/mL")
     assert parse(obs).skipped == 0
     assert parse(obs, settings=Settings(strict_fhir=True)).skipped == 1
+
+
+def test_observations_naming_nothing_read_here_are_not_validated() -> None:
+    # a broad labs search brings every laboratory result; an unrelated one is neither read nor counted
+    hb = observation("hb", {"coding": [{"system": LOINC, "code": "718-7", "display": "Hemoglobin"}]}, day(1),
+                     valueQuantity={"value": "13.1", "unit": "g/dL"})
+    out = parse(hb)
+    assert out.skipped == 0 and out.facts == type(out.facts)()
