@@ -43,6 +43,7 @@ from cachetools import TTLCache
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cds import fhir_terms as terms
+from cds import metrics
 from cds.engine import drugs
 from cds.engine.domain import (
     AntibodyResult,
@@ -960,9 +961,12 @@ _READ = frozenset({"prefetch", "fhir", "cache"})
 
 
 class _Unreadable(Exception):
-    def __init__(self, reason: str) -> None:
+    """`reason` is card text; `kind` a bounded label for metrics."""
+
+    def __init__(self, reason: str, kind: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass
@@ -1177,9 +1181,11 @@ class FhirReader:
             return await self._search(url, key, token, semaphore, deadline, base)
         ckey = (base, query, hashlib.sha256((token or "").encode()).hexdigest())
         hit = self._cache.get(ckey)
-        if hit is not None and hit[0] > self._clock():
+        fresh = hit is not None and hit[0] > self._clock()
+        metrics.count_cache("fhir", fresh)
+        if fresh:
             log.info("fhir read type=%s status=cached ms=0 cache=hit", _resource_type(key))
-            return _Fetched(hit[1], cached=True)
+            return _Fetched(hit[1], cached=True)  # type: ignore[index]
         task = self._inflight.get(ckey)
         if task is None:
             task = asyncio.ensure_future(self._search(url, key, token, semaphore, deadline, base))
@@ -1241,21 +1247,32 @@ class FhirReader:
         async with semaphore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Unreadable("timeout")
+                raise _Unreadable("timeout", "timeout")
             limit = min(float(self._settings.fhir_timeout_s), remaining)
             started = time.monotonic()
             status: list[str] = ["-"]
+            error: str | None = None
             try:
                 return await asyncio.wait_for(self._get(url, headers, limit, status), timeout=limit)
+            except _Unreadable as exc:
+                error = exc.kind
+                raise
+            except asyncio.CancelledError:  # the overall deadline ended the read
+                status[0], error = "deadline", "timeout"
+                raise
             except (asyncio.TimeoutError, httpx.TimeoutException):
                 status[0] = "timeout"
-                raise _Unreadable("timeout") from None
+                error = "timeout"
+                raise _Unreadable("timeout", "timeout") from None
             except httpx.HTTPError as exc:
                 status[0] = type(exc).__name__
-                raise _Unreadable("connection failed") from None
+                error = "connect"
+                raise _Unreadable("connection failed", "connect") from None
             finally:
+                seconds = time.monotonic() - started
                 log.info("fhir read type=%s status=%s ms=%.0f cache=miss", _resource_type(key), status[0],
-                         (time.monotonic() - started) * 1000)
+                         seconds * 1000)
+                metrics.observe_fhir_fetch(_resource_type(key), seconds, error)
 
     async def _get(self, url: str, headers: dict[str, str], limit: float, status: list[str]) -> dict[str, Any]:
         cap = int(self._settings.fhir_max_response_bytes)
@@ -1265,27 +1282,27 @@ class FhirReader:
             status[0] = str(response.status_code)
             code = response.status_code
             if 300 <= code < 400:
-                raise _Unreadable(f"redirect not followed, HTTP {code}")
+                raise _Unreadable(f"redirect not followed, HTTP {code}", "redirect")
             if code in (401, 403):
-                raise _Unreadable(f"access refused, HTTP {code}")
+                raise _Unreadable(f"access refused, HTTP {code}", "refused")
             if code >= 400 or code < 200:
-                raise _Unreadable(f"HTTP {code}")
+                raise _Unreadable(f"HTTP {code}", "http-error")
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > cap:
-                raise _Unreadable("response too large")
+                raise _Unreadable("response too large", "too-large")
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > cap:
-                    raise _Unreadable("response too large")
+                    raise _Unreadable("response too large", "too-large")
         finally:
             await response.aclose()
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
-            raise _Unreadable("invalid JSON") from None
+            raise _Unreadable("invalid JSON", "invalid-json") from None
         if not isinstance(data, dict):
-            raise _Unreadable("unexpected response")
+            raise _Unreadable("unexpected response", "unexpected")
         return data
 
 
