@@ -21,6 +21,10 @@ about another patient, `entered-in-error` entries and non-completed procedures a
 
 Decisions: a MedicationStatement is active when `active`, `intended` or `on-hold`; a
 MedicationRequest when `active` or `on-hold` (a `draft` on the server is not yet a treatment).
+Medication dates are dose dates only: effectiveDateTime, else effectivePeriod.end (statements),
+authoredOn (requests); a period start or dateAsserted is not taken for a last dose. A natalizumab
+dose comes from statements active/completed/stopped/on-hold and requests of the same statuses,
+never dated in the future.
 """
 
 from __future__ import annotations
@@ -722,7 +726,8 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> 
     if isinstance(m, _MedicationStatement):
         rtype, active, given = "MedicationStatement", m.status in _STATEMENT_ACTIVE, m.status in _STATEMENT_GIVEN
         p = m.effectivePeriod
-        when = _when(m.effectiveDateTime, p.end if p else None, p.start if p else None, m.dateAsserted)
+        # a dose date only: effectivePeriod.start is the first dose and dateAsserted when it was recorded
+        when = _when(m.effectiveDateTime, p.end if p else None)
         dosages = m.dosage
     else:
         rtype, active, given = "MedicationRequest", m.status in _REQUEST_ACTIVE, m.status in _REQUEST_GIVEN

@@ -461,3 +461,15 @@ def test_observations_naming_nothing_read_here_are_not_validated() -> None:
                      valueQuantity={"value": "13.1", "unit": "g/dL"})
     out = parse(hb)
     assert out.skipped == 0 and out.facts == type(out.facts)()
+
+
+def test_medication_dates_are_dose_dates_only() -> None:
+    facts = parse(
+        medication_statement("a", rx("354770", "natalizumab"), "active", effectivePeriod={"start": day(300)},
+                             dateAsserted=day(1)),
+        medication_statement("b", rx("354770", "natalizumab"), "stopped",
+                             effectivePeriod={"start": day(300), "end": day(30)}),
+    ).facts
+    assert {m.source: m.last_date for m in facts.medications} == {
+        "MedicationStatement/a": None, "MedicationStatement/b": NOW - timedelta(days=30)}
+    assert [d.source for d in facts.doses] == ["MedicationStatement/b"]

@@ -154,7 +154,6 @@ async def test_fallback_query_is_the_template_with_the_patient_id(fake: FakeFhir
         await FhirReader(http, settings()).load("a&b=c", prefetch, BASE, TOKEN, None)
     (req,) = fake.requests
     assert str(req.url).startswith(f"{BASE}/Condition?patient=a%26b%3Dc&")
-    assert req.extensions.get("follow_redirects", False) is False
 
 
 async def test_no_server_access_names_what_is_missing(fake: FakeFhir) -> None:
