@@ -1,11 +1,12 @@
-"""Serve bench/baseline_app.py exactly the way `cds serve` serves the service.
+"""Serve bench/baseline_app.py the way `cds serve` serves the service (or the service itself).
 
-    python bench/serve_baseline.py --host 127.0.0.1 --port P --workers N
+    python bench/serve.py --app baseline --host 127.0.0.1 --port P --workers N [--reply-bytes B]
+    python bench/serve.py --app service ...   (only used when `cds serve` is not there)
 
-It reuses the service's own serving function when it exposes one that takes an app factory (so the
-baseline shares its uvicorn settings, worker handling and TCP_NODELAY fix), and otherwise runs uvicorn
-with the same options: factory per worker, and listening sockets created with proto=IPPROTO_TCP so that
-workers' accepted sockets keep TCP_NODELAY (uvicorn issue #3149).
+Same uvicorn call as cds/cli.py `_serve`: factory per worker, the service's `NoDelayHTTP` protocol
+(TCP_NODELAY on every accepted socket, uvicorn issue #3149), no proxy headers, no Server header, the
+service's default log level (INFO, so uvicorn's access log is on for both). If cds.cli is missing, the
+listening socket is created with proto=IPPROTO_TCP instead, which keeps TCP_NODELAY with workers too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -28,12 +30,21 @@ def _tcp_bind_socket(self):  # type: ignore[no-untyped-def]
     return sock
 
 
+def service_factory():  # type: ignore[no-untyped-def]
+    from cds.app import create_app
+    from cds.settings import Settings
+
+    return create_app(Settings())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--reply-bytes", type=int, default=None)
+    ap.add_argument("--app", choices=["baseline", "service"], default="baseline")
+    ap.add_argument("--log-level", default=os.environ.get("CDS_LOG_LEVEL", "INFO"))
     a = ap.parse_args()
     if a.reply_bytes is not None:
         os.environ["BENCH_BASELINE_BYTES"] = str(a.reply_bytes)
@@ -41,15 +52,20 @@ def main() -> None:
     import uvicorn
     import uvicorn.config
 
-    uvicorn.config.Config.bind_socket = _tcp_bind_socket  # type: ignore[method-assign]
+    kwargs: dict[str, Any] = {"proxy_headers": False, "server_header": False, "log_level": a.log_level.lower()}
+    try:
+        from cds.cli import NoDelayHTTP
+
+        kwargs["http"] = NoDelayHTTP
+    except ImportError:
+        uvicorn.config.Config.bind_socket = _tcp_bind_socket  # type: ignore[method-assign]
     uvicorn.run(
-        "bench.baseline_app:app_factory",
+        "bench.baseline_app:app_factory" if a.app == "baseline" else "bench.serve:service_factory",
         factory=True,
         host=a.host,
         port=a.port,
         workers=a.workers,
-        log_level="warning",
-        access_log=False,
+        **kwargs,
     )
 
 

@@ -1,0 +1,669 @@
+"""Benchmark suite (`make bench`): the CDS service under wrk on loopback, against a same-run baseline.
+
+    .venv/bin/python bench/run.py            # full run (about 7 minutes), writes bench/results.md
+    .venv/bin/python bench/run.py --quick    # short points, 10k-request soak (about 2 minutes)
+    .venv/bin/python bench/run.py --soak     # only the memory soak (100,000 requests)
+
+See bench/README.md for what each column means. Raw wrk output, server logs and bodies go to bench/raw/.
+Everything runs on 127.0.0.1; every load run is bounded by wrk's -d and a subprocess timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import bodies as B  # noqa: E402
+from bench import procs  # noqa: E402
+
+BENCH = ROOT / "bench"
+RAW = BENCH / "raw"
+LUA = BENCH / "hook.lua"
+PY = sys.executable
+SELECT = "/cds-services/pml-plex-select"
+SIGN = "/cds-services/pml-plex-sign"
+
+
+# ---------------------------------------------------------------- load runs
+
+
+@dataclass
+class Point:
+    workers: int
+    case: str
+    conc: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    cpu_us: float  # server CPU (process tree utime+stime) per request
+    rss_mb: list[float]  # per worker, after the run
+    requests: int
+    errors: int  # socket errors + non-2xx
+    duration_s: float
+    note: str = ""
+    ratio_rps: float | None = None
+    ratio_cpu: float | None = None
+
+
+@dataclass
+class Body:
+    name: str
+    method: str
+    path: str
+    file: Path | None
+    size: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+_salt = [int(time.time()) % 100000]
+
+
+def wrk(url: str, body: Body, conc: int, duration: float, tag: str, max_requests: int = 0,
+        on_line: Any = None) -> dict[str, Any]:
+    """One wrk run (1 thread, `conc` connections); returns the BENCHJSON summary."""
+    _salt[0] += 1
+    argv = ["wrk", "-t1", f"-c{conc}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(LUA), url,
+            "--", body.method, body.path, str(body.file) if body.file else "-", str(max_requests), str(_salt[0])]
+    out_file = RAW / f"wrk-{tag}.txt"
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + duration + 60
+    assert proc.stdout is not None
+    timer = threading.Timer(duration + 60, lambda: proc.poll() is None and proc.kill())
+    timer.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line:
+                on_line(line, proc)
+            if time.monotonic() > deadline:
+                break
+        proc.wait(timeout=30)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out_file.write_text(" ".join(argv) + "\n" + "".join(lines))
+    for line in lines:
+        if line.startswith("BENCHJSON "):
+            return json.loads(line[len("BENCHJSON "):])
+    raise RuntimeError(f"wrk gave no summary; see {out_file}:\n{''.join(lines)[-1500:]}")
+
+
+def measure(server: procs.Server, body: Body, case: str, conc: int, duration: float, note: str = "") -> Point:
+    cpu0 = server.cpu()
+    s = wrk(server.url, body, conc, duration, f"{server.name}-{case}-c{conc}")
+    cpu1 = server.cpu()
+    n = max(1, s["requests"])
+    errors = s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["status_errors"] + s["timeouts"]
+    if s["requests"] == 0:
+        note = (note + " " if note else "") + "(no reply within the point)"
+    p = Point(server.workers, case, conc, s["requests"] / (s["duration_us"] / 1e6), s["p50_us"] / 1000,
+              s["p95_us"] / 1000, s["p99_us"] / 1000, (cpu1 - cpu0) / n * 1e6, server.worker_rss(), s["requests"],
+              errors, s["duration_us"] / 1e6, note)
+    print(f"  {server.name:<16} {case:<22} c={conc:<3} {p.rps:8.0f} req/s  p50 {p.p50_ms:6.2f}  p99 {p.p99_ms:7.2f} ms"
+          f"  cpu {p.cpu_us:7.0f} us/req  rss {p.rss_mb}  err {errors}", flush=True)
+    return p
+
+
+def warm(server: procs.Server, body: Body, seconds: float) -> None:
+    if seconds > 0:
+        wrk(server.url, body, 8, seconds, f"{server.name}-warmup-{body.name}")
+
+
+# ---------------------------------------------------------------- servers
+
+
+def service_env(workers: int, state: Path, allow: list[str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env.update({
+        "CDS_AUTH": "off",
+        "CDS_WORKERS": str(workers),
+        "CDS_STATE_DIR": str(state),
+        "CDS_FHIR_SERVER_ALLOWLIST": json.dumps(allow),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def cds_serve_argv(port: int, workers: int) -> tuple[list[str], str]:
+    cds_bin = Path(PY).parent / "cds"
+    if cds_bin.exists() and (ROOT / "cds" / "cli.py").exists():
+        return [str(cds_bin), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], \
+            "cds serve"
+    return [PY, str(BENCH / "serve.py"), "--app", "service", "--port", str(port), "--workers", str(workers)], \
+        "bench/serve.py (cds serve missing)"
+
+
+def start_service(name: str, workers: int, allow: list[str], **extra: str) -> procs.Server:
+    port = procs.free_port()
+    state = RAW / f"state-{name}"
+    state.mkdir(parents=True, exist_ok=True)
+    argv, how = cds_serve_argv(port, workers)
+    env = service_env(workers, state, allow, **extra)
+    s = procs.start(name, argv, env, f"http://127.0.0.1:{port}", "/cds-services", RAW, workers)
+    s.meta["how"] = how
+    return s
+
+
+def start_baseline(workers: int, reply_bytes: int) -> procs.Server:
+    port = procs.free_port()
+    argv = [PY, str(BENCH / "serve.py"), "--app", "baseline", "--port", str(port), "--workers", str(workers),
+            "--reply-bytes", str(reply_bytes)]
+    env = dict(os.environ)
+    return procs.start(f"baseline-w{workers}", argv, env, f"http://127.0.0.1:{port}", "/healthz", RAW, workers)
+
+
+def start_fhir() -> tuple[str, str] | None:
+    """The local sekmet FHIR server (tests/fhir_server.sh) on a free port; returns (base URL, state dir)."""
+    script = ROOT / "tests" / "fhir_server.sh"
+    if not script.exists():
+        print("  no tests/fhir_server.sh: fallback cases skipped", flush=True)
+        return None
+    state = RAW / "fhir"
+    env = dict(os.environ, FHIR_SERVER="sekmet", FHIR_PORT=str(procs.free_port()), FHIR_STATE_DIR=str(state),
+               FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"), FHIR_RESET="1")
+    env.pop("FHIR_TOKEN", None)
+    r = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        print(f"  FHIR server did not start: {r.stderr[-800:]}", flush=True)
+        return None
+    return r.stdout.strip().splitlines()[-1], str(state)
+
+
+def stop_fhir(state: str) -> None:
+    env = dict(os.environ, FHIR_SERVER="sekmet", FHIR_STATE_DIR=state, FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"))
+    subprocess.run(["bash", str(ROOT / "tests" / "fhir_server.sh"), "stop"], env=env, capture_output=True,
+                   timeout=60)
+
+
+def load_fhir(base: str, resources: list[dict[str, Any]]) -> None:
+    """Put the patient's resources on the FHIR server (the tests' helper when present, else PUT each)."""
+    try:
+        from tests.support.fhir import FhirServer, load_resources  # type: ignore[import-not-found]
+
+        load_resources(FhirServer(kind="sekmet", base_url=base.rstrip("/")), resources)
+        return
+    except ImportError:
+        pass
+    import urllib.request
+
+    order = {"Patient": 0}
+    for r in sorted(resources, key=lambda r: order.get(r["resourceType"], 1)):
+        req = urllib.request.Request(f"{base}/{r['resourceType']}/{r['id']}", data=json.dumps(r).encode(),
+                                     method="PUT", headers={"Content-Type": "application/fhir+json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            if resp.status not in (200, 201):
+                raise RuntimeError(f"PUT {r['resourceType']}/{r['id']}: {resp.status}")
+
+
+# ---------------------------------------------------------------- bodies
+
+
+def write_body(name: str, path: str, body: dict[str, Any] | None, **meta: Any) -> Body:
+    d = RAW / "bodies"
+    d.mkdir(parents=True, exist_ok=True)
+    if body is None:
+        return Body(name, "GET", path, None, 0, meta)
+    f = d / f"{name}.json"
+    data = B.dumps(body)
+    f.write_bytes(data)
+    return Body(name, "POST", path, f, len(data), meta)
+
+
+def concrete(body: Body) -> bytes:
+    """The body with its placeholders filled once (for sanity checks outside wrk)."""
+    assert body.file is not None
+    return (body.file.read_bytes().replace(b"@@HOOK_INSTANCE@@", b"9b1d7b2e-1c3f-4a4b-8d5e-6f7a8b9c0d1e")
+            .replace(b"@@TOKEN@@", b"bench-check-token").replace(b"@@SEQ@@", b"0"))
+
+
+def build_bodies(now: datetime, fhir_base: str | None) -> dict[str, Body]:
+    from cds import demo
+
+    p = B.realistic_patient(now)
+    large = B.large_patient(now)
+    out: dict[str, Body] = {}
+    sel = B.hook_body(p, "order-select")
+    out["select"] = write_body("select", SELECT, sel, prefetch=B.prefetch_counts(sel))
+    sign = B.hook_body(p, "order-sign")
+    out["sign"] = write_body("sign", SIGN, sign, prefetch=B.prefetch_counts(sign))
+    lsel = B.hook_body(large, "order-select")
+    out["large"] = write_body("large", SELECT, lsel, prefetch=B.prefetch_counts(lsel))
+    mri = demo.patient("non-plex-order", now)
+    nonplex = B.hook_body(mri, "order-select")
+    out["nonplex"] = write_body("nonplex", SELECT, nonplex, prefetch=B.prefetch_counts(nonplex))
+    out["discovery"] = write_body("discovery", "/cds-services", None)
+    for n in (10, 100, 1000):
+        b = B.with_n_labs(sel, n)
+        out[f"obs{n}"] = write_body(f"obs{n}", SELECT, b, prefetch=B.prefetch_counts(b))
+    if fhir_base:
+        cold = B.hook_body(p, "order-select", prefetch=False, fhir_server=fhir_base, token="@@TOKEN@@")
+        out["fallback-cold"] = write_body("fallback-cold", SELECT, cold)
+        wsel = B.hook_body(p, "order-select", prefetch=False, fhir_server=fhir_base, token="bench-warm-token")
+        out["fallback-warm-select"] = write_body("fallback-warm-select", SELECT, wsel)
+        wsign = B.hook_body(p, "order-sign", prefetch=False, fhir_server=fhir_base, token="bench-warm-token")
+        out["fallback-warm"] = write_body("fallback-warm", SIGN, wsign)
+    return out
+
+
+def check(server: procs.Server, body: Body) -> tuple[int, bytes]:
+    if body.file is None:
+        return procs.http_get(server.url + body.path)
+    return procs.http_post(server.url + body.path, concrete(body))
+
+
+# ---------------------------------------------------------------- soak
+
+
+def soak(server: procs.Server, body: Body, n: int, conc: int, max_s: float, interval: float = 1.0) -> dict[str, Any]:
+    """`n` requests (or `max_s` seconds, whichever comes first) while sampling each worker's RSS."""
+    samples: list[tuple[float, list[float]]] = []
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.monotonic() - t0, server.worker_rss()))
+            stop.wait(interval)
+
+    def on_line(line: str, proc: subprocess.Popen) -> None:
+        if line.startswith("BENCHDONE") and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # wrk prints its summary on SIGINT
+
+    th = threading.Thread(target=sample, daemon=True)
+    cpu0 = server.cpu()
+    th.start()
+    try:
+        s = wrk(server.url, body, conc, max_s, f"{server.name}-soak", max_requests=n, on_line=on_line)
+    finally:
+        stop.set()
+        th.join(timeout=5)
+    cpu1 = server.cpu()
+    samples.append((time.monotonic() - t0, server.worker_rss()))
+    end = samples[-1][1]
+    total_t = samples[-1][0]
+
+    def at(frac: float) -> list[float]:
+        for t, r in samples:
+            if t >= frac * total_t:
+                return r
+        return end
+
+    half = [(t, max(r)) for t, r in samples if t >= total_t / 2]
+    slope = 0.0
+    if len(half) >= 3:
+        mt = sum(t for t, _ in half) / len(half)
+        mr = sum(r for _, r in half) / len(half)
+        den = sum((t - mt) ** 2 for t, _ in half) or 1.0
+        slope = sum((t - mt) * (r - mr) for t, r in half) / den  # MB per second
+    rps = s["requests"] / (s["duration_us"] / 1e6)
+    errors = s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["status_errors"] + s["timeouts"]
+    (RAW / "soak-rss.json").write_text(json.dumps(samples))
+    return {
+        "requests": s["requests"], "errors": errors, "seconds": round(total_t, 1), "rps": round(rps),
+        "p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000,
+        "cpu_us": round((cpu1 - cpu0) / max(1, s["requests"]) * 1e6),
+        "rss_start": at(0.05), "rss_10pct": at(0.10), "rss_half": at(0.5), "rss_end": end,
+        "growth_second_half_mb": round(max(end) - max(at(0.5)), 1),
+        "slope_mb_per_10k": round(slope / rps * 10000, 3) if rps else 0.0,
+        "samples": len(samples), "workers": server.workers, "conc": conc, "target_requests": n,
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    v = {"python": platform.python_version()}
+    for pkg in ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic-core", "h11", "httptools", "uvloop",
+                "orjson", "fhir.resources"):
+        try:
+            v[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            v[pkg] = "-"
+    try:
+        v["wrk"] = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    except OSError:
+        v["wrk"] = "-"
+    return v
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def fmt(x: float | None, nd: int = 2) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def targets(points: list[Point], soak_r: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    def get(w: int, case: str, c: int) -> Point | None:
+        for p in points:
+            if p.workers == w and p.case == case and p.conc == c:
+                return p
+        return None
+
+    rows: list[tuple[str, str, str]] = []
+    for w in sorted({p.workers for p in points}):
+        for case in ("select", "sign"):
+            p = get(w, case, 8)
+            if p:
+                rows.append((f"PLEX {case}, full prefetch, w={w}, c=8: p99 ≤ 10 ms", f"{p.p99_ms:.2f} ms",
+                             verdict(p.p99_ms <= 10)))
+                rows.append((f"PLEX {case}, w={w}, c=8: ≥ 50% of baseline req/s", f"{fmt(p.ratio_rps)}×",
+                             verdict(p.ratio_rps is not None and p.ratio_rps >= 0.5)))
+                rows.append((f"PLEX {case}, w={w}, c=8: server CPU ≤ 1 ms per request", f"{p.cpu_us:.0f} µs",
+                             verdict(p.cpu_us <= 1000)))
+        p1, p8 = get(w, "nonplex", 1), get(w, "nonplex", 8)
+        if p1:
+            rows.append((f"non-PLEX order, w={w}, c=1: p50 ≤ 1 ms", f"{p1.p50_ms:.2f} ms", verdict(p1.p50_ms <= 1)))
+        if p8:
+            rows.append((f"non-PLEX order, w={w}, c=8: p50 ≤ 1 ms", f"{p8.p50_ms:.2f} ms", verdict(p8.p50_ms <= 1)))
+            rows.append((f"non-PLEX order, w={w}, c=8: ≥ 80% of baseline req/s", f"{fmt(p8.ratio_rps)}×",
+                         verdict(p8.ratio_rps is not None and p8.ratio_rps >= 0.8)))
+        for case, limit in (("fallback-cold", 150), ("fallback-warm", 10)):
+            for c in (1, 8):
+                p = get(w, case, c)
+                if p:
+                    rows.append((f"{case}, w={w}, c={c}: p95 ≤ {limit} ms", f"{p.p95_ms:.2f} ms",
+                                 verdict(p.p95_ms <= limit and p.errors == 0)))
+    if soak_r:
+        worst = max(soak_r["rss_end"]) if soak_r["rss_end"] else 0
+        rows.append((f"memory after {soak_r['requests']:,} requests < 150 MB per worker", f"{worst:.1f} MB",
+                     verdict(worst < 150 and soak_r["requests"] >= 100000) if soak_r["requests"] >= 100000
+                     else f"{verdict(worst < 150)} (only {soak_r['requests']:,} requests: --quick)"))
+        trend = abs(soak_r["growth_second_half_mb"]) < 2.0
+        rows.append(("no memory growth trend (second half of the soak: < 2 MB)",
+                     f"{soak_r['growth_second_half_mb']:+.1f} MB, slope {soak_r['slope_mb_per_10k']:+.3f} MB/10k req",
+                     verdict(trend)))
+    return rows
+
+
+def write_results(path: Path, ctx: dict[str, Any], points: list[Point], scaling: list[Point],
+                  soak_r: dict[str, Any] | None, profile_md: str | None, bodies: dict[str, Body]) -> None:
+    v = ctx["versions"]
+    L: list[str] = []
+    L.append("# Benchmark results\n")
+    L.append(f"Written by `{ctx['command']}` on {ctx['when']} ({ctx['elapsed']:.0f} s).  ")
+    L.append(f"Machine: {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}.  ")
+    L.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".  ")
+    L.append(f"Service started with: `{ctx['service_how']}` (CDS_AUTH=off, CDS_WORKERS=N, FHIR allowlist = the "
+             f"local sekmet server); baseline: `bench/serve.py --app baseline` (same uvicorn settings).  ")
+    L.append(f"wrk: 1 thread, {ctx['duration']} s per point after a {ctx['warmup']} s warm-up per case; "
+             "every request has a new `hookInstance` (and, for the cold fallback, a new access token).  ")
+    L.append("wrk runs on the same 2 cores as the server: compare figures within this run only (ratios, CPU per request).\n")
+    L.append("## Request bodies\n")
+    L.append("| body | bytes | prefetch (entries per key) |")
+    L.append("|---|---|---|")
+    for name in ("select", "sign", "large", "nonplex", "fallback-cold", "fallback-warm"):
+        b = bodies.get(name)
+        if b:
+            pf = b.meta.get("prefetch")
+            L.append(f"| {name} | {b.size:,} | {', '.join(f'{k} {n}' for k, n in pf.items()) if pf else 'none (FHIR server)'} |")
+    L.append(f"\nBaseline reply: {ctx['reply_bytes']:,} bytes (the size of the real order-select reply for `select`).\n")
+    L.append("## Results\n")
+    L.append("× baseline = this case's req/s (or CPU per request) divided by the baseline's at the same worker count "
+             "and concurrency. CPU = user+system time of the server's process tree per request. RSS = resident "
+             "memory of each worker after the point.\n")
+    L.append("| workers | case | c | req/s | × baseline req/s | p50 ms | p95 ms | p99 ms | CPU µs/req | × baseline CPU | RSS MB/worker | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for p in points:
+        L.append(f"| {p.workers} | {p.case}{' ' + p.note if p.note else ''} | {p.conc} | {p.rps:,.0f} | {fmt(p.ratio_rps)} | "
+                 f"{p.p50_ms:.2f} | {p.p95_ms:.2f} | {p.p99_ms:.2f} | {p.cpu_us:,.0f} | {fmt(p.ratio_cpu, 1)} | "
+                 f"{' / '.join(f'{r:.0f}' for r in p.rss_mb)} | {p.errors} |")
+    L.append("")
+    L.append("## Targets\n")
+    L.append("| target | measured | verdict |")
+    L.append("|---|---|---|")
+    for t, m, ok in targets(points, soak_r):
+        L.append(f"| {t} | {m} | {ok} |")
+    L.append("")
+    if scaling:
+        L.append("## Scaling: request cost against prefetch size\n")
+        L.append("order-select, full prefetch of the realistic patient with the `labs` bundle holding N Observations; "
+                 "1 worker, c=1.\n")
+        L.append("| Observations | body bytes | req/s | p50 ms | p99 ms | CPU µs/req | CPU µs per Observation (marginal) |")
+        L.append("|---|---|---|---|---|---|---|")
+        prev: Point | None = None
+        for p in scaling:
+            n = int(p.case.removeprefix("obs"))
+            marg = "-"
+            if prev is not None:
+                pn = int(prev.case.removeprefix("obs"))
+                marg = f"{(p.cpu_us - prev.cpu_us) / (n - pn):.1f}"
+            L.append(f"| {n} | {bodies[p.case].size:,} | {p.rps:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | "
+                     f"{p.cpu_us:,.0f} | {marg} |")
+            prev = p
+        if len(scaling) == 3:
+            a, b, c = scaling
+            m1 = (b.cpu_us - a.cpu_us) / 90
+            m2 = (c.cpu_us - b.cpu_us) / 900
+            lin = m2 <= max(m1, 0.1) * 1.5
+            L.append(f"\nMarginal cost per Observation: {m1:.1f} µs (10→100), {m2:.1f} µs (100→1000): "
+                     f"{'linear or better' if lin else 'worse than linear'} "
+                     f"(cost(1000)/cost(10) = {c.cpu_us / max(a.cpu_us, 1):.1f}× for 100× the Observations).\n")
+    if soak_r:
+        L.append("## Memory soak\n")
+        L.append(f"order-select with full prefetch, {soak_r['workers']} workers, c={soak_r['conc']}: "
+                 f"{soak_r['requests']:,} requests in {soak_r['seconds']} s ({soak_r['rps']:,} req/s, p50 "
+                 f"{soak_r['p50_ms']:.2f} ms, p99 {soak_r['p99_ms']:.2f} ms, {soak_r['cpu_us']} µs CPU/req, "
+                 f"{soak_r['errors']} errors); RSS per worker sampled every second ({soak_r['samples']} samples).\n")
+        L.append("| when | RSS MB per worker |")
+        L.append("|---|---|")
+        for label, key in (("5% of the run", "rss_start"), ("10%", "rss_10pct"), ("50%", "rss_half"), ("end", "rss_end")):
+            L.append(f"| {label} | {' / '.join(f'{r:.1f}' for r in soak_r[key])} |")
+        L.append(f"\nGrowth over the second half: {soak_r['growth_second_half_mb']:+.1f} MB (largest worker); "
+                 f"least-squares slope over the second half: {soak_r['slope_mb_per_10k']:+.3f} MB per 10,000 requests.\n")
+    if profile_md:
+        L.append(profile_md)
+    path.write_text("\n".join(L) + "\n")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 s points, 0.5 s warm-up, 10k-request soak")
+    ap.add_argument("--duration", type=float, help="seconds per point (default 4, --quick 1)")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds per case (default 2, --quick 0.5)")
+    ap.add_argument("--concurrency", default="1,8,64")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--soak", action="store_true", help="only the memory soak")
+    ap.add_argument("--soak-requests", type=int, help="default 100000 (--quick 10000)")
+    ap.add_argument("--soak-max-s", type=float,
+                    help="time cap of the soak (default 150 s in the full run, 1200 s with --soak, 30 s --quick)")
+    ap.add_argument("--no-soak", action="store_true")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-fallback", action="store_true")
+    ap.add_argument("--out", default=str(BENCH / "results.md"))
+    a = ap.parse_args()
+    duration = a.duration or (1.0 if a.quick else 4.0)
+    warmup = a.warmup if a.warmup is not None else (0.5 if a.quick else 2.0)
+    concs = [int(x) for x in a.concurrency.split(",")]
+    workers_list = [int(x) for x in a.workers.split(",")]
+    soak_n = a.soak_requests or (10000 if a.quick else 100000)
+    soak_max = a.soak_max_s or (30.0 if a.quick else 1200.0 if a.soak else 150.0)
+    t_start = time.monotonic()
+    RAW.mkdir(parents=True, exist_ok=True)
+
+    if not shutil.which("wrk"):
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-system.sh")], check=False)
+    if not shutil.which("wrk"):
+        print("wrk is not installed (Debian package `wrk`); run `bash scripts/install-system.sh`", file=sys.stderr)
+        return 2
+
+    now = datetime.now(UTC)
+    fhir = None if (a.no_fallback or a.soak) else start_fhir()
+    fhir_base = fhir[0] if fhir else None
+    started: list[procs.Server] = []
+    points: list[Point] = []
+    scaling: list[Point] = []
+    soak_r: dict[str, Any] | None = None
+    profile_md: str | None = None
+    try:
+        bodies = build_bodies(now, fhir_base)
+        allow = [fhir_base] if fhir_base else []
+        if fhir_base:
+            load_fhir(fhir_base, B.realistic_patient(now).resources)
+            print(f"FHIR server {fhir_base}: realistic patient loaded", flush=True)
+
+        # sanity: the real replies, and the size the baseline must answer with
+        probe = start_service("probe", 1, allow)
+        started.append(probe)
+        how = probe.meta["how"]
+        reply_bytes = 0
+        for name, body in bodies.items():
+            status, data = check(probe, body)
+            cards = None
+            try:
+                cards = len(json.loads(data).get("cards", [])) if status == 200 and body.file else None
+            except ValueError:
+                pass
+            body.meta.update(status=status, reply_bytes=len(data), cards=cards)
+            print(f"  check {name:<22} {status}  {len(data):>7} bytes  cards={cards}", flush=True)
+            if status != 200:
+                print(f"    ! {name} answered {status}: {data[:300]!r}", flush=True)
+            if name == "select":
+                reply_bytes = len(data)
+        procs.stop(probe)
+        started.remove(probe)
+
+        if a.soak:
+            srv = start_service("soak-w2", 2, allow)
+            started.append(srv)
+            warm(srv, bodies["select"], warmup)
+            print(f"soak: {soak_n} requests", flush=True)
+            soak_r = soak(srv, bodies["select"], soak_n, 8, soak_max)
+        else:
+            for w in workers_list:
+                print(f"== workers={w}", flush=True)
+                base = start_baseline(w, reply_bytes)
+                started.append(base)
+                bl = bodies["select"]
+                warm(base, bl, warmup)
+                base_pts = {c: measure(base, bl, "baseline", c, duration) for c in concs}
+                points.extend(base_pts.values())
+                procs.stop(base)
+                started.remove(base)
+
+                srv = start_service(f"cds-w{w}", w, allow)
+                started.append(srv)
+                cases = ["select", "sign", "nonplex", "discovery", "large"]
+                for case in cases:
+                    warm(srv, bodies[case], warmup)
+                    for c in concs:
+                        points.append(measure(srv, bodies[case], case, c, duration))
+                if fhir_base:
+                    warm(srv, bodies["fallback-cold"], warmup)
+                    for c in concs:
+                        points.append(measure(srv, bodies["fallback-cold"], "fallback-cold", c, duration))
+                    warm(srv, bodies["fallback-warm-select"], warmup)
+                    for c in concs:
+                        points.append(measure(srv, bodies["fallback-warm"], "fallback-warm", c, duration))
+                if w == workers_list[0]:
+                    for n in (10, 100, 1000):
+                        warm(srv, bodies[f"obs{n}"], warmup / 2)
+                        scaling.append(measure(srv, bodies[f"obs{n}"], f"obs{n}", 1, duration))
+                procs.stop(srv)
+                started.remove(srv)
+
+                if w == 1:
+                    strict = start_service("cds-strict-w1", 1, allow, CDS_STRICT_FHIR="1")
+                    started.append(strict)
+                    warm(strict, bodies["select"], warmup)
+                    for c in concs:
+                        points.append(measure(strict, bodies["select"], "select CDS_STRICT_FHIR=1", c, duration))
+                    procs.stop(strict)
+                    started.remove(strict)
+
+                for p in points:
+                    if p.workers == w and p.case != "baseline":
+                        b = base_pts.get(p.conc)
+                        if b:
+                            p.ratio_rps = p.rps / b.rps if b.rps else None
+                            p.ratio_cpu = p.cpu_us / b.cpu_us if b.cpu_us else None
+                for p in base_pts.values():
+                    p.ratio_rps, p.ratio_cpu = 1.0, 1.0
+
+            if not a.no_profile:
+                try:
+                    from bench import profiling as prof
+
+                    profile_md = "## Profile\n\n" + prof.run_profile(bodies["select"], seconds=max(3.0, duration * 2), raw=RAW)
+                except Exception as e:  # the table is still worth writing
+                    print(f"  profile failed: {e!r}", flush=True)
+                parts = []
+                for case in ("select", "nonplex"):
+                    r = subprocess.run([PY, str(BENCH / "components.py"), "--case", case, "-n", "100" if a.quick else "300"],
+                                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+                    if r.returncode == 0:
+                        parts.append(r.stdout.strip())
+                    else:
+                        print(f"  components {case} failed: {r.stderr[-500:]}", flush=True)
+                if parts:
+                    profile_md = (profile_md or "") + "\n### Where the CPU goes, per stage (bench/components.py)\n\n" + \
+                        "\n\n".join(parts) + "\n"
+                    print("  components: done", flush=True)
+            if not a.no_soak:
+                srv = start_service("soak-w2", 2, allow)
+                started.append(srv)
+                warm(srv, bodies["select"], warmup)
+                print(f"soak: {soak_n} requests", flush=True)
+                soak_r = soak(srv, bodies["select"], soak_n, 8, soak_max)
+                procs.stop(srv)
+                started.remove(srv)
+    finally:
+        for s in started:
+            procs.stop(s)
+        if fhir:
+            stop_fhir(fhir[1])
+
+    (RAW / "points.json").write_text(json.dumps([asdict(p) for p in points + scaling], indent=1))
+    if soak_r:
+        (RAW / "soak.json").write_text(json.dumps(soak_r, indent=1))
+    cmd = "bench/run.py " + " ".join(sys.argv[1:])
+    ctx = {"versions": versions(), "command": cmd.strip(), "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+           "elapsed": time.monotonic() - t_start, "service_how": how, "duration": duration, "warmup": warmup,
+           "reply_bytes": reply_bytes}
+    out = Path(a.out)
+    if a.soak and out.exists():
+        out = RAW / "results-soak.md"
+    write_results(out, ctx, points, scaling, soak_r, profile_md, bodies)
+    print(f"wrote {out} in {ctx['elapsed']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
