@@ -65,7 +65,8 @@ from cds.errors import BadHookRequest, DataUnavailable
 
 log = logging.getLogger("cds.fhir")
 
-__all__ = ["PlexOrder", "LoadResult", "FhirReader", "plex_orders", "prefetch_templates", "parse_resources"]
+__all__ = ["FhirReader", "LoadResult", "PlexOrder", "parse_resources", "plex_orders", "prefetch_templates"]
+
 
 @dataclass(frozen=True)
 class PlexOrder:
@@ -119,7 +120,10 @@ def prefetch_templates(settings: Any) -> dict[str, str]:
 
 _Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
 _DateTime = Annotated[
-    str, StringConstraints(pattern=r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+    str,
+    StringConstraints(
+        pattern=r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    ),
 ]
 _Code = Annotated[str, StringConstraints(pattern=r"^\S+( \S+)*$")]
 
@@ -202,8 +206,16 @@ class _PatientScoped(_Resource):
 
 class _Observation(_PatientScoped):
     resourceType: Literal["Observation"]
-    status: Literal["registered", "preliminary", "final", "amended", "corrected", "cancelled",
-                    "entered-in-error", "unknown"]
+    status: Literal[
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ]
     code: _CC
     effectiveDateTime: _DateTime | None = None
     effectivePeriod: _Period | None = None
@@ -219,8 +231,16 @@ class _Observation(_PatientScoped):
 
 class _Procedure(_PatientScoped):
     resourceType: Literal["Procedure"]
-    status: Literal["preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
-                    "entered-in-error", "unknown"]
+    status: Literal[
+        "preparation",
+        "in-progress",
+        "not-done",
+        "on-hold",
+        "stopped",
+        "completed",
+        "entered-in-error",
+        "unknown",
+    ]
     code: _CC | None = None
     performedDateTime: _DateTime | None = None
     performedPeriod: _Period | None = None
@@ -246,8 +266,9 @@ class _MedicationUse(_PatientScoped):
 
 class _MedicationStatement(_MedicationUse):
     resourceType: Literal["MedicationStatement"]
-    status: Literal["active", "completed", "entered-in-error", "intended", "stopped", "on-hold",
-                    "unknown", "not-taken"]
+    status: Literal[
+        "active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"
+    ]
     effectiveDateTime: _DateTime | None = None
     effectivePeriod: _Period | None = None
     dateAsserted: _DateTime | None = None
@@ -256,8 +277,9 @@ class _MedicationStatement(_MedicationUse):
 
 class _MedicationRequest(_MedicationUse):
     resourceType: Literal["MedicationRequest"]
-    status: Literal["active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped",
-                    "draft", "unknown"]
+    status: Literal[
+        "active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"
+    ]
     intent: str
     authoredOn: _DateTime | None = None
     dosageInstruction: list[_Dosage] = Field(default_factory=list)
@@ -316,9 +338,14 @@ _MODELS: dict[str, type[_Resource]] = {
 }
 
 _R4B_MODULES = {
-    "Observation": "observation", "Procedure": "procedure", "Medication": "medication",
-    "MedicationStatement": "medicationstatement", "MedicationRequest": "medicationrequest",
-    "Condition": "condition", "ServiceRequest": "servicerequest", "Patient": "patient",
+    "Observation": "observation",
+    "Procedure": "procedure",
+    "Medication": "medication",
+    "MedicationStatement": "medicationstatement",
+    "MedicationRequest": "medicationrequest",
+    "Condition": "condition",
+    "ServiceRequest": "servicerequest",
+    "Patient": "patient",
 }
 
 
@@ -327,13 +354,18 @@ def r4b_valid(resource: dict[str, Any]) -> bool:
     import importlib
 
     name = resource.get("resourceType")
-    module = _R4B_MODULES.get(name) if isinstance(name, str) else None
-    if module is None:
+    if not isinstance(name, str) or name not in _R4B_MODULES:
         return False
-    cls = getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), name)
+    cls = getattr(importlib.import_module(f"fhir.resources.R4B.{_R4B_MODULES[name]}"), name)
     try:
         cls.model_validate(resource)
-    except Exception:  # pydantic ValidationError, or fhir-core's own ValueError/TypeError
+    except (
+        ValidationError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+    ):  # fhir-core raises the latter too
         return False
     return True
 
@@ -397,7 +429,7 @@ def _other_patient(r: _Resource, patient_id: str | None) -> bool:
     if not patient_id or not ref:
         return False
     m = _PATIENT_REF.search(ref)
-    return bool(m) and m.group(1) != patient_id
+    return m is not None and m.group(1) != patient_id
 
 
 _MEDICATION_REF = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
@@ -467,7 +499,9 @@ class _Context:
         self.acc = _Acc()
 
 
-_OBSERVATION_CODES = terms.NATALIZUMAB_ANTIBODY_CODES | terms.LYMPHOCYTE_ABSOLUTE_CODES | terms.LYMPHOCYTE_PERCENT_CODES
+_OBSERVATION_CODES = (
+    terms.NATALIZUMAB_ANTIBODY_CODES | terms.LYMPHOCYTE_ABSOLUTE_CODES | terms.LYMPHOCYTE_PERCENT_CODES
+)
 _OBSERVATION_WORDS = re.compile(r"natalizumab|tysabri|tyruko|lymphocyte", re.IGNORECASE)
 
 
@@ -475,8 +509,11 @@ def _observation_kind(
     codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
 ) -> str | None:
     """'antibody', 'level', 'lymphocytes' or None (most laboratory results: rejected fast)."""
-    if not (_OBSERVATION_WORDS.search(text) or terms.codes_match(codes, _OBSERVATION_CODES)
-            or (level_codes and terms.codes_match(codes, level_codes))):
+    if not (
+        _OBSERVATION_WORDS.search(text)
+        or terms.codes_match(codes, _OBSERVATION_CODES)
+        or (level_codes and terms.codes_match(codes, level_codes))
+    ):
         return None
     if terms.codes_match(codes, terms.NATALIZUMAB_ANTIBODY_CODES):
         return "antibody"
@@ -526,8 +563,13 @@ def _observation(o: _Observation, ctx: _Context) -> None:
     if kind is None:
         return
     period = o.effectivePeriod
-    when = _when(o.effectiveDateTime, period.start if period else None, period.end if period else None,
-                 o.effectiveInstant, o.issued)
+    when = _when(
+        o.effectiveDateTime,
+        period.start if period else None,
+        period.end if period else None,
+        o.effectiveInstant,
+        o.issued,
+    )
     if when is not None and when[0] < ctx.now - MAX_OBSERVATION_AGE:
         return  # outside the 730-day window
     src = _source(o, "Observation")
@@ -600,14 +642,18 @@ def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> 
     kind = "natalizumab antibody result"
     if positive is None:
         if o.status not in ("registered", "preliminary") or reported:
-            ctx.acc.unusable.append(UnusableValue(kind, "result is neither positive nor negative", reported, at, src))
+            ctx.acc.unusable.append(
+                UnusableValue(kind, "result is neither positive nor negative", reported, at, src)
+            )
     elif at is None:
         ctx.acc.unusable.append(UnusableValue(kind, "no test date", reported, None, src))
     else:
         ctx.acc.antibodies.append(AntibodyResult(positive, at, src))
 
 
-def _lymphocytes(o: _Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: _Context) -> None:
+def _lymphocytes(
+    o: _Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: _Context
+) -> None:
     lk = terms.lymphocyte_kind(codes, text)
     num = _numeric(o)
     kind = "lymphocyte count"
@@ -618,7 +664,9 @@ def _lymphocytes(o: _Observation, codes: Any, text: str, at: datetime | None, sr
     value, comparator, unit, reported_unit = num
     reported = _reported(value, comparator, reported_unit)
     if lk == "percent" or terms.is_percent_unit(unit):
-        ctx.acc.unusable.append(UnusableValue(kind, "a percentage is not an absolute count", reported, at, src))
+        ctx.acc.unusable.append(
+            UnusableValue(kind, "a percentage is not an absolute count", reported, at, src)
+        )
         return
     converted = terms.to_10e9_per_l(value, unit) if unit else None
     if converted is None:
@@ -644,8 +692,11 @@ def _lymphocytes(o: _Observation, codes: Any, text: str, at: datetime | None, sr
 def _plasma_volumes_from(extensions: list[_Extension], texts: Iterable[str | None]) -> float | None:
     for ext in extensions:
         if "plasma" in ext.url.lower() and "volume" in ext.url.lower():
-            value = ext.valueDecimal if ext.valueDecimal is not None else (
-                ext.valueQuantity.value if ext.valueQuantity else None)
+            value = (
+                ext.valueDecimal
+                if ext.valueDecimal is not None
+                else (ext.valueQuantity.value if ext.valueQuantity else None)
+            )
             if value is not None and 0 < value <= 5:
                 return float(value)
             if ext.valueString and (pv := terms.plasma_volumes([ext.valueString + " plasma volumes"])):
@@ -663,7 +714,9 @@ def _procedure(p: _Procedure, ctx: _Context) -> None:
     src = _source(p, "Procedure")
     when = _when(p.performedDateTime, p.performedPeriod.start if p.performedPeriod else None)
     if when is None:
-        ctx.acc.unusable.append(UnusableValue("PLEX procedure", "no date performed", _label(p.code), None, src))
+        ctx.acc.unusable.append(
+            UnusableValue("PLEX procedure", "no date performed", _label(p.code), None, src)
+        )
         return
     volumes = _plasma_volumes_from(p.extension, [*(n.text for n in p.note), *texts])
     ctx.acc.sessions.append(PlexSession(when[0], modality, volumes, src))  # type: ignore[arg-type]
@@ -724,7 +777,11 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> 
     codes, label, text = _medication_concept(m, ctx)
     ingredient = drugs.identify(codes, text or label)
     if isinstance(m, _MedicationStatement):
-        rtype, active, given = "MedicationStatement", m.status in _STATEMENT_ACTIVE, m.status in _STATEMENT_GIVEN
+        rtype, active, given = (
+            "MedicationStatement",
+            m.status in _STATEMENT_ACTIVE,
+            m.status in _STATEMENT_GIVEN,
+        )
         p = m.effectivePeriod
         # a dose date only: effectivePeriod.start is the first dose and dateAsserted when it was recorded
         when = _when(m.effectiveDateTime, p.end if p else None)
@@ -763,16 +820,18 @@ def _condition(c: _Condition, ctx: _Context) -> None:
         descriptions.extend(d.display for d in ev.detail if d.display)
     onset = _when(c.onsetDateTime, c.onsetPeriod.start if c.onsetPeriod else None)
     clinical = {code for _, code in _codings(c.clinicalStatus)}
-    ctx.acc.conditions.append(ConditionFact(
-        kind,  # type: ignore[arg-type]
-        _label(c.code),
-        codes,
-        tuple(body_site_codes),
-        tuple(dict.fromkeys(d for d in descriptions if d.strip())),
-        onset[0] if onset else None,
-        not (clinical & _CONDITION_INACTIVE),
-        _source(c, "Condition"),
-    ))
+    ctx.acc.conditions.append(
+        ConditionFact(
+            kind,  # type: ignore[arg-type]
+            _label(c.code),
+            codes,
+            tuple(body_site_codes),
+            tuple(dict.fromkeys(d for d in descriptions if d.strip())),
+            onset[0] if onset else None,
+            not (clinical & _CONDITION_INACTIVE),
+            _source(c, "Condition"),
+        )
+    )
 
 
 _HANDLERS: dict[type, Any] = {
@@ -867,14 +926,23 @@ _VOLUME_UNITS = re.compile(r"^(m|d|c|u)?l$", re.IGNORECASE)
 def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     ordered: int | None = None
     q = sr.quantityQuantity
-    if q is not None and q.value is not None and 0 < q.value <= 100 and float(q.value).is_integer():
-        if not _VOLUME_UNITS.match((q.code or q.unit or "").strip()):
-            ordered = int(q.value)
+    if (
+        q is not None
+        and q.value is not None
+        and 0 < q.value <= 100
+        and float(q.value).is_integer()
+        and not _VOLUME_UNITS.match((q.code or q.unit or "").strip())
+    ):
+        ordered = int(q.value)
     timing = sr.occurrenceTiming
     repeat = timing.repeat if timing else None
     if ordered is None and repeat is not None and repeat.count:
         ordered = repeat.count
-    texts = [*(n.text for n in sr.note), sr.patientInstruction, *(t for cc in sr.orderDetail for t in _texts(cc))]
+    texts = [
+        *(n.text for n in sr.note),
+        sr.patientInstruction,
+        *(t for cc in sr.orderDetail for t in _texts(cc)),
+    ]
     interval = terms.interval_days(repeat.frequency, repeat.period, repeat.periodUnit) if repeat else None
     if interval is None and timing is not None and timing.code is not None:
         interval = terms.interval_from_text(" ".join(_texts(timing.code)))
@@ -937,7 +1005,9 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Any) 
         if not r4b_valid(resource):
             log.warning("draft ServiceRequest skipped: not valid FHIR R4B")
             continue
-        orders.append(PlexOrder(reference, _plan(sr, modality), _label(sr.code) or "plasma exchange", resource))
+        orders.append(
+            PlexOrder(reference, _plan(sr, modality), _label(sr.code) or "plasma exchange", resource)
+        )
     return orders
 
 
@@ -1026,7 +1096,11 @@ def same_base(url: str, base: str) -> bool:
     if not u.hostname or u.hostname != b.hostname or u_port != b_port or u.username or u.password:
         return False
     segments = u.path.split("/")
-    if ".." in segments or "." in segments or posixpath.normpath(u.path or "/") != (u.path.rstrip("/") or "/"):
+    if (
+        ".." in segments
+        or "." in segments
+        or posixpath.normpath(u.path or "/") != (u.path.rstrip("/") or "/")
+    ):
         return False
     base_path = b.path.rstrip("/")
     return u.path.rstrip("/") == base_path or u.path.startswith(base_path + "/")
@@ -1035,8 +1109,13 @@ def same_base(url: str, base: str) -> bool:
 def _key_resources(key: str, resources: list[Any]) -> list[Any]:
     """Keep the resource types a key asks for (and malformed entries, to be counted)."""
     wanted = _KEY_TYPES[key]
-    return [r for r in resources if not isinstance(r, dict) or r.get("resourceType") in wanted
-            or not isinstance(r.get("resourceType"), str)]
+    return [
+        r
+        for r in resources
+        if not isinstance(r, dict)
+        or r.get("resourceType") in wanted
+        or not isinstance(r.get("resourceType"), str)
+    ]
 
 
 class FhirReader:
@@ -1048,7 +1127,9 @@ class FhirReader:
         self._clock = time.monotonic  # tests may replace it to age the cache
         ttl = int(getattr(settings, "cache_ttl_s", 0) or 0)
         self._cache: TTLCache[tuple[str, str, str], tuple[float, list[Any]]] | None = (
-            TTLCache(maxsize=settings.cache_max_entries, ttl=ttl, timer=lambda: self._clock()) if ttl > 0 else None
+            TTLCache(maxsize=settings.cache_max_entries, ttl=ttl, timer=lambda: self._clock())
+            if ttl > 0
+            else None
         )
         self._inflight: dict[tuple[str, str, str], asyncio.Future[_Fetched]] = {}
         import fhir.resources.R4B.servicerequest  # noqa: F401  (warm: draft orders are R4B-validated)
@@ -1114,7 +1195,9 @@ class FhirReader:
             continuation = sources.get(key) == "prefetch"
             if fetched.error is not None:
                 if continuation:
-                    problems.append(f"{label}: only the first prefetched page could be read ({fetched.error})")
+                    problems.append(
+                        f"{label}: only the first prefetched page could be read ({fetched.error})"
+                    )
                 else:
                     sources[key] = "error"
                     problems.append(f"{label} could not be read from the FHIR server ({fetched.error})")
@@ -1178,8 +1261,14 @@ class FhirReader:
         return out
 
     async def _cached_search(
-        self, base: str, query: str, key: str, token: str | None, ttl: float,
-        semaphore: asyncio.Semaphore, deadline: float,
+        self,
+        base: str,
+        query: str,
+        key: str,
+        token: str | None,
+        ttl: float,
+        semaphore: asyncio.Semaphore,
+        deadline: float,
     ) -> _Fetched:
         url = f"{base}/{query}"
         if self._cache is None or ttl <= 0:
@@ -1209,7 +1298,13 @@ class FhirReader:
         return fetched
 
     async def _search(
-        self, url: str, key: str, token: str | None, semaphore: asyncio.Semaphore, deadline: float, base: str,
+        self,
+        url: str,
+        key: str,
+        token: str | None,
+        semaphore: asyncio.Semaphore,
+        deadline: float,
+        base: str,
     ) -> _Fetched:
         resources: list[Any] = []
         max_pages = self._settings.fhir_max_pages
@@ -1217,7 +1312,9 @@ class FhirReader:
         next_url: str | None = url
         while next_url is not None:
             if pages >= max_pages:
-                return _Fetched(resources, note=f"more than {max_pages} pages; only the first {max_pages} were read")
+                return _Fetched(
+                    resources, note=f"more than {max_pages} pages; only the first {max_pages} were read"
+                )
             try:
                 body = await self._page(next_url, key, token, semaphore, deadline)
             except _Unreadable as exc:
@@ -1231,8 +1328,11 @@ class FhirReader:
             elif rtype in _KEY_TYPES[key] and pages == 1:
                 return _Fetched([body])
             else:
-                reason = "the server answered with an OperationOutcome" if rtype == "OperationOutcome" \
+                reason = (
+                    "the server answered with an OperationOutcome"
+                    if rtype == "OperationOutcome"
                     else "unexpected response"
+                )
                 if pages == 1:
                     return _Fetched([], error=reason)
                 return _Fetched(resources, note=f"later pages could not be read ({reason})")
@@ -1240,7 +1340,9 @@ class FhirReader:
             if next_url is not None:
                 next_url = urljoin(base + "/", next_url)
                 if not same_base(next_url, base):
-                    return _Fetched(resources, note="a next-page link outside the FHIR server was not followed")
+                    return _Fetched(
+                        resources, note="a next-page link outside the FHIR server was not followed"
+                    )
         return _Fetched(resources)
 
     async def _page(
@@ -1265,7 +1367,7 @@ class FhirReader:
             except asyncio.CancelledError:  # the overall deadline ended the read
                 status[0], error = "deadline", "timeout"
                 raise
-            except (asyncio.TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, httpx.TimeoutException):
                 status[0] = "timeout"
                 error = "timeout"
                 raise _Unreadable("timeout", "timeout") from None
@@ -1275,11 +1377,17 @@ class FhirReader:
                 raise _Unreadable("connection failed", "connect") from None
             finally:
                 seconds = time.monotonic() - started
-                log.info("fhir read type=%s status=%s ms=%.0f cache=miss", _resource_type(key), status[0],
-                         seconds * 1000)
+                log.info(
+                    "fhir read type=%s status=%s ms=%.0f cache=miss",
+                    _resource_type(key),
+                    status[0],
+                    seconds * 1000,
+                )
                 metrics.observe_fhir_fetch(_resource_type(key), seconds, error)
 
-    async def _get(self, url: str, headers: dict[str, str], limit: float, status: list[str]) -> dict[str, Any]:
+    async def _get(
+        self, url: str, headers: dict[str, str], limit: float, status: list[str]
+    ) -> dict[str, Any]:
         cap = int(self._settings.fhir_max_response_bytes)
         request = self._http.build_request("GET", url, headers=headers, timeout=httpx.Timeout(limit))
         response = await self._http.send(request, stream=True, follow_redirects=False)
@@ -1315,4 +1423,4 @@ _ABSENT: Any = object()
 
 
 def _resource_type(key: str) -> str:
-    return sorted(_KEY_TYPES[key] - {"Medication"})[0]
+    return min(_KEY_TYPES[key] - {"Medication"})

@@ -34,7 +34,9 @@ _PLEX_CODES: frozenset[Coding] = frozenset(
 )
 _IA_CODES: frozenset[Coding] = frozenset({(s, c) for s in CPT_SYSTEMS for c in ("36516", "36515")})
 
-LYMPHOCYTE_ABSOLUTE_CODES: frozenset[Coding] = frozenset({(LOINC, "731-0"), (LOINC, "26474-7"), (LOINC, "732-8")})
+LYMPHOCYTE_ABSOLUTE_CODES: frozenset[Coding] = frozenset(
+    {(LOINC, "731-0"), (LOINC, "26474-7"), (LOINC, "732-8")}
+)
 LYMPHOCYTE_PERCENT_CODES: frozenset[Coding] = frozenset({(LOINC, "26478-8")})
 NATALIZUMAB_ANTIBODY_CODES: frozenset[Coding] = frozenset({(LOINC, "58012-6")})
 
@@ -123,9 +125,7 @@ def is_natalizumab_antibody(codes: tuple[Coding, ...], text: str) -> bool:
     if codes_match(codes, NATALIZUMAB_ANTIBODY_CODES):
         return True
     lower = text.lower()
-    return "anti-natalizumab" in lower or (
-        bool(_NATALIZUMAB_TEXT.search(text)) and "antibod" in lower
-    )
+    return "anti-natalizumab" in lower or (bool(_NATALIZUMAB_TEXT.search(text)) and "antibod" in lower)
 
 
 def lymphocyte_kind(codes: tuple[Coding, ...], text: str) -> str | None:
@@ -152,10 +152,35 @@ def condition_kind(codes: tuple[Coding, ...], text: str) -> str:
     return "other"
 
 
-_POSITIVE = {"pos", "positive", "detected", "reactive", "present", "a", "h", "hh", "aa", "det",
-             "10828004", "260373001", "52101004"}
-_NEGATIVE = {"neg", "negative", "not detected", "non-reactive", "nonreactive", "absent", "undetected",
-             "n", "nd", "260385009", "260415000", "2667000"}
+_POSITIVE = {
+    "pos",
+    "positive",
+    "detected",
+    "reactive",
+    "present",
+    "a",
+    "h",
+    "hh",
+    "aa",
+    "det",
+    "10828004",
+    "260373001",
+    "52101004",
+}
+_NEGATIVE = {
+    "neg",
+    "negative",
+    "not detected",
+    "non-reactive",
+    "nonreactive",
+    "absent",
+    "undetected",
+    "n",
+    "nd",
+    "260385009",
+    "260415000",
+    "2667000",
+}
 
 
 def qualitative(word: str | None) -> bool | None:
@@ -184,7 +209,6 @@ def _strip_annotations(unit: str) -> str:
 
 def _norm_unit(unit: str) -> str:
     return _strip_annotations(unit).replace(" ", "").lower()
-
 
 
 def to_ug_per_ml(value: float, unit: str) -> float | None:

@@ -32,7 +32,9 @@ def _r4b(resource: dict[str, Any]) -> Any:
 def _prefetch_resources() -> list[dict[str, Any]]:
     out = []
     for value in realistic_prefetch().values():
-        out.extend(e["resource"] for e in value["entry"]) if value["resourceType"] == "Bundle" else out.append(value)
+        out.extend(e["resource"] for e in value["entry"]) if value[
+            "resourceType"
+        ] == "Bundle" else out.append(value)
     return out
 
 
@@ -68,7 +70,9 @@ def _same(slim: Any, r4b: Any, path: str) -> None:
     elif isinstance(slim, bool):
         assert r4b is slim, path
     elif isinstance(slim, (int, float)):
-        assert isinstance(r4b, (int, float, Decimal)) and float(r4b) == float(slim), f"{path}: {slim} != {r4b}"
+        assert isinstance(r4b, (int, float, Decimal)) and float(r4b) == float(slim), (
+            f"{path}: {slim} != {r4b}"
+        )
     elif isinstance(r4b, datetime):
         parsed = parse_fhir_datetime(slim)
         assert parsed is not None and parsed[0] == r4b.astimezone(UTC), f"{path}: {slim} != {r4b}"
@@ -95,13 +99,22 @@ def test_strict_and_slim_give_the_same_facts_for_the_realistic_prefetch() -> Non
     assert strict == slim
     assert slim.skipped == 0 and slim.other_patient == 0
     facts = slim.facts
-    assert (len(facts.levels), len(facts.sessions), len(facts.doses), len(facts.antibodies),
-            len(facts.medications), len(facts.lymphocytes), len(facts.conditions), len(facts.unusable)) == (
-        4, 3, 2, 1, 4, 2, 2, 2)
+    assert (
+        len(facts.levels),
+        len(facts.sessions),
+        len(facts.doses),
+        len(facts.antibodies),
+        len(facts.medications),
+        len(facts.lymphocytes),
+        len(facts.conditions),
+        len(facts.unusable),
+    ) == (4, 3, 2, 1, 4, 2, 2, 2)
 
 
 @pytest.mark.parametrize("case", _demo(), ids=lambda c: c[0])
-def test_strict_and_slim_agree_on_every_demo_patient(case: tuple[str, list[dict[str, Any]], dict[str, Any]]) -> None:
+def test_strict_and_slim_agree_on_every_demo_patient(
+    case: tuple[str, list[dict[str, Any]], dict[str, Any]],
+) -> None:
     pid, resources, order = case
     slim = fhir_io.parse_resources(resources, Settings(), patient_id=pid, now=NOW)
     strict = fhir_io.parse_resources(resources, Settings(strict_fhir=True), patient_id=pid, now=NOW)
@@ -109,4 +122,5 @@ def test_strict_and_slim_agree_on_every_demo_patient(case: tuple[str, list[dict[
     assert slim.skipped == 0 and slim.other_patient == 0
     draft = {"resourceType": "Bundle", "entry": [{"resource": order}]}
     assert fhir_io.plex_orders(draft, None, Settings()) == fhir_io.plex_orders(
-        draft, None, Settings(strict_fhir=True))
+        draft, None, Settings(strict_fhir=True)
+    )

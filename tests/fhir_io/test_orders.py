@@ -14,10 +14,16 @@ from cds.settings import Settings
 S = Settings()
 
 
-def sr(sid: str | None = "sr1", code: dict[str, Any] | None = None, status: str = "draft", **extra: Any) -> dict[str, Any]:
-    r: dict[str, Any] = {"resourceType": "ServiceRequest", "status": status, "intent": "order",
-                         "subject": {"reference": "Patient/pat-1"},
-                         "code": code if code is not None else {"text": "Plasma exchange"}}
+def sr(
+    sid: str | None = "sr1", code: dict[str, Any] | None = None, status: str = "draft", **extra: Any
+) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/pat-1"},
+        "code": code if code is not None else {"text": "Plasma exchange"},
+    }
     if sid is not None:
         r["id"] = sid
     r.update(extra)
@@ -31,8 +37,17 @@ def draft(*resources: dict[str, Any], with_type: bool = True) -> dict[str, Any]:
     return b
 
 
-@pytest.mark.parametrize("bad", [None, [], "Bundle", {"resourceType": "Parameters"}, {"entry": []},
-                                 {"resourceType": "Bundle", "entry": {"resource": {}}}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        "Bundle",
+        {"resourceType": "Parameters"},
+        {"entry": []},
+        {"resourceType": "Bundle", "entry": {"resource": {}}},
+    ],
+)
 def test_draft_orders_must_be_a_bundle(bad: Any) -> None:
     with pytest.raises(BadHookRequest):
         plex_orders(bad, None, S)
@@ -98,8 +113,12 @@ def test_configured_codes_extend_the_list() -> None:
 
 
 def test_selections_pick_orders_for_order_select() -> None:
-    bundle = draft(sr("a"), sr("b"), sr("c", code={"text": "MRI"}),
-                   {"resourceType": "MedicationRequest", "id": "m", "status": "draft", "intent": "order"})
+    bundle = draft(
+        sr("a"),
+        sr("b"),
+        sr("c", code={"text": "MRI"}),
+        {"resourceType": "MedicationRequest", "id": "m", "status": "draft", "intent": "order"},
+    )
     assert [o.reference for o in plex_orders(bundle, ["ServiceRequest/b"], S)] == ["ServiceRequest/b"]
     assert plex_orders(bundle, ["ServiceRequest/c", "MedicationRequest/m"], S) == []
     assert plex_orders(bundle, [], S) == []
@@ -124,10 +143,19 @@ def test_order_without_id_counts_for_order_sign_only() -> None:
 
 
 def test_plan_from_quantity_and_timing() -> None:
-    order = sr(quantityQuantity={"value": 5, "unit": "sessions"},
-               occurrenceTiming={"repeat": {"count": 7, "frequency": 1, "period": 2, "periodUnit": "d",
-                                            "boundsPeriod": {"start": "2025-03-11T08:00:00Z"}}},
-               note=[{"text": "1.0 plasma volume per exchange"}])
+    order = sr(
+        quantityQuantity={"value": 5, "unit": "sessions"},
+        occurrenceTiming={
+            "repeat": {
+                "count": 7,
+                "frequency": 1,
+                "period": 2,
+                "periodUnit": "d",
+                "boundsPeriod": {"start": "2025-03-11T08:00:00Z"},
+            }
+        },
+        note=[{"text": "1.0 plasma volume per exchange"}],
+    )
     (o,) = plex_orders(draft(order), None, S)
     assert o.plan.ordered_sessions == 5
     assert o.plan.interval_days == 2.0
@@ -137,8 +165,11 @@ def test_plan_from_quantity_and_timing() -> None:
 
 
 def test_plan_from_repeat_count_and_defaults() -> None:
-    (o,) = plex_orders(draft(sr(occurrenceTiming={"repeat": {"count": 6, "frequency": 3, "period": 1,
-                                                              "periodUnit": "wk"}})), None, S)
+    (o,) = plex_orders(
+        draft(sr(occurrenceTiming={"repeat": {"count": 6, "frequency": 3, "period": 1, "periodUnit": "wk"}})),
+        None,
+        S,
+    )
     assert o.plan.ordered_sessions == 6
     assert o.plan.interval_days == pytest.approx(7 / 3)
     assert o.plan.plasma_volumes_per_session == 1.5
@@ -149,8 +180,9 @@ def test_plan_from_repeat_count_and_defaults() -> None:
 def test_plan_first_session_from_datetime_period_or_events() -> None:
     (a,) = plex_orders(draft(sr(occurrenceDateTime="2025-03-12")), None, S)
     (b,) = plex_orders(draft(sr(occurrencePeriod={"start": "2025-03-13T09:00:00+01:00"})), None, S)
-    (c,) = plex_orders(draft(sr(occurrenceTiming={"event": ["2025-03-16T08:00:00Z", "2025-03-14T08:00:00Z"]})),
-                       None, S)
+    (c,) = plex_orders(
+        draft(sr(occurrenceTiming={"event": ["2025-03-16T08:00:00Z", "2025-03-14T08:00:00Z"]})), None, S
+    )
     assert a.plan.first_session_at == datetime(2025, 3, 12, tzinfo=UTC)
     assert b.plan.first_session_at == datetime(2025, 3, 13, 8, tzinfo=UTC)
     assert c.plan.first_session_at == datetime(2025, 3, 14, 8, tzinfo=UTC)

@@ -20,14 +20,32 @@ from tests.fhir_io.fixtures import PATIENT, bundle, realistic_prefetch
 
 BASE = "https://ehr.example/fhir"
 TOKEN = "tok-secret-123"
-KEYS = ("patient", "labs", "lymphocytes", "medicationStatements", "medicationRequests", "conditions", "procedures")
-TYPE_KEY = {"Observation": None, "MedicationStatement": "medicationStatements",
-            "MedicationRequest": "medicationRequests", "Condition": "conditions", "Procedure": "procedures"}
+KEYS = (
+    "patient",
+    "labs",
+    "lymphocytes",
+    "medicationStatements",
+    "medicationRequests",
+    "conditions",
+    "procedures",
+)
+TYPE_KEY = {
+    "Observation": None,
+    "MedicationStatement": "medicationStatements",
+    "MedicationRequest": "medicationRequests",
+    "Condition": "conditions",
+    "Procedure": "procedures",
+}
 
 
 def settings(**kw: Any) -> Settings:
-    base = dict(fhir_timeout_s=0.5, fhir_deadline_s=0.8, cache_ttl_s=60, fhir_max_pages=3,
-                fhir_max_response_bytes=64 * 1024)
+    base = {
+        "fhir_timeout_s": 0.5,
+        "fhir_deadline_s": 0.8,
+        "cache_ttl_s": 60,
+        "fhir_max_pages": 3,
+        "fhir_max_response_bytes": 64 * 1024,
+    }
     base.update(kw)
     return Settings(**base)
 
@@ -71,9 +89,15 @@ def fake() -> FakeFhir:
     return FakeFhir()
 
 
-async def load(fake: FakeFhir, prefetch: dict[str, Any] | None, s: Settings | None = None,
-               token: str | None = TOKEN, server: str | None = BASE, expires_in: int | None = 300,
-               reader: FhirReader | None = None) -> Any:
+async def load(
+    fake: FakeFhir,
+    prefetch: dict[str, Any] | None,
+    s: Settings | None = None,
+    token: str | None = TOKEN,
+    server: str | None = BASE,
+    expires_in: int | None = 300,
+    reader: FhirReader | None = None,
+) -> Any:
     async with fake.client() as http:
         r = reader or FhirReader(http, s or settings())
         if reader is not None:
@@ -94,14 +118,26 @@ async def test_full_prefetch_makes_no_fhir_calls(fake: FakeFhir) -> None:
 
 
 @pytest.mark.parametrize("key", KEYS[1:])
-@pytest.mark.parametrize("case", ["absent", "operation-outcome", "wrong-type-list", "wrong-type-string",
-                                  "wrong-resource", "bad-entry-field"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "absent",
+        "operation-outcome",
+        "wrong-type-list",
+        "wrong-type-string",
+        "wrong-resource",
+        "bad-entry-field",
+    ],
+)
 async def test_unusable_prefetch_key_is_fetched(fake: FakeFhir, key: str, case: str) -> None:
     prefetch = now_data()
     if case == "absent":
         del prefetch[key]
     elif case == "operation-outcome":
-        prefetch[key] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+        prefetch[key] = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "timeout"}],
+        }
     elif case == "wrong-type-list":
         prefetch[key] = [prefetch[key]]
     elif case == "wrong-type-string":
@@ -138,8 +174,14 @@ async def test_empty_bundle_means_no_data(fake: FakeFhir) -> None:
 async def test_missing_prefetch_field_fetches_everything(fake: FakeFhir, prefetch: Any) -> None:
     result = await load(fake, prefetch)
     paths = sorted(r.url.path.rsplit("/", 1)[-1] for r in fake.requests)
-    assert paths == ["Condition", "MedicationRequest", "MedicationStatement", "Observation", "Observation",
-                     "Procedure"]
+    assert paths == [
+        "Condition",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Observation",
+        "Procedure",
+    ]
     assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in fake.requests)
     assert {k: v for k, v in result.sources.items() if k != "patient"} == {k: "fhir" for k in KEYS[1:]}
     assert result.sources["patient"] == "missing"
@@ -176,8 +218,9 @@ async def test_open_server_only_when_allowed(fake: FakeFhir) -> None:
 
 
 @pytest.mark.parametrize("token,server", [(None, None), (TOKEN, None), (None, BASE)])
-async def test_412_when_neither_medications_nor_labs_can_be_had(fake: FakeFhir, token: str | None,
-                                                                server: str | None) -> None:
+async def test_412_when_neither_medications_nor_labs_can_be_had(
+    fake: FakeFhir, token: str | None, server: str | None
+) -> None:
     with pytest.raises(DataUnavailable):
         await load(fake, None, token=token, server=server)
     assert fake.requests == []
@@ -204,10 +247,20 @@ async def test_prefetched_patient_of_another_patient_is_named(fake: FakeFhir) ->
 
 async def test_malformed_entries_are_counted_and_named(fake: FakeFhir) -> None:
     prefetch = now_data()
-    prefetch["labs"]["entry"].append({"resource": {"resourceType": "Observation", "id": "x", "status": "final",
-                                                   "code": {"text": "natalizumab"}, "valueQuantity": {"value": "9"}}})
-    prefetch["labs"]["entry"].append({"search": {"mode": "outcome"},
-                                      "resource": {"resourceType": "OperationOutcome", "issue": []}})
+    prefetch["labs"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "x",
+                "status": "final",
+                "code": {"text": "natalizumab"},
+                "valueQuantity": {"value": "9"},
+            }
+        }
+    )
+    prefetch["labs"]["entry"].append(
+        {"search": {"mode": "outcome"}, "resource": {"resourceType": "OperationOutcome", "issue": []}}
+    )
     result = await load(fake, prefetch)
     assert result.skipped == 1
     assert "1 malformed entries were skipped" in result.problems
@@ -232,9 +285,14 @@ def only_missing(key: str = "medicationStatements") -> dict[str, Any]:
         (httpx.Response(200, text="{not json"), "invalid JSON"),
         (httpx.Response(200, text="<html>login</html>"), "invalid JSON"),
         (httpx.Response(200, json=[1, 2]), "unexpected response"),
-        (httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []}),
-         "the server answered with an OperationOutcome"),
-        (httpx.Response(302, headers={"Location": "https://evil.example/steal"}), "redirect not followed, HTTP 302"),
+        (
+            httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []}),
+            "the server answered with an OperationOutcome",
+        ),
+        (
+            httpx.Response(302, headers={"Location": "https://evil.example/steal"}),
+            "redirect not followed, HTTP 302",
+        ),
     ],
 )
 async def test_failed_key_becomes_a_problem(fake: FakeFhir, response: httpx.Response, reason: str) -> None:
@@ -251,7 +309,9 @@ async def test_connection_error_becomes_a_problem(fake: FakeFhir) -> None:
 
     fake.override = refuse
     result = await load(fake, only_missing())
-    assert result.problems == ("medication statements could not be read from the FHIR server (connection failed)",)
+    assert result.problems == (
+        "medication statements could not be read from the FHIR server (connection failed)",
+    )
 
 
 async def test_everything_failing_is_412(fake: FakeFhir) -> None:
@@ -282,8 +342,11 @@ async def test_overall_deadline_is_respected_with_many_slow_keys(fake: FakeFhir)
     fake.override = slow_endless
     started = time.monotonic()
     with pytest.raises(DataUnavailable):
-        await load(fake, None, s=settings(fhir_timeout_s=0.2, fhir_deadline_s=0.4, fhir_max_pages=50,
-                                          fhir_max_concurrency=2))
+        await load(
+            fake,
+            None,
+            s=settings(fhir_timeout_s=0.2, fhir_deadline_s=0.4, fhir_max_pages=50, fhir_max_concurrency=2),
+        )
     assert time.monotonic() - started < 0.6
 
 
@@ -313,15 +376,20 @@ async def test_huge_body_is_not_read_past_the_cap(fake: FakeFhir) -> None:
 
     fake.override = lambda request: httpx.Response(200, content=body())
     result = await load(fake, only_missing())
-    assert result.problems == ("medication statements could not be read from the FHIR server (response too large)",)
+    assert result.problems == (
+        "medication statements could not be read from the FHIR server (response too large)",
+    )
     assert chunks_sent < 200
 
 
 async def test_declared_huge_body_is_refused_before_reading(fake: FakeFhir) -> None:
     fake.override = lambda request: httpx.Response(
-        200, headers={"Content-Length": str(50 * 1024 * 1024)}, content=b"{}")
+        200, headers={"Content-Length": str(50 * 1024 * 1024)}, content=b"{}"
+    )
     result = await load(fake, only_missing())
-    assert result.problems == ("medication statements could not be read from the FHIR server (response too large)",)
+    assert result.problems == (
+        "medication statements could not be read from the FHIR server (response too large)",
+    )
 
 
 # ---------------------------------------------------------------- paging and token safety
@@ -342,7 +410,11 @@ def paged(fake: FakeFhir, pages: list[dict[str, Any]]) -> None:
 async def test_next_links_are_followed_on_the_same_server(fake: FakeFhir) -> None:
     entries = now_data()["medicationStatements"]["entry"]
     pages = [
-        {"resourceType": "Bundle", "entry": [entries[0]], "link": [{"relation": "next", "url": f"{BASE}?page=1"}]},
+        {
+            "resourceType": "Bundle",
+            "entry": [entries[0]],
+            "link": [{"relation": "next", "url": f"{BASE}?page=1"}],
+        },
         {"resourceType": "Bundle", "entry": [entries[1]], "link": [{"relation": "next", "url": "?page=2"}]},
         {"resourceType": "Bundle", "entry": [entries[2]]},
     ]
@@ -351,13 +423,19 @@ async def test_next_links_are_followed_on_the_same_server(fake: FakeFhir) -> Non
     assert len(fake.requests) == 3
     assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in fake.requests)
     assert {m.source for m in result.facts.medications if m.source.startswith("MedicationStatement")} == {
-        "MedicationStatement/ms-ntz", "MedicationStatement/ms-fingo", "MedicationStatement/ms-dmf"}
+        "MedicationStatement/ms-ntz",
+        "MedicationStatement/ms-fingo",
+        "MedicationStatement/ms-dmf",
+    }
     assert result.problems == ()
 
 
 async def test_endless_next_links_stop_at_the_page_cap(fake: FakeFhir) -> None:
-    fake.override = lambda request: (httpx.Response(200, json=bundle(next_url=f"{BASE}/MedicationStatement?page=x"))
-                                     if request.url.path.endswith("/MedicationStatement") else None)
+    fake.override = lambda request: (
+        httpx.Response(200, json=bundle(next_url=f"{BASE}/MedicationStatement?page=x"))
+        if request.url.path.endswith("/MedicationStatement")
+        else None
+    )
     result = await load(fake, only_missing(), s=settings(fhir_max_pages=4))
     assert len(fake.requests) == 4
     assert result.sources["medicationStatements"] == "fhir"
@@ -379,18 +457,26 @@ async def test_endless_next_links_stop_at_the_page_cap(fake: FakeFhir) -> None:
 )
 async def test_next_link_elsewhere_is_never_requested(fake: FakeFhir, next_url: str) -> None:
     entries = now_data()["medicationStatements"]["entry"]
-    paged(fake, [{"resourceType": "Bundle", "entry": entries, "link": [{"relation": "next", "url": next_url}]}])
+    paged(
+        fake, [{"resourceType": "Bundle", "entry": entries, "link": [{"relation": "next", "url": next_url}]}]
+    )
     result = await load(fake, only_missing())
     assert [(r.url.host, r.url.path) for r in fake.requests] == [("ehr.example", "/fhir/MedicationStatement")]
-    assert result.problems == ("medication statements: a next-page link outside the FHIR server was not followed",)
+    assert result.problems == (
+        "medication statements: a next-page link outside the FHIR server was not followed",
+    )
     assert len([m for m in result.facts.medications if m.source.startswith("MedicationStatement")]) == 3
 
 
 async def test_prefetched_bundle_next_link_is_followed_with_the_token(fake: FakeFhir) -> None:
     prefetch = now_data()
     entries = prefetch["medicationStatements"]["entry"]
-    prefetch["medicationStatements"] = {"resourceType": "Bundle", "type": "searchset", "entry": entries[:1],
-                                        "link": [{"relation": "next", "url": f"{BASE}?page=1"}]}
+    prefetch["medicationStatements"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": entries[:1],
+        "link": [{"relation": "next", "url": f"{BASE}?page=1"}],
+    }
     paged(fake, [{}, {"resourceType": "Bundle", "entry": entries[1:]}])
     result = await load(fake, prefetch)
     assert len(fake.requests) == 1 and fake.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
@@ -400,7 +486,9 @@ async def test_prefetched_bundle_next_link_is_followed_with_the_token(fake: Fake
 
 async def test_prefetched_next_link_to_another_host_is_not_followed(fake: FakeFhir) -> None:
     prefetch = now_data()
-    prefetch["medicationStatements"]["link"] = [{"relation": "next", "url": "https://evil.example/fhir?page=1"}]
+    prefetch["medicationStatements"]["link"] = [
+        {"relation": "next", "url": "https://evil.example/fhir?page=1"}
+    ]
     result = await load(fake, prefetch)
     assert fake.requests == []
     assert result.problems == ("medication statements: only the first prefetched page could be read",)
@@ -435,7 +523,10 @@ async def test_cache_hits_for_the_same_token_and_misses_for_another(fake: FakeFh
         first = await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300)
         second = await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300)
         assert len(fake.requests) == 1
-        assert (first.sources["medicationStatements"], second.sources["medicationStatements"]) == ("fhir", "cache")
+        assert (first.sources["medicationStatements"], second.sources["medicationStatements"]) == (
+            "fhir",
+            "cache",
+        )
         assert first.facts == second.facts
         await reader.load(PATIENT, only_missing(), BASE, "another-token", 300)
         assert len(fake.requests) == 2
@@ -501,7 +592,9 @@ async def test_concurrent_loads_share_one_in_flight_fetch(fake: FakeFhir) -> Non
     fake.override = slow
     async with fake.client() as http:
         reader = FhirReader(http, settings())
-        results = await asyncio.gather(*(reader.load(PATIENT, only_missing(), BASE, TOKEN, 300) for _ in range(5)))
+        results = await asyncio.gather(
+            *(reader.load(PATIENT, only_missing(), BASE, TOKEN, 300) for _ in range(5))
+        )
     assert len(fake.requests) == 1
     assert all(r.facts == results[0].facts for r in results)
     assert reader._inflight == {}
@@ -510,8 +603,9 @@ async def test_concurrent_loads_share_one_in_flight_fetch(fake: FakeFhir) -> Non
 # ---------------------------------------------------------------- logging
 
 
-async def test_one_log_line_per_fetch_without_token_ids_or_query(fake: FakeFhir,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_log_line_per_fetch_without_token_ids_or_query(
+    fake: FakeFhir, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="cds.fhir")
     async with fake.client() as http:
         reader = FhirReader(http, settings())
