@@ -1148,7 +1148,8 @@ class FhirReader:
         deadline = time.monotonic() + s.fhir_deadline_s
         given = prefetch if isinstance(prefetch, dict) else {}
         base = fhir_server.rstrip("/") if isinstance(fhir_server, str) and fhir_server else None
-        can_fetch = base is not None and (bool(token) or bool(s.allow_open_fhir))
+        patient_id = patient_id if isinstance(patient_id, str) else ""
+        can_fetch = base is not None and bool(patient_id) and (bool(token) or bool(s.allow_open_fhir))
         token = token or None
         ttl = self._ttl(expires_in)
         semaphore = asyncio.Semaphore(s.fhir_max_concurrency)
@@ -1218,9 +1219,11 @@ class FhirReader:
             (r for key in prefetch_templates(s) for r in collected.get(key, [])), s, patient_id=patient_id
         )
         if parsed.other_patient:
-            problems.append(f"{parsed.other_patient} entries about another patient were left out")
+            problems.append(
+                _count(parsed.other_patient, "entry", "entries") + " about another patient left out"
+            )
         if parsed.skipped:
-            problems.append(f"{parsed.skipped} malformed entries were skipped")
+            problems.append(_count(parsed.skipped, "malformed entry", "malformed entries") + " skipped")
         exposure = bool(drugs.has_natalizumab_exposure(parsed.facts))
         return LoadResult(parsed.facts, exposure, sources, tuple(problems), parsed.skipped)
 
@@ -1420,6 +1423,10 @@ class FhirReader:
 
 
 _ABSENT: Any = object()
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _resource_type(key: str) -> str:

@@ -263,7 +263,7 @@ async def test_malformed_entries_are_counted_and_named(fake: FakeFhir) -> None:
     )
     result = await load(fake, prefetch)
     assert result.skipped == 1
-    assert "1 malformed entries were skipped" in result.problems
+    assert "1 malformed entry skipped" in result.problems
 
 
 # ---------------------------------------------------------------- faults
@@ -618,6 +618,21 @@ async def test_one_log_line_per_fetch_without_token_ids_or_query(
     for line in lines:
         for secret in (TOKEN, PATIENT, "ehr.example", "loinc", "_count", "Tysabri"):
             assert secret not in line
+
+
+async def test_other_patient_entries_are_named(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    for entry in prefetch["labs"]["entry"][:2]:
+        entry["resource"]["subject"] = {"reference": "Patient/somebody-else"}
+    result = await load(fake, prefetch)
+    assert "2 entries about another patient left out" in result.problems
+
+
+async def test_empty_patient_id_never_fetches(fake: FakeFhir) -> None:
+    async with fake.client() as http:
+        with pytest.raises(DataUnavailable):
+            await FhirReader(http, settings()).load("", None, BASE, TOKEN, 300)
+    assert fake.requests == []
 
 
 async def test_prefetch_is_not_mutated(fake: FakeFhir) -> None:
