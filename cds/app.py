@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cds
-from cds import fhir_io
+from cds import fhir_io, metrics
 from cds.auth import Authenticator
 from cds.errors import CdsError, Unauthorized, to_operation_outcome
 from cds.hooks import routes
@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install(app, settings)
     app.include_router(routes.router)
     app.include_router(routes.health_router)
+    app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
     if settings.demo:
         _demo_routes(app)
     _optional_routers(app)

@@ -42,13 +42,16 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cds.log import configure_logging, logging_config
+    from cds.metrics import prepare_multiprocess
     from cds.settings import Settings
 
     settings = Settings()
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)  # JSON lines; httpx's URL lines (patient ids) stay below WARNING
+    prepare_multiprocess(workers, settings.state_dir)
     if settings.auth == "off":
         log.warning("CDS_AUTH=off: EHR JWTs are not verified (demo and local testing only)")
     if settings.demo:
@@ -61,6 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=workers,
         http=NoDelayHTTP,
         log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_level),
+        access_log=False,
         proxy_headers=False,
         server_header=False,
     )

@@ -1,8 +1,9 @@
 """Engine results → CDS Hooks cards (pure: no I/O, `now` passed in).
 
 Three cards for a PLEX order on a natalizumab-exposed patient: the remaining-PLEX estimate, the IRIS
-card and the rebound-safe DMT card. Every piece of text that came from a FHIR resource goes through
-`md_escape` before it enters markdown. Every FHIR resource a suggestion carries is validated with the
+card and the rebound-safe DMT card. Every piece of text that did not originate in this module (FHIR
+text, and engine sentences, which may quote FHIR values) goes through `md_escape` before it enters
+markdown. Every FHIR resource a suggestion carries is validated with the
 fhir.resources R4B models (`validate_emitted`); the DMT suggestions never name a drug of the avoid class.
 """
 
@@ -141,10 +142,10 @@ def _problems_md(load: LoadResult | None, unusable: Iterable[Any] = ()) -> str:
     for u in unusable:
         what = f"{u.kind}"
         if u.reported:
-            what += f" {md_escape(u.reported)}"
+            what += f" {u.reported}"
         if u.at:
             what += f" ({fmt_date(u.at)})"
-        lines.append(f"- {what}: {md_escape(u.reason)}")
+        lines.append(f"- {md_escape(what)}: {md_escape(u.reason)}")
     if load is not None:
         for p in load.problems:
             lines.append(f"- {md_escape(p)}")
@@ -373,7 +374,7 @@ def _estimate_detail(est: PlexEstimate, load: LoadResult, order: PlexOrder, orde
     elif est.basis != "measured":
         parts.append("**Re-measure:** measure serum natalizumab before the next session.")
     if est.notes:
-        parts.append("\n".join(f"- {n}" for n in est.notes))
+        parts.append("\n".join(f"- {md_escape(n)}" for n in est.notes))
     problems = _problems_md(load, est.unusable)
     if problems:
         parts.append("**Could not be used or read**\n\n" + problems)
@@ -451,12 +452,12 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
     if iris.reasons:
         parts.append("**Findings that raised the risk**\n\n" + "\n".join(f"- {md_escape(r)}" for r in iris.reasons))
     if window or iris.watch_note:
-        parts.append(f"**Watch window:** {window or 'see note'}" + (f". {iris.watch_note}" if iris.watch_note else ""))
+        parts.append(f"**Watch window:** {window or 'see note'}" + (f". {md_escape(iris.watch_note)}" if iris.watch_note else ""))
     if iris.steroids:
         lines = []
         for s in iris.steroids:
             ref = f"[{s.reference.citation}]({s.reference.url})" if s.reference.url else s.reference.citation
-            lines.append(f"- {s.text} (_{s.evidence}_; {ref})")
+            lines.append(f"- {md_escape(s.text)} (_{s.evidence}_; {ref})")
         parts.append("**Steroids**\n\n" + "\n".join(lines))
     problems = _problems_md(load)
     if problems:
@@ -527,7 +528,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
                 lc = f"lymphocytes {fmt_num(c.lymphocytes.value_10e9_per_l)} ×10⁹/L on {fmt_date(c.lymphocytes.drawn_at)}"
             else:
                 lc = "no lymphocyte count on record"
-            lines.append(f"- {c.ingredient}: {'may be used' if c.advised else 'not advised now'} ({lc}). {c.reason}")
+            lines.append(f"- {md_escape(c.ingredient)}: {'may be used' if c.advised else 'not advised now'} ({lc}). {md_escape(c.reason)}")
         parts.append("**Conditional**\n\n" + "\n".join(lines))
     if dmt.avoid:
         parts.append("**Avoid:** " + ", ".join(dmt.avoid))
@@ -537,7 +538,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
             win = f"{fmt_date(dmt.rebound_from)} to {fmt_date(dmt.rebound_until)}"
             if dmt.rebound_peak:
                 win += f" (peak around {fmt_date(dmt.rebound_peak)})"
-        parts.append(f"**Rebound window:** {win or 'see note'}" + (f". {dmt.rebound_note}" if dmt.rebound_note else ""))
+        parts.append(f"**Rebound window:** {win or 'see note'}" + (f". {md_escape(dmt.rebound_note)}" if dmt.rebound_note else ""))
     problems = _problems_md(load)
     if problems:
         parts.append("**Could not be read**\n\n" + problems)

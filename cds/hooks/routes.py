@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from cds import fhir_io
+from cds import fhir_io, metrics
 from cds.auth import Authenticator, Claims
-from cds.errors import BadHookRequest, BodyTooLarge, FhirServerNotAllowed, UnknownService
+from cds.errors import BadHookRequest, BodyTooLarge, CdsError, FhirServerNotAllowed, UnknownService
 from cds.hooks import cards as card_render
 from cds.hooks.models import (
     CdsResponse,
@@ -30,6 +30,7 @@ from cds.hooks.models import (
     ServiceDefinition,
 )
 from cds.hooks.services import BY_ID, CdsService
+from cds.log import log_context
 from cds.outbound import check_fhir_server
 from cds.settings import Settings
 from cds.store import Store
@@ -159,6 +160,14 @@ async def discovery(rt: RuntimeDep, claims: ClaimsDep) -> Response:
 async def call_service(service_id: str, request: Request, rt: RuntimeDep, claims: ClaimsDep) -> Response:
     started = time.perf_counter()
     service = _service(service_id)
+    try:
+        return await _run(service, request, rt, claims, started)
+    except CdsError as exc:
+        metrics.observe_request(service.id, exc.code, time.perf_counter() - started)
+        raise
+
+
+async def _run(service: CdsService, request: Request, rt: Runtime, claims: Claims | None, started: float) -> Response:
     settings = rt.settings
     raw = await _body(request, settings)
     try:
@@ -166,6 +175,12 @@ async def call_service(service_id: str, request: Request, rt: RuntimeDep, claims
     except ValidationError as exc:
         raise BadHookRequest(_describe(exc)) from None
     request.state.hook_instance = hook.hookInstance
+    with log_context(hook_instance=hook.hookInstance, service_id=service.id):
+        return await _hook(service, hook, rt, claims, started)
+
+
+async def _hook(service: CdsService, hook: HookRequest, rt: Runtime, claims: Claims | None, started: float) -> Response:
+    settings = rt.settings
     if hook.hook != service.hook:
         raise BadHookRequest(f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch")
 
@@ -196,6 +211,8 @@ async def call_service(service_id: str, request: Request, rt: RuntimeDep, claims
             fhir_server, token = None, None  # everything is prefetched: no call leaves the service
     load = await rt.reader.load(hook.context.patientId, hook.prefetch, fhir_server, token, expires_in)
     audit["sources"] = dict(load.sources)
+    hits = sum(1 for v in load.sources.values() if v == "prefetch")
+    metrics.count_prefetch(service.id, hits, len(load.sources) - hits)
     audit["skipped"] = load.skipped
     if not load.exposure:
         await _finish(rt, audit, started, outcome="no-natalizumab-exposure", kinds=[])
@@ -220,11 +237,15 @@ async def call_service(service_id: str, request: Request, rt: RuntimeDep, claims
     )
     kinds = [c.extension["pml-plex"]["kind"] for c in cards if c.extension]
     await _finish(rt, audit, started, outcome="cards", kinds=kinds)
-    return JSONResponse(CdsResponse(cards=cards).to_json())
+    body = CdsResponse(cards=cards).to_json()
+    metrics.count_cards(service.id, body["cards"])
+    return JSONResponse(body)
 
 
 async def _finish(rt: Runtime, audit: dict[str, Any], started: float, *, outcome: str, kinds: list[str]) -> None:
-    ms = round((time.perf_counter() - started) * 1000, 1)
+    seconds = time.perf_counter() - started
+    ms = round(seconds * 1000, 1)
+    metrics.observe_request(audit["service"], "cards" if kinds else "no-cards", seconds)
     audit.update(outcome=outcome, cards=kinds, ms=ms)
     event = {k: v for k, v in audit.items() if v is not None}
     log.info(
@@ -266,6 +287,9 @@ async def feedback(service_id: str, request: Request, rt: RuntimeDep, claims: Cl
                 row["overrideReason"] = reason
         items.append(row)
     added = await rt.store.add_feedback(service.id, items)
+    if added:
+        for outcome in ("accepted", "overridden"):
+            metrics.count_feedback(service.id, outcome, min(added, sum(1 for i in items if i["outcome"] == outcome)))
     log.info("feedback %s items=%d new=%d", service.id, len(items), added)
     return Response(status_code=200)
 
