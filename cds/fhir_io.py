@@ -62,6 +62,7 @@ from cds.engine.domain import (
     UnusableValue,
 )
 from cds.errors import BadHookRequest, DataUnavailable
+from cds.settings import Settings
 
 log = logging.getLogger("cds.fhir")
 
@@ -966,7 +967,7 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     )
 
 
-def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Any) -> list[PlexOrder]:
+def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Settings) -> list[PlexOrder]:
     """The plasma exchange / immunoadsorption ServiceRequests a hook is about.
 
     order-select: only the entries named in `selections`; order-sign (`selections is None`): every
@@ -1121,7 +1122,7 @@ def _key_resources(key: str, resources: list[Any]) -> list[Any]:
 class FhirReader:
     """Reads what the engine needs for one patient: prefetch first, then fhirServer. One per app."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Any) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self._http = http
         self._settings = settings
         self._clock = time.monotonic  # tests may replace it to age the cache
