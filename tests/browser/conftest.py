@@ -77,9 +77,13 @@ def service() -> Iterator[Service]:
             yield Service(url, settings)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium; Playwright starts it with a new empty --user-data-dir of its own."""
+    """Debian's Chromium; Playwright starts it with a new empty --user-data-dir of its own.
+
+    Module scope: sync Playwright runs an event loop on the main thread while it lives, which would
+    break every asyncio test collected after it if it lived for the whole session.
+    """
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
