@@ -73,7 +73,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 401:
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
         text = exc.detail if isinstance(exc.detail, str) else "request failed"
-        resp = _outcome(exc.status_code, _HTTP_ISSUE.get(exc.status_code, "processing"), text, f"http-{exc.status_code}")
+        resp = _outcome(
+            exc.status_code, _HTTP_ISSUE.get(exc.status_code, "processing"), text, f"http-{exc.status_code}"
+        )
         for k, v in (exc.headers or {}).items():
             resp.headers[k] = v
         return resp
@@ -81,7 +83,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.error(
-            "unexpected %s on %s hookInstance=%s", type(exc).__name__, request.url.path, _hook_instance(request),
+            "unexpected %s on %s hookInstance=%s",
+            type(exc).__name__,
+            request.url.path,
+            _hook_instance(request),
             exc_info=exc,
         )
         return _outcome(500, "exception", "internal error", "internal")

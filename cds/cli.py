@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 import sys
+from datetime import UTC
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -76,7 +77,7 @@ _SERVICE_FOR_HOOK = {"order-select": "pml-plex-select", "order-sign": "pml-plex-
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import httpx
 
@@ -87,7 +88,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.patient not in names:
         print(f"unknown demo patient {args.patient!r}; choose one of: {', '.join(names)}", file=sys.stderr)
         return 2
-    patient = demo.patient(args.patient, datetime.now(timezone.utc))
+    patient = demo.patient(args.patient, datetime.now(UTC))
     body = demo.hook_request(patient, args.hook, prefetch=True, settings=Settings())
     url = f"{args.url.rstrip('/')}/cds-services/{_SERVICE_FOR_HOOK[args.hook]}"
     try:

@@ -229,9 +229,9 @@ def sqlite_path(settings: Any) -> str:
     url = getattr(settings, "database_url", None)
     if url:
         if url.startswith("sqlite:///"):
-            return url[len("sqlite:///"):] or ":memory:"
+            return url[len("sqlite:///") :] or ":memory:"
         if url.startswith("sqlite://"):
-            return url[len("sqlite://"):] or ":memory:"
+            return url[len("sqlite://") :] or ":memory:"
     return str(Path(settings.state_dir) / "cds.sqlite3")
 
 

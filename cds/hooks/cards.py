@@ -13,7 +13,7 @@ import copy
 import logging
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cds.engine.domain import (
@@ -65,7 +65,11 @@ RXCUI: dict[str, str] = {
 }
 
 OVERRIDE_REASONS: tuple[Coding, ...] = (
-    Coding(code="clinical-judgement", system=OVERRIDE_SYSTEM, display="Clinical judgement: patient-specific reasons"),
+    Coding(
+        code="clinical-judgement",
+        system=OVERRIDE_SYSTEM,
+        display="Clinical judgement: patient-specific reasons",
+    ),
     Coding(code="already-addressed", system=OVERRIDE_SYSTEM, display="Already addressed elsewhere"),
     Coding(code="data-incorrect", system=OVERRIDE_SYSTEM, display="The data shown are incomplete or wrong"),
     Coding(code="not-relevant", system=OVERRIDE_SYSTEM, display="Not relevant for this patient"),
@@ -99,14 +103,14 @@ def fmt_num(x: float) -> str:
 
 
 def fmt_date(dt: datetime | None) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d") if dt else "unknown date"
+    return dt.astimezone(UTC).strftime("%Y-%m-%d") if dt else "unknown date"
 
 
 def fhir_datetime(dt: datetime) -> str:
     """A FHIR dateTime (UTC, 'Z')."""
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _level_text(level: NatalizumabLevel) -> str:
@@ -150,7 +154,9 @@ def _problems_md(load: LoadResult | None, unusable: Iterable[Any] = ()) -> str:
         for p in load.problems:
             lines.append(f"- {md_escape(p)}")
         if load.skipped:
-            lines.append(f"- {load.skipped} malformed FHIR entr{'y was' if load.skipped == 1 else 'ies were'} skipped")
+            lines.append(
+                f"- {load.skipped} malformed FHIR entr{'y was' if load.skipped == 1 else 'ies were'} skipped"
+            )
     return "\n".join(lines)
 
 
@@ -191,12 +197,22 @@ def level_request(patient_id: str, at: datetime, after_session: int | None, sett
             "status": "draft",
             "intent": "order",
             "category": [
-                {"coding": [{"system": "http://snomed.info/sct", "code": "108252007", "display": "Laboratory procedure"}]}
+                {
+                    "coding": [
+                        {
+                            "system": "http://snomed.info/sct",
+                            "code": "108252007",
+                            "display": "Laboratory procedure",
+                        }
+                    ]
+                }
             ],
             "code": code,
             "subject": {"reference": f"Patient/{patient_id}"},
             "occurrenceDateTime": fhir_datetime(at),
-            "note": [{"text": f"Serum natalizumab level {when}, to check washout (PML-PLEX decision support)."}],
+            "note": [
+                {"text": f"Serum natalizumab level {when}, to check washout (PML-PLEX decision support)."}
+            ],
         }
     )
 
@@ -213,7 +229,9 @@ def medication_request(patient_id: str, ingredient: str, now: datetime) -> dict[
             "medicationCodeableConcept": concept,
             "subject": {"reference": f"Patient/{patient_id}"},
             "authoredOn": fhir_datetime(now),
-            "note": [{"text": "Draft: disease-modifying therapy after natalizumab PML; timing per the DMT card."}],
+            "note": [
+                {"text": "Draft: disease-modifying therapy after natalizumab PML; timing per the DMT card."}
+            ],
         }
     )
 
@@ -225,7 +243,11 @@ def course_update(order: PlexOrder, sessions: int) -> dict[str, Any] | None:
         return None
     qty = res.get("quantityQuantity") if isinstance(res.get("quantityQuantity"), dict) else {}
     res["quantityQuantity"] = {**qty, "value": sessions, "unit": qty.get("unit") or "sessions"}
-    repeat = res.get("occurrenceTiming", {}).get("repeat") if isinstance(res.get("occurrenceTiming"), dict) else None
+    repeat = (
+        res.get("occurrenceTiming", {}).get("repeat")
+        if isinstance(res.get("occurrenceTiming"), dict)
+        else None
+    )
     if isinstance(repeat, dict) and "count" in repeat:
         repeat["count"] = sessions
     try:
@@ -309,7 +331,11 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     # measured
     assert latest is not None
     lvl = _level_text(latest)
-    decayed = adj is not None and latest.value_ug_per_ml > 0 and abs(adj - latest.value_ug_per_ml) / latest.value_ug_per_ml > 0.1
+    decayed = (
+        adj is not None
+        and latest.value_ug_per_ml > 0
+        and abs(adj - latest.value_ug_per_ml) / latest.value_ug_per_ml > 0.1
+    )
     if r.estimate == 0:
         if decayed:
             return _fit(
@@ -341,9 +367,15 @@ def _estimate_detail(est: PlexEstimate, load: LoadResult, order: PlexOrder, orde
             kind = "measured"
             if lv.reported_value is not None and md_escape(lv.reported_unit) not in ("ug/mL", "µg/mL"):
                 kind += f" (reported {fmt_num(lv.reported_value)} {md_escape(lv.reported_unit)})"
-            rows.append(f"| {fmt_date(lv.drawn_at)} | {lv.comparator or ''}{fmt_num(lv.value_ug_per_ml)} | µg/mL | {kind} |")
+            rows.append(
+                f"| {fmt_date(lv.drawn_at)} | {lv.comparator or ''}{fmt_num(lv.value_ug_per_ml)} | µg/mL | {kind} |"
+            )
         if est.adjusted_level_ug_per_ml is not None:
-            how = "estimated from dosing history" if est.basis == "dosing-history" else "adjusted to now (decay, sessions since)"
+            how = (
+                "estimated from dosing history"
+                if est.basis == "dosing-history"
+                else "adjusted to now (decay, sessions since)"
+            )
             rows.append(f"| now | {fmt_num(est.adjusted_level_ug_per_ml)} | µg/mL | {how} |")
         parts.append("**Levels used**\n\n" + "\n".join(rows))
     parts.append(f"**PLEX sessions done:** {est.sessions_completed}")
@@ -356,16 +388,24 @@ def _estimate_detail(est: PlexEstimate, load: LoadResult, order: PlexOrder, orde
         parts.append(line + f" (basis: {est.basis.replace('-', ' ')}).")
         if ordered is not None:
             cmp = "shorter than" if ordered < r.estimate else "covers"
-            parts.append(f"**Ordered course:** {ordered} session{'s' if ordered != 1 else ''}, {cmp} the estimate.")
+            parts.append(
+                f"**Ordered course:** {ordered} session{'s' if ordered != 1 else ''}, {cmp} the estimate."
+            )
     else:
         parts.append("**Estimate:** not possible without a natalizumab level or dosing history.")
-    removal = "fitted to this patient's levels" if est.removal_fraction_fitted is not None else "population value"
+    removal = (
+        "fitted to this patient's levels" if est.removal_fraction_fitted is not None else "population value"
+    )
     parts.append(
         "**Assumptions:** "
         f"{fmt_num(order.plan.plasma_volumes_per_session)} plasma volumes exchanged per session, "
         f"one session every {fmt_num(order.plan.interval_days)} days; natalizumab half-life {fmt_num(est.half_life_days)} days; "
         f"{round(est.removal_fraction * 100)}% of the level remains after each session ({removal}"
-        + (f"; population {round(est.removal_fraction_population * 100)}%" if est.removal_fraction_fitted is not None else "")
+        + (
+            f"; population {round(est.removal_fraction_population * 100)}%"
+            if est.removal_fraction_fitted is not None
+            else ""
+        )
         + ")."
     )
     if est.remeasure_at is not None:
@@ -385,16 +425,26 @@ def _estimate_detail(est: PlexEstimate, load: LoadResult, order: PlexOrder, orde
 
 
 def estimate_card(
-    est: PlexEstimate, load: LoadResult, order: PlexOrder, settings: Any, now: datetime, patient_id: str,
+    est: PlexEstimate,
+    load: LoadResult,
+    order: PlexOrder,
+    settings: Any,
+    now: datetime,
+    patient_id: str,
     chart_url: str | None = None,
 ) -> Card:
     ordered = order.plan.ordered_sessions if order.plan.ordered_sessions is not None else est.ordered_sessions
     suggestions: list[Suggestion] = []
     if est.remeasure_at is not None or est.basis != "measured":
         at = est.remeasure_at or now
-        resource = level_request(patient_id, at, est.remeasure_after_session if est.remeasure_at else None, settings)
-        when = f"after session {est.remeasure_after_session}" if est.remeasure_at and est.remeasure_after_session else (
-            f"on {fmt_date(at)}" if est.remeasure_at else "now")
+        resource = level_request(
+            patient_id, at, est.remeasure_after_session if est.remeasure_at else None, settings
+        )
+        when = (
+            f"after session {est.remeasure_after_session}"
+            if est.remeasure_at and est.remeasure_after_session
+            else (f"on {fmt_date(at)}" if est.remeasure_at else "now")
+        )
         suggestions.append(
             Suggestion(
                 label=f"Order a natalizumab serum level {when}",
@@ -409,7 +459,13 @@ def estimate_card(
             suggestions.append(
                 Suggestion(
                     label=f"Set the PLEX course to {r.estimate} sessions (ordered: {ordered})",
-                    actions=[Action(type="update", description=f"Update the draft PLEX order to {r.estimate} sessions", resource=resource)],
+                    actions=[
+                        Action(
+                            type="update",
+                            description=f"Update the draft PLEX order to {r.estimate} sessions",
+                            resource=resource,
+                        )
+                    ],
                 )
             )
     warn = est.basis == "none" or (r is not None and ordered is not None and ordered < r.estimate)
@@ -450,9 +506,14 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
         parts.append("_No PML diagnosis was found on record; the assessment assumes PML as ordered._")
     parts.append(f"**Risk:** {iris.risk}")
     if iris.reasons:
-        parts.append("**Findings that raised the risk**\n\n" + "\n".join(f"- {md_escape(r)}" for r in iris.reasons))
+        parts.append(
+            "**Findings that raised the risk**\n\n" + "\n".join(f"- {md_escape(r)}" for r in iris.reasons)
+        )
     if window or iris.watch_note:
-        parts.append(f"**Watch window:** {window or 'see note'}" + (f". {md_escape(iris.watch_note)}" if iris.watch_note else ""))
+        parts.append(
+            f"**Watch window:** {window or 'see note'}"
+            + (f". {md_escape(iris.watch_note)}" if iris.watch_note else "")
+        )
     if iris.steroids:
         lines = []
         for s in iris.steroids:
@@ -501,14 +562,16 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     if conflicts:
         summary = _fit(
             f"Active {_join(conflicts, 2)} conflicts with PML recovery: review and stop; rebound-safe options: {_join(options, 2)}"
-            if options else "",
+            if options
+            else "",
             f"Active {_join(conflicts, 2)} conflicts with PML recovery: review and stop it",
             "An active immunosuppressive medication conflicts with PML recovery: review and stop it",
         )
     else:
         summary = _fit(
             f"Next DMT after natalizumab: {_join(options, 3)} considered rebound-safe; avoid {_join(dmt.avoid, 2)}"
-            if options and dmt.avoid else "",
+            if options and dmt.avoid
+            else "",
             f"Next DMT after natalizumab: {_join(options, 2)} considered rebound-safe" if options else "",
             "Next DMT after natalizumab PML: see allowed, conditional and avoided therapies",
         )
@@ -528,7 +591,9 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
                 lc = f"lymphocytes {fmt_num(c.lymphocytes.value_10e9_per_l)} ×10⁹/L on {fmt_date(c.lymphocytes.drawn_at)}"
             else:
                 lc = "no lymphocyte count on record"
-            lines.append(f"- {md_escape(c.ingredient)}: {'may be used' if c.advised else 'not advised now'} ({lc}). {md_escape(c.reason)}")
+            lines.append(
+                f"- {md_escape(c.ingredient)}: {'may be used' if c.advised else 'not advised now'} ({lc}). {md_escape(c.reason)}"
+            )
         parts.append("**Conditional**\n\n" + "\n".join(lines))
     if dmt.avoid:
         parts.append("**Avoid:** " + ", ".join(dmt.avoid))
@@ -538,7 +603,10 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
             win = f"{fmt_date(dmt.rebound_from)} to {fmt_date(dmt.rebound_until)}"
             if dmt.rebound_peak:
                 win += f" (peak around {fmt_date(dmt.rebound_peak)})"
-        parts.append(f"**Rebound window:** {win or 'see note'}" + (f". {md_escape(dmt.rebound_note)}" if dmt.rebound_note else ""))
+        parts.append(
+            f"**Rebound window:** {win or 'see note'}"
+            + (f". {md_escape(dmt.rebound_note)}" if dmt.rebound_note else "")
+        )
     problems = _problems_md(load)
     if problems:
         parts.append("**Could not be read**\n\n" + problems)
@@ -548,7 +616,13 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     suggestions = [
         Suggestion(
             label=f"Draft a {ing} order",
-            actions=[Action(type="create", description=f"Draft MedicationRequest: {ing}", resource=medication_request(patient_id, ing, now))],
+            actions=[
+                Action(
+                    type="create",
+                    description=f"Draft MedicationRequest: {ing}",
+                    resource=medication_request(patient_id, ing, now),
+                )
+            ],
         )
         for ing in dmt_suggestible(dmt)
     ]
@@ -589,4 +663,3 @@ def render(
         iris_card(iris, load_result),
         dmt_card(dmt, load_result, patient_id, now),
     ]
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,9 +27,7 @@ from pydantic import (
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<140"; Inferno fails 140
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def prune(value: Any) -> Any:
@@ -88,7 +86,9 @@ class HookRequest(_In):
     fhirServer: str | None = None
     fhirAuthorization: FhirAuthorization | None = None
     context: HookContext
-    prefetch: Annotated[Any, WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "null"}]})] = None  # {key: resource | Bundle | OperationOutcome | null}; anything else = no prefetch
+    prefetch: Annotated[Any, WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "null"}]})] = (
+        None  # {key: resource | Bundle | OperationOutcome | null}; anything else = no prefetch
+    )
 
     @field_validator("prefetch")
     @classmethod
@@ -139,8 +139,10 @@ class FeedbackItem(_In):
 
     def timestamp_utc(self) -> str:
         """outcomeTimestamp normalised to UTC, so a repeat in another notation is the same row."""
-        dt = datetime.fromisoformat(self.outcomeTimestamp.replace("z", "Z").replace("Z", "+00:00").replace("t", "T"))
-        return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        dt = datetime.fromisoformat(
+            self.outcomeTimestamp.replace("z", "Z").replace("Z", "+00:00").replace("t", "T")
+        )
+        return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class FeedbackRequest(_In):
@@ -234,9 +236,12 @@ class Card(_Out):
     def _invariants(self) -> Card:
         if self.suggestions and self.selectionBehavior is None:
             raise ValueError("selectionBehavior is required when suggestions are present")
-        if self.selectionBehavior == "at-most-one" and self.suggestions:
-            if sum(1 for s in self.suggestions if s.isRecommended) > 1:
-                raise ValueError("several recommended suggestions need selectionBehavior 'any'")
+        if (
+            self.selectionBehavior == "at-most-one"
+            and self.suggestions
+            and sum(1 for s in self.suggestions if s.isRecommended) > 1
+        ):
+            raise ValueError("several recommended suggestions need selectionBehavior 'any'")
         for reason in self.overrideReasons or ():
             if not reason.display:
                 raise ValueError("override reasons carry a display")

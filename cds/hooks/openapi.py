@@ -50,7 +50,10 @@ PML_PLEX_EXTENSION: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["value", "unit"],
-                    "properties": {"value": {"type": "number", "exclusiveMinimum": 0}, "unit": {"const": "ug/mL"}},
+                    "properties": {
+                        "value": {"type": "number", "exclusiveMinimum": 0},
+                        "unit": {"const": "ug/mL"},
+                    },
                 },
                 "sessionsCompleted": {"type": "integer", "minimum": 0},
                 "remainingSessions": _RANGE,

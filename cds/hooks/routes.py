@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
@@ -126,7 +126,10 @@ def prefetch_complete(prefetch: dict[str, Any] | None, templates: dict[str, str]
 router = APIRouter()
 
 _REQ_HOOK = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/HookRequest"}}}, "required": True}
-_REQ_FEEDBACK = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}}, "required": True}
+_REQ_FEEDBACK = {
+    "content": {JSON: {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
+    "required": True,
+}
 _OO = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid request (OperationOutcome)", **_OO},
@@ -167,7 +170,9 @@ async def call_service(service_id: str, request: Request, rt: RuntimeDep, claims
         raise
 
 
-async def _run(service: CdsService, request: Request, rt: Runtime, claims: Claims | None, started: float) -> Response:
+async def _run(
+    service: CdsService, request: Request, rt: Runtime, claims: Claims | None, started: float
+) -> Response:
     settings = rt.settings
     raw = await _body(request, settings)
     try:
@@ -179,15 +184,19 @@ async def _run(service: CdsService, request: Request, rt: Runtime, claims: Claim
         return await _hook(service, hook, rt, claims, started)
 
 
-async def _hook(service: CdsService, hook: HookRequest, rt: Runtime, claims: Claims | None, started: float) -> Response:
+async def _hook(
+    service: CdsService, hook: HookRequest, rt: Runtime, claims: Claims | None, started: float
+) -> Response:
     settings = rt.settings
     if hook.hook != service.hook:
-        raise BadHookRequest(f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch")
+        raise BadHookRequest(
+            f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch"
+        )
 
     selections = hook.context.selections if service.hook == "order-select" else None
     orders = fhir_io.plex_orders(hook.context.draftOrders, selections, settings)
     audit: dict[str, Any] = {
-        "time": datetime.now(timezone.utc).isoformat(),
+        "time": datetime.now(UTC).isoformat(),
         "service": service.id,
         "hook": hook.hook,
         "hookInstance": hook.hookInstance,
@@ -222,7 +231,7 @@ async def _hook(service: CdsService, hook: HookRequest, rt: Runtime, claims: Cla
     from cds.engine import iris as iris_engine
     from cds.engine import pk
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     order = orders[0]
     estimate = pk.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
     iris = iris_engine.assess_iris(load.facts, order.plan, now)
@@ -242,7 +251,9 @@ async def _hook(service: CdsService, hook: HookRequest, rt: Runtime, claims: Cla
     return JSONResponse(body)
 
 
-async def _finish(rt: Runtime, audit: dict[str, Any], started: float, *, outcome: str, kinds: list[str]) -> None:
+async def _finish(
+    rt: Runtime, audit: dict[str, Any], started: float, *, outcome: str, kinds: list[str]
+) -> None:
     seconds = time.perf_counter() - started
     ms = round(seconds * 1000, 1)
     metrics.observe_request(audit["service"], "cards" if kinds else "no-cards", seconds)
@@ -250,7 +261,12 @@ async def _finish(rt: Runtime, audit: dict[str, Any], started: float, *, outcome
     event = {k: v for k, v in audit.items() if v is not None}
     log.info(
         "hook %s %s outcome=%s cards=%d ms=%.1f sources=%s",
-        event["service"], event["hookInstance"], outcome, len(kinds), ms, event.get("sources", {}),
+        event["service"],
+        event["hookInstance"],
+        outcome,
+        len(kinds),
+        ms,
+        event.get("sources", {}),
     )
     try:
         await rt.store.add_audit(event)
@@ -289,7 +305,9 @@ async def feedback(service_id: str, request: Request, rt: RuntimeDep, claims: Cl
     added = await rt.store.add_feedback(service.id, items)
     if added:
         for outcome in ("accepted", "overridden"):
-            metrics.count_feedback(service.id, outcome, min(added, sum(1 for i in items if i["outcome"] == outcome)))
+            metrics.count_feedback(
+                service.id, outcome, min(added, sum(1 for i in items if i["outcome"] == outcome))
+            )
     log.info("feedback %s items=%d new=%d", service.id, len(items), added)
     return Response(status_code=200)
 

@@ -109,7 +109,9 @@ def kinds(body: dict[str, Any]) -> list[str]:
 
 
 def ext(body: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(c["extension"]["pml-plex"] for c in body["cards"] if c["extension"]["pml-plex"]["kind"] == kind)
+    return next(
+        c["extension"]["pml-plex"] for c in body["cards"] if c["extension"]["pml-plex"]["kind"] == kind
+    )
 
 
 def card(body: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -55,11 +55,13 @@ def order(ordered: int | None = 2, text: str = "Plasma exchange") -> PlexOrder:
 
 
 def level(v: float = 25.0, comparator: Any = None, days: float = 1) -> NatalizumabLevel:
-    return NatalizumabLevel(v, NOW - timedelta(days=days), comparator=comparator, reported_value=v, source="Observation/l1")
+    return NatalizumabLevel(
+        v, NOW - timedelta(days=days), comparator=comparator, reported_value=v, source="Observation/l1"
+    )
 
 
 def estimate(**over: Any) -> PlexEstimate:
-    base: dict[str, Any] = dict(
+    base: dict[str, Any] = dict(  # noqa: C408 (keyword form mirrors the dataclass)
         basis="measured",
         target_ug_per_ml=1.0,
         sessions_completed=0,
@@ -80,13 +82,15 @@ def estimate(**over: Any) -> PlexEstimate:
 
 
 def iris(**over: Any) -> IrisAssessment:
-    base: dict[str, Any] = dict(
+    base: dict[str, Any] = dict(  # noqa: C408 (keyword form mirrors the dataclass)
         risk="high",
         reasons=("brainstem involvement (pons)", "contrast enhancement"),
         watch_from=NOW,
         watch_until=NOW + timedelta(days=42),
         watch_note="IRIS usually follows washout by weeks.",
-        steroids=(SteroidStatement("Consider methylprednisolone for IRIS with mass effect.", "expert opinion", REF),),
+        steroids=(
+            SteroidStatement("Consider methylprednisolone for IRIS with mass effect.", "expert opinion", REF),
+        ),
         pml_on_record=True,
         references=(REF,),
     )
@@ -95,11 +99,15 @@ def iris(**over: Any) -> IrisAssessment:
 
 
 def dmt(**over: Any) -> DmtAdvice:
-    base: dict[str, Any] = dict(
+    base: dict[str, Any] = dict(  # noqa: C408 (keyword form mirrors the dataclass)
         allowed=("glatiramer acetate", "interferon beta-1a"),
         conditional=(
-            ConditionalDmt("dimethyl fumarate", False, "lymphocytes below 0.5",
-                           LymphocyteCount(0.4, NOW - timedelta(days=3))),
+            ConditionalDmt(
+                "dimethyl fumarate",
+                False,
+                "lymphocytes below 0.5",
+                LymphocyteCount(0.4, NOW - timedelta(days=3)),
+            ),
         ),
         avoid=("fingolimod", "ocrelizumab", "alemtuzumab"),
         active_conflicts=(),
@@ -115,15 +123,30 @@ def dmt(**over: Any) -> DmtAdvice:
 
 
 def load(**over: Any) -> LoadResult:
-    base: dict[str, Any] = dict(facts=PatientFacts(), exposure=True, sources={"labs": "prefetch"})
+    base: dict[str, Any] = {"facts": PatientFacts(), "exposure": True, "sources": {"labs": "prefetch"}}
     base.update(over)
     return LoadResult(**base)
 
 
-def render(est: PlexEstimate | None = None, ia: IrisAssessment | None = None, da: DmtAdvice | None = None,
-           lr: LoadResult | None = None, o: PlexOrder | None = None, chart_url: str | None = None) -> dict[str, Any]:
-    out = cards.render(est or estimate(), ia or iris(), da or dmt(), lr or load(), o or order(), SETTINGS, NOW,
-                       patient_id="p1", chart_url=chart_url)
+def render(
+    est: PlexEstimate | None = None,
+    ia: IrisAssessment | None = None,
+    da: DmtAdvice | None = None,
+    lr: LoadResult | None = None,
+    o: PlexOrder | None = None,
+    chart_url: str | None = None,
+) -> dict[str, Any]:
+    out = cards.render(
+        est or estimate(),
+        ia or iris(),
+        da or dmt(),
+        lr or load(),
+        o or order(),
+        SETTINGS,
+        NOW,
+        patient_id="p1",
+        chart_url=chart_url,
+    )
     body = CdsResponse(cards=out).to_json()
     check_response(body)
     return body
@@ -142,20 +165,37 @@ def test_three_cards_with_expected_extensions() -> None:
         "remainingSessions": {"estimate": 5, "low": 5, "high": 7},
         "orderedSessions": 2,
     }
-    assert ext(body, "iris") == {"kind": "iris", "risk": "high",
-                                 "reasons": ["brainstem involvement (pons)", "contrast enhancement"]}
-    assert ext(body, "dmt") == {"kind": "dmt", "allowed": ["glatiramer acetate", "interferon beta-1a"],
-                                "conditional": ["dimethyl fumarate"],
-                                "avoid": ["fingolimod", "ocrelizumab", "alemtuzumab"]}
+    assert ext(body, "iris") == {
+        "kind": "iris",
+        "risk": "high",
+        "reasons": ["brainstem involvement (pons)", "contrast enhancement"],
+    }
+    assert ext(body, "dmt") == {
+        "kind": "dmt",
+        "allowed": ["glatiramer acetate", "interferon beta-1a"],
+        "conditional": ["dimethyl fumarate"],
+        "avoid": ["fingolimod", "ocrelizumab", "alemtuzumab"],
+    }
 
 
 def test_estimate_summary_and_detail() -> None:
     c = card(render(), "plex-estimate")
     assert c["summary"] == "Natalizumab 25 µg/mL: about 5 more PLEX sessions to reach <1 µg/mL (range 5-7)"
     d = c["detail"]
-    for needle in ("| Date | Value | Unit | Kind |", "2024-05-09", "measured", "adjusted to now",
-                   "**PLEX sessions done:** 0", "plasma volumes", "half-life 11 days", "population value",
-                   "after session 3", "Landi", "not proof of clinical benefit", "shorter than the estimate"):
+    for needle in (
+        "| Date | Value | Unit | Kind |",
+        "2024-05-09",
+        "measured",
+        "adjusted to now",
+        "**PLEX sessions done:** 0",
+        "plasma volumes",
+        "half-life 11 days",
+        "population value",
+        "after session 3",
+        "Landi",
+        "not proof of clinical benefit",
+        "shorter than the estimate",
+    ):
         assert needle in d, needle
     assert c["indicator"] == "warning"  # ordered course (2) shorter than estimate (5)
 
@@ -192,16 +232,26 @@ def test_every_emitted_resource_is_valid_r4b() -> None:
 
 
 def test_decayed_summary_names_current_level() -> None:
-    est = estimate(adjusted_level_ug_per_ml=8.0, starting_level=level(20, days=20), levels_used=(level(20, days=20),),
-                   remaining=SessionRange(3, 3, 4))
+    est = estimate(
+        adjusted_level_ug_per_ml=8.0,
+        starting_level=level(20, days=20),
+        levels_used=(level(20, days=20),),
+        remaining=SessionRange(3, 3, 4),
+    )
     s = card(render(est=est), "plex-estimate")["summary"]
     assert s.startswith("Natalizumab about 8 µg/mL now (20 on 2024-04-20)") and "about 3 more" in s
 
 
 def test_below_target_zero_sessions_and_comparator() -> None:
     lv = level(0.5, comparator="<")
-    est = estimate(remaining=SessionRange(0, 0, 0), starting_level=lv, levels_used=(lv,), adjusted_level_ug_per_ml=0.5,
-                   sessions_completed=5, remeasure_at=None)
+    est = estimate(
+        remaining=SessionRange(0, 0, 0),
+        starting_level=lv,
+        levels_used=(lv,),
+        adjusted_level_ug_per_ml=0.5,
+        sessions_completed=5,
+        remeasure_at=None,
+    )
     body = render(est=est, o=order(ordered=2))
     e = ext(body, "plex-estimate")
     assert e["remainingSessions"] == {"estimate": 0, "low": 0, "high": 0}
@@ -211,8 +261,14 @@ def test_below_target_zero_sessions_and_comparator() -> None:
 
 
 def test_dosing_history_gives_only_adjusted() -> None:
-    est = estimate(basis="dosing-history", starting_level=None, levels_used=(), adjusted_level_ug_per_ml=12.0,
-                   remeasure_at=None, remaining=SessionRange(4, 3, 5))
+    est = estimate(
+        basis="dosing-history",
+        starting_level=None,
+        levels_used=(),
+        adjusted_level_ug_per_ml=12.0,
+        remeasure_at=None,
+        remaining=SessionRange(4, 3, 5),
+    )
     body = render(est=est)
     assert ext(body, "plex-estimate")["latestLevel"] == {"adjusted": 12.0, "unit": "ug/mL"}
     c = card(body, "plex-estimate")
@@ -221,8 +277,14 @@ def test_dosing_history_gives_only_adjusted() -> None:
 
 
 def test_basis_none_omits_remaining() -> None:
-    est = estimate(basis="none", remaining=None, starting_level=None, levels_used=(), adjusted_level_ug_per_ml=None,
-                   remeasure_at=None)
+    est = estimate(
+        basis="none",
+        remaining=None,
+        starting_level=None,
+        levels_used=(),
+        adjusted_level_ug_per_ml=None,
+        remeasure_at=None,
+    )
     body = render(est=est)
     e = ext(body, "plex-estimate")
     assert "remainingSessions" not in e and "latestLevel" not in e
@@ -231,11 +293,17 @@ def test_basis_none_omits_remaining() -> None:
 
 
 def test_fhir_text_is_escaped_everywhere() -> None:
-    unusable = (UnusableValue("natalizumab level", "unit is not a mass concentration", reported=f"12 IU/mL {EVIL}"),)
+    unusable = (
+        UnusableValue("natalizumab level", "unit is not a mass concentration", reported=f"12 IU/mL {EVIL}"),
+    )
     est = estimate(unusable=unusable)
     conflict = MedicationUse("fingolimod", EVIL, True, status="active")
-    body = render(est=est, da=dmt(active_conflicts=(conflict,)), o=order(text=EVIL),
-                  lr=load(problems=(f"labs: {EVIL}",)))
+    body = render(
+        est=est,
+        da=dmt(active_conflicts=(conflict,)),
+        o=order(text=EVIL),
+        lr=load(problems=(f"labs: {EVIL}",)),
+    )
     for c in body["cards"]:
         d = c.get("detail", "")
         assert "<script>" not in d and "](javascript" not in d and "**bold**" not in d
@@ -250,7 +318,9 @@ def test_md_escape() -> None:
 
 
 def test_dmt_card_conflict_and_conditional() -> None:
-    conflict = MedicationUse("fingolimod", "Gilenya 0.5 mg", True, status="active", last_date=NOW - timedelta(days=6))
+    conflict = MedicationUse(
+        "fingolimod", "Gilenya 0.5 mg", True, status="active", last_date=NOW - timedelta(days=6)
+    )
     c = card(render(da=dmt(active_conflicts=(conflict,))), "dmt")
     assert c["indicator"] == "critical"
     assert "fingolimod" in c["summary"]
@@ -267,7 +337,10 @@ def test_dmt_suggestions_only_allowed_never_avoid() -> None:
     assert offered == ["glatiramer acetate"]  # fingolimod: avoid; dimethyl fumarate: conditional, not advised
     res = c["suggestions"][0]["actions"][0]["resource"]
     assert res["medicationCodeableConcept"]["coding"][0] == {
-        "system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "214582", "display": "glatiramer acetate"}
+        "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "code": "214582",
+        "display": "glatiramer acetate",
+    }
     assert c["selectionBehavior"] == "at-most-one"
     avoid = set(da.avoid)
     assert not avoid & set(cards.dmt_suggestible(da))
@@ -284,28 +357,53 @@ def test_iris_card() -> None:
 def test_chart_link() -> None:
     assert card(render(), "plex-estimate").get("links") is None
     c = card(render(chart_url="http://127.0.0.1:8080/charts/abc.svg"), "plex-estimate")
-    assert c["links"] == [{"label": "Projected natalizumab level chart", "url": "http://127.0.0.1:8080/charts/abc.svg",
-                           "type": "absolute"}]
+    assert c["links"] == [
+        {
+            "label": "Projected natalizumab level chart",
+            "url": "http://127.0.0.1:8080/charts/abc.svg",
+            "type": "absolute",
+        }
+    ]
 
 
 @pytest.mark.parametrize("n", [1, 9, 10, 99, 100])
 def test_summaries_fit_with_extreme_numbers(n: int) -> None:
     lv = level(123456.789, comparator=">=")
-    est = estimate(remaining=SessionRange(n, n, n * 10), starting_level=lv, levels_used=(lv,),
-                   adjusted_level_ug_per_ml=0.001, target_ug_per_ml=0.123)
+    est = estimate(
+        remaining=SessionRange(n, n, n * 10),
+        starting_level=lv,
+        levels_used=(lv,),
+        adjusted_level_ug_per_ml=0.001,
+        target_ug_per_ml=0.123,
+    )
     long_names = tuple(f"ingredient-{'x' * 40}-{i}" for i in range(5))
     conflicts = tuple(MedicationUse(None, f"{'y' * 80} {i}", True) for i in range(3))
-    body = render(est=est, ia=iris(reasons=("z" * 200,)), da=dmt(allowed=long_names, avoid=long_names,
-                                                                 active_conflicts=conflicts, suggestible=()))
+    body = render(
+        est=est,
+        ia=iris(reasons=("z" * 200,)),
+        da=dmt(allowed=long_names, avoid=long_names, active_conflicts=conflicts, suggestible=()),
+    )
     assert all(len(c["summary"]) <= 139 for c in body["cards"])
 
 
 def test_unusable_and_problems_named() -> None:
-    est = estimate(unusable=(UnusableValue("natalizumab level", "implausible value", reported="5000 ug/mL",
-                                           at=NOW - timedelta(days=2)),))
-    d = card(render(est=est, lr=load(problems=("medicationRequests: FHIR server timed out",), skipped=2)),
-             "plex-estimate")["detail"]
-    assert "5000 ug/mL" in d and "implausible value" in d and "timed out" in d and "2 malformed FHIR entries" in d
+    est = estimate(
+        unusable=(
+            UnusableValue(
+                "natalizumab level", "implausible value", reported="5000 ug/mL", at=NOW - timedelta(days=2)
+            ),
+        )
+    )
+    d = card(
+        render(est=est, lr=load(problems=("medicationRequests: FHIR server timed out",), skipped=2)),
+        "plex-estimate",
+    )["detail"]
+    assert (
+        "5000 ug/mL" in d
+        and "implausible value" in d
+        and "timed out" in d
+        and "2 malformed FHIR entries" in d
+    )
 
 
 def test_fitted_removal_named() -> None:

@@ -62,7 +62,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env.update(CDS_AUTH="off", CDS_DEMO="1", CDS_STATE_DIR=str(tmp_path_factory.mktemp("cli-state")))
     proc = subprocess.Popen(
         [sys.executable, "-m", "cds", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -92,15 +95,31 @@ def test_serve_multi_worker_and_demo(served: str) -> None:
     assert httpx.get(f"{served}/demo/patients").json()
     cds_bin = Path(sys.executable).with_name("cds")
     cmd = [str(cds_bin)] if cds_bin.exists() else [sys.executable, "-m", "cds"]
-    r = subprocess.run([*cmd, "demo", "--url", served, "--patient", "brainstem-pml", "--hook", "order-sign"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*cmd, "demo", "--url", served, "--patient", "brainstem-pml", "--hook", "order-sign"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert "3 card(s)" in r.stdout and "High PML-IRIS risk" in r.stdout
-    r = subprocess.run([*cmd, "demo", "--url", served, "--patient", "nobody"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*cmd, "demo", "--url", served, "--patient", "nobody"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode != 0
 
 
 def test_demo_exits_nonzero_on_http_error() -> None:
-    r = subprocess.run([sys.executable, "-m", "cds", "demo", "--url", f"http://127.0.0.1:{free_port()}"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "cds", "demo", "--url", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 1 and "cannot reach" in r.stderr

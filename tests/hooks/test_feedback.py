@@ -39,17 +39,21 @@ def test_accepted_and_overridden_are_stored(client: httpx.Client, state_dir: Pat
         outcome="overridden",
         acceptedSuggestions=None,
         overrideReason={
-            "reason": {"code": "clinical-judgement", "system": "urn:pml-plex:override-reason", "display": "Clinical"},
+            "reason": {
+                "code": "clinical-judgement",
+                "system": "urn:pml-plex:override-reason",
+                "display": "Clinical",
+            },
             "userComment": "discussed with the team",
         },
     )
     del overridden["acceptedSuggestions"]
     r = client.post(FEEDBACK, json={"feedback": [accepted, overridden]})
     assert r.status_code == 200, r.text
-    (svc, outcome, ts, sugg, _), = rows(state_dir, accepted["card"])
+    ((svc, outcome, ts, sugg, _),) = rows(state_dir, accepted["card"])
     assert (svc, outcome, ts) == ("pml-plex-select", "accepted", "2024-05-01T10:00:00Z")
     assert accepted["acceptedSuggestions"][0]["id"] in sugg
-    (_, outcome, _, _, reason), = rows(state_dir, overridden["card"])
+    ((_, outcome, _, _, reason),) = rows(state_dir, overridden["card"])
     assert outcome == "overridden" and "clinical-judgement" in reason and "discussed" in reason
 
 
@@ -81,8 +85,12 @@ def test_feedback_per_service(client: httpx.Client, state_dir: Path) -> None:
         pytest.param({"feedback": [{k: v for k, v in item().items() if k != "card"}]}, id="card-missing"),
         pytest.param({"feedback": [item(card="not-a-uuid")]}, id="card-not-uuid"),
         pytest.param({"feedback": [item(outcome="dismissed")]}, id="outcome-wrong"),
-        pytest.param({"feedback": [{k: v for k, v in item().items() if k != "outcome"}]}, id="outcome-missing"),
-        pytest.param({"feedback": [{k: v for k, v in item().items() if k != "outcomeTimestamp"}]}, id="ts-missing"),
+        pytest.param(
+            {"feedback": [{k: v for k, v in item().items() if k != "outcome"}]}, id="outcome-missing"
+        ),
+        pytest.param(
+            {"feedback": [{k: v for k, v in item().items() if k != "outcomeTimestamp"}]}, id="ts-missing"
+        ),
         pytest.param({"feedback": [item(outcomeTimestamp="yesterday")]}, id="ts-garbage"),
         pytest.param({"feedback": [item(outcomeTimestamp="2024-05-01T10:00:00")]}, id="ts-no-zone"),
         pytest.param({"feedback": [item(outcomeTimestamp="2024-13-01T10:00:00Z")]}, id="ts-invalid-month"),

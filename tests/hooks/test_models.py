@@ -25,7 +25,9 @@ SRC = Source(label="PML-PLEX decision support")
 
 
 def test_prune_drops_null_and_empty_everywhere() -> None:
-    assert prune({"a": None, "b": "", "c": [], "d": {}, "e": [None, "", {}, [], {"x": None}], "f": 0, "g": False}) == {
+    assert prune(
+        {"a": None, "b": "", "c": [], "d": {}, "e": [None, "", {}, [], {"x": None}], "f": 0, "g": False}
+    ) == {
         "f": 0,
         "g": False,
     }
@@ -42,7 +44,9 @@ def test_summary_over_139_raises() -> None:
 
 
 def test_suggestions_need_selection_behavior() -> None:
-    s = Suggestion(label="do", actions=[Action(type="create", description="d", resource={"resourceType": "X"})])
+    s = Suggestion(
+        label="do", actions=[Action(type="create", description="d", resource={"resourceType": "X"})]
+    )
     with pytest.raises(ValidationError):
         Card(summary="s", indicator="info", source=SRC, suggestions=[s])
     Card(summary="s", indicator="info", source=SRC, suggestions=[s], selectionBehavior="any")

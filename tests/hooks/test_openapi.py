@@ -14,7 +14,13 @@ from cds.hooks.openapi import PML_PLEX_EXTENSION
 from cds.settings import Settings
 from tests.hooks.checks import ROOT
 
-OUR_PATHS = ("/cds-services", "/cds-services/{service_id}", "/cds-services/{service_id}/feedback", "/healthz", "/readyz")
+OUR_PATHS = (
+    "/cds-services",
+    "/cds-services/{service_id}",
+    "/cds-services/{service_id}/feedback",
+    "/healthz",
+    "/readyz",
+)
 HINT = "openapi.yaml drifted from the app: run `.venv/bin/python scripts/gen_openapi.py` and commit it"
 
 
@@ -50,7 +56,11 @@ def test_our_paths_match(committed: dict[str, Any], served: dict[str, Any]) -> N
 
 
 def test_our_schemas_match(committed: dict[str, Any], served: dict[str, Any]) -> None:
-    names = _refs({p: served["paths"][p] for p in OUR_PATHS}) | {"PmlPlexExtension", "HookRequest", "FeedbackRequest"}
+    names = _refs({p: served["paths"][p] for p in OUR_PATHS}) | {
+        "PmlPlexExtension",
+        "HookRequest",
+        "FeedbackRequest",
+    }
     schemas = served["components"]["schemas"]
     todo = set(names)
     while todo:
@@ -68,24 +78,54 @@ def test_every_served_path_is_documented(committed: dict[str, Any], served: dict
 
 
 def test_pml_plex_schema_is_pinned(committed: dict[str, Any]) -> None:
-    assert committed["components"]["schemas"]["PmlPlexExtension"] == yaml.safe_load(yaml.safe_dump(PML_PLEX_EXTENSION))
+    assert committed["components"]["schemas"]["PmlPlexExtension"] == yaml.safe_load(
+        yaml.safe_dump(PML_PLEX_EXTENSION)
+    )
     card = committed["components"]["schemas"]["Card"]
-    assert card["properties"]["extension"]["properties"]["pml-plex"] == {"$ref": "#/components/schemas/PmlPlexExtension"}
+    assert card["properties"]["extension"]["properties"]["pml-plex"] == {
+        "$ref": "#/components/schemas/PmlPlexExtension"
+    }
 
 
 VALID = [
-    {"kind": "plex-estimate", "basis": "measured",
-     "latestLevel": {"value": 25.0, "adjusted": 24.1, "unit": "ug/mL", "date": "2024-05-01T10:00:00Z", "comparator": "<"},
-     "target": {"value": 1.0, "unit": "ug/mL"}, "sessionsCompleted": 0,
-     "remainingSessions": {"estimate": 5, "low": 5, "high": 7}, "orderedSessions": 5},
-    {"kind": "plex-estimate", "basis": "dosing-history", "latestLevel": {"adjusted": 40.0, "unit": "ug/mL"},
-     "target": {"value": 1.0, "unit": "ug/mL"}, "sessionsCompleted": 0,
-     "remainingSessions": {"estimate": 6, "low": 5, "high": 9}},
-    {"kind": "plex-estimate", "basis": "none", "target": {"value": 1.0, "unit": "ug/mL"}, "sessionsCompleted": 2},
+    {
+        "kind": "plex-estimate",
+        "basis": "measured",
+        "latestLevel": {
+            "value": 25.0,
+            "adjusted": 24.1,
+            "unit": "ug/mL",
+            "date": "2024-05-01T10:00:00Z",
+            "comparator": "<",
+        },
+        "target": {"value": 1.0, "unit": "ug/mL"},
+        "sessionsCompleted": 0,
+        "remainingSessions": {"estimate": 5, "low": 5, "high": 7},
+        "orderedSessions": 5,
+    },
+    {
+        "kind": "plex-estimate",
+        "basis": "dosing-history",
+        "latestLevel": {"adjusted": 40.0, "unit": "ug/mL"},
+        "target": {"value": 1.0, "unit": "ug/mL"},
+        "sessionsCompleted": 0,
+        "remainingSessions": {"estimate": 6, "low": 5, "high": 9},
+    },
+    {
+        "kind": "plex-estimate",
+        "basis": "none",
+        "target": {"value": 1.0, "unit": "ug/mL"},
+        "sessionsCompleted": 2,
+    },
     {"kind": "iris", "risk": "high", "reasons": ["brainstem involvement"]},
     {"kind": "iris", "risk": "standard"},
-    {"kind": "dmt", "allowed": ["glatiramer acetate"], "conditional": ["dimethyl fumarate"], "avoid": ["fingolimod"],
-     "activeConflicts": ["fingolimod"]},
+    {
+        "kind": "dmt",
+        "allowed": ["glatiramer acetate"],
+        "conditional": ["dimethyl fumarate"],
+        "avoid": ["fingolimod"],
+        "activeConflicts": ["fingolimod"],
+    },
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import sqlite3
 import uuid
@@ -22,7 +21,9 @@ SELECT = "/cds-services/pml-plex-select"
 SIGN = "/cds-services/pml-plex-sign"
 
 
-def request(name: str, hook: str = "order-select", settings: Settings | None = None, **kw: Any) -> dict[str, Any]:
+def request(
+    name: str, hook: str = "order-select", settings: Settings | None = None, **kw: Any
+) -> dict[str, Any]:
     return demo.hook_request(demo.patient(name, datetime.now(UTC)), hook, settings=settings, **kw)  # type: ignore[arg-type]
 
 
@@ -75,7 +76,9 @@ def test_plex_order_gives_three_cards(client: httpx.Client, settings: Settings, 
 
 
 @pytest.mark.parametrize("name", demo.scenarios())
-def test_every_demo_patient_follows_the_card_rules(client: httpx.Client, settings: Settings, name: str) -> None:
+def test_every_demo_patient_follows_the_card_rules(
+    client: httpx.Client, settings: Settings, name: str
+) -> None:
     r = client.post(SELECT, json=request(name, "order-select", settings))
     assert r.status_code == 200, r.text
     check_response(r.json())
@@ -86,10 +89,14 @@ def test_every_demo_patient_follows_the_card_rules(client: httpx.Client, setting
 def test_no_trigger_answers_empty_without_fhir_calls(client: httpx.Client, settings: Settings) -> None:
     with tripwire() as wire:
         for name in ("non-plex-order",):
-            body = request(name, "order-select", settings, prefetch=False, fhir_server=wire.url, token="t0k3n")
+            body = request(
+                name, "order-select", settings, prefetch=False, fhir_server=wire.url, token="t0k3n"
+            )
             r = client.post(SELECT, json=body)
             assert r.status_code == 200 and r.json() == {"cards": []}
-        body = request("high-level", "order-select", settings, prefetch=False, fhir_server=wire.url, token="t0k3n")
+        body = request(
+            "high-level", "order-select", settings, prefetch=False, fhir_server=wire.url, token="t0k3n"
+        )
         body["context"]["selections"] = ["ServiceRequest/not-in-the-bundle"]
         r = client.post(SELECT, json=body)
         assert r.status_code == 200 and r.json() == {"cards": []}
@@ -121,7 +128,9 @@ def test_tolerant_input(client: httpx.Client, settings: Settings) -> None:
     assert kinds(r.json()) == ["plex-estimate", "iris", "dmt"]
 
 
-def test_selections_with_full_url_and_order_sign_without_selections(client: httpx.Client, settings: Settings) -> None:
+def test_selections_with_full_url_and_order_sign_without_selections(
+    client: httpx.Client, settings: Settings
+) -> None:
     body = request("high-level", "order-sign", settings)
     assert "selections" not in body["context"]
     assert client.post(SIGN, json=body).json()["cards"]
@@ -144,19 +153,26 @@ def _valid(settings: Settings) -> dict[str, Any]:
         pytest.param(lambda b: b.update(hook="order-sign"), id="hook-mismatch"),
         pytest.param(lambda b: b.update(hook="patient-view"), id="other-hook"),
         pytest.param(lambda b: b["context"].update(draftOrders=[]), id="draftOrders-list"),
-        pytest.param(lambda b: b["context"].update(draftOrders={"resourceType": "ServiceRequest"}), id="draftOrders-not-bundle"),
+        pytest.param(
+            lambda b: b["context"].update(draftOrders={"resourceType": "ServiceRequest"}),
+            id="draftOrders-not-bundle",
+        ),
         pytest.param(lambda b: b["context"].pop("draftOrders"), id="no-draftOrders"),
         pytest.param(lambda b: b.update(context="x"), id="context-string"),
         pytest.param(lambda b: b.update(hookInstance=5), id="hookInstance-number"),
     ],
 )
-def test_bad_requests_give_400_operation_outcome(client: httpx.Client, settings: Settings, mutate: Any) -> None:
+def test_bad_requests_give_400_operation_outcome(
+    client: httpx.Client, settings: Settings, mutate: Any
+) -> None:
     body = _valid(settings)
     mutate(body)
     assert_outcome(client.post(SELECT, json=body), 400)
 
 
-@pytest.mark.parametrize("raw", [b"{", b"not json", b"[]", b"null", b'{"hook": "order-select"', "{\"a\": \"\xff\"}".encode("latin-1")])
+@pytest.mark.parametrize(
+    "raw", [b"{", b"not json", b"[]", b"null", b'{"hook": "order-select"', '{"a": "\xff"}'.encode("latin-1")]
+)
 def test_malformed_json_gives_400(client: httpx.Client, raw: bytes) -> None:
     assert_outcome(client.post(SELECT, content=raw, headers={"Content-Type": "application/json"}), 400)
 
@@ -185,8 +201,10 @@ def test_wrong_method_is_an_operation_outcome(client: httpx.Client) -> None:
     [
         pytest.param("not-an-object", id="string"),
         pytest.param({"labs": 5, "patient": [], "conditions": "x"}, id="wrong-types"),
-        pytest.param({"labs": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation"}}, 7]}},
-                     id="malformed-entries"),
+        pytest.param(
+            {"labs": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation"}}, 7]}},
+            id="malformed-entries",
+        ),
     ],
 )
 def test_odd_prefetch_never_500(client: httpx.Client, settings: Settings, prefetch: Any) -> None:
@@ -208,12 +226,20 @@ def test_no_prefetch_no_fhir_server_is_412(client: httpx.Client, settings: Setti
 
 def test_disallowed_fhir_server_never_called(client: httpx.Client, settings: Settings) -> None:
     with tripwire() as wire:
-        body = request("high-level", "order-select", settings, prefetch=False,
-                       fhir_server=wire.url.replace("127.0.0.1", "localhost") + "/x", token="tok")
+        body = request(
+            "high-level",
+            "order-select",
+            settings,
+            prefetch=False,
+            fhir_server=wire.url.replace("127.0.0.1", "localhost") + "/x",
+            token="tok",
+        )
         body["fhirServer"] = "https://fhir.example.org/r4"  # not allowlisted
         assert_outcome(client.post(SELECT, json=body), 412)
         # complete prefetch: a disallowed fhirServer is simply not needed
-        body = request("high-level", "order-select", settings, fhir_server="https://fhir.example.org/r4", token="tok")
+        body = request(
+            "high-level", "order-select", settings, fhir_server="https://fhir.example.org/r4", token="tok"
+        )
         r = client.post(SELECT, json=body)
         assert r.status_code == 200, r.text
     assert wire.hits == 0
@@ -237,7 +263,10 @@ def test_audit_event_without_phi(client: httpx.Client, settings: Settings, state
     rows: list[str] = []
     while time.monotonic() < deadline and not rows:
         with sqlite3.connect(state_dir / "cds.sqlite3") as db:
-            rows = [r[0] for r in db.execute("SELECT event FROM audit WHERE event LIKE ?", (f"%{hook_instance}%",))]
+            rows = [
+                r[0]
+                for r in db.execute("SELECT event FROM audit WHERE event LIKE ?", (f"%{hook_instance}%",))
+            ]
         time.sleep(0.1)
     assert rows, "audit event not written"
     event = json.loads(rows[0])

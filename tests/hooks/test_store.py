@@ -10,8 +10,12 @@ import pytest
 from cds.settings import Settings
 from cds.store import SqliteStore, open_store, sqlite_path
 
-FB = {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2024-05-01T10:00:00Z",
-      "acceptedSuggestions": [{"id": "s1"}]}
+FB = {
+    "card": "c1",
+    "outcome": "accepted",
+    "outcomeTimestamp": "2024-05-01T10:00:00Z",
+    "acceptedSuggestions": [{"id": "s1"}],
+}
 
 
 async def test_feedback_idempotent_and_durable_settings(tmp_path: Path) -> None:
@@ -24,7 +28,9 @@ async def test_feedback_idempotent_and_durable_settings(tmp_path: Path) -> None:
         assert await store.add_feedback("other", [FB]) == 1
         got = await store.feedback()
         assert [(r["service_id"], r["card"], r["acceptedSuggestions"]) for r in got] == [
-            ("svc", "c1", [{"id": "s1"}]), ("other", "c1", [{"id": "s1"}])]
+            ("svc", "c1", [{"id": "s1"}]),
+            ("other", "c1", [{"id": "s1"}]),
+        ]
         conn = store._require()
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -19,8 +19,15 @@ PATH = {"order-select": "/cds-services/pml-plex-select", "order-sign": "/cds-ser
 
 
 def service_settings(server: FhirServer, state_dir: Path, *extra_allow: str) -> Settings:
-    return Settings(_env_file=None, auth="off", state_dir=state_dir, fhir_server_allowlist=[server.base_url, *extra_allow],
-                    fhir_timeout_s=4.0, fhir_deadline_s=8.0, cache_ttl_s=0)  # equivalence, not deadlines
+    return Settings(
+        _env_file=None,
+        auth="off",
+        state_dir=state_dir,
+        fhir_server_allowlist=[server.base_url, *extra_allow],
+        fhir_timeout_s=4.0,
+        fhir_deadline_s=8.0,
+        cache_ttl_s=0,
+    )  # equivalence, not deadlines
 
 
 @contextmanager
@@ -43,8 +50,13 @@ def with_prefetch(server: FhirServer, p: demo.DemoPatient, hook: str, settings: 
 
 
 def without_prefetch(server: FhirServer, p: demo.DemoPatient, hook: str) -> dict[str, Any]:
-    return demo.hook_request(p, hook, prefetch=False, fhir_server=server.base_url,  # type: ignore[arg-type]
-                             token=server.token or "no-token-needed")
+    return demo.hook_request(
+        p,
+        hook,
+        prefetch=False,
+        fhir_server=server.base_url,  # type: ignore[arg-type]
+        token=server.token or "no-token-needed",
+    )
 
 
 def comparable(body: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -56,7 +68,7 @@ def comparable(body: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
             lvl = dict(ext["latestLevel"])
             if "adjusted" in lvl:
                 a = lvl["adjusted"]
-                lvl["adjusted"] = round(a, 2 - int(math.floor(math.log10(abs(a))))) if a else a
+                lvl["adjusted"] = round(a, 2 - math.floor(math.log10(abs(a)))) if a else a
             ext["latestLevel"] = lvl
         out.append((c["indicator"], c["summary"], ext))
     return out

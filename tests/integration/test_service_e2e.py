@@ -12,11 +12,29 @@ import pytest
 from cds import demo
 from cds.settings import Settings
 from tests.hooks.checks import card, check_response, ext, kinds
-from tests.integration.service_support import PATH, comparable, load_demo, service, with_prefetch, without_prefetch
+from tests.integration.service_support import (
+    PATH,
+    comparable,
+    load_demo,
+    service,
+    with_prefetch,
+    without_prefetch,
+)
 from tests.support.fhir import FhirServer
 
-REQUIRED = ["high-level", "decayed-level", "post-session", "below-target", "antibodies", "no-level", "brainstem-pml",
-            "active-fingolimod", "lymphopenia", "non-plex-order", "no-natalizumab"]
+REQUIRED = [
+    "high-level",
+    "decayed-level",
+    "post-session",
+    "below-target",
+    "antibodies",
+    "no-level",
+    "brainstem-pml",
+    "active-fingolimod",
+    "lymphopenia",
+    "non-plex-order",
+    "no-natalizumab",
+]
 SCENARIOS = demo.scenarios()
 
 
@@ -25,7 +43,9 @@ def test_required_situations_are_demo_patients() -> None:
 
 
 @pytest.fixture(scope="module")
-def running(fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
+def running(
+    fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Settings]]:
     with service(fhir_server, tmp_path_factory.mktemp("e2e-state")) as pair:
         yield pair
 
@@ -76,15 +96,25 @@ def _expectations(body: dict[str, Any], expected: dict[str, Any]) -> None:
             concept = a["resource"]["medicationCodeableConcept"]
             assert concept["text"].lower() not in avoid
     if expected.get("fumarate_advised") is False:
-        offered = [a["resource"]["medicationCodeableConcept"]["text"] for s in card(body, "dmt").get("suggestions", [])
-                   for a in s["actions"]]
+        offered = [
+            a["resource"]["medicationCodeableConcept"]["text"]
+            for s in card(body, "dmt").get("suggestions", [])
+            for a in s["actions"]
+        ]
         assert not [o for o in offered if "fumarate" in o]
         assert "0.4" in card(body, "dmt")["detail"]
     if expected.get("suggest_update_sessions"):
-        updates = [a for s in card(body, "plex-estimate").get("suggestions", []) for a in s["actions"]
-                   if a["type"] == "update"]
-        assert updates and abs(updates[0]["resource"]["quantityQuantity"]["value"]
-                               - expected["suggest_update_sessions"]) <= 1
+        updates = [
+            a
+            for s in card(body, "plex-estimate").get("suggestions", [])
+            for a in s["actions"]
+            if a["type"] == "update"
+        ]
+        assert (
+            updates
+            and abs(updates[0]["resource"]["quantityQuantity"]["value"] - expected["suggest_update_sessions"])
+            <= 1
+        )
     if expected.get("unusable"):
         assert "Could not be used or read" in card(body, "plex-estimate")["detail"]
     assert "not proof of clinical benefit" in card(body, "plex-estimate")["detail"]
@@ -92,8 +122,13 @@ def _expectations(body: dict[str, Any], expected: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("hook", ["order-select", "order-sign"])
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_prefetch_and_fallback_agree(fhir_server: FhirServer, running: tuple[str, Settings],
-                                     patients: dict[str, demo.DemoPatient], name: str, hook: str) -> None:
+def test_prefetch_and_fallback_agree(
+    fhir_server: FhirServer,
+    running: tuple[str, Settings],
+    patients: dict[str, demo.DemoPatient],
+    name: str,
+    hook: str,
+) -> None:
     url, settings = running
     p = patients[name]
     via_prefetch = _post(url, hook, with_prefetch(fhir_server, p, hook, settings))
