@@ -25,7 +25,7 @@ log = logging.getLogger("cds.cli")
 class NoDelayHTTP(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP protocol (httptools or h11, as uvicorn picks) with TCP_NODELAY on each connection."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         set_nodelay(transport)
         super().connection_made(transport)
 

@@ -112,7 +112,7 @@ class SqliteStore:
             with self._lock:
                 if self._conn is None:
                     return False
-                return self._conn.execute("SELECT 1").fetchone() == (1,)
+                return bool(self._conn.execute("SELECT 1").fetchone() == (1,))
 
         try:
             return await asyncio.to_thread(_ping)

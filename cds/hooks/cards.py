@@ -241,7 +241,8 @@ def course_update(order: PlexOrder, sessions: int) -> dict[str, Any] | None:
     res = copy.deepcopy(order.resource)
     if not res.get("id") or res.get("resourceType") != "ServiceRequest":
         return None
-    qty = res.get("quantityQuantity") if isinstance(res.get("quantityQuantity"), dict) else {}
+    raw_qty = res.get("quantityQuantity")
+    qty: dict[str, Any] = raw_qty if isinstance(raw_qty, dict) else {}
     res["quantityQuantity"] = {**qty, "value": sessions, "unit": qty.get("unit") or "sessions"}
     repeat = (
         res.get("occurrenceTiming", {}).get("repeat")
@@ -329,8 +330,10 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
             f"No natalizumab level: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng}), from dosing history",
         )
     # measured
-    assert latest is not None
+    if latest is None:  # the engine always names the level it used; degrade rather than fail if not
+        return _fit(f"About {r.estimate} more PLEX {sessions} to reach natalizumab <{target} µg/mL ({rng})")
     lvl = _level_text(latest)
+    adj_txt = fmt_num(adj) if adj is not None else lvl
     decayed = (
         adj is not None
         and latest.value_ug_per_ml > 0
@@ -339,8 +342,8 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     if r.estimate == 0:
         if decayed:
             return _fit(
-                f"Natalizumab about {fmt_num(adj)} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for clearance",
-                f"Natalizumab about {fmt_num(adj)} µg/mL now: below the <{target} µg/mL target, no more PLEX needed for clearance",
+                f"Natalizumab about {adj_txt} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for clearance",
+                f"Natalizumab about {adj_txt} µg/mL now: below the <{target} µg/mL target, no more PLEX needed for clearance",
             )
         return _fit(
             f"Natalizumab {lvl} µg/mL ({fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for drug clearance",
@@ -348,8 +351,8 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
         )
     if decayed:
         return _fit(
-            f"Natalizumab about {fmt_num(adj)} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng})",
-            f"Natalizumab about {fmt_num(adj)} µg/mL now: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng})",
+            f"Natalizumab about {adj_txt} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng})",
+            f"Natalizumab about {adj_txt} µg/mL now: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng})",
         )
     return _fit(
         f"Natalizumab {lvl} µg/mL: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng})",
@@ -454,8 +457,8 @@ def estimate_card(
         )
     r = est.remaining
     if r is not None and est.basis != "none" and ordered is not None and ordered < r.estimate:
-        resource = course_update(order, r.estimate)
-        if resource is not None:
+        updated = course_update(order, r.estimate)
+        if updated is not None:
             suggestions.append(
                 Suggestion(
                     label=f"Set the PLEX course to {r.estimate} sessions (ordered: {ordered})",
@@ -463,7 +466,7 @@ def estimate_card(
                         Action(
                             type="update",
                             description=f"Update the draft PLEX order to {r.estimate} sessions",
-                            resource=resource,
+                            resource=updated,
                         )
                     ],
                 )

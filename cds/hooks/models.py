@@ -156,7 +156,8 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def to_json(self) -> dict[str, Any]:
-        return prune(self.model_dump(mode="json", exclude_none=True))
+        out: dict[str, Any] = prune(self.model_dump(mode="json", exclude_none=True))
+        return out
 
 
 class Coding(_Out):
@@ -255,7 +256,7 @@ class CdsResponse(_Out):
     systemActions: list[Action] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = prune(self.model_dump(mode="json", exclude_none=True))
+        out: dict[str, Any] = prune(self.model_dump(mode="json", exclude_none=True))
         out["cards"] = [c.to_json() for c in self.cards]
         return out
 
