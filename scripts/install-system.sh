@@ -7,7 +7,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
-ldconfig -p 2>/dev/null | grep -q libcairo.so.2 || need+=(libcairo2)  # cairosvg (chart PNG)
+ldconfig -p 2>/dev/null | grep -c libcairo.so.2 >/dev/null || need+=(libcairo2)  # cairosvg (chart PNG)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-system: missing ${need[*]} and not root; tests needing them will skip" >&2; exit 0; fi
