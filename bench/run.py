@@ -108,9 +108,16 @@ def wrk(url: str, body: Body, conc: int, duration: float, tag: str, max_requests
 
 
 def measure(server: procs.Server, body: Body, case: str, conc: int, duration: float, note: str = "") -> Point:
+    wpids = server.worker_pids() if server.workers > 1 else []
+    w0 = [procs.cpu_seconds([p]) for p in wpids]
     cpu0 = server.cpu()
     s = wrk(server.url, body, conc, duration, f"{server.name}-{case}-c{conc}")
     cpu1 = server.cpu()
+    if wpids:  # how the kernel spread the connections over the workers (shared listening socket)
+        dw = [procs.cpu_seconds([p]) - t for p, t in zip(wpids, w0)]
+        tot = sum(dw) or 1.0
+        note = (note + " " if note else "") + "(worker CPU split " + "/".join(f"{100 * d / tot:.0f}" for d in dw) + "%)"
+
     n = max(1, s["requests"])
     errors = s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["status_errors"] + s["timeouts"]
     if s["requests"] == 0:
@@ -193,6 +200,20 @@ def stop_fhir(state: str) -> None:
     env = dict(os.environ, FHIR_SERVER="sekmet", FHIR_STATE_DIR=state, FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"))
     subprocess.run(["bash", str(ROOT / "tests" / "fhir_server.sh"), "stop"], env=env, capture_output=True,
                    timeout=60)
+
+
+def settle_fhir(base: str, max_s: float = 30.0) -> None:
+    """Wait (bounded) until the FHIR server answers a search in under 50 ms again."""
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        try:
+            procs.http_get(f"{base}/Condition?patient={B.BENCH_PID}&_count=1", timeout=5)
+        except OSError:
+            pass
+        if time.monotonic() - t0 < 0.05:
+            return
+        time.sleep(0.5)
 
 
 def load_fhir(base: str, resources: list[dict[str, Any]]) -> None:
@@ -490,6 +511,34 @@ def write_results(path: Path, ctx: dict[str, Any], points: list[Point], scaling:
     path.write_text("\n".join(L) + "\n")
 
 
+def _section(text: str, heading: str) -> tuple[int, int] | None:
+    i = text.find(heading)
+    if i < 0:
+        return None
+    j = text.find("\n## ", i + len(heading))
+    return i, (j + 1 if j >= 0 else len(text))
+
+
+def merge_soak(out: Path, soak_md: str, ctx: dict[str, Any]) -> None:
+    """Put a separate `--soak` run's section and memory verdicts into an existing results file."""
+    text = out.read_text()
+    new = _section(soak_md, "## Memory soak")
+    if new is None:
+        return
+    block = soak_md[new[0]:new[1]].rstrip("\n")
+    block += f"\n\n(Soak run separately: `{ctx['command']}` on {ctx['when']}.)\n\n"
+    old = _section(text, "## Memory soak")
+    text = text[:old[0]] + block + text[old[1]:] if old else text.rstrip("\n") + "\n\n" + block
+    rows = [ln for ln in soak_md.splitlines() if ln.startswith("| memory after") or ln.startswith("| no memory growth")]
+    lines = [ln for ln in text.splitlines() if not (ln.startswith("| memory after") or ln.startswith("| no memory growth"))]
+    try:
+        k = max(i for i, ln in enumerate(lines) if ln.startswith("| ") and "**" in ln and "met" in ln)
+        lines[k + 1:k + 1] = rows
+    except ValueError:
+        pass
+    out.write_text("\n".join(lines) + "\n")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -514,7 +563,7 @@ def main() -> int:
     concs = [int(x) for x in a.concurrency.split(",")]
     workers_list = [int(x) for x in a.workers.split(",")]
     soak_n = a.soak_requests or (10000 if a.quick else 100000)
-    soak_max = a.soak_max_s or (30.0 if a.quick else 1200.0 if a.soak else 150.0)
+    soak_max = a.soak_max_s or (30.0 if a.quick else 1500.0 if a.soak else 100.0)
     t_start = time.monotonic()
     RAW.mkdir(parents=True, exist_ok=True)
 
@@ -575,8 +624,8 @@ def main() -> int:
                 warm(base, bl, warmup)
                 base_pts = {c: measure(base, bl, "baseline", c, duration) for c in concs}
                 points.extend(base_pts.values())
-                procs.stop(base)
-                started.remove(base)
+                # the baseline stays up (idle) and is measured again after the cases: ratios use the mean
+                # of both, so a burst of other load on the machine hits the baseline as well
 
                 srv = start_service(f"cds-w{w}", w, allow)
                 started.append(srv)
@@ -589,6 +638,7 @@ def main() -> int:
                     warm(srv, bodies["fallback-cold"], warmup)
                     for c in concs:
                         points.append(measure(srv, bodies["fallback-cold"], "fallback-cold", c, duration))
+                    settle_fhir(fhir_base)  # a c=64 cold run leaves the FHIR server a backlog
                     warm(srv, bodies["fallback-warm-select"], warmup)
                     for c in concs:
                         points.append(measure(srv, bodies["fallback-warm"], "fallback-warm", c, duration))
@@ -598,6 +648,15 @@ def main() -> int:
                         scaling.append(measure(srv, bodies[f"obs{n}"], f"obs{n}", 1, duration))
                 procs.stop(srv)
                 started.remove(srv)
+
+                base_after = {c: measure(base, bl, "baseline (again, after the cases)", c, duration) for c in concs}
+                points.extend(base_after.values())
+                procs.stop(base)
+                started.remove(base)
+                for c, p in base_pts.items():
+                    q = base_after[c]
+                    p.note = f"(mean with the second baseline: {(p.rps + q.rps) / 2:,.0f} req/s)"
+                    p.rps_mean, p.cpu_mean = (p.rps + q.rps) / 2, (p.cpu_us + q.cpu_us) / 2  # type: ignore[attr-defined]
 
                 if w == 1:
                     strict = start_service("cds-strict-w1", 1, allow, CDS_STRICT_FHIR="1")
@@ -609,13 +668,18 @@ def main() -> int:
                     started.remove(strict)
 
                 for p in points:
-                    if p.workers == w and p.case != "baseline":
+                    if p.workers == w and not p.case.startswith("baseline"):
                         b = base_pts.get(p.conc)
                         if b:
-                            p.ratio_rps = p.rps / b.rps if b.rps else None
-                            p.ratio_cpu = p.cpu_us / b.cpu_us if b.cpu_us else None
-                for p in base_pts.values():
-                    p.ratio_rps, p.ratio_cpu = 1.0, 1.0
+                            brps, bcpu = b.rps_mean, b.cpu_mean  # type: ignore[attr-defined]
+                            p.ratio_rps = p.rps / brps if brps else None
+                            p.ratio_cpu = p.cpu_us / bcpu if bcpu else None
+                for c, p in base_pts.items():
+                    p.ratio_rps = p.rps / p.rps_mean if p.rps_mean else None  # type: ignore[attr-defined]
+                    p.ratio_cpu = p.cpu_us / p.cpu_mean if p.cpu_mean else None  # type: ignore[attr-defined]
+                    q = base_after[c]
+                    q.ratio_rps = q.rps / p.rps_mean if p.rps_mean else None  # type: ignore[attr-defined]
+                    q.ratio_cpu = q.cpu_us / p.cpu_mean if p.cpu_mean else None  # type: ignore[attr-defined]
 
             if not a.no_profile:
                 try:
@@ -659,8 +723,12 @@ def main() -> int:
            "reply_bytes": reply_bytes}
     out = Path(a.out)
     if a.soak and out.exists():
-        out = RAW / "results-soak.md"
-    write_results(out, ctx, points, scaling, soak_r, profile_md, bodies)
+        # merge: replace the soak section and the memory rows of the targets table in the existing results
+        tmp = RAW / "results-soak.md"
+        write_results(tmp, ctx, points, scaling, soak_r, profile_md, bodies)
+        merge_soak(out, tmp.read_text(), ctx)
+    else:
+        write_results(out, ctx, points, scaling, soak_r, profile_md, bodies)
     print(f"wrote {out} in {ctx['elapsed']:.0f} s", flush=True)
     return 0
 
