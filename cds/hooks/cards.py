@@ -16,13 +16,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from cds.engine.dmt import LYMPHOCYTE_THRESHOLD_10E9_PER_L
 from cds.engine.domain import (
+    ConditionalDmt,
     DmtAdvice,
     IrisAssessment,
     NatalizumabLevel,
     PlexEstimate,
     Reference,
+    UnusableValue,
 )
+from cds.engine.drugs import identify
 from cds.fhir_io import LoadResult, PlexOrder
 from cds.hooks.models import Action, Card, Coding, Link, Source, Suggestion
 
@@ -125,15 +129,28 @@ def _fit(*candidates: str) -> str:
     return candidates[-1][:136].rstrip() + "..."
 
 
-def _refs_md(refs: Iterable[Reference]) -> str:
-    seen: set[str] = set()
-    lines = []
+def _ref_key(r: Reference) -> str:
+    """One source, however it is cited: the same DOI/URL (or, without one, the same citation)."""
+    return r.url.strip().rstrip("/").lower() if r.url else r.citation.strip().lower()
+
+
+def _unique_refs(refs: Iterable[Reference]) -> list[Reference]:
+    out: dict[str, Reference] = {}
     for r in refs:
-        if r.citation in seen:
-            continue
-        seen.add(r.citation)
-        lines.append(f"- [{r.citation}]({r.url})" if r.url else f"- {r.citation}")
-    return "\n".join(lines)
+        out.setdefault(_ref_key(r), r)
+    return list(out.values())
+
+
+def _refs_md(refs: Iterable[Reference]) -> str:
+    return "\n".join(f"- [{r.citation}]({r.url})" if r.url else f"- {r.citation}" for r in _unique_refs(refs))
+
+
+def _short_ref(r: Reference) -> str:
+    """'Tan IL et al. Neurology 2011;…' -> 'Tan 2011' (first word and first year), linked when it has a URL."""
+    first = r.citation.split(" ", 1)[0].rstrip(".,")
+    year = re.search(r"\b(19|20)\d\d\b", r.citation)
+    label = f"{first} {year.group(0)}" if year else r.citation
+    return f"[{label}]({r.url})" if r.url else label
 
 
 def _source(refs: Iterable[Reference]) -> Source:
@@ -141,23 +158,46 @@ def _source(refs: Iterable[Reference]) -> Source:
     return Source(label=SOURCE_LABEL, url=url)
 
 
-def _problems_md(load: LoadResult | None, unusable: Iterable[Any] = ()) -> str:
-    lines = []
+def _unusable_lines(unusable: Iterable[UnusableValue]) -> list[str]:
+    """One line per kind and reason: repeated entries (e.g. every percentage lymphocyte result) collapse
+    into one line with a count and the latest value."""
+    groups: dict[tuple[str, str], list[UnusableValue]] = {}
     for u in unusable:
-        what = f"{u.kind}"
-        if u.reported:
-            what += f" {u.reported}"
-        if u.at:
-            what += f" ({fmt_date(u.at)})"
-        lines.append(f"- {md_escape(what)}: {md_escape(u.reason)}")
+        groups.setdefault((u.kind, u.reason), []).append(u)
+    lines = []
+    for (kind, reason), items in groups.items():
+        if len(items) == 1:
+            u = items[0]
+            what = kind + (f" {u.reported}" if u.reported else "") + (f" ({fmt_date(u.at)})" if u.at else "")
+            lines.append(f"- {md_escape(what)}: {md_escape(reason)}")
+            continue
+        dated = [u for u in items if u.at is not None]
+        latest = max(dated, key=lambda u: u.at or datetime.min.replace(tzinfo=UTC)) if dated else items[0]
+        shown = (
+            ", latest "
+            + (f"{latest.reported} " if latest.reported else "")
+            + (f"on {fmt_date(latest.at)}" if latest.at else "")
+        )
+        what = f"{len(items)} {kind} results ({shown.removeprefix(', ').strip()})"
+        lines.append(f"- {md_escape(what)}: {md_escape(reason)}")
+    return lines
+
+
+def _problems_md(load: LoadResult | None, unusable: Iterable[UnusableValue] = ()) -> str:
+    lines = _unusable_lines(unusable)
     if load is not None:
-        for p in load.problems:
+        for p in dict.fromkeys(load.problems):
             lines.append(f"- {md_escape(p)}")
         if load.skipped:
             lines.append(
                 f"- {load.skipped} malformed FHIR entr{'y was' if load.skipped == 1 else 'ies were'} skipped"
             )
     return "\n".join(lines)
+
+
+def _an(word: str) -> str:
+    """English indefinite article for an ingredient name: 'an interferon…', 'a glatiramer…'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 # ---------------------------------------------------------------- FHIR resources we emit
@@ -184,13 +224,22 @@ def validate_emitted(resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def level_request(patient_id: str, at: datetime, after_session: int | None, settings: Any) -> dict[str, Any]:
+def level_request(
+    patient_id: str, at: datetime, after_session: int | None, settings: Any, *, completed: int = 0
+) -> dict[str, Any]:
     code: dict[str, Any] = {"text": LEVEL_TEXT}
     codes = [c for c in (getattr(settings, "natalizumab_level_codes", None) or []) if "|" in c]
     if codes:
         system, value = codes[0].split("|", 1)
         code["coding"] = [{"system": system, "code": value, "display": LEVEL_TEXT}]
-    when = f"after PLEX session {after_session}" if after_session else "before the next PLEX session"
+    if after_session:
+        when = (
+            f"after {after_session} more PLEX session{'s' if after_session != 1 else ''}, before the next one"
+            if completed
+            else f"after PLEX session {after_session}, before session {after_session + 1}"
+        )
+    else:
+        when = "before the next PLEX session"
     return validate_emitted(
         {
             "resourceType": "ServiceRequest",
@@ -360,69 +409,165 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     )
 
 
-def _estimate_detail(est: PlexEstimate, load: LoadResult, order: PlexOrder, ordered: int | None) -> str:
-    parts: list[str] = []
-    if order.text:
-        parts.append(f"**Order:** {md_escape(order.text)}")
-    if est.levels_used or est.adjusted_level_ug_per_ml is not None:
-        rows = ["| Date | Value | Unit | Kind |", "|---|---|---|---|"]
-        for lv in sorted(est.levels_used, key=lambda x: x.drawn_at):
-            kind = "measured"
-            if lv.reported_value is not None and md_escape(lv.reported_unit) not in ("ug/mL", "µg/mL"):
-                kind += f" (reported {fmt_num(lv.reported_value)} {md_escape(lv.reported_unit)})"
-            rows.append(
-                f"| {fmt_date(lv.drawn_at)} | {lv.comparator or ''}{fmt_num(lv.value_ug_per_ml)} | µg/mL | {kind} |"
-            )
-        if est.adjusted_level_ug_per_ml is not None:
-            how = (
-                "estimated from dosing history"
-                if est.basis == "dosing-history"
-                else "adjusted to now (decay, sessions since)"
-            )
-            rows.append(f"| now | {fmt_num(est.adjusted_level_ug_per_ml)} | µg/mL | {how} |")
-        parts.append("**Levels used**\n\n" + "\n".join(rows))
-    parts.append(f"**PLEX sessions done:** {est.sessions_completed}")
+# notes whose content the card already shows in its own sections (plan, ordered course, assumptions,
+# the not-used list and the decision-support sentence): shown once, not twice
+_NOTES_SHOWN_ELSEWHERE = (
+    "Re-measure serum natalizumab before session",
+    "Measure serum natalizumab before the next session",
+    "This estimate concerns drug clearance only",
+    "The order is for ",
+    "Patient-specific remaining fraction per session",
+)
+_NOTE_UNUSABLE = re.compile(r"^\d+ natalizumab result\(s\) (was|were) not used")
+# unusable values the estimate card names besides the engine's screened levels
+_ESTIMATE_UNUSABLE_KINDS = ("natalizumab antibody result", "PLEX procedure")
+
+
+def _engine_notes(est: PlexEstimate) -> list[str]:
+    return [n for n in est.notes if not n.startswith(_NOTES_SHOWN_ELSEWHERE) and not _NOTE_UNUSABLE.match(n)]
+
+
+def _n_sessions(n: int, more: bool = True) -> str:
+    return f"{n} {'more ' if more else ''}session{'' if n == 1 else 's'}"
+
+
+def _remeasure_when(est: PlexEstimate) -> tuple[str, str] | None:
+    """(verb, what) for the next natalizumab draw, or None when the card has nothing to ask."""
+    if est.basis != "measured":
+        return "measure", "serum natalizumab before the next session"
+    if est.remeasure_at is None:
+        return None
+    around = f"around {fmt_date(est.remeasure_at)}"
+    n = est.remeasure_after_session
+    if not n:
+        return "re-measure", f"a pre-session level before the next session ({around})"
+    if est.sessions_completed:
+        return "re-measure", f"a pre-session level after {_n_sessions(n)}, before the next one ({around})"
+    return "re-measure", f"a pre-session level after session {n}, before session {n + 1} ({around})"
+
+
+def _plan_md(est: PlexEstimate, order: PlexOrder) -> str:
     r = est.remaining
     target = fmt_num(est.target_ug_per_ml)
-    if r is not None and est.basis != "none":
-        line = f"**Estimate:** about {r.estimate} more session{'s' if r.estimate != 1 else ''} (range {r.low}-{r.high}) to reach <{target} µg/mL"
-        if est.target_expected_at:
-            line += f", expected around {fmt_date(est.target_expected_at)}"
-        parts.append(line + f" (basis: {est.basis.replace('-', ' ')}).")
-        if ordered is not None:
-            cmp = "shorter than" if ordered < r.estimate else "covers"
-            parts.append(
-                f"**Ordered course:** {ordered} session{'s' if ordered != 1 else ''}, {cmp} the estimate."
-            )
-    else:
-        parts.append("**Estimate:** not possible without a natalizumab level or dosing history.")
-    removal = (
-        "fitted to this patient's levels" if est.removal_fraction_fitted is not None else "population value"
-    )
-    parts.append(
-        "**Assumptions:** "
-        f"{fmt_num(order.plan.plasma_volumes_per_session)} plasma volumes exchanged per session, "
-        f"one session every {fmt_num(order.plan.interval_days)} days; natalizumab half-life {fmt_num(est.half_life_days)} days; "
-        f"{round(est.removal_fraction * 100)}% of the level remains after each session ({removal}"
-        + (
-            f"; population {round(est.removal_fraction_population * 100)}%"
-            if est.removal_fraction_fitted is not None
+    remeasure = _remeasure_when(est)
+    if est.basis == "none" or r is None:
+        return (
+            "**Plan:** The sessions needed cannot be estimated without a natalizumab level or dosing history: "
+            "measure serum natalizumab before the next session."
+        )
+    if r.estimate == 0:
+        now_txt = (
+            f": natalizumab about {fmt_num(est.adjusted_level_ug_per_ml)} µg/mL now"
+            if est.adjusted_level_ug_per_ml is not None
             else ""
         )
-        + ")."
+        line = (
+            f"**Plan:** No more sessions needed for drug clearance{now_txt}, below the <{target} µg/mL target"
+        )
+        return line + (f"; {' '.join(remeasure)}." if remeasure and est.basis != "measured" else ".")
+    rng = f"range {r.low}-{r.high}" if r.low != r.high else f"range {r.low}"
+    head = (
+        "**Plan (from dosing history, not a measured level):**"
+        if est.basis == "dosing-history"
+        else "**Plan:**"
     )
-    if est.remeasure_at is not None:
-        after = f"after session {est.remeasure_after_session}, " if est.remeasure_after_session else ""
-        parts.append(f"**Re-measure:** serum natalizumab {after}around {fmt_date(est.remeasure_at)}.")
-    elif est.basis != "measured":
-        parts.append("**Re-measure:** measure serum natalizumab before the next session.")
-    if est.notes:
-        parts.append("\n".join(f"- {md_escape(n)}" for n in est.notes))
-    problems = _problems_md(load, est.unusable)
+    line = (
+        f"{head} About {_n_sessions(r.estimate)} ({rng}) at {fmt_num(order.plan.plasma_volumes_per_session)} "
+        f"plasma volumes every {fmt_num(order.plan.interval_days)} days; target <{target} µg/mL"
+    )
+    if est.target_expected_at:
+        line += f" expected around {fmt_date(est.target_expected_at)}"
+    return line + (f"; {' '.join(remeasure)}." if remeasure else ".")
+
+
+def _ordered_md(est: PlexEstimate, order: PlexOrder, ordered: int | None, update_offered: bool) -> str:
+    what = md_escape(order.text) if order.text else "Plasma exchange"
+    r = est.remaining
+    if ordered is None:
+        return f"**Ordered course:** {what}, no session count given."
+    line = f"**Ordered course:** {what}, {_n_sessions(ordered, more=False)}"
+    if r is None or est.basis == "none":
+        return line + "."
+    if ordered < r.estimate:
+        line += f", shorter than the estimate ({r.estimate})"
+        return line + (f": a suggestion below updates the order to {r.estimate}." if update_offered else ".")
+    if ordered > r.high:
+        return (
+            line
+            + f", more than the estimate's high end ({r.high}): consider stopping once a level confirms the target."
+        )
+    return line + ", covers the estimate."
+
+
+def _levels_table(est: PlexEstimate) -> str | None:
+    if not est.levels_used and est.adjusted_level_ug_per_ml is None:
+        return None
+    rows = ["| Value | Unit | Date | Kind |", "|---|---|---|---|"]
+    for lv in sorted(est.levels_used, key=lambda x: x.drawn_at):
+        kind = "measured"
+        if lv.reported_value is not None and md_escape(lv.reported_unit) not in ("ug/mL", "µg/mL"):
+            kind += f" (reported {fmt_num(lv.reported_value)} {md_escape(lv.reported_unit)})"
+        value = md_escape(lv.comparator or "") + fmt_num(lv.value_ug_per_ml)
+        rows.append(f"| {value} | µg/mL | {fmt_date(lv.drawn_at)} | {kind} |")
+    if est.adjusted_level_ug_per_ml is not None:
+        how = (
+            "estimated from dosing history (not measured)"
+            if est.basis == "dosing-history"
+            else "adjusted to now (decay, sessions since)"
+        )
+        rows.append(f"| {fmt_num(est.adjusted_level_ug_per_ml)} | µg/mL | now | {how} |")
+    return "**Levels used**\n\n" + "\n".join(rows)
+
+
+def _assumptions_md(est: PlexEstimate, order: PlexOrder) -> str:
+    def pct(x: float) -> str:
+        return f"{round(x * 100)}%"
+
+    remains = est.removal_fraction
+    removal = f"each session removes about {pct(1 - remains)} of the level ({pct(remains)} remains"
+    if est.removal_fraction_fitted is not None:
+        clipped = ", clipped to the plausible range" if "fit-clipped" in est.flags else ""
+        removal += (
+            f": fitted to this patient's levels{clipped}; population value {pct(est.removal_fraction_population)}"
+            " remains)"
+        )
+    else:
+        removal += ": population value, calibrated on Khatri 2009)"
+    return (
+        "**Assumptions:** "
+        f"{fmt_num(order.plan.plasma_volumes_per_session)} plasma volumes exchanged per session, "
+        f"one session every {fmt_num(order.plan.interval_days)} days; "
+        f"natalizumab half-life {fmt_num(est.half_life_days)} days; {removal}."
+    )
+
+
+def _estimate_detail(
+    est: PlexEstimate,
+    load: LoadResult,
+    order: PlexOrder,
+    ordered: int | None,
+    update_offered: bool = False,
+) -> str:
+    parts: list[str] = [_plan_md(est, order), _ordered_md(est, order, ordered, update_offered)]
+    table = _levels_table(est)
+    if table:
+        parts.append(table)
+    parts.append(f"**PLEX sessions done:** {est.sessions_completed}")
+    parts.append(_assumptions_md(est, order))
+    notes = _engine_notes(est)
+    if notes:
+        parts.append("**Notes**\n\n" + "\n".join(f"- {md_escape(n)}" for n in notes))
+    other = [u for u in load.facts.unusable if u.kind in _ESTIMATE_UNUSABLE_KINDS]
+    problems = _problems_md(load, (*est.unusable, *other))
     if problems:
         parts.append("**Could not be used or read**\n\n" + problems)
-    refs = _refs_md((*est.references, LANDI_2017))
-    parts.append("**Sources**\n\n" + refs)
+    remeasure = _remeasure_when(est)
+    if remeasure:
+        parts.append(
+            f"**{remeasure[0].capitalize()}:** {remeasure[1]}; adjust the course to the measured level "
+            "(same laboratory and assay for serial values)."
+        )
+    parts.append("**Sources**\n\n" + _refs_md((*est.references, LANDI_2017)))
     parts.append(DISCLAIMER)
     return "\n\n".join(parts)
 
@@ -440,17 +585,18 @@ def estimate_card(
     suggestions: list[Suggestion] = []
     if est.remeasure_at is not None or est.basis != "measured":
         at = est.remeasure_at or now
-        resource = level_request(
-            patient_id, at, est.remeasure_after_session if est.remeasure_at else None, settings
-        )
-        when = (
-            f"after session {est.remeasure_after_session}"
-            if est.remeasure_at and est.remeasure_after_session
-            else (f"on {fmt_date(at)}" if est.remeasure_at else "now")
-        )
+        after = est.remeasure_after_session if est.remeasure_at else None
+        resource = level_request(patient_id, at, after, settings, completed=est.sessions_completed)
+        if after:
+            when = f"after {_n_sessions(after)}" if est.sessions_completed else f"after session {after}"
+            when += f" (around {fmt_date(at)})"
+        elif est.remeasure_at:
+            when = f"before the next session (around {fmt_date(at)})"
+        else:
+            when = "now, before the next session"
         suggestions.append(
             Suggestion(
-                label=f"Order a natalizumab serum level {when}",
+                label=f"Order a natalizumab level {when}",
                 isRecommended=True,
                 actions=[Action(type="create", description=f"Draft order: {LEVEL_TEXT}", resource=resource)],
             )
@@ -459,23 +605,26 @@ def estimate_card(
     if r is not None and est.basis != "none" and ordered is not None and ordered < r.estimate:
         updated = course_update(order, r.estimate)
         if updated is not None:
+            source = " from dosing history" if est.basis == "dosing-history" else ""
             suggestions.append(
                 Suggestion(
-                    label=f"Set the PLEX course to {r.estimate} sessions (ordered: {ordered})",
+                    label=f"Update the PLEX order to {r.estimate} sessions (ordered {ordered}; estimate{source} "
+                    f"{r.estimate}, range {r.low}-{r.high})",
                     actions=[
                         Action(
                             type="update",
-                            description=f"Update the draft PLEX order to {r.estimate} sessions",
+                            description=f"Set the draft PLEX order's session count to {r.estimate}",
                             resource=updated,
                         )
                     ],
                 )
             )
+    update_offered = any(a.type == "update" for s in suggestions for a in s.actions or ())
     warn = est.basis == "none" or (r is not None and ordered is not None and ordered < r.estimate)
     link = chart_link(chart_url)
     return Card(
         summary=_estimate_summary(est, labs_unread=load.sources.get("labs") in ("missing", "error")),
-        detail=_estimate_detail(est, load, order, ordered),
+        detail=_estimate_detail(est, load, order, ordered, update_offered),
         indicator="warning" if warn else "info",
         source=_source((*est.references, LANDI_2017)),
         suggestions=suggestions or None,
@@ -486,32 +635,61 @@ def estimate_card(
     )
 
 
+_REASON = re.compile(r"^(?P<finding>[^()]+?) \((?P<detail>.*)\)$")
+
+
+def _findings(reasons: Iterable[str]) -> dict[str, list[str]]:
+    """'brainstem involvement (pons)', 'brainstem involvement (brain stem)' -> {'brainstem involvement':
+    ['pons', 'brain stem']}: one finding per line, its sites together (spelling variants once)."""
+    out: dict[str, list[str]] = {}
+    for reason in reasons:
+        m = _REASON.match(reason)
+        finding, detail = (m["finding"], m["detail"]) if m else (reason, "")
+        details = out.setdefault(finding, [])
+        key = re.sub(r"[\s-]", "", detail.lower())
+        if detail and key not in {re.sub(r"[\s-]", "", d.lower()) for d in details}:
+            details.append(detail)
+    return out
+
+
+_FINDING_SHORT = {
+    "brainstem involvement": "brainstem",
+    "infratentorial involvement": "infratentorial",
+    "widespread PML": "widespread",
+    "contrast enhancement at diagnosis": "contrast enhancement",
+}
+_STEROID_EVIDENCE = {"evidence": "Evidence (observational)", "expert opinion": "Expert opinion only"}
+
+
 def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
-    first = iris.reasons[0] if iris.reasons else ""
-    more = f" +{len(iris.reasons) - 1} more" if len(iris.reasons) > 1 else ""
+    findings = _findings(iris.reasons)
+    names = [_FINDING_SHORT.get(f, f) for f in findings]
     window = ""
     if iris.watch_from and iris.watch_until:
         window = f"{fmt_date(iris.watch_from)} to {fmt_date(iris.watch_until)}"
     if iris.risk == "high":
         summary = _fit(
-            f"High PML-IRIS risk: {first}{more}; watch {window}" if window and first else "",
-            f"High PML-IRIS risk: {first}{more}" if first else "",
+            f"High PML-IRIS risk ({', '.join(names)}): watch closely {window}" if window and names else "",
+            f"High PML-IRIS risk ({_join(names, 2)}): watch closely {window}" if window and names else "",
+            f"High PML-IRIS risk ({_join(names, 1)})" if names else "",
             f"High PML-IRIS risk: watch closely {window}" if window else "",
             "High PML-IRIS risk after natalizumab washout: watch closely",
         )
     else:
         summary = _fit(
-            f"PML-IRIS risk standard; watch for IRIS {window}" if window else "",
-            "PML-IRIS risk standard; watch for IRIS after natalizumab washout",
+            f"Standard PML-IRIS risk: watch for IRIS {window}" if window else "",
+            "Standard PML-IRIS risk: watch for IRIS after natalizumab washout",
         )
     parts = []
     if not iris.pml_on_record:
         parts.append("_No PML diagnosis was found on record; the assessment assumes PML as ordered._")
-    parts.append(f"**Risk:** {iris.risk}")
-    if iris.reasons:
-        parts.append(
-            "**Findings that raised the risk**\n\n" + "\n".join(f"- {md_escape(r)}" for r in iris.reasons)
-        )
+    if findings:
+        lines = [
+            f"- {md_escape(f)}" + (f" ({md_escape('; '.join(d))})" if d else "") for f, d in findings.items()
+        ]
+        parts.append(f"**Risk: {iris.risk}.** Findings that raised the risk:\n\n" + "\n".join(lines))
+    else:
+        parts.append(f"**Risk: {iris.risk}.**")
     if window or iris.watch_note:
         parts.append(
             f"**Watch window:** {window or 'see note'}"
@@ -520,9 +698,9 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
     if iris.steroids:
         lines = []
         for s in iris.steroids:
-            ref = f"[{s.reference.citation}]({s.reference.url})" if s.reference.url else s.reference.citation
-            lines.append(f"- {md_escape(s.text)} (_{s.evidence}_; {ref})")
-        parts.append("**Steroids**\n\n" + "\n".join(lines))
+            level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
+            lines.append(f"- **{level}:** {md_escape(s.text)} ({_short_ref(s.reference)})")
+        parts.append("**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines))
     problems = _problems_md(load)
     if problems:
         parts.append("**Could not be read**\n\n" + problems)
@@ -550,6 +728,89 @@ def _join(names: Iterable[str], limit: int) -> str:
     return ", ".join(names)
 
 
+# display classes (clinical-reference.md §5.2): the card speaks in classes, the lists name ingredients
+_CLASS_OF: dict[str, str] = {
+    "interferon beta": "interferon beta",
+    "interferon beta-1a": "interferon beta",
+    "interferon beta-1b": "interferon beta",
+    "peginterferon beta-1a": "interferon beta",
+    "dimethyl fumarate": "fumarate",
+    "diroximel fumarate": "fumarate",
+    "monomethyl fumarate": "fumarate",
+    "natalizumab": "restart contraindicated",
+    "fingolimod": "S1P modulators",
+    "siponimod": "S1P modulators",
+    "ozanimod": "S1P modulators",
+    "ponesimod": "S1P modulators",
+    "ocrelizumab": "anti-CD20",
+    "ofatumumab": "anti-CD20",
+    "ublituximab": "anti-CD20",
+    "rituximab": "anti-CD20",
+    "alemtuzumab": "anti-CD52",
+    "cladribine": "purine analogue",
+    "mitoxantrone": "cytotoxic",
+    "teriflunomide": "DHODH inhibitor",
+    "daclizumab": "anti-CD25, withdrawn",
+    "cyclophosphamide": "other immunosuppressants",
+    "methotrexate": "other immunosuppressants",
+    "azathioprine": "other immunosuppressants",
+    "mycophenolic acid": "other immunosuppressants",
+}
+
+
+def _classes(names: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for n in names:
+        out.setdefault(_CLASS_OF.get(n.lower(), n.lower()), []).append(n)
+    return out
+
+
+def _by_class_md(names: Iterable[str]) -> str:
+    groups = []
+    for cls, members in _classes(names).items():
+        if members == [cls]:
+            groups.append(cls)
+        elif len(members) == 1:
+            groups.append(f"{members[0]} ({cls})")
+        else:
+            groups.append(f"{cls} ({', '.join(members)})")
+    return "; ".join(groups)
+
+
+def _lymph_text(c: ConditionalDmt) -> str:
+    lc = c.lymphocytes
+    return f"lymphocytes {fmt_num(lc.value_10e9_per_l)} ×10⁹/L on {fmt_date(lc.drawn_at)}" if lc else ""
+
+
+def _fumarate_summary(dmt: DmtAdvice) -> str:
+    thr = fmt_num(LYMPHOCYTE_THRESHOLD_10E9_PER_L)
+    if not dmt.conditional:
+        return ""
+    advised = [c for c in dmt.conditional if c.advised]
+    counted = next((c.lymphocytes for c in dmt.conditional if c.lymphocytes is not None), None)
+    if advised and counted is not None:
+        return f"fumarate possible (lymphocytes {fmt_num(counted.value_10e9_per_l)} ×10⁹/L)"
+    if counted is not None:
+        return f"no fumarate (lymphocytes {fmt_num(counted.value_10e9_per_l)} ×10⁹/L, below {thr})"
+    return f"fumarate only if lymphocytes ≥{thr} (none on record)"
+
+
+def _summary_names(ms: Iterable[Any]) -> list[str] | None:
+    """Engine ingredient names of the conflicting medications (never FHIR text); None if one is unknown."""
+    names: list[str] = []
+    for m in ms:
+        name = m.ingredient or identify(tuple(m.codes), m.text or "")
+        if not name:
+            return None
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
     """Ingredients a draft MedicationRequest may be offered for: never one of the avoid class."""
     avoid = {a.lower() for a in dmt.avoid}
@@ -559,25 +820,53 @@ def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
     return out
 
 
-def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -> Card:
-    conflicts = sorted({_conflict_name(m) for m in dmt.active_conflicts})
-    options = list(dmt.allowed) + [c.ingredient for c in dmt.conditional if c.advised]
+def _dmt_summary(dmt: DmtAdvice, conflicts: list[str]) -> str:
+    opts = list(_classes(dmt.allowed))
+    fum = _fumarate_summary(dmt)
     if conflicts:
-        summary = _fit(
-            f"Active {_join(conflicts, 2)} conflicts with PML recovery: review and stop; rebound-safe options: {_join(options, 2)}"
-            if options
+        names = _summary_names(dmt.active_conflicts)
+        verb = "conflicts" if names is not None and len(names) == 1 else "conflict"
+        return _fit(
+            f"Active {_and(names)} {verb} with PML recovery: stop; use {' or '.join(opts)}"
+            if names and opts
             else "",
-            f"Active {_join(conflicts, 2)} conflicts with PML recovery: review and stop it",
+            f"Active {_join(names, 2)} {verb} with PML recovery: stop; use {_join(opts, 2)}"
+            if names and opts
+            else "",
+            f"Active {_join(names, 2)} {verb} with PML recovery: review and stop" if names else "",
             "An active immunosuppressive medication conflicts with PML recovery: review and stop it",
         )
-    else:
-        summary = _fit(
-            f"Next DMT after natalizumab: {_join(options, 3)} considered rebound-safe; avoid {_join(dmt.avoid, 2)}"
-            if options and dmt.avoid
-            else "",
-            f"Next DMT after natalizumab: {_join(options, 2)} considered rebound-safe" if options else "",
-            "Next DMT after natalizumab PML: see allowed, conditional and avoided therapies",
-        )
+    return _fit(
+        f"Rebound-safe options: {', '.join(opts)}; {fum}" if opts and fum else "",
+        f"Rebound-safe options: {', '.join(opts)}" if opts else "",
+        f"Rebound-safe options: {_join(opts, 2)}" if opts else "",
+        "Next DMT after natalizumab PML: see allowed, conditional and avoided therapies",
+    )
+
+
+def _conditional_md(dmt: DmtAdvice, unusable_counts: int) -> str:
+    thr = fmt_num(LYMPHOCYTE_THRESHOLD_10E9_PER_L)
+    groups: dict[tuple[bool, str], list[str]] = {}
+    for c in dmt.conditional:
+        groups.setdefault((c.advised, _lymph_text(c)), []).append(md_escape(c.ingredient))
+    lines = []
+    for (advised, lc), names in groups.items():
+        if advised:
+            why = f"may be used ({lc}, at or above {thr} ×10⁹/L); monitor the count"
+        elif lc:
+            why = f"not advised now ({lc}, below {thr} ×10⁹/L)"
+        else:
+            why = (
+                f"not advised now (no absolute lymphocyte count on record; at least {thr} ×10⁹/L is required)"
+            )
+            if unusable_counts:
+                why += f"; {unusable_counts} lymphocyte result{'s' if unusable_counts != 1 else ''} could not be used"
+        lines.append(f"- {', '.join(names)}: {why}.")
+    return "**Conditional**\n\n" + "\n".join(lines)
+
+
+def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -> Card:
+    conflicts = sorted({_conflict_name(m) for m in dmt.active_conflicts})
     parts = []
     if conflicts:
         lines = []
@@ -585,21 +874,16 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
             extra = f", {md_escape(m.status)}" if m.status else ""
             extra += f", last {fmt_date(m.last_date)}" if m.last_date else ""
             lines.append(f"- **{md_escape(m.text or m.ingredient or 'medication')}**{extra}")
-        parts.append("**Active conflicting medication**\n\n" + "\n".join(lines))
-    parts.append("**Allowed:** " + (", ".join(dmt.allowed) if dmt.allowed else "none on current data"))
+        parts.append("**Active conflicting medication: stop or review**\n\n" + "\n".join(lines))
+    parts.append(
+        "**Allowed (rebound-safe immunomodulators):** "
+        + (", ".join(dmt.allowed) if dmt.allowed else "none on current data")
+    )
+    lymph_unusable = [u for u in load.facts.unusable if u.kind == "lymphocyte count"]
     if dmt.conditional:
-        lines = []
-        for c in dmt.conditional:
-            if c.lymphocytes is not None:
-                lc = f"lymphocytes {fmt_num(c.lymphocytes.value_10e9_per_l)} ×10⁹/L on {fmt_date(c.lymphocytes.drawn_at)}"
-            else:
-                lc = "no lymphocyte count on record"
-            lines.append(
-                f"- {md_escape(c.ingredient)}: {'may be used' if c.advised else 'not advised now'} ({lc}). {md_escape(c.reason)}"
-            )
-        parts.append("**Conditional**\n\n" + "\n".join(lines))
+        parts.append(_conditional_md(dmt, len(lymph_unusable)))
     if dmt.avoid:
-        parts.append("**Avoid:** " + ", ".join(dmt.avoid))
+        parts.append("**Avoid (immunosuppressive):** " + _by_class_md(dmt.avoid))
     if dmt.rebound_from or dmt.rebound_note:
         win = ""
         if dmt.rebound_from and dmt.rebound_until:
@@ -610,25 +894,29 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
             f"**Rebound window:** {win or 'see note'}"
             + (f". {md_escape(dmt.rebound_note)}" if dmt.rebound_note else "")
         )
-    problems = _problems_md(load)
+    problems = _problems_md(load, lymph_unusable)
     if problems:
-        parts.append("**Could not be read**\n\n" + problems)
+        parts.append("**Could not be used or read**\n\n" + problems)
     refs = _refs_md(dmt.references)
     if refs:
         parts.append("**Sources**\n\n" + refs)
-    suggestions = [
-        Suggestion(
-            label=f"Draft a {ing} order",
-            actions=[
-                Action(
-                    type="create",
-                    description=f"Draft MedicationRequest: {ing}",
-                    resource=medication_request(patient_id, ing, now),
-                )
-            ],
+    conditional = {c.ingredient: c for c in dmt.conditional}
+    suggestions = []
+    for ing in dmt_suggestible(dmt):
+        c = conditional.get(ing)
+        why = f" ({_lymph_text(c)})" if c is not None and c.lymphocytes is not None else ""
+        suggestions.append(
+            Suggestion(
+                label=f"Draft {_an(ing)} {ing} order{why}",
+                actions=[
+                    Action(
+                        type="create",
+                        description=f"Draft MedicationRequest (proposal): {ing}",
+                        resource=medication_request(patient_id, ing, now),
+                    )
+                ],
+            )
         )
-        for ing in dmt_suggestible(dmt)
-    ]
     ext = {
         "kind": "dmt",
         "allowed": [a.lower() for a in dmt.allowed],
@@ -637,7 +925,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
         "activeConflicts": conflicts,
     }
     return Card(
-        summary=summary,
+        summary=_dmt_summary(dmt, conflicts),
         detail="\n\n".join(parts),
         indicator="critical" if conflicts else "info",
         source=_source(dmt.references),

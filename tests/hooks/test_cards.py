@@ -183,7 +183,7 @@ def test_estimate_summary_and_detail() -> None:
     assert c["summary"] == "Natalizumab 25 µg/mL: about 5 more PLEX sessions to reach <1 µg/mL (range 5-7)"
     d = c["detail"]
     for needle in (
-        "| Date | Value | Unit | Kind |",
+        "| Value | Unit | Date | Kind |",
         "2024-05-09",
         "measured",
         "adjusted to now",
@@ -191,13 +191,19 @@ def test_estimate_summary_and_detail() -> None:
         "plasma volumes",
         "half-life 11 days",
         "population value",
-        "after session 3",
+        "after session 3, before session 4",
         "Landi",
         "not proof of clinical benefit",
         "shorter than the estimate",
     ):
         assert needle in d, needle
     assert c["indicator"] == "warning"  # ordered course (2) shorter than estimate (5)
+    # the plan comes first, then the table; the update the clinician can accept is pointed to
+    assert d.startswith("**Plan:** About 5 more sessions (range 5-7) at 1.5 plasma volumes every 2 days")
+    assert (
+        d.index("**Plan:**") < d.index("**Ordered course:**") < d.index("| Value |") < d.index("**Sources**")
+    )
+    assert "a suggestion below updates the order to 5" in d
 
 
 def test_level_request_and_course_update_suggestions() -> None:
@@ -349,7 +355,9 @@ def test_dmt_suggestions_only_allowed_never_avoid() -> None:
 def test_iris_card() -> None:
     c = card(render(), "iris")
     assert c["indicator"] == "warning" and c["summary"].startswith("High PML-IRIS risk")
-    assert "_expert opinion_" in c["detail"] and "2024-06-21" in c["detail"]
+    assert (
+        "**Expert opinion only:** Consider methylprednisolone" in c["detail"] and "2024-06-21" in c["detail"]
+    )
     c = card(render(ia=iris(risk="standard", reasons=())), "iris")
     assert c["indicator"] == "info" and "reasons" not in c["extension"]["pml-plex"]
 
@@ -414,3 +422,170 @@ def test_fitted_removal_named() -> None:
 def test_read_problems_named_on_every_card() -> None:
     body = render(lr=load(problems=("conditions: the FHIR server timed out",)))
     assert all("timed out" in c["detail"] for c in body["cards"])
+
+
+LANDI_ENGINE = Reference(
+    "Landi D et al. Neurology 2017;88(12):1144-1152 (219 natalizumab-PML cases)",
+    "https://doi.org/10.1212/WNL.0000000000003740",
+)
+
+
+def _section(detail: str, heading: str) -> str:
+    rest = detail.split(f"**{heading}**", 1)[1]
+    return rest.split("\n\n**", 1)[0].split("\n\nThis is decision support", 1)[0]
+
+
+def test_estimate_sources_listed_once_each() -> None:
+    # the engine cites Landi 2017 in its own words; the card's own Landi reference must not repeat it
+    est = estimate(references=(REF, LANDI_ENGINE, REF))
+    d = card(render(est=est), "plex-estimate")["detail"]
+    sources = _section(d, "Sources")
+    assert sources.count("WNL.0000000000003740") == 1 and sources.count(REF.url) == 1
+    assert "219 natalizumab-PML cases" in sources  # the first (engine) citation is kept
+    assert "not proof of clinical benefit" in d and "[Landi 2017]" in d
+
+
+def test_estimate_notes_not_repeated() -> None:
+    notes = (
+        "Re-measure serum natalizumab before session 4 (after session 3) and adjust the course.",
+        "The order is for 2 session(s); the estimate is 5 (range 5-7).",
+        "This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome.",
+        "1 natalizumab result(s) were not used: 12 IU/mL (unit is not a mass concentration).",
+        "The level is 20 days old: a fresh pre-session level is advised.",
+    )
+    unusable = (UnusableValue("natalizumab level", "unit is not a mass concentration", reported="12 IU/mL"),)
+    d = card(render(est=estimate(notes=notes, unusable=unusable)), "plex-estimate")["detail"]
+    assert "20 days old" in d  # engine notes the card does not say otherwise stay
+    assert "Re\\-measure serum natalizumab before session" not in d
+    assert "The order is for" not in d and "drug clearance only" not in d
+    assert d.count("12 IU/mL") == 1
+
+
+def test_fitted_and_population_removal_both_shown() -> None:
+    est = dataclasses.replace(
+        estimate(), removal_fraction=0.53, removal_fraction_fitted=0.53, removal_fraction_population=0.45
+    )
+    d = card(render(est=est), "plex-estimate")["detail"]
+    assert "about 47% of the level (53% remains: fitted to this patient's levels; population value 45%" in d
+
+
+def test_ordered_course_long_and_missing() -> None:
+    d = card(render(o=order(ordered=9)), "plex-estimate")["detail"]
+    assert "9 sessions, more than the estimate's high end (7): consider stopping" in d
+    d = card(render(o=order(ordered=None)), "plex-estimate")["detail"]
+    assert "no session count given" in d
+
+
+def test_repeated_unusable_values_collapse() -> None:
+    pct = tuple(
+        UnusableValue(
+            "lymphocyte count",
+            "a percentage is not an absolute count",
+            reported=f"{20 + i} %",
+            at=NOW - timedelta(days=10 - i),
+        )
+        for i in range(4)
+    )
+    facts = PatientFacts(unusable=pct)
+    da = dmt(conditional=(ConditionalDmt("dimethyl fumarate", False, "no count"),))
+    c = card(render(da=da, lr=load(facts=facts)), "dmt")
+    d = c["detail"]
+    assert d.count("a percentage is not an absolute count") == 1
+    assert "4 lymphocyte count results \\(latest 23 % on 2024\\-05\\-03\\)" in d
+    assert "no absolute lymphocyte count on record" in d and "4 lymphocyte results could not be used" in d
+    assert "fumarate only if lymphocytes ≥0.5 (none on record)" in c["summary"]
+    # the estimate and IRIS cards are not cluttered with lymphocyte results
+    body = render(da=da, lr=load(facts=facts))
+    assert "percentage" not in card(body, "plex-estimate")["detail"]
+    assert "percentage" not in card(body, "iris")["detail"]
+
+
+def test_iris_findings_grouped_and_evidence_levels() -> None:
+    steroids = (
+        SteroidStatement("Corticosteroids during IRIS were associated with better outcome.", "evidence", REF),
+        SteroidStatement("Prophylactic steroids in high-risk PML.", "expert opinion", REF),
+    )
+    ia = iris(
+        reasons=(
+            "brainstem involvement (pons)",
+            "brainstem involvement (brain stem)",
+            "brainstem involvement (brainstem)",
+            "contrast enhancement at diagnosis (earlier, more severe IRIS)",
+        ),
+        steroids=steroids,
+    )
+    c = card(render(ia=ia), "iris")
+    assert c["indicator"] == "warning"
+    assert (
+        c["summary"]
+        == "High PML-IRIS risk (brainstem, contrast enhancement): watch closely 2024-05-10 to 2024-06-21"
+    )
+    d = c["detail"]
+    assert "- brainstem involvement (pons; brain stem)\n" in d
+    assert "**Evidence (observational):** Corticosteroids during IRIS" in d
+    assert "**Expert opinion only:** Prophylactic steroids" in d
+    assert c["extension"]["pml-plex"]["reasons"] == list(ia.reasons)  # pinned: engine reasons as they are
+    c = card(render(ia=iris(risk="standard", reasons=())), "iris")
+    assert c["indicator"] == "info" and c["summary"].startswith("Standard PML-IRIS risk")
+
+
+def test_dmt_summary_by_class_and_article() -> None:
+    da = dmt(
+        allowed=("interferon beta-1a", "interferon beta-1b", "peginterferon beta-1a", "glatiramer acetate"),
+        conditional=(
+            ConditionalDmt("dimethyl fumarate", True, "ok", LymphocyteCount(1.8, NOW - timedelta(days=3))),
+        ),
+        suggestible=("interferon beta-1a", "glatiramer acetate", "dimethyl fumarate"),
+    )
+    c = card(render(da=da), "dmt")
+    assert c["summary"] == (
+        "Rebound-safe options: interferon beta, glatiramer acetate; fumarate possible (lymphocytes 1.8 ×10⁹/L)"
+    )
+    labels = [s["label"] for s in c["suggestions"]]
+    assert labels == [
+        "Draft an interferon beta-1a order",
+        "Draft a glatiramer acetate order",
+        "Draft a dimethyl fumarate order (lymphocytes 1.8 ×10⁹/L on 2024-05-07)",
+    ]
+    d = c["detail"]
+    assert "S1P modulators (fingolimod)" not in d and "fingolimod (S1P modulators)" in d
+    assert "dimethyl fumarate: may be used (lymphocytes 1.8 ×10⁹/L on 2024-05-07" in d
+    assert "**Rebound window:** 2024-07-09 to 2024-11-06 (peak around 2024-09-07)" in d
+    c = card(render(), "dmt")  # fumarate below the threshold
+    assert "no fumarate (lymphocytes 0.4 ×10⁹/L, below 0.5)" in c["summary"]
+    assert "not advised now (lymphocytes 0.4 ×10⁹/L on 2024-05-07, below 0.5 ×10⁹/L)" in c["detail"]
+
+
+def test_dmt_conflict_leads_summary_with_engine_names_only() -> None:
+    conflict = MedicationUse("fingolimod", "Gilenya <b>0.5</b> | mg", True, status="active")
+    c = card(render(da=dmt(active_conflicts=(conflict,))), "dmt")
+    assert c["summary"] == (
+        "Active fingolimod conflicts with PML recovery: stop; use glatiramer acetate or interferon beta"
+    )
+    assert c["detail"].startswith(
+        "**Active conflicting medication: stop or review**\n\n- **Gilenya &lt;b&gt;0.5"
+    )
+    unknown = MedicationUse(None, "Mystery <script>", True)
+    c = card(render(da=dmt(active_conflicts=(unknown,))), "dmt")
+    assert "Mystery" not in c["summary"] and "conflicts with PML recovery" in c["summary"]
+
+
+def test_every_card_offers_override_reasons_with_displays() -> None:
+    for c in render()["cards"]:
+        reasons = c["overrideReasons"]
+        assert reasons and all(r["display"] and r["code"] and r["system"] for r in reasons)
+
+
+def test_suggestions_labelled_and_never_avoid_class() -> None:
+    body = render()
+    est = card(body, "plex-estimate")
+    labels = [s["label"] for s in est["suggestions"]]
+    assert labels == [
+        "Order a natalizumab level after session 3 (around 2024-05-16)",
+        "Update the PLEX order to 5 sessions (ordered 2; estimate 5, range 5-7)",
+    ]
+    note = est["suggestions"][0]["actions"][0]["resource"]["note"][0]["text"]
+    assert "after PLEX session 3, before session 4" in note
+    avoid = set(dmt().avoid)
+    for s in card(body, "dmt")["suggestions"]:
+        assert s["actions"][0]["resource"]["medicationCodeableConcept"]["text"] not in avoid
