@@ -14,6 +14,11 @@ bodies are read as a stream and dropped past `fhir_max_response_bytes`. A key th
 plain-text problem and `sources[key] = "error"`. The `patient` key is never fetched: nothing reads it.
 `DataUnavailable` (412) only when neither medications (statements or requests) nor labs could be read.
 
+Caching. A successful search is kept under (fhirServer, query, SHA-256 of the token) for
+min(`cache_ttl_s`, the token's `expires_in`), so it never widens what a token may read: in-process
+(`MemoryReadCache`), or in Redis when `redis_url` is set (`RedisReadCache`, shared by replicas, JSON
+values; Redis failing degrades to no cache). Concurrent identical reads share one in-flight fetch.
+
 Parsing. Every resource is validated alone against a slim strict pydantic model of the fields read
 here (with `strict_fhir`, also against fhir.resources R4B); a malformed one is skipped and counted,
 never raised. Observations older than 730 days are dropped (a 2.0 template cannot say so); entries
@@ -36,7 +41,7 @@ import logging
 import posixpath
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -1119,6 +1124,118 @@ def _key_resources(key: str, resources: list[Any]) -> list[Any]:
     ]
 
 
+CacheKey = tuple[str, str, str]  # (fhirServer, query, sha256 of the token): never the raw token
+
+
+class ReadCache:
+    """The FHIR read cache seam: `get` a fresh entry or None, `set` with a TTL in seconds."""
+
+    async def get(self, key: CacheKey) -> list[Any] | None:
+        raise NotImplementedError
+
+    async def set(self, key: CacheKey, resources: list[Any], ttl: float) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MemoryReadCache(ReadCache):
+    """In-process (one worker): a bounded TTLCache of (expires, resources) on the reader's clock."""
+
+    def __init__(self, maxsize: int, ttl: float, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: TTLCache[CacheKey, tuple[float, list[Any]]] = TTLCache(
+            maxsize=maxsize, ttl=ttl, timer=clock
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> Iterable[CacheKey]:
+        return self._entries.keys()
+
+    async def get(self, key: CacheKey) -> list[Any] | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] > self._clock() else None
+
+    async def set(self, key: CacheKey, resources: list[Any], ttl: float) -> None:
+        self._entries[key] = (self._clock() + ttl, resources)
+
+    async def aclose(self) -> None:
+        self._entries.clear()
+
+
+class RedisReadCache(ReadCache):
+    """Shared by every worker and replica: `SET <prefix>fhir:<sha256(server, query, token digest)>
+    <resources JSON> PX <ttl>`. The key names neither the patient nor the token. Redis failing is a
+    miss, never an error: the read goes to the FHIR server, and Redis is not asked again for
+    `retry_after_s` (so an outage costs one short timeout, not one per read).
+    """
+
+    def __init__(
+        self, url: str, prefix: str = "cds:", *, timeout_s: float = 0.25, retry_after_s: float = 5.0
+    ) -> None:
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+        self.prefix = prefix + "fhir:"
+        self._retry_after_s = retry_after_s
+        self._down_until = 0.0
+
+    def key(self, key: CacheKey) -> str:
+        return self.prefix + hashlib.sha256("\x00".join(key).encode()).hexdigest()
+
+    def _down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self._retry_after_s
+        log.warning(
+            "fhir read cache: redis unavailable (%s); reading without it for %.0f s",
+            type(exc).__name__,
+            self._retry_after_s,
+        )
+
+    async def get(self, key: CacheKey) -> list[Any] | None:
+        if self._down():
+            return None
+        try:
+            raw = await self._redis.get(self.key(key))
+        except self._errors as exc:
+            self._failed(exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+        return value if isinstance(value, list) else None
+
+    async def set(self, key: CacheKey, resources: list[Any], ttl: float) -> None:
+        ms = int(ttl * 1000)
+        if ms <= 0 or self._down():
+            return
+        try:
+            await self._redis.set(self.key(key), json.dumps(resources, separators=(",", ":")), px=ms)
+        except self._errors as exc:
+            self._failed(exc)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def open_read_cache(settings: Settings, clock: Callable[[], float]) -> ReadCache:
+    """Redis when CDS_REDIS_URL is set, else in-process."""
+    if settings.redis_url:
+        return RedisReadCache(settings.redis_url, settings.redis_key_prefix)
+    ttl = int(settings.cache_ttl_s)
+    return MemoryReadCache(settings.cache_max_entries, ttl, clock)
+
+
 class FhirReader:
     """Reads what the engine needs for one patient: prefetch first, then fhirServer. One per app."""
 
@@ -1127,15 +1244,15 @@ class FhirReader:
         self._settings = settings
         self._clock = time.monotonic  # tests may replace it to age the cache
         ttl = int(getattr(settings, "cache_ttl_s", 0) or 0)
-        self._cache: TTLCache[tuple[str, str, str], tuple[float, list[Any]]] | None = (
-            TTLCache(maxsize=settings.cache_max_entries, ttl=ttl, timer=lambda: self._clock())
-            if ttl > 0
-            else None
-        )
+        self._cache: ReadCache | None = open_read_cache(settings, lambda: self._clock()) if ttl > 0 else None
         self._inflight: dict[tuple[str, str, str], asyncio.Future[_Fetched]] = {}
         import fhir.resources.R4B.servicerequest  # noqa: F401  (warm: draft orders are R4B-validated)
 
     # ------------------------------------------------------------ public
+
+    async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
 
     async def load(
         self,
@@ -1278,15 +1395,22 @@ class FhirReader:
         if self._cache is None or ttl <= 0:
             return await self._search(url, key, token, semaphore, deadline, base)
         ckey = (base, query, hashlib.sha256((token or "").encode()).hexdigest())
-        hit = self._cache.get(ckey)
-        fresh = hit is not None and hit[0] > self._clock()
-        metrics.count_cache("fhir", fresh)
-        if fresh:
+        cache = self._cache
+        hit = await cache.get(ckey)
+        metrics.count_cache("fhir", hit is not None)
+        if hit is not None:
             log.info("fhir read type=%s status=cached ms=0 cache=hit", _resource_type(key))
-            return _Fetched(hit[1], cached=True)  # type: ignore[index]
+            return _Fetched(hit, cached=True)
         task = self._inflight.get(ckey)
         if task is None:
-            task = asyncio.ensure_future(self._search(url, key, token, semaphore, deadline, base))
+
+            async def fetch_and_keep() -> _Fetched:  # one fetch, one cache write, however many wait
+                fetched = await self._search(url, key, token, semaphore, deadline, base)
+                if fetched.error is None and fetched.note is None:
+                    await cache.set(ckey, fetched.resources, ttl)
+                return fetched
+
+            task = asyncio.ensure_future(fetch_and_keep())
             self._inflight[ckey] = task
 
             def _done(t: asyncio.Future[_Fetched], k: tuple[str, str, str] = ckey) -> None:
@@ -1296,10 +1420,7 @@ class FhirReader:
                     t.exception()  # retrieved: a failure is reported through its waiters
 
             task.add_done_callback(_done)
-        fetched = await asyncio.shield(task)
-        if fetched.error is None and fetched.note is None:
-            self._cache[ckey] = (self._clock() + ttl, fetched.resources)
-        return fetched
+        return await asyncio.shield(task)
 
     async def _search(
         self,

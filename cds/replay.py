@@ -67,8 +67,13 @@ class RedisReplayStore:
 
     prefix = "cds:jti:"
 
-    def __init__(self, url: str, *, timeout_s: float = 0.5, client: Any = None) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float = 0.5, client: Any = None, key_prefix: str | None = None
+    ) -> None:
         import redis.asyncio as aioredis
+
+        if key_prefix is not None:  # CDS_REDIS_KEY_PREFIX: several services on one Redis
+            self.prefix = key_prefix + "jti:"
 
         self._redis = client or aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
@@ -85,5 +90,5 @@ class RedisReplayStore:
 
 def open_replay_store(settings: Settings) -> ReplayStore:
     if settings.redis_url:
-        return RedisReplayStore(settings.redis_url)
+        return RedisReplayStore(settings.redis_url, key_prefix=settings.redis_key_prefix)
     return MemoryReplayStore(ttl_s=settings.jwt_max_lifetime_s + 2 * settings.jwt_clock_skew_s)

@@ -62,4 +62,5 @@ class Settings(BaseSettings):
     # state
     state_dir: Path = Path(".state")
     database_url: str | None = None  # postgresql://… ; SQLite under state_dir otherwise
-    redis_url: str | None = None
+    redis_url: str | None = None  # jti replay store, FHIR read cache, chart links; in-process otherwise
+    redis_key_prefix: str = "cds:"  # every Redis key starts with it (several services on one Redis)
