@@ -110,13 +110,13 @@ def _optional_routers(app: FastAPI) -> None:
             app.include_router(router)
 
 
-def _chart_store(app: FastAPI) -> None:
-    """The estimate card's chart link needs the per-process chart store (cds.views.charts)."""
+def _chart_store(app: FastAPI, settings: Settings) -> None:
+    """The estimate card's chart link needs a chart store (cds.views.charts): Redis or in-process."""
     try:
-        from cds.views.charts import ChartStore
+        from cds.views.charts import open_chart_store
     except ImportError:
         return
-    app.state.chart_store = ChartStore(ttl_s=900, max_entries=2048)
+    app.state.chart_store = open_chart_store(settings, ttl_s=900, max_entries=2048)
 
 
 def _demo_routes(app: FastAPI) -> None:
@@ -163,7 +163,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             yield {"rt": rt}
         finally:
-            for closer in (getattr(auth, "close", None), getattr(reader, "aclose", None)):
+            charts = getattr(app.state, "chart_store", None)
+            closers = (
+                getattr(auth, "close", None),
+                getattr(reader, "aclose", None),
+                getattr(charts, "aclose", None),
+            )
+            for closer in closers:
                 if closer is not None:
                     try:
                         await closer()
@@ -191,6 +197,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.demo:
         _demo_routes(app)
     _optional_routers(app)
-    _chart_store(app)
+    _chart_store(app, settings)
     customise_openapi(app)
     return app

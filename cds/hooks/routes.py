@@ -238,9 +238,9 @@ async def _hook(
     dmt = dmt_engine.advise_dmt(load.facts, now)
     chart = None
     if rt.chart_store is not None:
-        from cds.views.charts import chart_url
+        from cds.views.charts import chart_link
 
-        chart = chart_url(rt.chart_store, settings.public_base_url, estimate, load.facts.sessions, now)
+        chart = await chart_link(rt.chart_store, settings.public_base_url, estimate, load.facts.sessions, now)
     cards = card_render.render(
         estimate, iris, dmt, load, order, settings, now, patient_id=hook.context.patientId, chart_url=chart
     )

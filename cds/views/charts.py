@@ -9,19 +9,28 @@ Wiring (cds/app.py):
     app.state.chart_store = ChartStore(ttl_s=900, max_entries=2048)
     app.include_router(charts_router)
 
-The store is per process: with several workers a link is served only by the worker that made it
-(use one worker, or sticky routing, where the chart matters).
+`ChartStore` is per process: with several workers a link is served only by the worker that made
+it. With CDS_REDIS_URL set, `open_chart_store(settings)` returns `RedisChartStore`: the inputs are
+kept as JSON under `<redis_key_prefix>chart:<id>` with the same TTL, so a link made by one worker or
+replica opens on any other. If Redis cannot be written the card goes out without a chart link
+(never a link that would 404); if it cannot be read the chart answers 404.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import secrets
 import threading
 import time
+import types
+import typing
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
@@ -29,7 +38,18 @@ from fastapi.responses import Response
 from cds.engine.domain import PlexEstimate, PlexSession
 from cds.views.chart import render_png, render_svg
 
-__all__ = ["ChartInputs", "ChartStore", "chart_url", "get_chart_store", "router"]
+__all__ = [
+    "ChartInputs",
+    "ChartStore",
+    "RedisChartStore",
+    "chart_link",
+    "chart_url",
+    "get_chart_store",
+    "open_chart_store",
+    "router",
+]
+
+log = logging.getLogger("cds.views.charts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +137,147 @@ class ChartStore:
             return None
         return render_png(inputs.estimate, inputs.sessions, inputs.now)
 
+    async def aput(self, inputs: ChartInputs) -> str | None:
+        return self.put(inputs)
+
+    async def aclose(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------- shared store (Redis)
+
+
+def _encode(value: Any) -> Any:
+    """Chart inputs -> JSON-able values (dataclasses by field, datetimes as ISO 8601, tuples as lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    """The inverse of `_encode`, driven by the dataclasses' type hints."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode(inner, value)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in value)
+        return tuple(_decode(a, v) for a, v in zip(args, value, strict=True))
+    if origin is typing.Literal:
+        return value
+    if tp is datetime:
+        return datetime.fromisoformat(value)
+    if tp is float:
+        return float(value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)})
+    return value
+
+
+def dumps_inputs(inputs: ChartInputs) -> str:
+    return json.dumps(_encode(inputs), separators=(",", ":"))
+
+
+def loads_inputs(text: str | bytes) -> ChartInputs:
+    inputs: ChartInputs = _decode(ChartInputs, json.loads(text))
+    return inputs
+
+
+class RedisChartStore:
+    """Chart inputs in Redis (`SET <prefix>chart:<id> <json> EX ttl_s`), shared by workers and replicas.
+
+    `aput` runs in the hook (async client); `get`/`svg`/`png` run in the chart routes' thread pool
+    (sync client). No size bound here: Redis's own memory policy and the TTL bound it.
+    """
+
+    def __init__(
+        self, url: str, *, prefix: str = "cds:", ttl_s: float = 900.0, timeout_s: float = 0.25
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be > 0")
+        import redis
+        import redis.asyncio as aioredis
+
+        self.ttl_s = ttl_s
+        self.prefix = prefix + "chart:"
+        opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+        self._sync = redis.Redis.from_url(url, **opts)
+        self._async = aioredis.Redis.from_url(url, **opts)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+
+    async def aput(self, inputs: ChartInputs) -> str | None:
+        """Store `inputs`; a fresh random id, or None when Redis cannot take it (no link then)."""
+        cid = secrets.token_urlsafe(32)
+        try:
+            await self._async.set(self.prefix + cid, dumps_inputs(inputs), px=int(self.ttl_s * 1000))
+        except self._errors as exc:
+            log.warning("chart store: redis unavailable (%s); card without chart link", type(exc).__name__)
+            return None
+        return cid
+
+    def get(self, cid: str) -> ChartInputs | None:
+        try:
+            raw = self._sync.get(self.prefix + cid)
+        except self._errors as exc:
+            log.warning("chart store: redis unavailable (%s)", type(exc).__name__)
+            return None
+        if raw is None:
+            return None
+        try:
+            return loads_inputs(raw)
+        except (ValueError, TypeError, KeyError):
+            log.warning("chart store: unreadable entry ignored")
+            return None
+
+    def svg(self, cid: str) -> str | None:
+        inputs = self.get(cid)
+        return None if inputs is None else render_svg(inputs.estimate, inputs.sessions, inputs.now)
+
+    def png(self, cid: str) -> bytes | None:
+        inputs = self.get(cid)
+        return None if inputs is None else render_png(inputs.estimate, inputs.sessions, inputs.now)
+
+    async def aclose(self) -> None:
+        await self._async.aclose()
+        self._sync.close()
+
+
+def open_chart_store(settings: Any, ttl_s: float = 900.0, max_entries: int = 2048) -> Any:
+    """Redis when `settings.redis_url` is set, else the in-process store."""
+    if getattr(settings, "redis_url", None):
+        return RedisChartStore(
+            settings.redis_url, prefix=getattr(settings, "redis_key_prefix", "cds:"), ttl_s=ttl_s
+        )
+    return ChartStore(ttl_s=ttl_s, max_entries=max_entries)
+
+
+def _drawable(estimate: PlexEstimate) -> bool:
+    return bool(estimate.levels_used or estimate.adjusted_level_ug_per_ml is not None or estimate.projection)
+
+
+async def chart_link(
+    store: Any,
+    base_url: str,
+    estimate: PlexEstimate,
+    sessions: tuple[PlexSession, ...],
+    now: datetime,
+    fmt: str = "svg",
+) -> str | None:
+    """`chart_url` for any store (awaits its `aput`); None when there is nothing to draw or keep."""
+    if not _drawable(estimate):
+        return None
+    cid = await store.aput(ChartInputs(estimate, tuple(sessions), now))
+    return None if cid is None else f"{base_url.rstrip('/')}/charts/{cid}.{fmt}"
+
 
 def chart_url(
     store: ChartStore,
@@ -127,7 +288,7 @@ def chart_url(
     fmt: str = "svg",
 ) -> str | None:
     """Absolute chart URL for the estimate card, or None when there is nothing to draw."""
-    if not estimate.levels_used and estimate.adjusted_level_ug_per_ml is None and not estimate.projection:
+    if not _drawable(estimate):
         return None
     cid = store.put(ChartInputs(estimate, tuple(sessions), now))
     return f"{base_url.rstrip('/')}/charts/{cid}.{fmt}"
