@@ -4,7 +4,9 @@ CONTRACT (the service work implements SQLite; the deployment work adds PostgreSQ
     open_store(settings) -> Store
     Store.start() (creates/migrates schema), close(), ping() -> bool
     Store.add_feedback(service_id, items: list[dict]) -> int   new rows; idempotent on
-        (service_id, card, outcome, outcomeTimestamp); returns only after the rows are durable
+        (service_id, card, outcome, outcomeTimestamp, accepted suggestion ids sorted), so two
+        suggestions of one card accepted in the same second are two rows and a repeat is none;
+        returns only after the rows are durable
     Store.feedback() -> list[dict]
     Store.add_audit(event: dict) -> None        no PHI values in events
     Store.audit(limit: int = 100) -> list[dict]
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     accepted_suggestions TEXT,
     override_reason TEXT,
     received_at TEXT NOT NULL,
-    UNIQUE (service_id, card, outcome, outcome_timestamp)
+    suggestions_key TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (service_id, card, outcome, outcome_timestamp, suggestions_key)
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
@@ -56,6 +59,49 @@ CREATE TABLE IF NOT EXISTS audit (
     event TEXT NOT NULL
 );
 """
+
+
+_FEEDBACK_COLUMNS = (
+    "service_id, card, outcome, outcome_timestamp, accepted_suggestions, override_reason, received_at,"
+    " suggestions_key"
+)
+
+
+def suggestions_key(item: dict[str, Any]) -> str:
+    """The accepted suggestion ids of a feedback item, distinct and sorted, as a JSON array ('[]': none)."""
+    accepted = item.get("acceptedSuggestions") or []
+    ids = {str(s.get("id")) if isinstance(s, dict) else str(s) for s in accepted}
+    return json.dumps(sorted(ids), separators=(",", ":"))
+
+
+def _migrate_sqlite(conn: sqlite3.Connection) -> None:
+    """user_version 1: the feedback key gains the accepted suggestion ids (the table is rebuilt once,
+    under a write lock, so several workers opening one file migrate it once)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= 1:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(feedback)")}
+        if "suggestions_key" not in columns:  # a table made before version 1
+            conn.execute("ALTER TABLE feedback RENAME TO feedback_v0")
+            conn.execute(_SCHEMA.split(";")[0])  # the current CREATE TABLE feedback
+            rows = conn.execute(
+                "SELECT service_id, card, outcome, outcome_timestamp, accepted_suggestions, override_reason,"
+                " received_at FROM feedback_v0 ORDER BY id"
+            ).fetchall()
+            conn.executemany(
+                f"INSERT OR IGNORE INTO feedback ({_FEEDBACK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (*r, suggestions_key({"acceptedSuggestions": json.loads(r[4]) if r[4] else []}))
+                    for r in rows
+                ],
+            )
+            conn.execute("DROP TABLE feedback_v0")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _utc_now() -> str:
@@ -88,6 +134,7 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(_SCHEMA)
+        _migrate_sqlite(conn)
         self._conn = conn
 
     async def start(self) -> None:
@@ -130,6 +177,7 @@ class SqliteStore:
                 json.dumps(i.get("acceptedSuggestions")) if i.get("acceptedSuggestions") else None,
                 json.dumps(i.get("overrideReason")) if i.get("overrideReason") else None,
                 _utc_now(),
+                suggestions_key(i),
             )
             for i in items
         ]
@@ -139,9 +187,7 @@ class SqliteStore:
             try:
                 before = conn.total_changes
                 conn.executemany(
-                    "INSERT OR IGNORE INTO feedback (service_id, card, outcome, outcome_timestamp,"
-                    " accepted_suggestions, override_reason, received_at) VALUES (?,?,?,?,?,?,?)",
-                    rows,
+                    f"INSERT OR IGNORE INTO feedback ({_FEEDBACK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
                 )
                 added = conn.total_changes - before
                 conn.execute("COMMIT")

@@ -6,8 +6,11 @@ Chosen by open_store() when CDS_DATABASE_URL is a `postgresql://` (or `postgres:
 * Migrations run in start(), inside one transaction holding a transaction-scoped advisory lock
   (pg_advisory_xact_lock), so replicas that start together apply each version exactly once: the
   others wait on the lock, then find the version recorded in `cds_schema_migrations` and skip it.
-* Feedback is idempotent on (service_id, card, outcome, outcomeTimestamp): a unique index plus
-  INSERT … ON CONFLICT DO NOTHING, one statement per call; add_feedback() returns after COMMIT.
+* Feedback is idempotent on (service_id, card, outcome, outcomeTimestamp, accepted suggestion ids):
+  a unique index plus INSERT … ON CONFLICT DO NOTHING, one statement per call; add_feedback()
+  returns after COMMIT. The ids enter the index through `cds_suggestions_key(body)` (migration 2:
+  the distinct ids sorted, as a JSON array), so two suggestions of one card accepted in the same
+  second are two rows, while a repeat of one item is still one.
 * Audit events are JSONB with the fields people query (time, service, hookInstance, issuer) as
   columns; `SELECT * FROM cds_audit ORDER BY at DESC` is the trail. Callers put no PHI in events.
 """
@@ -54,6 +57,26 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         CREATE INDEX cds_audit_at ON cds_audit (at DESC);
         CREATE INDEX cds_audit_hook_instance ON cds_audit (hook_instance);
+        """,
+    ),
+    (
+        2,
+        # Widens the feedback key: every existing row stays unique under the wider key (the old key was
+        # stricter), so the new index always builds; the old one is dropped after it, in one transaction.
+        """
+        CREATE OR REPLACE FUNCTION cds_suggestions_key(body jsonb) RETURNS text
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT array_to_json(ARRAY(
+                SELECT DISTINCT (s ->> 'id') COLLATE "C" AS id
+                FROM jsonb_array_elements(
+                    CASE WHEN jsonb_typeof(body -> 'acceptedSuggestions') = 'array'
+                         THEN body -> 'acceptedSuggestions' ELSE '[]'::jsonb END) AS s
+                ORDER BY id
+            ))::text
+        $$;
+        CREATE UNIQUE INDEX cds_feedback_once_v2
+            ON cds_feedback (service_id, card, outcome, outcome_timestamp, cds_suggestions_key(body));
+        DROP INDEX cds_feedback_once;
         """,
     ),
 )
