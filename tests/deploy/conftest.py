@@ -59,3 +59,33 @@ def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("REDIS_PORT", "6379"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The local Redis (db 0); tests keep to their own key prefix (`redis_prefix`)."""
+    _ensure_services()
+    if not _answers(REDIS_HOST, REDIS_PORT):
+        pytest.skip(
+            f"Redis at {REDIS_HOST}:{REDIS_PORT} cannot be reached (scripts/services.sh could not start it)"
+        )
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"cds-test-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
