@@ -57,17 +57,34 @@ def test_one_json_object_per_line_with_context_and_extras(lines: io.StringIO) ->
     assert second["msg"] == "outside context" and "hookInstance" not in second
 
 
-async def test_context_does_not_leak_between_concurrent_tasks(lines: io.StringIO) -> None:
+def test_context_does_not_leak_between_concurrent_tasks(lines: io.StringIO) -> None:
+    # A plain test driving its own loop: it needs no asyncio plugin or asyncio_mode, so it passes the
+    # same when run alone, from another directory or under another ini (an `async def` test is not
+    # run at all without pytest-asyncio in auto mode).
     log = logging.getLogger("cds.hooks")
+    n = 10
 
-    async def call(hook_instance: str) -> None:
-        with log_context(hook_instance=hook_instance, service_id="s"):
-            await asyncio.sleep(0.01)
-            log.info("done")
+    async def main() -> None:
+        inside = 0
+        all_inside = asyncio.Event()
 
-    await asyncio.gather(*(call(f"h{i}") for i in range(10)))
-    seen = sorted(str(r["hookInstance"]) for r in _records(lines))
-    assert seen == sorted(f"h{i}" for i in range(10))
+        async def call(hook_instance: str) -> None:
+            nonlocal inside
+            with log_context(hook_instance=hook_instance, service_id="s"):
+                inside += 1
+                if inside == n:
+                    all_inside.set()
+                await all_inside.wait()  # every task is inside its own context at once
+                log.info("done")
+            log.info("after")
+
+        await asyncio.gather(*(call(f"h{i}") for i in range(n)))
+
+    asyncio.run(main())
+    records = _records(lines)
+    done = sorted(str(r["hookInstance"]) for r in records if r["msg"] == "done")
+    assert done == sorted(f"h{i}" for i in range(n))
+    assert all("hookInstance" not in r for r in records if r["msg"] == "after")
 
 
 def test_tokens_are_redacted_in_message_args_and_extras(lines: io.StringIO) -> None:
