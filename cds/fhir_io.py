@@ -1174,7 +1174,7 @@ class RedisReadCache(ReadCache):
     """
 
     def __init__(
-        self, url: str, prefix: str = "cds:", *, timeout_s: float = 0.25, retry_after_s: float = 5.0
+        self, url: str, prefix: str = "cds:", *, timeout_s: float = 0.5, retry_after_s: float = 5.0
     ) -> None:
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError

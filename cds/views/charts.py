@@ -200,7 +200,13 @@ class RedisChartStore:
     """
 
     def __init__(
-        self, url: str, *, prefix: str = "cds:", ttl_s: float = 900.0, timeout_s: float = 0.25
+        self,
+        url: str,
+        *,
+        prefix: str = "cds:",
+        ttl_s: float = 900.0,
+        timeout_s: float = 1.0,
+        retry_after_s: float = 5.0,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be > 0")
@@ -213,13 +219,21 @@ class RedisChartStore:
         self._sync = redis.Redis.from_url(url, **opts)
         self._async = aioredis.Redis.from_url(url, **opts)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+        self._retry_after_s = retry_after_s
+        self._down_until = 0.0
 
     async def aput(self, inputs: ChartInputs) -> str | None:
-        """Store `inputs`; a fresh random id, or None when Redis cannot take it (no link then)."""
+        """Store `inputs`; a fresh random id, or None when Redis cannot take it (no link then).
+
+        After a failure Redis is not asked again for `retry_after_s`: an outage costs one timeout.
+        """
+        if time.monotonic() < self._down_until:
+            return None
         cid = secrets.token_urlsafe(32)
         try:
             await self._async.set(self.prefix + cid, dumps_inputs(inputs), px=int(self.ttl_s * 1000))
         except self._errors as exc:
+            self._down_until = time.monotonic() + self._retry_after_s
             log.warning("chart store: redis unavailable (%s); card without chart link", type(exc).__name__)
             return None
         return cid
