@@ -596,7 +596,7 @@ def estimate_card(
             when = "now, before the next session"
         suggestions.append(
             Suggestion(
-                label=f"Order a natalizumab level {when}",
+                label=f"Order a natalizumab serum level {when}",
                 isRecommended=True,
                 actions=[Action(type="create", description=f"Draft order: {LEVEL_TEXT}", resource=resource)],
             )
@@ -608,7 +608,7 @@ def estimate_card(
             source = " from dosing history" if est.basis == "dosing-history" else ""
             suggestions.append(
                 Suggestion(
-                    label=f"Update the PLEX order to {r.estimate} sessions (ordered {ordered}; estimate{source} "
+                    label=f"Set the PLEX course to {r.estimate} sessions (ordered {ordered}; estimate{source} "
                     f"{r.estimate}, range {r.low}-{r.high})",
                     actions=[
                         Action(

@@ -581,8 +581,8 @@ def test_suggestions_labelled_and_never_avoid_class() -> None:
     est = card(body, "plex-estimate")
     labels = [s["label"] for s in est["suggestions"]]
     assert labels == [
-        "Order a natalizumab level after session 3 (around 2024-05-16)",
-        "Update the PLEX order to 5 sessions (ordered 2; estimate 5, range 5-7)",
+        "Order a natalizumab serum level after session 3 (around 2024-05-16)",
+        "Set the PLEX course to 5 sessions (ordered 2; estimate 5, range 5-7)",
     ]
     note = est["suggestions"][0]["actions"][0]["resource"]["note"][0]["text"]
     assert "after PLEX session 3, before session 4" in note
