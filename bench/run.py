@@ -423,7 +423,7 @@ def targets(points: list[Point], soak_r: dict[str, Any] | None) -> list[tuple[st
         worst = max(soak_r["rss_end"]) if soak_r["rss_end"] else 0
         rows.append((f"memory after {soak_r['requests']:,} requests < 150 MB per worker", f"{worst:.1f} MB",
                      verdict(worst < 150 and soak_r["requests"] >= 100000) if soak_r["requests"] >= 100000
-                     else f"{verdict(worst < 150)} (only {soak_r['requests']:,} requests: --quick)"))
+                     else f"{verdict(worst < 150)} (only {soak_r['requests']:,} of {soak_r.get('target_requests', 100000):,} requests within the soak's time cap; `bench/run.py --soak` runs all)"))
         trend = abs(soak_r["growth_second_half_mb"]) < 2.0
         rows.append(("no memory growth trend (second half of the soak: < 2 MB)",
                      f"{soak_r['growth_second_half_mb']:+.1f} MB, slope {soak_r['slope_mb_per_10k']:+.3f} MB/10k req",
