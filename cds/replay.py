@@ -18,7 +18,7 @@ import hashlib
 import time
 from typing import Any, Protocol
 
-from cachetools import TTLCache
+from cachetools import TLRUCache
 
 from cds.settings import Settings
 
@@ -39,13 +39,18 @@ def replay_key(iss: str, jti: str) -> bytes:
 
 
 class MemoryReplayStore:
-    """Per-process store. Its TTL is the longest a token can still verify: max lifetime + 2 x skew
+    """Per-process store. Each id lives until its own `expires_at` (the verifier passes `exp` + skew),
+    capped at the longest a token can still verify: max lifetime + 2 x skew
     (`exp - now <= (exp - iat) + (iat - now) <= max_lifetime + skew`, and it verifies until `exp + skew`).
+    Short-lived EHR tokens (30-300 s) therefore free their slot in seconds, not after an hour.
     """
 
     def __init__(self, ttl_s: float, maxsize: int = 1_000_000) -> None:
         self.ttl_s = ttl_s
-        self._seen: TTLCache[bytes, bool] = TTLCache(maxsize=maxsize, ttl=ttl_s)
+        # value = wall-clock expiry; TLRUCache drops each entry at its own time
+        self._seen: TLRUCache[bytes, float] = TLRUCache(
+            maxsize=maxsize, ttu=lambda _key, expiry, _now: expiry, timer=time.time
+        )
 
     async def first_use(self, iss: str, jti: str, expires_at: int) -> bool:
         key = replay_key(iss, jti)
@@ -55,7 +60,8 @@ class MemoryReplayStore:
             self._seen.expire()
             if len(self._seen) >= self._seen.maxsize:  # evicting a live id would allow its replay
                 raise ReplayStoreFull("jti replay store is full")
-        self._seen[key] = True
+        now = time.time()
+        self._seen[key] = min(max(float(expires_at), now + 1), now + self.ttl_s)
         return True
 
     async def close(self) -> None:

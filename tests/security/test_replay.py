@@ -124,6 +124,16 @@ async def test_memory_store_forgets_after_its_ttl() -> None:
     assert await store.first_use("i", "j", exp_in(1))
 
 
+async def test_memory_store_frees_an_id_at_its_own_expiry_not_the_store_ttl() -> None:
+    """A 30 s EHR token must not hold a slot for the whole hour-long store TTL."""
+    store = MemoryReplayStore(ttl_s=3600, maxsize=1)
+    assert await store.first_use("i", "short", int(time.time()))  # expires now: kept ~1 s at most
+    with pytest.raises(ReplayStoreFull):
+        await store.first_use("i", "other", exp_in(60))
+    await asyncio.sleep(1.1)
+    assert await store.first_use("i", "other", exp_in(60))
+
+
 async def test_memory_store_refuses_rather_than_evicting_live_ids() -> None:
     store = MemoryReplayStore(ttl_s=60, maxsize=3)
     for jti in "abc":
