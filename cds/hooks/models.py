@@ -8,6 +8,7 @@ The one sanctioned empty value, the top-level `{"cards": []}`, is kept by `CdsRe
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -30,19 +31,26 @@ Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<1
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
+def _empty(v: Any) -> bool:
+    return v is None or (not v and isinstance(v, (str, list, dict)))
+
+
 def prune(value: Any) -> Any:
-    """Drop None, "", [] and {} recursively (dict values and list items)."""
+    """Drop None, "", [] and {} recursively (dict values and list items); refuse NaN and infinities
+    (JSON has no such numbers), so the result can go to any JSON encoder."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            v = prune(v)
-            if v is None or v == "" or v == [] or v == {}:
-                continue
-            out[k] = v
+            if isinstance(v, (dict, list, float)):
+                v = prune(v)
+            if not _empty(v):
+                out[k] = v
         return out
     if isinstance(value, list):
-        items = [prune(v) for v in value]
-        return [v for v in items if not (v is None or v == "" or v == [] or v == {})]
+        items = [prune(v) if isinstance(v, (dict, list, float)) else v for v in value]
+        return [v for v in items if not _empty(v)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN or infinity cannot be written as JSON")
     return value
 
 
@@ -256,8 +264,8 @@ class CdsResponse(_Out):
     systemActions: list[Action] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = prune(self.model_dump(mode="json", exclude_none=True))
-        out["cards"] = [c.to_json() for c in self.cards]
+        out: dict[str, Any] = prune(self.model_dump(mode="json", exclude_none=True))  # one dump, one prune
+        out["cards"] = out.get("cards", [])  # the one sanctioned empty value
         return out
 
 

@@ -17,6 +17,7 @@ import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from cds import fhir_io, metrics
 from cds.auth import Authenticator, Claims
@@ -248,7 +249,7 @@ async def _hook(
     await _finish(rt, audit, started, outcome="cards", kinds=kinds)
     body = CdsResponse(cards=cards).to_json()
     metrics.count_cards(service.id, body["cards"])
-    return JSONResponse(body)
+    return Response(to_json(body), media_type=JSON)  # pydantic-core's C encoder; prune refused NaN
 
 
 async def _finish(

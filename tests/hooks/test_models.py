@@ -33,6 +33,20 @@ def test_prune_drops_null_and_empty_everywhere() -> None:
     }
 
 
+def test_prune_refuses_nan_and_infinity() -> None:
+    assert prune({"a": [1.5, {"b": 0.0}]}) == {"a": [1.5, {"b": 0.0}]}
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError):
+            prune({"a": [{"b": bad}]})
+
+
+def test_response_dumps_once_and_prunes_inside_cards() -> None:
+    card = Card(summary="s", detail="", indicator="info", source=SRC, extension={"x": {}, "y": [None, 1]})
+    out = CdsResponse(cards=[card]).to_json()
+    assert out == {"cards": [{"uuid": card.uuid, "summary": "s", "indicator": "info",
+                              "source": {"label": SRC.label}, "extension": {"y": [1]}}]}
+
+
 def test_empty_response_keeps_top_level_cards() -> None:
     assert CdsResponse().to_json() == {"cards": []}
 
