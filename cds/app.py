@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cds
 from cds import fhir_io, metrics
-from cds.auth import Authenticator
+from cds.auth import Authenticator, validate_startup
 from cds.errors import CdsError, Unauthorized, to_operation_outcome
 from cds.hooks import routes
 from cds.hooks.models import DiscoveryResponse
@@ -131,13 +131,12 @@ def _demo_routes(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    validate_startup(settings)  # refuses JWT auth with no issuer; warns when auth is off
     defs = definitions(settings)
     discovery_body = json.dumps(DiscoveryResponse(services=defs).to_json(), separators=(",", ":")).encode()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        if settings.auth == "off":
-            log.warning("CDS_AUTH=off: the EHR's JWT is NOT verified; use only for demo and local testing")
         limits = httpx.Limits(
             max_connections=max(settings.fhir_max_concurrency * 4, 16),
             max_keepalive_connections=max(settings.fhir_max_concurrency, 8),

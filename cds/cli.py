@@ -52,9 +52,14 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port or settings.port
     workers = args.workers or settings.workers
     configure_logging(settings.log_level)  # JSON lines; httpx's URL lines (patient ids) stay below WARNING
+    from cds.auth import validate_startup
+
+    try:
+        validate_startup(settings)  # create_app checks again in each worker; say why here, once, cleanly
+    except RuntimeError as exc:
+        print(f"cds serve: refusing to start: {exc}", file=sys.stderr)
+        return 2
     prepare_multiprocess(workers, settings.state_dir)
-    if settings.auth == "off":
-        log.warning("CDS_AUTH=off: EHR JWTs are not verified (demo and local testing only)")
     if settings.demo:
         log.info("demo page: http://%s:%d/demo", host, port)
     uvicorn.run(

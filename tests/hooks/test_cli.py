@@ -123,3 +123,14 @@ def test_demo_exits_nonzero_on_http_error() -> None:
         check=False,
     )
     assert r.returncode == 1 and "cannot reach" in r.stderr
+
+
+def test_serve_refuses_jwt_auth_without_an_issuer() -> None:
+    """Auth is on by default; with no trusted EHR configured the service must not start and must say why."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env["CDS_AUTH"] = "jwt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cds", "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "no issuer is configured" in proc.stderr and "CDS_JWT_ISSUERS" in proc.stderr
