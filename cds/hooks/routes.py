@@ -20,6 +20,9 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from cds import fhir_io, metrics
+from cds.engine import dmt as dmt_engine
+from cds.engine import iris as iris_engine
+from cds.engine import pk
 from cds.auth import Authenticator, Claims
 from cds.errors import BadHookRequest, BodyTooLarge, CdsError, FhirServerNotAllowed, UnknownService
 from cds.hooks import cards as card_render
@@ -227,10 +230,6 @@ async def _hook(
     if not load.exposure:
         await _finish(rt, audit, started, outcome="no-natalizumab-exposure", kinds=[])
         return Response(EMPTY_CARDS, media_type=JSON)
-
-    from cds.engine import dmt as dmt_engine
-    from cds.engine import iris as iris_engine
-    from cds.engine import pk
 
     now = datetime.now(UTC)
     order = orders[0]
