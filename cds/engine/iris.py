@@ -97,9 +97,22 @@ def _clauses(text: str) -> list[str]:
     return [c for c in _CLAUSE_SPLIT.split(text.lower()) if c.strip()]
 
 
+_COMPILED: dict[tuple[str, str], re.Pattern[str]] = {
+    (left, p): re.compile(left + "(?:" + p + ")")
+    for left, terms in (
+        (_LEFT, [t[0] for t in (*_SITE_TERMS, *_WIDESPREAD_TERMS, *_CONTRAST_TERMS)]),
+        (_LOBE_LEFT, [t[0] for t in _LOBE_TERMS]),
+    )
+    for p in terms
+}  # compiled once at import
+
+
 def _find(pattern: str, clause: str, left: str = _LEFT) -> bool:
     """True when `pattern` occurs in `clause` at least once without a negation cue around it."""
-    for m in re.finditer(left + "(?:" + pattern + ")", clause):
+    rx = _COMPILED.get((left, pattern))
+    if rx is None:
+        rx = re.compile(left + "(?:" + pattern + ")")
+    for m in rx.finditer(clause):
         before, after = clause[: m.start()], clause[m.end():]
         if before.endswith("non-") or before.endswith("non "):
             continue
