@@ -151,12 +151,24 @@ def is_rxnorm(system: str) -> bool:
     return "rxnorm" in system.lower()
 
 
+_FROM_TEXT_CACHE: dict[str, str | None] = {}  # lower-cased text -> ingredient; at most 2048 entries
+
+
 def _from_text(text: str) -> str | None:
     lowered = text.lower()
+    try:
+        return _FROM_TEXT_CACHE[lowered]
+    except KeyError:
+        pass
+    found = None
     for name, pattern in _COMPILED:
         if pattern.search(lowered):
-            return name
-    return None
+            found = name
+            break
+    if len(_FROM_TEXT_CACHE) >= 2048:  # a speed cache, not a clinical parameter
+        _FROM_TEXT_CACHE.clear()
+    _FROM_TEXT_CACHE[lowered] = found
+    return found
 
 
 def identify(codes: tuple[tuple[str, str], ...], text: str) -> str | None:
