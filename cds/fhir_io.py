@@ -52,7 +52,7 @@ from cachetools import TTLCache
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cds import fhir_terms as terms
-from cds import metrics
+from cds import metrics, r4b_shape
 from cds.engine import drugs
 from cds.engine.domain import (
     AntibodyResult,
@@ -979,7 +979,8 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
     entry, whatever its status (re-signed orders included) except entered-in-error. Other resource
     types are ignored; a malformed entry is skipped. `draftOrders` must be a Bundle (its `type` may
     be missing, as the CDS Hooks Sandbox sends it), else BadHookRequest. A matched order is also
-    validated with fhir.resources R4B. `reference` is "" when the draft has no id.
+    validated with fhir.resources R4B (in full once per shape, cds.r4b_shape). `reference` is "" when
+    the draft has no id.
     """
     if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
         raise BadHookRequest("context.draftOrders must be a FHIR Bundle", code="draft-orders")
@@ -1008,9 +1009,12 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
         modality = terms.plex_modality(_codings(sr.code), _texts(sr.code), extra)
         if modality is None:
             continue
-        if not r4b_valid(resource):
-            log.warning("draft ServiceRequest skipped: not valid FHIR R4B")
-            continue
+        key = r4b_shape.shape_key(resource)
+        if not r4b_shape.is_known_valid(key):  # full R4B once per shape of draft order
+            if not r4b_valid(resource):
+                log.warning("draft ServiceRequest skipped: not valid FHIR R4B")
+                continue
+            r4b_shape.remember(key)
         orders.append(
             PlexOrder(reference, _plan(sr, modality), _label(sr.code) or "plasma exchange", resource)
         )

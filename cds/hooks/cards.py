@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from cds import r4b_shape
 from cds.engine.dmt import LYMPHOCYTE_THRESHOLD_10E9_PER_L
 from cds.engine.domain import (
     ConditionalDmt,
@@ -207,7 +208,13 @@ _MODEL_CACHE: dict[str, Any] = {}
 
 
 def validate_emitted(resource: dict[str, Any]) -> dict[str, Any]:
-    """Validate a resource we put in a suggestion against fhir.resources R4B; raise ValueError if invalid."""
+    """Validate a resource we put in a suggestion against fhir.resources R4B; raise ValueError if invalid.
+
+    In full once per shape (cds.r4b_shape: the same resource up to a checked id, subject reference and
+    date-times); a resource of a shape that already passed is not re-validated."""
+    key = r4b_shape.shape_key(resource)
+    if r4b_shape.is_known_valid(key):
+        return resource
     rtype = resource.get("resourceType")
     model = _MODEL_CACHE.get(str(rtype))
     if model is None:
@@ -221,6 +228,7 @@ def validate_emitted(resource: dict[str, Any]) -> dict[str, Any]:
         model.model_validate(resource)
     except Exception as exc:  # pydantic ValidationError and fhir_core errors
         raise ValueError(f"emitted {rtype} is not valid FHIR R4B: {type(exc).__name__}") from exc
+    r4b_shape.remember(key)
     return resource
 
 

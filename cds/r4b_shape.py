@@ -1,0 +1,87 @@
+"""Remember which resource *shapes* passed full fhir.resources R4B validation, so that the resources the
+service emits (and the draft order it reacts to) are validated in full once per shape, not per request.
+
+A shape is the resource's canonical JSON with its per-request values masked: `id`, the subject
+reference (`{"reference": "Patient/<id>"}` and nothing else), and the top-level date-times `authoredOn`
+and `occurrenceDateTime`. A value is masked only after it has passed a check at least as strict as R4B's
+for that element (the FHIR id pattern; a full date-time with seconds and a time zone that matches the
+FHIR dateTime pattern and is a real instant); otherwise there is no key and the caller validates in
+full. Everything else (codes, statuses, texts, quantities, nesting, JSON types) is part of the key, so a
+resource gets the cached answer only when it differs from one that R4B accepted in masked values alone.
+Only successes are remembered (bounded, oldest dropped first); failures are always re-validated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+__all__ = ["MAX_SHAPES", "clear", "is_known_valid", "remember", "shape_key"]
+
+MAX_SHAPES = 1024
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_REF = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})")
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+# fhir_core's DateTime pattern (R4B), which the value must also match in full
+_FHIR_DATETIME = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|([+\-])((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?"
+)
+_DATETIME_KEYS = ("authoredOn", "occurrenceDateTime")
+
+_valid: dict[str, None] = {}  # insertion-ordered: the oldest shape is dropped first
+
+
+def _datetime_ok(value: Any) -> bool:
+    if type(value) is not str or not _DATETIME.fullmatch(value) or not _FHIR_DATETIME.fullmatch(value):
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:  # e.g. 2024-02-30
+        return False
+
+
+def shape_key(resource: Any) -> str | None:
+    """Canonical JSON of `resource` with per-request values masked; None when it cannot be keyed."""
+    if type(resource) is not dict or type(resource.get("resourceType")) is not str:
+        return None
+    masked = dict(resource)
+    if "id" in masked:
+        if type(masked["id"]) is not str or not _ID.fullmatch(masked["id"]):
+            return None
+        masked["id"] = "<id>"
+    for k in _DATETIME_KEYS:
+        if k in masked:
+            if not _datetime_ok(masked[k]):
+                return None
+            masked[k] = "<dateTime>"
+    subject = masked.get("subject")
+    if type(subject) is dict and list(subject) == ["reference"]:
+        m = _REF.fullmatch(subject["reference"]) if type(subject["reference"]) is str else None
+        if m is None:
+            return None
+        masked["subject"] = {"reference": m.group(1) + "/<id>"}
+    try:
+        return json.dumps(masked, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):  # not plain JSON data: validate in full
+        return None
+
+
+def is_known_valid(key: str | None) -> bool:
+    return key is not None and key in _valid
+
+
+def remember(key: str | None) -> None:
+    """Record that a resource with this shape passed full R4B validation."""
+    if key is None or key in _valid:
+        return
+    if len(_valid) >= MAX_SHAPES:
+        del _valid[next(iter(_valid))]
+    _valid[key] = None
+
+
+def clear() -> None:
+    _valid.clear()
