@@ -5,6 +5,12 @@ whose `proto` is 0, so asyncio no longer sets TCP_NODELAY on accepted connection
 44 ms p50 was measured here). We therefore serve with `NoDelayHTTP`, uvicorn's own HTTP protocol with
 one addition: it sets TCP_NODELAY on every accepted socket in `connection_made`. That works the same
 with one worker or many, whatever created the listening socket, and needs no process manager.
+
+Several workers: uvicorn's supervisor hands every worker the same listening socket, and on Linux the
+worker that happens to be awake takes nearly every connection (one worker took 97-100% of the CPU in
+bench/results.md). `ReusePortMultiprocess` keeps uvicorn's supervisor (health checks, restarts, signals)
+but gives each worker its own `SO_REUSEPORT` listening socket on the same address, so the kernel
+spreads connections across workers. The parent closes its copy once the worker has it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import UTC
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.supervisors import Multiprocess
 
 log = logging.getLogger("cds.cli")
 
@@ -38,6 +45,78 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A bound (not yet listening) TCP socket with SO_REUSEADDR and SO_REUSEPORT, inheritable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class ReusePortMultiprocess(Multiprocess):  # type: ignore[misc]
+    """uvicorn's Multiprocess supervisor, but every worker it starts gets a fresh SO_REUSEPORT socket.
+
+    uvicorn builds each worker as `Process(self.config, self.sockets)` (at start, on restart, on a
+    dead worker, on SIGTTIN), so `sockets` is a property that binds a new socket per read; after each
+    supervisor step the parent closes the sockets it handed out (the started worker holds its own fd),
+    so no listening socket is left in the parent where the kernel would queue connections nobody takes.
+    """
+
+    def __init__(self, config: Any, host: str, port: int) -> None:
+        self._host = host
+        self._port = port
+        self._handed_out: list[socket.socket] = []
+        super().__init__(config, sockets=[])
+
+    @property  # type: ignore[override]
+    def sockets(self) -> list[socket.socket]:
+        sock = reuseport_socket(self._host, self._port)
+        self._port = sock.getsockname()[1]  # port 0: every worker on the port the first one got
+        self._handed_out.append(sock)
+        return [sock]
+
+    @sockets.setter
+    def sockets(self, value: list[socket.socket]) -> None:
+        pass  # one socket per worker, made on demand
+
+    def _close_handed_out(self) -> None:
+        while self._handed_out:
+            self._handed_out.pop().close()
+
+    def init_processes(self) -> None:
+        try:
+            super().init_processes()
+        finally:
+            self._close_handed_out()
+        log.info("%d workers listening on %s:%d, one SO_REUSEPORT socket each", self.processes_num,
+                 self._host, self._port)
+
+    def keep_subprocess_alive(self) -> None:
+        try:
+            super().keep_subprocess_alive()
+        finally:
+            self._close_handed_out()
+
+    def restart_all(self) -> None:
+        try:
+            super().restart_all()
+        finally:
+            self._close_handed_out()
+
+    def handle_ttin(self) -> None:
+        try:
+            super().handle_ttin()
+        finally:
+            self._close_handed_out()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -62,8 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_multiprocess(workers, settings.state_dir)
     if settings.demo:
         log.info("demo page: http://%s:%d/demo", host, port)
-    uvicorn.run(
-        "cds.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=host,
         port=port,
@@ -75,6 +153,15 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         server_header=False,
     )
+    if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+        config = uvicorn.Config("cds.app:create_app", **options)
+        try:
+            ReusePortMultiprocess(config, host, port).run()
+        except OSError as exc:
+            print(f"cds serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+            return 3
+        return 0
+    uvicorn.run("cds.app:create_app", **options)
     return 0
 
 

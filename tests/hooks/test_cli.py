@@ -134,3 +134,38 @@ def test_serve_refuses_jwt_auth_without_an_issuer() -> None:
     )
     assert proc.returncode == 2
     assert "no issuer is configured" in proc.stderr and "CDS_JWT_ISSUERS" in proc.stderr
+
+
+def _listening_sockets(port: int) -> int:
+    """Listening TCP sockets on `port` (IPv4, from /proc/net/tcp: state 0A = LISTEN)."""
+    n = 0
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        next(f)
+        for line in f:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                n += 1
+    return n
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="Linux /proc needed")
+def test_each_worker_has_its_own_reuseport_socket(served: str) -> None:
+    """--workers 2: two SO_REUSEPORT listening sockets (one per worker), so the kernel balances them."""
+    port = int(served.rsplit(":", 1)[1])
+    assert _listening_sockets(port) == 2
+    for _ in range(20):  # new connection each time: all answered
+        assert httpx.get(f"{served}/healthz", timeout=5).status_code == 200
+
+
+def test_reuseport_socket_shares_a_port() -> None:
+    from cds.cli import reuseport_socket
+
+    a = reuseport_socket("127.0.0.1", 0)
+    b = reuseport_socket("127.0.0.1", a.getsockname()[1])
+    try:
+        a.listen(8)
+        b.listen(8)
+        assert a.getsockname() == b.getsockname()
+    finally:
+        a.close()
+        b.close()
