@@ -1144,13 +1144,29 @@ class ReadCache:
         return None
 
 
-class MemoryReadCache(ReadCache):
-    """In-process (one worker): a bounded TTLCache of (expires, resources) on the reader's clock."""
+# Python dicts of parsed FHIR JSON take about 5 times the JSON's bytes (measured: a 30 KB prefetch, 143 KiB)
+_PY_BYTES_PER_JSON_BYTE = 5
 
-    def __init__(self, maxsize: int, ttl: float, clock: Callable[[], float]) -> None:
+
+def _resident_estimate(resources: list[Any]) -> int:
+    try:
+        return len(json.dumps(resources, separators=(",", ":"), default=str)) * _PY_BYTES_PER_JSON_BYTE
+    except (TypeError, ValueError):
+        return 1 << 20
+
+
+class MemoryReadCache(ReadCache):
+    """In-process (one worker): a TTLCache of (expires, resources, size) on the reader's clock, bounded
+    both by entries and by estimated resident bytes (`max_bytes`), so a new token per request cannot
+    grow a worker past its memory budget; the least recently used entries go first."""
+
+    def __init__(
+        self, maxsize: int, ttl: float, clock: Callable[[], float], max_bytes: int = 32 * 1024 * 1024
+    ) -> None:
         self._clock = clock
-        self._entries: TTLCache[CacheKey, tuple[float, list[Any]]] = TTLCache(
-            maxsize=maxsize, ttl=ttl, timer=clock
+        self._maxsize = maxsize
+        self._entries: TTLCache[CacheKey, tuple[float, list[Any], int]] = TTLCache(
+            maxsize=max_bytes, ttl=ttl, timer=clock, getsizeof=lambda v: v[2]
         )
 
     def __len__(self) -> int:
@@ -1164,7 +1180,12 @@ class MemoryReadCache(ReadCache):
         return hit[1] if hit is not None and hit[0] > self._clock() else None
 
     async def set(self, key: CacheKey, resources: list[Any], ttl: float) -> None:
-        self._entries[key] = (self._clock() + ttl, resources)
+        size = _resident_estimate(resources)
+        if size > self._entries.maxsize:
+            return  # larger than the whole budget: not cached
+        self._entries[key] = (self._clock() + ttl, resources, size)
+        while len(self._entries) > self._maxsize:
+            self._entries.popitem()
 
     async def aclose(self) -> None:
         self._entries.clear()
@@ -1237,7 +1258,7 @@ def open_read_cache(settings: Settings, clock: Callable[[], float]) -> ReadCache
     if settings.redis_url:
         return RedisReadCache(settings.redis_url, settings.redis_key_prefix)
     ttl = int(settings.cache_ttl_s)
-    return MemoryReadCache(settings.cache_max_entries, ttl, clock)
+    return MemoryReadCache(settings.cache_max_entries, ttl, clock, settings.cache_max_mb * 1024 * 1024)
 
 
 class FhirReader:
