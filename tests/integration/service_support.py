@@ -1,4 +1,9 @@
-"""Helpers for the service-level integration tests: the service wired to a real FHIR server."""
+"""Helpers for the service-level integration tests: the service wired to a real FHIR server.
+
+with service(fhir_server, state_dir) as (url, settings):        # module fixture `running`
+    p = load_demo(fhir_server, "high-level", "e2e")              # ids end in -e2e-<run id>, tagged
+    out = post_hook(url, "order-select", with_prefetch(fhir_server, p, "order-select", settings), 200)
+"""
 
 from __future__ import annotations
 
@@ -9,25 +14,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from cds import demo
 from cds.fhir_io import prefetch_templates
 from cds.settings import Settings
-from tests.support.fhir import FhirServer, load_resources, prefetch_from_server, suffixed
+from tests.hooks.checks import check_response
+from tests.support.fhir import FhirServer, load_resources, prefetch_from_server, run_suffix, suffixed
 from tests.support.servers import serve_service
 
 PATH = {"order-select": "/cds-services/pml-plex-select", "order-sign": "/cds-services/pml-plex-sign"}
+# equivalence, not deadlines: generous; a public sandbox (kind "live") is slow, more generous still
+FHIR_TIMEOUTS_S = {"default": (4.0, 8.0), "live": (20.0, 60.0)}  # (per call, whole hook)
 
 
 def service_settings(server: FhirServer, state_dir: Path, *extra_allow: str) -> Settings:
+    timeout_s, deadline_s = FHIR_TIMEOUTS_S.get(server.kind, FHIR_TIMEOUTS_S["default"])
     return Settings(
         _env_file=None,
         auth="off",
         state_dir=state_dir,
         fhir_server_allowlist=[server.base_url, *extra_allow],
-        fhir_timeout_s=4.0,
-        fhir_deadline_s=8.0,
+        fhir_timeout_s=timeout_s,
+        fhir_deadline_s=deadline_s,
         cache_ttl_s=0,
-    )  # equivalence, not deadlines
+    )
 
 
 @contextmanager
@@ -37,8 +48,26 @@ def service(server: FhirServer, state_dir: Path, *extra_allow: str) -> Iterator[
         yield url, settings
 
 
-def load_demo(server: FhirServer, name: str, suffix: str) -> demo.DemoPatient:
-    p = suffixed(demo.patient(name, datetime.now(UTC)), suffix)
+def post_hook(url: str, hook: str, body: dict[str, Any], *expected: int) -> dict[str, Any]:
+    """POST a hook call; never a 500; status in `expected` (when given); a valid response either way.
+
+    Returns the JSON body with its HTTP status under "status".
+    """
+    r = httpx.post(url + PATH[hook], json=body, timeout=FHIR_TIMEOUTS_S["live"][1] + 15)
+    assert r.status_code != 500 and "Traceback" not in r.text, r.text
+    if expected:
+        assert r.status_code in expected, r.text
+    out = r.json()
+    if r.status_code == 200:
+        check_response(out)
+    else:
+        assert out["resourceType"] == "OperationOutcome"
+    return {"status": r.status_code, **out}
+
+
+def load_demo(server: FhirServer, name: str, stem: str) -> demo.DemoPatient:
+    """Demo patient `name` stored on `server` under ids ending in run_suffix(stem), run-tagged."""
+    p = suffixed(demo.patient(name, datetime.now(UTC)), run_suffix(stem))
     load_resources(server, p.resources)
     return p
 

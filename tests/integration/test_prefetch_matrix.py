@@ -7,24 +7,14 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from cds import demo
 from cds.fhir_io import prefetch_templates
 from cds.settings import Settings
-from tests.hooks.checks import check_response
-from tests.integration.service_support import (
-    PATH,
-    comparable,
-    load_demo,
-    service,
-    with_prefetch,
-    without_prefetch,
-)
+from tests.integration import service_support as svc
 from tests.support.fhir import FhirServer
 from tests.support.servers import free_port
 
@@ -35,44 +25,26 @@ OO = {
 }
 HOOK = "order-select"
 DEAD_PORT = free_port()
-
-
-@pytest.fixture(scope="module")
-def running(
-    fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Settings]]:
-    with service(
-        fhir_server, tmp_path_factory.mktemp("matrix-state"), f"http://127.0.0.1:{DEAD_PORT}/"
-    ) as pair:
-        yield pair
+EXTRA_FHIR_ALLOW = (f"http://127.0.0.1:{DEAD_PORT}/",)  # the `running` service may try it
 
 
 @pytest.fixture(scope="module")
 def patient(fhir_server: FhirServer) -> demo.DemoPatient:
-    return load_demo(fhir_server, "active-fingolimod", "-matrix")
+    return svc.load_demo(fhir_server, "active-fingolimod", "matrix")
 
 
 @pytest.fixture(scope="module")
 def full(fhir_server: FhirServer, running: tuple[str, Settings], patient: demo.DemoPatient) -> dict[str, Any]:
-    return with_prefetch(fhir_server, patient, HOOK, running[1])
+    return svc.with_prefetch(fhir_server, patient, HOOK, running[1])
 
 
 @pytest.fixture(scope="module")
 def baseline(running: tuple[str, Settings], full: dict[str, Any]) -> list[Any]:
-    return comparable(_post(running[0], full, 200))
+    return svc.comparable(_post(running[0], full, 200))
 
 
 def _post(url: str, body: dict[str, Any], *expected: int) -> dict[str, Any]:
-    r = httpx.post(url + PATH[HOOK], json=body, timeout=15)
-    assert r.status_code != 500 and "Traceback" not in r.text, r.text
-    if expected:
-        assert r.status_code in expected, r.text
-    out = r.json()
-    if r.status_code == 200:
-        check_response(out)
-    else:
-        assert out["resourceType"] == "OperationOutcome"
-    return {"status": r.status_code, **out}
+    return svc.post_hook(url, HOOK, body, *expected)
 
 
 def _variant(full: dict[str, Any], key: str, case: str) -> dict[str, Any]:
@@ -108,7 +80,7 @@ def test_present_equals_baseline(
     running: tuple[str, Settings], full: dict[str, Any], baseline: list[Any], key: str
 ) -> None:
     body = _post(running[0], _variant(full, key, "present"), 200)
-    assert comparable(body) == baseline
+    assert svc.comparable(body) == baseline
 
 
 @pytest.mark.parametrize("case", ["absent", "operation-outcome", "wrong-type"])
@@ -122,7 +94,7 @@ def test_unsatisfied_key_is_fetched(
     case: str,
 ) -> None:
     body = _post(running[0], _with_fallback(fhir_server, _variant(full, key, case)), 200)
-    assert comparable(body) == baseline
+    assert svc.comparable(body) == baseline
 
 
 @pytest.mark.parametrize("case", ["absent", "null", "operation-outcome", "wrong-type", "wrong-resource"])
@@ -148,7 +120,9 @@ def test_null_means_no_data(running: tuple[str, Settings], full: dict[str, Any])
 def test_no_prefetch_field(
     fhir_server: FhirServer, running: tuple[str, Settings], patient: demo.DemoPatient, baseline: list[Any]
 ) -> None:
-    assert comparable(_post(running[0], without_prefetch(fhir_server, patient, HOOK), 200)) == baseline
+    assert (
+        svc.comparable(_post(running[0], svc.without_prefetch(fhir_server, patient, HOOK), 200)) == baseline
+    )
     bare = demo.hook_request(patient, HOOK, prefetch=False)
     _post(running[0], bare, 412)
 
@@ -158,9 +132,9 @@ def test_draft_orders_without_bundle_type(
 ) -> None:
     body = copy.deepcopy(full)
     body["context"]["draftOrders"].pop("type", None)
-    assert comparable(_post(running[0], body, 200)) == baseline
+    assert svc.comparable(_post(running[0], body, 200)) == baseline
     body["context"]["draftOrders"]["type"] = "collection"
-    assert comparable(_post(running[0], body, 200)) == baseline
+    assert svc.comparable(_post(running[0], body, 200)) == baseline
 
 
 @pytest.mark.parametrize("where", ["refused-token", "server-down"])
@@ -172,7 +146,7 @@ def test_fhir_server_failures_answer_in_time(
     where: str,
 ) -> None:
     url, settings = running
-    body = without_prefetch(fhir_server, patient, HOOK)
+    body = svc.without_prefetch(fhir_server, patient, HOOK)
     if where == "refused-token":
         if not fhir_server.token:
             pytest.skip("this FHIR server does not check tokens")

@@ -1,40 +1,20 @@
 """End to end against real FHIR R4 servers: every demo situation gives the right cards, and the prefetch
-path and the no-prefetch fallback (fhirServer + bearer token) give the same cards."""
+path and the no-prefetch fallback (fhirServer + bearer token) give the same cards. With
+CDS_TEST_FHIR_BASE set, also against that server (`make test-live`; see tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from cds import demo
 from cds.settings import Settings
-from tests.hooks.checks import card, check_response, ext, kinds
-from tests.integration.service_support import (
-    PATH,
-    comparable,
-    load_demo,
-    service,
-    with_prefetch,
-    without_prefetch,
-)
+from tests.demo.scenarios import REQUIRED
+from tests.hooks.checks import card, ext, kinds
+from tests.integration import service_support as svc
 from tests.support.fhir import FhirServer
 
-REQUIRED = [
-    "high-level",
-    "decayed-level",
-    "post-session",
-    "below-target",
-    "antibodies",
-    "no-level",
-    "brainstem-pml",
-    "active-fingolimod",
-    "lymphopenia",
-    "non-plex-order",
-    "no-natalizumab",
-]
 SCENARIOS = demo.scenarios()
 
 
@@ -43,24 +23,8 @@ def test_required_situations_are_demo_patients() -> None:
 
 
 @pytest.fixture(scope="module")
-def running(
-    fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Settings]]:
-    with service(fhir_server, tmp_path_factory.mktemp("e2e-state")) as pair:
-        yield pair
-
-
-@pytest.fixture(scope="module")
 def patients(fhir_server: FhirServer) -> dict[str, demo.DemoPatient]:
-    return {name: load_demo(fhir_server, name, "-e2e") for name in SCENARIOS}
-
-
-def _post(url: str, hook: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(url + PATH[hook], json=body, timeout=15)
-    assert r.status_code == 200, r.text
-    out = r.json()
-    check_response(out)
-    return out
+    return {name: svc.load_demo(fhir_server, name, "e2e") for name in SCENARIOS}
 
 
 def _expectations(body: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -131,7 +95,7 @@ def test_prefetch_and_fallback_agree(
 ) -> None:
     url, settings = running
     p = patients[name]
-    via_prefetch = _post(url, hook, with_prefetch(fhir_server, p, hook, settings))
-    via_fhir = _post(url, hook, without_prefetch(fhir_server, p, hook))
+    via_prefetch = svc.post_hook(url, hook, svc.with_prefetch(fhir_server, p, hook, settings), 200)
+    via_fhir = svc.post_hook(url, hook, svc.without_prefetch(fhir_server, p, hook), 200)
     _expectations(via_prefetch, p.expected)
-    assert comparable(via_prefetch) == comparable(via_fhir)
+    assert svc.comparable(via_prefetch) == svc.comparable(via_fhir)

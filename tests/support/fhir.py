@@ -6,6 +6,9 @@
 
 Installs are shared between runs under FHIR_INSTALL_DIR (default <repo>/.fhir-server, git-ignored);
 every run gets its own state dir, free port and random token, so data never leak between sessions.
+A public sandbox keeps everyone's data: every resource a test run stores carries ids ending in
+`run_suffix(...)` (this run's RUN_ID) and the meta.tag RUN_TAG_SYSTEM|RUN_ID, on every kind of server.
+A 5xx from the server raises FhirServerOutage (an AssertionError: the `live` tests skip on it).
 When the server cannot be installed (no registry), `FhirServerUnavailable` is raised and the fixture
 skips, unless CDS_TEST_REQUIRE_FHIR=1 (then it fails: use that in CI to catch a missing install).
 """
@@ -32,10 +35,42 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "fhir_server.sh"
 KINDS = ("sekmet", "medplum")
 FHIR_JSON = "application/fhir+json"
+RUN_TAG_SYSTEM = "https://cds-pml-plex.test/run"
+RUN_ID = f"r{secrets.token_hex(4)}"  # one per test session: id suffix and meta.tag code
 
 
 class FhirServerUnavailable(RuntimeError):
     """The server could not be installed here (registry unreachable, no node/python venv)."""
+
+
+class FhirServerOutage(AssertionError):
+    """The server answered 5xx (after retries): its failure, not ours (`live` tests skip on it)."""
+
+
+class _Retrying(httpx.BaseTransport):
+    """Retry 5xx answers and transport errors with backoff (public sandboxes fail now and then)."""
+
+    def __init__(self, attempts: int, backoff_s: float = 1.0) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._attempts = max(1, attempts)
+        self._backoff_s = backoff_s
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                response = self._inner.handle_request(request)
+            except httpx.TransportError:
+                if attempt == self._attempts:
+                    raise
+            else:
+                if response.status_code < 500 or attempt == self._attempts:
+                    return response
+                response.close()
+            time.sleep(self._backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -45,6 +80,8 @@ class FhirServer:
     token: str | None = None
     state_dir: Path | None = None
     startup_s: float = 0.0  # script wall time (install + start) for this run
+    attempts: int = 1  # tries per request from the test helpers (a public sandbox gets retries)
+    timeout_s: float = 30.0
 
     def headers(self) -> dict[str, str]:
         h = {"Accept": FHIR_JSON}
@@ -52,8 +89,18 @@ class FhirServer:
             h["Authorization"] = f"Bearer {self.token}"
         return h
 
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(headers=self.headers(), timeout=timeout)
+    def client(self, timeout: float | None = None) -> httpx.Client:
+        transport = _Retrying(self.attempts) if self.attempts > 1 else None
+        return httpx.Client(headers=self.headers(), timeout=timeout or self.timeout_s, transport=transport)
+
+
+def live_server_from_env(timeout_s: float = 60.0) -> FhirServer | None:
+    """The public sandbox named by CDS_TEST_FHIR_BASE (token: CDS_TEST_FHIR_TOKEN), or None if unset."""
+    base = os.environ.get("CDS_TEST_FHIR_BASE", "").strip().rstrip("/")
+    if not base:
+        return None
+    token = os.environ.get("CDS_TEST_FHIR_TOKEN") or None
+    return FhirServer(kind="live", base_url=base, token=token, attempts=3, timeout_s=timeout_s)
 
 
 def _script(cmd: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -149,6 +196,23 @@ def with_id_suffix(resources: list[dict[str, Any]], suffix: str) -> list[dict[st
     return renamed
 
 
+def run_suffix(stem: str) -> str:
+    """An id suffix unique to this test session: `-{stem}-{RUN_ID}`."""
+    return f"-{stem}-{RUN_ID}"
+
+
+def with_run_tag(resources: list[dict[str, Any]], run_id: str = RUN_ID) -> list[dict[str, Any]]:
+    """Copies carrying meta.tag RUN_TAG_SYSTEM|run_id (beside their own tags), to find or purge a run."""
+    tag = {"system": RUN_TAG_SYSTEM, "code": run_id}
+    out = []
+    for r in resources:
+        r = copy.deepcopy(r)
+        meta = r.setdefault("meta", {})
+        meta["tag"] = [t for t in meta.get("tag", []) if t.get("system") != RUN_TAG_SYSTEM] + [tag]
+        out.append(r)
+    return out
+
+
 def suffixed(patient: Any, suffix: str) -> Any:
     """A demo.DemoPatient whose ids (patient, resources, draft order) all carry `suffix`."""
     moved = with_id_suffix([*patient.resources, patient.draft_order], suffix)
@@ -175,16 +239,20 @@ def transaction_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
 def load_resources(server: FhirServer, resources: list[dict[str, Any]], *, mode: str = "auto") -> None:
     """Store `resources` (client-assigned ids) on the server: one transaction, or PUT by PUT.
 
+    Every resource stored carries this run's meta.tag (with_run_tag).
     mode "transaction", "put" or "auto" (transaction; PUTs if the server refuses the transaction).
-    Raises AssertionError naming the resource and the OperationOutcome when something is refused.
+    Raises AssertionError naming the resource and the OperationOutcome when something is refused,
+    FhirServerOutage when the server answers 5xx.
     """
     if not resources:
         return
+    resources = with_run_tag(resources)
     with server.client() as http:
         if mode in ("auto", "transaction"):
             r = http.post(
                 server.base_url, json=transaction_bundle(resources), headers={"Content-Type": FHIR_JSON}
             )
+            _no_outage(server, r)
             if r.status_code == 200:
                 body = r.json()
                 bad = [
@@ -202,12 +270,20 @@ def load_resources(server: FhirServer, resources: list[dict[str, Any]], *, mode:
                 json=res,
                 headers={"Content-Type": FHIR_JSON},
             )
+            _no_outage(server, r)
             assert r.status_code in (200, 201), (
                 f"{server.kind}: PUT {res['resourceType']}/{res['id']} -> {r.status_code}: {r.text[:2000]}"
             )
 
 
 _NEXT_LIMIT = 50
+
+
+def _no_outage(server: FhirServer, r: httpx.Response) -> None:
+    if r.status_code >= 500:
+        raise FhirServerOutage(
+            f"{server.kind}: {r.request.method} {r.request.url} -> {r.status_code}: {r.text[:500]}"
+        )
 
 
 def _same_server(base_url: str, url: str) -> str:
@@ -221,7 +297,8 @@ def prefetch_from_server(server: FhirServer, templates: dict[str, str], patient_
     """Resolve each prefetch template against the real server, as an EHR would before calling the hook.
 
     Reads give the resource (None on 404/410); searches give one searchset Bundle with every page
-    merged (Bundle.link[next] followed). Anything else (401, 400, 5xx) raises AssertionError.
+    merged (Bundle.link[next] followed). Anything else (401, 400) raises AssertionError, a 5xx
+    FhirServerOutage.
     """
     out: dict[str, Any] = {}
     with server.client() as http:
@@ -230,6 +307,7 @@ def prefetch_from_server(server: FhirServer, templates: dict[str, str], patient_
             assert "{{" not in rel, f"unsupported token in {template!r}"
             url = f"{server.base_url}/{rel}"
             r = http.get(url)
+            _no_outage(server, r)
             if "?" not in rel:
                 if r.status_code in (404, 410):
                     out[key] = None
@@ -249,6 +327,7 @@ def prefetch_from_server(server: FhirServer, templates: dict[str, str], patient_
                 if not nxt:
                     break
                 r = http.get(_same_server(server.base_url, nxt[0]))
+                _no_outage(server, r)
                 assert r.status_code == 200, f"{server.kind} {key}: next page -> {r.status_code}"
                 page = r.json()
                 entries += page.get("entry", [])
