@@ -49,7 +49,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 from cachetools import TTLCache
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from cds import fhir_terms as terms
 from cds import metrics, r4b_shape
@@ -342,6 +342,23 @@ _MODELS: dict[str, type[_Resource]] = {
     "ServiceRequest": _ServiceRequest,
     "Patient": _Patient,
 }
+
+# every slim model at once, picked by resourceType (a discriminated union): parse_resources validates a
+# whole prefetch in one call and only falls back to one-by-one validation when an entry fails
+_AnyModel = Annotated[
+    _Observation
+    | _Procedure
+    | _Medication
+    | _MedicationStatement
+    | _MedicationRequest
+    | _Condition
+    | _ServiceRequest
+    | _Patient,
+    Field(discriminator="resourceType"),
+]
+_ALL_MODELS: TypeAdapter[list[_AnyModel]] = TypeAdapter(list[_AnyModel])
+assert set(_MODELS) == {"Observation", "Procedure", "Medication", "MedicationStatement", "MedicationRequest",
+                        "Condition", "ServiceRequest", "Patient"}  # the union names every slim model
 
 _R4B_MODULES = {
     "Observation": "observation",
@@ -861,6 +878,7 @@ def parse_resources(
     strict = bool(getattr(settings, "strict_fhir", False))
     level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
     parsed: list[_Resource] = []
+    candidates: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     skipped = other = 0
     for raw in resources:
@@ -876,7 +894,16 @@ def parse_resources(
             seen.add(key)
         if raw["resourceType"] == "Observation" and not _read_observation(raw, level_codes):
             continue
-        model = _validate(raw, strict)
+        candidates.append(raw)
+    models: list[_Resource | None] | None = None
+    if not strict and candidates:
+        try:  # one call into pydantic-core for all entries; any failure: one by one, to skip and count it
+            models = list(_ALL_MODELS.validate_python(candidates))
+        except ValidationError:
+            models = None
+    if models is None:
+        models = [_validate(raw, strict) for raw in candidates]
+    for model in models:
         if model is None:
             skipped += 1
             continue
