@@ -141,18 +141,18 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_multiprocess(workers, settings.state_dir)
     if settings.demo:
         log.info("demo page: http://%s:%d/demo", host, port)
-    options: dict[str, Any] = dict(
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        http=NoDelayHTTP,
-        log_level=settings.log_level.lower(),
-        log_config=logging_config(settings.log_level),
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "http": NoDelayHTTP,
+        "log_level": settings.log_level.lower(),
+        "log_config": logging_config(settings.log_level),
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+    }
     if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
         config = uvicorn.Config("cds.app:create_app", **options)
         try:

@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from cds import fhir_io, metrics
+from cds.auth import Authenticator, Claims
 from cds.engine import dmt as dmt_engine
 from cds.engine import iris as iris_engine
 from cds.engine import pk
-from cds.auth import Authenticator, Claims
 from cds.errors import BadHookRequest, BodyTooLarge, CdsError, FhirServerNotAllowed, UnknownService
 from cds.hooks import cards as card_render
 from cds.hooks.models import (
