@@ -15,7 +15,7 @@ import pytest
 from cds import demo
 from cds.settings import Settings
 from tests.hooks.checks import assert_no_empty_response, check_response, ext, kinds
-from tests.hooks.tripwire import tripwire
+from tests.support.tripwire import tripwire
 
 SELECT = "/cds-services/pml-plex-select"
 SIGN = "/cds-services/pml-plex-sign"
@@ -100,7 +100,7 @@ def test_no_trigger_answers_empty_without_fhir_calls(client: httpx.Client, setti
         body["context"]["selections"] = ["ServiceRequest/not-in-the-bundle"]
         r = client.post(SELECT, json=body)
         assert r.status_code == 200 and r.json() == {"cards": []}
-    assert wire.hits == 0
+    assert wire.connections == 0
 
 
 def test_plex_without_natalizumab_is_silent(client: httpx.Client, settings: Settings) -> None:
@@ -242,7 +242,7 @@ def test_disallowed_fhir_server_never_called(client: httpx.Client, settings: Set
         )
         r = client.post(SELECT, json=body)
         assert r.status_code == 200, r.text
-    assert wire.hits == 0
+    assert wire.connections == 0
 
 
 # ---------------------------------------------------------------- health, audit

@@ -8,8 +8,6 @@ built from it and not from the Host header.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,8 @@ from cds.middleware import SANDBOX_ORIGIN
 from cds.settings import IssuerConfig, Settings
 from tests.support.jwks import DROP, JwksServer, SigningKey, issuer_settings
 from tests.support.servers import free_port, serve_asgi, serve_service
+from tests.support.tripwire import Tripwire
+from tests.support.tripwire import tripwire as listen_tripwire
 
 pytestmark = pytest.mark.skipif(
     not hasattr(fhir_io, "FhirReader"), reason="the service is not complete yet (cds.fhir_io.FhirReader)"
@@ -41,53 +41,13 @@ ENDPOINTS = {"discovery": "/cds-services", "service": SELECT, "feedback": f"{SEL
 EHR_TOKEN = "ehr-access-token-" + uuid.uuid4().hex  # the fhirAuthorization token, must reach only fhirServer
 
 
-class Tripwire:
-    """A TCP listener on another loopback address (127.0.0.2) that records every connection and byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.received = b""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.2:{self.port}/fhir"
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.settimeout(0.5)
-            try:
-                self.received += conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-            except OSError:
-                pass
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-
 def hostile_fhir_app(patient: Any, tripwire: Tripwire) -> Starlette:
     """/redirect/...: every read answers 302 to the tripwire. /next/...: real first pages, next -> tripwire."""
     seen: list[str] = []
 
     async def redirect(request: Request) -> Response:
         seen.append(request.url.path)
-        return RedirectResponse(f"{tripwire.base}/{request.path_params['rest']}?{request.url.query}", status_code=302)
+        return RedirectResponse(f"{tripwire.url}/{request.path_params['rest']}?{request.url.query}", status_code=302)
 
     async def paged(request: Request) -> Response:
         seen.append(request.url.path)
@@ -99,7 +59,7 @@ def hostile_fhir_app(patient: Any, tripwire: Tripwire) -> Starlette:
                                 status_code=200 if matching else 404)
         bundle = {
             "resourceType": "Bundle", "type": "searchset",
-            "link": [{"relation": "next", "url": f"{tripwire.base}/{rtype}?page=2&{request.url.query}"}],
+            "link": [{"relation": "next", "url": f"{tripwire.url}/{rtype}?page=2&{request.url.query}"}],
             "entry": [{"resource": r, "search": {"mode": "match"}} for r in matching],
         }
         return JSONResponse(bundle)
@@ -132,9 +92,9 @@ def keys() -> Iterator[JwksServer]:
 
 @pytest.fixture(scope="module")
 def tripwire() -> Iterator[Tripwire]:
-    t = Tripwire()
-    yield t
-    t.close()
+    """On another loopback address (127.0.0.2), so only a call to another host reaches it."""
+    with listen_tripwire("127.0.0.2") as t:
+        yield t
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +253,7 @@ def test_fhir_server_off_the_allowlist_is_never_called(
     from cds import demo
 
     before = tripwire.connections
-    body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.base, token=EHR_TOKEN)
+    body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN)
     r = httpx.post(service + SELECT, json=body, headers=auth(token(keys, SELECT)), timeout=10)
     assert r.status_code == 412
     assert r.json()["resourceType"] == "OperationOutcome"
@@ -329,7 +289,7 @@ def test_auth_off_does_not_open_the_allowlist(patient: Any, tripwire: Tripwire, 
         _env_file=None, auth="off", state_dir=tmp_path, fhir_server_allowlist=[f"http://127.0.0.1:{free_port()}/fhir"]
     )
     with serve_service(settings) as base:
-        body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.base, token=EHR_TOKEN)
+        body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN)
         before = tripwire.connections
         r = httpx.post(base + SELECT, json=body, timeout=10)
         assert r.status_code == 412
@@ -341,7 +301,7 @@ def test_tripwire_sees_a_call_when_the_address_is_allowed(patient: Any, tripwire
     from cds import demo
 
     with serve_service(Settings(_env_file=None, auth="off", state_dir=tmp_path)) as base:
-        body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.base, token=EHR_TOKEN)
+        body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN)
         before = tripwire.connections
         httpx.post(base + SELECT, json=body, timeout=10)
         time.sleep(0.3)
