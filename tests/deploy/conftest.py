@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.deploy.stores import fresh_database, redis_key_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("PG_PORT", "5432"))
@@ -49,16 +50,8 @@ def pg_admin_dsn() -> str:
 @pytest.fixture
 def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A new, empty database for one test; dropped afterwards."""
-    import psycopg
-
-    name = f"cds_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_admin_dsn) as dsn:
+        yield dsn
 
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("REDIS_PORT", "6379"))
@@ -78,14 +71,5 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
-    import redis
-
-    prefix = f"cds-test-{uuid.uuid4().hex[:12]}:"
-    try:
+    with redis_key_prefix(redis_url) as prefix:
         yield prefix
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()

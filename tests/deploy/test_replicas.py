@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cds import demo
+from tests.deploy.stores import fresh_database, redis_key_prefix
 from tests.security.procs import Proc, service_process
 from tests.support.jwks import JwksServer, SigningKey
 from tests.support.servers import serve_asgi
@@ -123,33 +124,6 @@ def _env(
     }
 
 
-@contextlib.contextmanager
-def _fresh_database(pg_admin_dsn: str) -> Iterator[str]:
-    name = f"cds_replicas_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def _redis_prefix(redis_url: str) -> Iterator[str]:
-    import redis
-
-    prefix = f"cds-replicas-{uuid.uuid4().hex[:12]}:"
-    try:
-        yield prefix
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def cluster(pg_admin_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("replicas")
@@ -160,8 +134,8 @@ def cluster(pg_admin_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPath
     with contextlib.ExitStack() as stack:
         stack.enter_context(keys.serve())
         fhir_base = stack.enter_context(serve_asgi(fhir.app())) + "/fhir"
-        dsn = stack.enter_context(_fresh_database(pg_admin_dsn))
-        prefix = stack.enter_context(_redis_prefix(redis_url))
+        dsn = stack.enter_context(fresh_database(pg_admin_dsn, "cds_replicas"))
+        prefix = stack.enter_context(redis_key_prefix(redis_url, "cds-replicas"))
         common = {
             "jku": keys.url("ehr"),
             "fhir_base": fhir_base,
