@@ -82,17 +82,22 @@ OVERRIDE_REASONS: tuple[Coding, ...] = (
 
 # ---------------------------------------------------------------- text helpers
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|~>])")
-_WS = re.compile(r"\s+")
-_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# one str.translate: control characters dropped, & < > as HTML entities, markdown specials escaped
+# (no output is whitespace, so collapsing whitespace after it equals collapsing it before)
+_MD_TABLE = str.maketrans(
+    {
+        **{c: None for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)},
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        **{c: "\\" + c for c in "\\`*_{}[]()#+-!|~"},
+    }
+)
 
 
 def md_escape(text: object) -> str:
     """Make FHIR-sourced text inert in GitHub-flavoured markdown (and HTML): one line, no markup."""
-    s = _CTRL.sub("", str(text))
-    s = _WS.sub(" ", s).strip()
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", s)
+    return " ".join(str(text).translate(_MD_TABLE).split())  # split(): the same whitespace as \s
 
 
 def fmt_num(x: float) -> str:
