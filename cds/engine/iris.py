@@ -105,6 +105,8 @@ _COMPILED: dict[tuple[str, str], re.Pattern[str]] = {
     )
     for p in terms
 }  # compiled once at import
+# any term at all, in one scan: a clause that names none (most of them) skips the per-term _find calls
+_ANY_TERM = re.compile("|".join(f"(?:{rx.pattern})" for rx in _COMPILED.values()))
 
 
 def _find(pattern: str, clause: str, left: str = _LEFT) -> bool:
@@ -147,6 +149,8 @@ def _reasons_for(pml: list[ConditionFact]) -> list[str]:
                 lobes.add(_LOBE_CODES[code])
         for text in _texts(c):
             for clause in _clauses(text):
+                if _ANY_TERM.search(clause) is None:
+                    continue
                 for pattern, category, term in _SITE_TERMS:
                     if _find(pattern, clause):
                         sites.setdefault(term, category)
