@@ -35,6 +35,7 @@ never dated in the future.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -531,6 +532,16 @@ _OBSERVATION_WORDS = re.compile(r"natalizumab|tysabri|tyruko|lymphocyte", re.IGN
 def _observation_kind(
     codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
 ) -> str | None:
+    """'antibody', 'level', 'lymphocytes' or None; remembered for short keys (laboratory codes and names
+    repeat across patients; long or many-coded ones are computed, so the cache stays small)."""
+    if len(codes) <= 8 and len(text) + sum(len(s) + len(c) for s, c in codes) <= 512:
+        return _observation_kind_cached(codes, text, level_codes)
+    return _observation_kind_uncached(codes, text, level_codes)
+
+
+def _observation_kind_uncached(
+    codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
+) -> str | None:
     """'antibody', 'level', 'lymphocytes' or None (most laboratory results: rejected fast)."""
     if not (
         _OBSERVATION_WORDS.search(text)
@@ -547,6 +558,9 @@ def _observation_kind(
     if terms.is_natalizumab_level(codes, text, level_codes):
         return "level"
     return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None
+
+
+_observation_kind_cached = functools.lru_cache(maxsize=2048)(_observation_kind_uncached)
 
 
 def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str]]) -> bool:
