@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     strict_fhir: bool = False  # validate every resource with fhir.resources R4B as well
     cache_ttl_s: int = Field(60, ge=0)
     cache_max_entries: int = Field(4096, ge=1)
-    cache_max_mb: int = Field(32, ge=1)  # in-process FHIR read cache, estimated resident MB per worker
+    cache_max_mb: int = Field(16, ge=1)  # in-process FHIR read cache, estimated resident MB per worker
     # terminology a site may extend: "system|code" strings (codes.md lists the defaults)
     plex_codes: list[str] = Field(default_factory=list)
     natalizumab_level_codes: list[str] = Field(default_factory=list)
