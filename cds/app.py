@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
 
 import cds
 from cds import fhir_io, metrics
@@ -191,10 +190,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     install(app, settings)
-    # the hook POST first, as a plain Starlette route (its FastAPI twin below documents it in OpenAPI)
-    app.router.routes.append(
-        Route("/cds-services/{service_id}", routes.hook_endpoint, methods=["POST"], include_in_schema=False)
-    )
     app.include_router(routes.router)
     app.include_router(routes.health_router)
     app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
