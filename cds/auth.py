@@ -239,7 +239,9 @@ class Authenticator:
         if "typ" in header and str(header["typ"]).upper() != "JWT":
             raise _Reject("typ is not JWT")
         iss = unverified.get("iss")
-        cfg = self.settings.jwt_issuers.get(iss) if isinstance(iss, str) else None
+        if not isinstance(iss, str):
+            raise _Reject("issuer not allowlisted")
+        cfg = self.settings.jwt_issuers.get(iss)
         if cfg is None:
             raise _Reject("issuer not allowlisted")
 
@@ -301,7 +303,7 @@ class Authenticator:
 
 
 def _bearer(request: Any) -> str:
-    value = request.headers.get("authorization")
+    value: str | None = request.headers.get("authorization")
     if not value:
         raise _Reject("no Authorization header")
     scheme, _, token = value.partition(" ")

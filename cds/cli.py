@@ -62,7 +62,7 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class ReusePortMultiprocess(Multiprocess):  # type: ignore[misc]
+class ReusePortMultiprocess(Multiprocess):
     """uvicorn's Multiprocess supervisor, but every worker it starts gets a fresh SO_REUSEPORT socket.
 
     uvicorn builds each worker as `Process(self.config, self.sockets)` (at start, on restart, on a
@@ -77,7 +77,7 @@ class ReusePortMultiprocess(Multiprocess):  # type: ignore[misc]
         self._handed_out: list[socket.socket] = []
         super().__init__(config, sockets=[])
 
-    @property  # type: ignore[override]
+    @property
     def sockets(self) -> list[socket.socket]:
         sock = reuseport_socket(self._host, self._port)
         self._port = sock.getsockname()[1]  # port 0: every worker on the port the first one got

@@ -130,7 +130,8 @@ class HygieneMiddleware:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": data, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect, as the server would
+            message: dict[str, Any] = await receive()  # after the body: wait for the disconnect, as the server would
+            return message
 
         await self.app(scope, replay, send_nosniff)
 

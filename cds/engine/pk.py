@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 from cds.engine.domain import (
     AntibodyResult,
@@ -169,10 +170,10 @@ class _Scenario:
         if self.removal is not None:
             return self.removal
         pv = session.plasma_volumes if _positive(session.plasma_volumes) else plan_pv
-        return removal_per_session(pv, self.intravascular_fraction)  # type: ignore[arg-type]
+        return removal_per_session(pv, self.intravascular_fraction)
 
 
-def _positive(x: float | None) -> bool:
+def _positive(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x) and x > 0
 
 
@@ -359,10 +360,10 @@ def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: fl
         scenarios = tuple(_Scenario(r / decay_factor(interval), INTRAVASCULAR_FRACTION, r) for r in rs)  # type: ignore[assignment]
         refs.append(VENNEGOOR_2015)
 
-    common = dict(target_ug_per_ml=target, sessions_completed=len(sessions),
-                  removal_fraction=scenarios[1].r_plan, removal_fraction_population=r_population,
-                  removal_fraction_fitted=r_fitted, half_life_days=HALF_LIFE_DAYS,
-                  ordered_sessions=plan.ordered_sessions, unusable=tuple(unusable))
+    common: dict[str, object] = dict(target_ug_per_ml=target, sessions_completed=len(sessions),
+                                     removal_fraction=scenarios[1].r_plan, removal_fraction_population=r_population,
+                                     removal_fraction_fitted=r_fitted, half_life_days=HALF_LIFE_DAYS,
+                                     ordered_sessions=plan.ordered_sessions, unusable=tuple(unusable))
 
     # -- persistent antibodies: drug effect abolished, clearance ≈ 3-fold (Muralidharan 2017, label)
     persistent, single = _persistent_antibodies(facts.antibodies, now)
