@@ -26,7 +26,7 @@ LARGE_PID = "bench-large"
 
 
 def _shift(value: str, days: float) -> str:
-    t = datetime.fromisoformat(value.replace("Z", "+00:00")) - timedelta(days=days)
+    t = datetime.fromisoformat(value) - timedelta(days=days)
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -127,8 +127,8 @@ async def run(case: str, n: int) -> str:
     wall = (time.thread_time() - t0) / n * 1e6
     cpu = (time.process_time() - c0) / n * 1e6
     await a.shutdown()
-    L = [f"In-process, `{case}` ({b.size:,}-byte body, status {status}), {n} calls: {cpu:.0f} µs CPU, "
-         f"{wall:.0f} µs CPU of the event-loop thread per call (no socket, no uvicorn).\n",
+    L = [(f"In-process, `{case}` ({b.size:,}-byte body, status {status}), {n} calls: {cpu:.0f} µs CPU, "
+          f"{wall:.0f} µs CPU of the event-loop thread per call (no socket, no uvicorn).\n"),
          "| stage | µs per request | calls per request |", "|---|---|---|"]
     top = 0.0
     for label, _, _, depth in STAGES:

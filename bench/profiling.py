@@ -37,7 +37,7 @@ def py_spy() -> str | None:
     if shutil.which("py-spy"):
         return shutil.which("py-spy")
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "py-spy"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, check=False)
     return str(exe) if r.returncode == 0 and exe.exists() else None
 
 
@@ -221,9 +221,9 @@ def main() -> None:
     if a.pyinstrument_child:
         _pyinstrument_child(a.port, Path(a.out))
         return
-    from bench.run import RAW, build_bodies
-
     from datetime import UTC, datetime
+
+    from bench.run import RAW, build_bodies
 
     RAW.mkdir(parents=True, exist_ok=True)
     bodies = build_bodies(datetime.now(UTC), None)

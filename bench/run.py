@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import bodies as B  # noqa: E402
-from bench import procs  # noqa: E402
+from bench import bodies as B
+from bench import procs
 
 BENCH = ROOT / "bench"
 RAW = BENCH / "raw"
@@ -192,7 +192,8 @@ def start_fhir(port: int | None = None, reset: bool = True) -> tuple[str, str] |
                FHIR_STATE_DIR=str(state), FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"),
                FHIR_RESET="1" if reset else "0")
     env.pop("FHIR_TOKEN", None)
-    r = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=300,
+                       check=False)
     if r.returncode != 0:
         print(f"  FHIR server did not start: {r.stderr[-800:]}", flush=True)
         return None
@@ -202,7 +203,7 @@ def start_fhir(port: int | None = None, reset: bool = True) -> tuple[str, str] |
 def stop_fhir(state: str) -> None:
     env = dict(os.environ, FHIR_SERVER="sekmet", FHIR_STATE_DIR=state, FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"))
     subprocess.run(["bash", str(ROOT / "tests" / "fhir_server.sh"), "stop"], env=env, capture_output=True,
-                   timeout=60)
+                   timeout=60, check=False)
 
 
 def settle_fhir(base: str, max_s: float = 30.0) -> bool:
@@ -383,7 +384,7 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             v[pkg] = "-"
     try:
-        v["wrk"] = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+        v["wrk"] = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0].strip()
     except OSError:
         v["wrk"] = "-"
     return v
@@ -391,9 +392,10 @@ def versions() -> dict[str, str]:
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "?"
@@ -548,8 +550,8 @@ def merge_soak(out: Path, soak_md: str, ctx: dict[str, Any]) -> None:
     block += f"\n\n(Soak run separately: `{ctx['command']}` on {ctx['when']}.)\n\n"
     old = _section(text, "## Memory soak")
     text = text[:old[0]] + block + text[old[1]:] if old else text.rstrip("\n") + "\n\n" + block
-    rows = [ln for ln in soak_md.splitlines() if ln.startswith("| memory after") or ln.startswith("| no memory growth")]
-    lines = [ln for ln in text.splitlines() if not (ln.startswith("| memory after") or ln.startswith("| no memory growth"))]
+    rows = [ln for ln in soak_md.splitlines() if ln.startswith(("| memory after", "| no memory growth"))]
+    lines = [ln for ln in text.splitlines() if not (ln.startswith(("| memory after", "| no memory growth")))]
     try:
         k = max(i for i, ln in enumerate(lines) if ln.startswith("| ") and "**" in ln and "met" in ln)
         lines[k + 1:k + 1] = rows
@@ -713,12 +715,12 @@ def main() -> int:
                     from bench import profiling as prof
 
                     profile_md = "## Profile\n\n" + prof.run_profile(bodies["select"], seconds=max(3.0, duration * 2), raw=RAW)
-                except Exception as e:  # the table is still worth writing
+                except Exception as e:  # noqa: BLE001 - any profiler failure: the table is still worth writing
                     print(f"  profile failed: {e!r}", flush=True)
                 parts = []
                 for case in ("select", "nonplex"):
                     r = subprocess.run([PY, str(BENCH / "components.py"), "--case", case, "-n", "100" if a.quick else "300"],
-                                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+                                       capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
                     if r.returncode == 0:
                         parts.append(r.stdout.strip())
                     else:

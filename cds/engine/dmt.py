@@ -21,8 +21,13 @@ from cds.engine.domain import ConditionalDmt, DmtAdvice, LymphocyteCount, Medica
 from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, drug_class, identify, last_natalizumab_dose
 from cds.engine.references import CLINICSPEAK_2014, FOX_2014, PAPEIX_2016, REBOUND_2017
 
-__all__ = ["advise_dmt", "LYMPHOCYTE_THRESHOLD_10E9_PER_L", "REBOUND_FROM_DAYS", "REBOUND_PEAK_DAYS",
-           "REBOUND_UNTIL_DAYS"]
+__all__ = [
+    "LYMPHOCYTE_THRESHOLD_10E9_PER_L",
+    "REBOUND_FROM_DAYS",
+    "REBOUND_PEAK_DAYS",
+    "REBOUND_UNTIL_DAYS",
+    "advise_dmt",
+]
 
 LYMPHOCYTE_THRESHOLD_10E9_PER_L = 0.5  # fumarates not advised below 0.5 × 10⁹/L (EU SmPC / US PI) [R]
 REBOUND_FROM_DAYS = 28.0  # relapses as early as 4-8 weeks after the last dose (RESTORE, Fox 2014) [V]

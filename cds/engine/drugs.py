@@ -27,15 +27,15 @@ if TYPE_CHECKING:
     from cds.engine.domain import PatientFacts
 
 __all__ = [
-    "DrugClass",
     "ALLOWED",
-    "CONDITIONAL",
     "AVOID",
+    "CONDITIONAL",
     "FUMARATES",
     "RXNORM_INGREDIENTS",
-    "identify",
+    "DrugClass",
     "drug_class",
     "has_natalizumab_exposure",
+    "identify",
     "is_rxnorm",
     "last_natalizumab_dose",
 ]

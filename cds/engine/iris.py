@@ -35,7 +35,7 @@ from cds.engine.references import (
     WENNING_2009,
 )
 
-__all__ = ["assess_iris", "IRIS_ONSET_MEAN_DAYS", "IRIS_ONSET_SD_DAYS", "WATCH_SD_MULTIPLE", "MIN_LOBES_WIDESPREAD"]
+__all__ = ["IRIS_ONSET_MEAN_DAYS", "IRIS_ONSET_SD_DAYS", "MIN_LOBES_WIDESPREAD", "WATCH_SD_MULTIPLE", "assess_iris"]
 
 IRIS_ONSET_MEAN_DAYS = 57.4  # mean days from last infusion to IRIS, Stefoski 2019 [V]
 IRIS_ONSET_SD_DAYS = 21.2  # its SD, Stefoski 2019 [V]
@@ -116,7 +116,7 @@ def _find(pattern: str, clause: str, left: str = _LEFT) -> bool:
         rx = re.compile(left + "(?:" + pattern + ")")
     for m in rx.finditer(clause):
         before, after = clause[: m.start()], clause[m.end():]
-        if before.endswith("non-") or before.endswith("non "):
+        if before.endswith(("non-", "non ")):
             continue
         if _NEG_BEFORE.search(before) or _NEG_AFTER.search(after):
             continue

@@ -52,16 +52,16 @@ from cds.engine.references import (
 )
 
 __all__ = [
-    "FLAGS",
-    "DEFAULT_TARGET_UG_PER_ML",
     "ALTERNATIVE_TARGET_UG_PER_ML",
+    "DEFAULT_TARGET_UG_PER_ML",
+    "FLAGS",
     "HALF_LIFE_DAYS",
     "HALF_LIFE_SENSITIVITY_DAYS",
     "INTRAVASCULAR_FRACTION",
-    "estimate_remaining",
-    "session_remaining_fraction",
-    "removal_per_session",
     "decay_factor",
+    "estimate_remaining",
+    "removal_per_session",
+    "session_remaining_fraction",
 ]
 
 # ---------------------------------------------------------------- parameters (sources: docs/clinical-model.md)
@@ -360,10 +360,12 @@ def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: fl
         scenarios = tuple(_Scenario(r / decay_factor(interval), INTRAVASCULAR_FRACTION, r) for r in rs)  # type: ignore[assignment]
         refs.append(VENNEGOOR_2015)
 
-    common: dict[str, object] = dict(target_ug_per_ml=target, sessions_completed=len(sessions),
-                                     removal_fraction=scenarios[1].r_plan, removal_fraction_population=r_population,
-                                     removal_fraction_fitted=r_fitted, half_life_days=HALF_LIFE_DAYS,
-                                     ordered_sessions=plan.ordered_sessions, unusable=tuple(unusable))
+    common: dict[str, object] = {
+        "target_ug_per_ml": target, "sessions_completed": len(sessions),
+        "removal_fraction": scenarios[1].r_plan, "removal_fraction_population": r_population,
+        "removal_fraction_fitted": r_fitted, "half_life_days": HALF_LIFE_DAYS,
+        "ordered_sessions": plan.ordered_sessions, "unusable": tuple(unusable),
+    }
 
     # -- persistent antibodies: drug effect abolished, clearance ≈ 3-fold (Muralidharan 2017, label)
     persistent, single = _persistent_antibodies(facts.antibodies, now)

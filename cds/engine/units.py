@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 
 __all__ = [
-    "MASS_CONCENTRATION_FACTORS",
     "COUNT_FACTORS",
-    "to_ug_per_ml",
+    "MASS_CONCENTRATION_FACTORS",
+    "from_10e9_per_l",
     "from_ug_per_ml",
     "to_10e9_per_l",
-    "from_10e9_per_l",
+    "to_ug_per_ml",
 ]
 
 # Factor to multiply by to get µg/mL (exact SI: 1 mg/L = 1 µg/mL; 1 ng/mL = 0.001 µg/mL; 1 g/L = 1000 µg/mL).

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from cds.engine.domain import NatalizumabDose, NatalizumabLevel, PlexSession
 
-NOW = datetime(2024, 5, 10, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 10, 8, 0, tzinfo=UTC)
 
 
 def days(n: float) -> timedelta:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds.engine.domain import LymphocyteCount, MedicationUse, PatientFacts, UnusableValue
 from cds.engine.dmt import advise_dmt
+from cds.engine.domain import LymphocyteCount, MedicationUse, PatientFacts, UnusableValue
 from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, RXNORM_INGREDIENTS, drug_class
 
 from .conftest import NOW, days, dose, session

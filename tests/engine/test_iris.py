@@ -19,7 +19,10 @@ def pml(*descriptions: str, sites: tuple[str, ...] = (), text: str = "Progressiv
                          body_site_codes=tuple((SCT, s) for s in sites), descriptions=descriptions)
 
 
-def assess(*conditions: ConditionFact, facts: PatientFacts | None = None, plan: PlexPlan = PlexPlan()):  # type: ignore[no-untyped-def]
+DEFAULT_PLAN = PlexPlan()
+
+
+def assess(*conditions: ConditionFact, facts: PatientFacts | None = None, plan: PlexPlan = DEFAULT_PLAN):  # type: ignore[no-untyped-def]
     base = facts or PatientFacts()
     return assess_iris(PatientFacts(**{**{f: getattr(base, f) for f in base.__slots__}, "conditions": conditions}), plan, NOW)  # type: ignore[attr-defined]
 

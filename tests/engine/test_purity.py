@@ -56,7 +56,7 @@ def test_forbidden_import_is_detected(tmp_path: Path) -> None:
 
 
 def test_public_api_is_exported() -> None:
-    import cds.engine as engine
+    from cds import engine
 
     for name in ("estimate_remaining", "assess_iris", "advise_dmt", "identify", "drug_class",
                  "has_natalizumab_exposure", "to_ug_per_ml"):
