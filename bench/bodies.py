@@ -46,8 +46,11 @@ def realistic_patient(now: datetime, pid: str = BENCH_PID) -> demo.DemoPatient:
     b = P._Builder(pid, now)
     b.patient("Benedikt", "Harrowgate", "male", 42)
     b.ms()
-    b.pml(13, [(P.FRONTAL, "Right frontal lobe")],
-          "Right frontal subcortical T2/FLAIR lesion, unilobar; no gadolinium enhancement")
+    b.pml(
+        13,
+        [(P.FRONTAL, "Right frontal lobe")],
+        "Right frontal subcortical T2/FLAIR lesion, unilobar; no gadolinium enhancement",
+    )
     b.condition(("37796009", "Migraine (disorder)"), "Migraine without aura", 15 * 365.25)
     b.antibodies(60, positive=False)
     for d, v in [(1, 1.9), (3.1, 4.2), (11.1, 31)]:  # around the current course
@@ -58,8 +61,9 @@ def realistic_patient(now: datetime, pid: str = BENCH_PID) -> demo.DemoPatient:
     for d, v in [(2, 1.6), (30, 2.1), (90, 2.3), (180, 2.0), (270, 1.9)]:
         b.lymphocytes(d, v)
     b.natalizumab(15)  # MedicationStatement + MedicationRequest
-    b.statement("glatiramer acetate", "Copaxone (glatiramer acetate) 20 mg SC daily", 6 * 365.25,
-                status="completed")
+    b.statement(
+        "glatiramer acetate", "Copaxone (glatiramer acetate) 20 mg SC daily", 6 * 365.25, status="completed"
+    )
     b.statement("cholecalciferol", "Vitamin D3 2000 IU orally daily", 5 * 365.25)
     b.statement("baclofen", "Baclofen 10 mg orally three times daily", 2 * 365.25)
     b.statement("pantoprazole", "Pantoprazole 40 mg orally daily", 300)
@@ -68,9 +72,15 @@ def realistic_patient(now: datetime, pid: str = BENCH_PID) -> demo.DemoPatient:
     b.request("baclofen", "Baclofen 10 mg orally three times daily", 60)
     b.request("cholecalciferol", "Vitamin D3 2000 IU orally daily", 120)
     b.plex_order(3)
-    return demo.DemoPatient(name="bench-realistic", patient_id=pid, title="Benchmark patient",
-                            description="realistic prefetch for the benchmark", resources=b.resources,
-                            draft_order=b.draft_order, expected={})
+    return demo.DemoPatient(
+        name="bench-realistic",
+        patient_id=pid,
+        title="Benchmark patient",
+        description="realistic prefetch for the benchmark",
+        resources=b.resources,
+        draft_order=b.draft_order,
+        expected={},
+    )
 
 
 def large_patient(now: datetime, factor: int = 10) -> demo.DemoPatient:
@@ -79,16 +89,23 @@ def large_patient(now: datetime, factor: int = 10) -> demo.DemoPatient:
     out = list(base.resources)
     for r in base.resources:
         replicate = r["resourceType"] in ("MedicationStatement", "MedicationRequest", "Procedure") or (
-            r["resourceType"] == "Observation" and "-ntz-" in r["id"])
+            r["resourceType"] == "Observation" and "-ntz-" in r["id"]
+        )
         if not replicate:
             continue
         for k in range(1, factor):
             c = _shift_dates(copy.deepcopy(r), 365.25 * k)
             c["id"] = f"{r['id']}-x{k}"
             out.append(c)
-    return demo.DemoPatient(name="bench-large", patient_id=LARGE_PID, title="Benchmark patient x10",
-                            description="10x resources", resources=out, draft_order=base.draft_order,
-                            expected={})
+    return demo.DemoPatient(
+        name="bench-large",
+        patient_id=LARGE_PID,
+        title="Benchmark patient x10",
+        description="10x resources",
+        resources=out,
+        draft_order=base.draft_order,
+        expected={},
+    )
 
 
 def counts(p: demo.DemoPatient) -> dict[str, int]:
@@ -96,16 +113,27 @@ def counts(p: demo.DemoPatient) -> dict[str, int]:
     for r in p.resources:
         key = r["resourceType"]
         if key == "Observation":
-            key = "Observation:" + r["id"].split("-")[-2] if "-x" not in r["id"] else \
-                "Observation:" + r["id"].split("-")[-3]
+            key = (
+                "Observation:" + r["id"].split("-")[-2]
+                if "-x" not in r["id"]
+                else "Observation:" + r["id"].split("-")[-3]
+            )
         c[key] = c.get(key, 0) + 1
     return c
 
 
-def hook_body(p: demo.DemoPatient, hook: str, *, prefetch: bool = True, settings: Any = None,
-              fhir_server: str | None = None, token: str | None = None) -> dict[str, Any]:
-    body = demo.hook_request(p, hook, prefetch=prefetch, settings=settings, fhir_server=fhir_server,
-                             token=token)  # type: ignore[arg-type]
+def hook_body(
+    p: demo.DemoPatient,
+    hook: str,
+    *,
+    prefetch: bool = True,
+    settings: Any = None,
+    fhir_server: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    body = demo.hook_request(
+        p, hook, prefetch=prefetch, settings=settings, fhir_server=fhir_server, token=token
+    )  # type: ignore[arg-type]
     body["hookInstance"] = "@@HOOK_INSTANCE@@"
     return body
 

@@ -28,7 +28,12 @@ sys.path.insert(0, str(ROOT))
 # (label, module, attribute path, depth)
 STAGES = [
     ("JSON depth check (middleware)", "cds.middleware", "json_depth_exceeds", 0),
-    ("request model: HookRequest.model_validate_json", "cds.hooks.routes", "HookRequest.model_validate_json", 0),
+    (
+        "request model: HookRequest.model_validate_json",
+        "cds.hooks.routes",
+        "HookRequest.model_validate_json",
+        0,
+    ),
     ("plex_orders (draft order)", "cds.fhir_io", "plex_orders", 0),
     ("R4B validation of the draft order / strict mode (r4b_valid)", "cds.fhir_io", "r4b_valid", 1),
     ("FhirReader.load (prefetch → PatientFacts)", "cds.fhir_io", "FhirReader.load", 0),
@@ -52,6 +57,7 @@ class Timers:
 
     def wrap(self, label: str, fn: Any) -> Any:
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def aw(*a: Any, **k: Any) -> Any:
                 t0 = time.thread_time()
@@ -60,6 +66,7 @@ class Timers:
                 finally:
                     self.t[label] = self.t.get(label, 0.0) + time.thread_time() - t0
                     self.n[label] = self.n.get(label, 0) + 1
+
             return aw
 
         @functools.wraps(fn)
@@ -70,6 +77,7 @@ class Timers:
             finally:
                 self.t[label] = self.t.get(label, 0.0) + time.thread_time() - t0
                 self.n[label] = self.n.get(label, 0) + 1
+
         return w
 
 
@@ -127,9 +135,14 @@ async def run(case: str, n: int) -> str:
     wall = (time.thread_time() - t0) / n * 1e6
     cpu = (time.process_time() - c0) / n * 1e6
     await a.shutdown()
-    L = [(f"In-process, `{case}` ({b.size:,}-byte body, status {status}), {n} calls: {cpu:.0f} µs CPU, "
-          f"{wall:.0f} µs CPU of the event-loop thread per call (no socket, no uvicorn).\n"),
-         "| stage | µs per request | calls per request |", "|---|---|---|"]
+    L = [
+        (
+            f"In-process, `{case}` ({b.size:,}-byte body, status {status}), {n} calls: {cpu:.0f} µs CPU, "
+            f"{wall:.0f} µs CPU of the event-loop thread per call (no socket, no uvicorn).\n"
+        ),
+        "| stage | µs per request | calls per request |",
+        "|---|---|---|",
+    ]
     top = 0.0
     for label, _, _, depth in STAGES:
         if label not in timers.t:
@@ -138,7 +151,9 @@ async def run(case: str, n: int) -> str:
         if depth == 0:
             top += us
         L.append(f"| {'  ↳ ' if depth else ''}{label} | {us:.0f} | {timers.n[label] / n:g} |")
-    L.append(f"| framework + rest (routing, dependencies, middleware, body read) | {max(0.0, wall - top):.0f} | |")
+    L.append(
+        f"| framework + rest (routing, dependencies, middleware, body read) | {max(0.0, wall - top):.0f} | |"
+    )
     if missing:
         L.append(f"\n(not found, not timed: {', '.join(missing)})")
     return "\n".join(L) + "\n"

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 _FHIR_ID_REF = re.compile(r"^(Patient|ServiceRequest|Practitioner)/[A-Za-z0-9\-.]{1,64}$")
 _FHIR_DATETIME = re.compile(
     r"^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
-    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?)?)?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)?)?)?$")
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?)?)?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)?)?)?$"
+)
 _VOLATILE = {"authoredOn": _FHIR_DATETIME, "occurrenceDateTime": _FHIR_DATETIME}
 
 
@@ -120,8 +121,11 @@ def patch_to_json() -> Any:
     return lambda: setattr(models.CdsResponse, "to_json", orig)
 
 
-PATCHES = {"A validate_emitted by shape": patch_validate_emitted, "B depth check": patch_depth,
-           "C to_json once": patch_to_json}
+PATCHES = {
+    "A validate_emitted by shape": patch_validate_emitted,
+    "B depth check": patch_depth,
+    "C to_json once": patch_to_json,
+}
 
 
 def _strip_uuids(data: bytes) -> Any:

@@ -41,8 +41,11 @@ class Asgi:
             if msg["type"] == "lifespan.startup.failed":
                 raise RuntimeError(msg)
 
-        self._task = asyncio.create_task(self.app({"type": "lifespan", "asgi": {"version": "3.0"},
-                                                  "state": self.lifespan_state}, q.get, send))
+        self._task = asyncio.create_task(
+            self.app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.lifespan_state}, q.get, send
+            )
+        )
         await self._done.wait()
 
     async def shutdown(self) -> None:
@@ -50,11 +53,25 @@ class Asgi:
         await asyncio.wait_for(self._task, 10)
 
     async def call(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                             (b"content-length", str(len(body)).encode())],
-                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080), "state": dict(self.lifespan_state)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8080),
+            "state": dict(self.lifespan_state),
+        }
         sent = False
         status = 0
         chunks: list[bytes] = []
@@ -106,7 +123,9 @@ async def measure(case: str, n: int, prof: bool, settings_kw: dict[str, Any]) ->
         pr.disable()
     cpu = (time.process_time() - t0) / n * 1e6
     await a.shutdown()
-    print(f"{case}: {cpu:.0f} us CPU per request in-process ({n} requests){' (under cProfile)' if pr else ''}")
+    print(
+        f"{case}: {cpu:.0f} us CPU per request in-process ({n} requests){' (under cProfile)' if pr else ''}"
+    )
     if pr:
         s = io.StringIO()
         pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(35)

@@ -142,8 +142,14 @@ def start(
     """Start a server in its own session (so it and its workers can be stopped together); wait for it."""
     log = log_dir / f"server-{name}.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = Server(name, url, proc, log, workers)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -36,8 +36,13 @@ def py_spy() -> str | None:
         return str(exe)
     if shutil.which("py-spy"):
         return shutil.which("py-spy")
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "py-spy"],
-                       capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "py-spy"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     return str(exe) if r.returncode == 0 and exe.exists() else None
 
 
@@ -83,17 +88,39 @@ def parse_folded(text: str) -> dict[str, Any]:
 
 
 # Functions that only pass control down (frameworks' call chains); left out of the inclusive table.
-_PASS_THROUGH = ("stdlib/asyncio/", "uvicorn/", "anyio/", "<frozen", "stdlib/contextlib", "stdlib/threading",
-                 "stdlib/selectors", "starlette/middleware/", "fastapi/middleware/", "fastapi/telemetry/",
-                 "fastapi/_body_limit", "starlette/_exception_handler", "starlette/routing", "starlette/applications",
-                 "fastapi/applications", "cds/middleware.py", "bin/cds", "cds/cli.py")
+_PASS_THROUGH = (
+    "stdlib/asyncio/",
+    "uvicorn/",
+    "anyio/",
+    "<frozen",
+    "stdlib/contextlib",
+    "stdlib/threading",
+    "stdlib/selectors",
+    "starlette/middleware/",
+    "fastapi/middleware/",
+    "fastapi/telemetry/",
+    "fastapi/_body_limit",
+    "starlette/_exception_handler",
+    "starlette/routing",
+    "starlette/applications",
+    "fastapi/applications",
+    "cds/middleware.py",
+    "bin/cds",
+    "cds/cli.py",
+)
 
 
-def markdown(agg: dict[str, Any], requests: int, label: str, tool: str, n_self: int = 15, n_incl: int = 22) -> str:
+def markdown(
+    agg: dict[str, Any], requests: int, label: str, tool: str, n_self: int = 15, n_incl: int = 22
+) -> str:
     total = agg["total"] or 1
-    L = [f"### {label}\n",
-         f"{tool}; {agg['total']:,} busy samples over {requests:,} requests. Shares are of busy (non-idle) time.\n",
-         "Top functions by self time:\n", "| self % | function | file |", "|---|---|---|"]
+    L = [
+        f"### {label}\n",
+        f"{tool}; {agg['total']:,} busy samples over {requests:,} requests. Shares are of busy (non-idle) time.\n",
+        "Top functions by self time:\n",
+        "| self % | function | file |",
+        "|---|---|---|",
+    ]
     for fn, path, n in agg["self"][:n_self]:
         L.append(f"| {100 * n / total:.1f} | `{fn}` | {path} |")
     L.append("\nTop functions by inclusive time (framework pass-through frames left out):\n")
@@ -110,8 +137,14 @@ def markdown(agg: dict[str, Any], requests: int, label: str, tool: str, n_self: 
     return "\n".join(L) + "\n"
 
 
-def run_profile(body: Any, seconds: float, raw: Path, case: str = "select",
-                label: str | None = None, extra_env: dict[str, str] | None = None) -> str:
+def run_profile(
+    body: Any,
+    seconds: float,
+    raw: Path,
+    case: str = "select",
+    label: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> str:
     """Start `cds serve` (1 worker), drive it with wrk c=8 while py-spy samples; return markdown."""
     from bench import procs
     from bench.run import start_service, warm, wrk
@@ -125,9 +158,27 @@ def run_profile(body: Any, seconds: float, raw: Path, case: str = "select",
     folded.unlink(missing_ok=True)
     try:
         warm(srv, body, 2.0)
-        spy_proc = subprocess.Popen([spy, "record", "--pid", str(srv.pid), "--rate", "1000", "--duration",
-                                     str(round(seconds)), "--nonblocking", "--function", "--format", "raw",
-                                     "-o", str(folded)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        spy_proc = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(srv.pid),
+                "--rate",
+                "1000",
+                "--duration",
+                str(round(seconds)),
+                "--nonblocking",
+                "--function",
+                "--format",
+                "raw",
+                "-o",
+                str(folded),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(0.3)
         s = wrk(srv.url, body, 8, seconds + 1, f"profile-{case}")
         try:
@@ -156,7 +207,11 @@ def _pyinstrument_child(port: int, out: Path) -> None:
     from cds.settings import Settings
 
     settings = Settings()
-    kwargs: dict[str, Any] = {"proxy_headers": False, "server_header": False, "log_level": settings.log_level.lower()}
+    kwargs: dict[str, Any] = {
+        "proxy_headers": False,
+        "server_header": False,
+        "log_level": settings.log_level.lower(),
+    }
     try:
         from cds.cli import NoDelayHTTP
 
@@ -179,14 +234,18 @@ def _pyinstrument_child(port: int, out: Path) -> None:
                 return
             here = stack + [f"{fr.function} ({fr.file_path or '?'}:{fr.line_no or 0})"]
             self_ms = round(fr.total_self_time * 1000)
-            if self_ms and not (fr.function in ("select", "poll") and (fr.file_path or "").endswith("selectors.py")):
+            if self_ms and not (
+                fr.function in ("select", "poll") and (fr.file_path or "").endswith("selectors.py")
+            ):
                 key = ";".join(here)
                 lines[key] = lines.get(key, 0) + self_ms
             for c in fr.children:
                 walk(c, here)
 
         walk(session.root_frame(), [])
-        (out / "profile-pyinstrument.folded").write_text("\n".join(f"{k} {v}" for k, v in lines.items()) + "\n")
+        (out / "profile-pyinstrument.folded").write_text(
+            "\n".join(f"{k} {v}" for k, v in lines.items()) + "\n"
+        )
 
 
 def _run_pyinstrument(body: Any, seconds: float, raw: Path, case: str, label: str) -> str:
@@ -196,8 +255,18 @@ def _run_pyinstrument(body: Any, seconds: float, raw: Path, case: str, label: st
     port = procs.free_port()
     state = raw / "state-profile"
     state.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, str(Path(__file__).resolve()), "--pyinstrument-child", "--port", str(port), "--out", str(raw)]
-    srv = procs.start("profile", argv, service_env(1, state, []), f"http://127.0.0.1:{port}", "/cds-services", raw, 1)
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--pyinstrument-child",
+        "--port",
+        str(port),
+        "--out",
+        str(raw),
+    ]
+    srv = procs.start(
+        "profile", argv, service_env(1, state, []), f"http://127.0.0.1:{port}", "/cds-services", raw, 1
+    )
     try:
         warm(srv, body, 1.5)
         os.kill(srv.pid, signal.SIGUSR1)

@@ -75,12 +75,28 @@ class Body:
 _salt = [int(time.time()) % 100000]
 
 
-def wrk(url: str, body: Body, conc: int, duration: float, tag: str, max_requests: int = 0,
-        on_line: Any = None) -> dict[str, Any]:
+def wrk(
+    url: str, body: Body, conc: int, duration: float, tag: str, max_requests: int = 0, on_line: Any = None
+) -> dict[str, Any]:
     """One wrk run (1 thread, `conc` connections); returns the BENCHJSON summary."""
     _salt[0] += 1
-    argv = ["wrk", "-t1", f"-c{conc}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(LUA), url,
-            "--", body.method, body.path, str(body.file) if body.file else "-", str(max_requests), str(_salt[0])]
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{conc}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        body.method,
+        body.path,
+        str(body.file) if body.file else "-",
+        str(max_requests),
+        str(_salt[0]),
+    ]
     out_file = RAW / f"wrk-{tag}.txt"
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -104,7 +120,7 @@ def wrk(url: str, body: Body, conc: int, duration: float, tag: str, max_requests
     out_file.write_text(" ".join(argv) + "\n" + "".join(lines))
     for line in lines:
         if line.startswith("BENCHJSON "):
-            return json.loads(line[len("BENCHJSON "):])
+            return json.loads(line[len("BENCHJSON ") :])
     raise RuntimeError(f"wrk gave no summary; see {out_file}:\n{''.join(lines)[-1500:]}")
 
 
@@ -117,17 +133,37 @@ def measure(server: procs.Server, body: Body, case: str, conc: int, duration: fl
     if wpids:  # how the kernel spread the connections over the workers (shared listening socket)
         dw = [procs.cpu_seconds([p]) - t for p, t in zip(wpids, w0)]
         tot = sum(dw) or 1.0
-        note = (note + " " if note else "") + "(worker CPU split " + "/".join(f"{100 * d / tot:.0f}" for d in dw) + "%)"
+        note = (
+            (note + " " if note else "")
+            + "(worker CPU split "
+            + "/".join(f"{100 * d / tot:.0f}" for d in dw)
+            + "%)"
+        )
 
     n = max(1, s["requests"])
     errors = s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["status_errors"] + s["timeouts"]
     if s["requests"] == 0:
         note = (note + " " if note else "") + "(no reply within the point)"
-    p = Point(server.workers, case, conc, s["requests"] / (s["duration_us"] / 1e6), s["p50_us"] / 1000,
-              s["p95_us"] / 1000, s["p99_us"] / 1000, (cpu1 - cpu0) / n * 1e6, server.worker_rss(), s["requests"],
-              errors, s["duration_us"] / 1e6, note)
-    print(f"  {server.name:<16} {case:<22} c={conc:<3} {p.rps:8.0f} req/s  p50 {p.p50_ms:6.2f}  p99 {p.p99_ms:7.2f} ms"
-          f"  cpu {p.cpu_us:7.0f} us/req  rss {p.rss_mb}  err {errors}", flush=True)
+    p = Point(
+        server.workers,
+        case,
+        conc,
+        s["requests"] / (s["duration_us"] / 1e6),
+        s["p50_us"] / 1000,
+        s["p95_us"] / 1000,
+        s["p99_us"] / 1000,
+        (cpu1 - cpu0) / n * 1e6,
+        server.worker_rss(),
+        s["requests"],
+        errors,
+        s["duration_us"] / 1e6,
+        note,
+    )
+    print(
+        f"  {server.name:<16} {case:<22} c={conc:<3} {p.rps:8.0f} req/s  p50 {p.p50_ms:6.2f}  p99 {p.p99_ms:7.2f} ms"
+        f"  cpu {p.cpu_us:7.0f} us/req  rss {p.rss_mb}  err {errors}",
+        flush=True,
+    )
     return p
 
 
@@ -141,13 +177,15 @@ def warm(server: procs.Server, body: Body, seconds: float) -> None:
 
 def service_env(workers: int, state: Path, allow: list[str], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
-    env.update({
-        "CDS_AUTH": "off",
-        "CDS_WORKERS": str(workers),
-        "CDS_STATE_DIR": str(state),
-        "CDS_FHIR_SERVER_ALLOWLIST": json.dumps(allow),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "CDS_AUTH": "off",
+            "CDS_WORKERS": str(workers),
+            "CDS_STATE_DIR": str(state),
+            "CDS_FHIR_SERVER_ALLOWLIST": json.dumps(allow),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -155,10 +193,26 @@ def service_env(workers: int, state: Path, allow: list[str], **extra: str) -> di
 def cds_serve_argv(port: int, workers: int) -> tuple[list[str], str]:
     cds_bin = Path(PY).parent / "cds"
     if cds_bin.exists() and (ROOT / "cds" / "cli.py").exists():
-        return [str(cds_bin), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], \
-            "cds serve"
-    return [PY, str(BENCH / "serve.py"), "--app", "service", "--port", str(port), "--workers", str(workers)], \
-        "bench/serve.py (cds serve missing)"
+        return [
+            str(cds_bin),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ], "cds serve"
+    return [
+        PY,
+        str(BENCH / "serve.py"),
+        "--app",
+        "service",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ], "bench/serve.py (cds serve missing)"
 
 
 def start_service(name: str, workers: int, allow: list[str], **extra: str) -> procs.Server:
@@ -174,10 +228,22 @@ def start_service(name: str, workers: int, allow: list[str], **extra: str) -> pr
 
 def start_baseline(workers: int, reply_bytes: int) -> procs.Server:
     port = procs.free_port()
-    argv = [PY, str(BENCH / "serve.py"), "--app", "baseline", "--port", str(port), "--workers", str(workers),
-            "--reply-bytes", str(reply_bytes)]
+    argv = [
+        PY,
+        str(BENCH / "serve.py"),
+        "--app",
+        "baseline",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--reply-bytes",
+        str(reply_bytes),
+    ]
     env = dict(os.environ)
-    return procs.start(f"baseline-w{workers}", argv, env, f"http://127.0.0.1:{port}", "/healthz", RAW, workers)
+    return procs.start(
+        f"baseline-w{workers}", argv, env, f"http://127.0.0.1:{port}", "/healthz", RAW, workers
+    )
 
 
 def start_fhir(port: int | None = None, reset: bool = True) -> tuple[str, str] | None:
@@ -188,12 +254,18 @@ def start_fhir(port: int | None = None, reset: bool = True) -> tuple[str, str] |
         print("  no tests/fhir_server.sh: fallback cases skipped", flush=True)
         return None
     state = RAW / "fhir"
-    env = dict(os.environ, FHIR_SERVER="sekmet", FHIR_PORT=str(port or procs.free_port()),
-               FHIR_STATE_DIR=str(state), FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"),
-               FHIR_RESET="1" if reset else "0")
+    env = dict(
+        os.environ,
+        FHIR_SERVER="sekmet",
+        FHIR_PORT=str(port or procs.free_port()),
+        FHIR_STATE_DIR=str(state),
+        FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"),
+        FHIR_RESET="1" if reset else "0",
+    )
     env.pop("FHIR_TOKEN", None)
-    r = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=300,
-                       check=False)
+    r = subprocess.run(
+        ["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     if r.returncode != 0:
         print(f"  FHIR server did not start: {r.stderr[-800:]}", flush=True)
         return None
@@ -201,9 +273,16 @@ def start_fhir(port: int | None = None, reset: bool = True) -> tuple[str, str] |
 
 
 def stop_fhir(state: str) -> None:
-    env = dict(os.environ, FHIR_SERVER="sekmet", FHIR_STATE_DIR=state, FHIR_INSTALL_DIR=str(ROOT / ".fhir-server"))
-    subprocess.run(["bash", str(ROOT / "tests" / "fhir_server.sh"), "stop"], env=env, capture_output=True,
-                   timeout=60, check=False)
+    env = dict(
+        os.environ, FHIR_SERVER="sekmet", FHIR_STATE_DIR=state, FHIR_INSTALL_DIR=str(ROOT / ".fhir-server")
+    )
+    subprocess.run(
+        ["bash", str(ROOT / "tests" / "fhir_server.sh"), "stop"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def settle_fhir(base: str, max_s: float = 30.0) -> bool:
@@ -249,8 +328,12 @@ def load_fhir(base: str, resources: list[dict[str, Any]]) -> None:
 
     order = {"Patient": 0}
     for r in sorted(resources, key=lambda r: order.get(r["resourceType"], 1)):
-        req = urllib.request.Request(f"{base}/{r['resourceType']}/{r['id']}", data=json.dumps(r).encode(),
-                                     method="PUT", headers={"Content-Type": "application/fhir+json"})
+        req = urllib.request.Request(
+            f"{base}/{r['resourceType']}/{r['id']}",
+            data=json.dumps(r).encode(),
+            method="PUT",
+            headers={"Content-Type": "application/fhir+json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             if resp.status not in (200, 201):
                 raise RuntimeError(f"PUT {r['resourceType']}/{r['id']}: {resp.status}")
@@ -273,8 +356,12 @@ def write_body(name: str, path: str, body: dict[str, Any] | None, **meta: Any) -
 def concrete(body: Body) -> bytes:
     """The body with its placeholders filled once (for sanity checks outside wrk)."""
     assert body.file is not None
-    return (body.file.read_bytes().replace(b"@@HOOK_INSTANCE@@", b"9b1d7b2e-1c3f-4a4b-8d5e-6f7a8b9c0d1e")
-            .replace(b"@@TOKEN@@", b"bench-check-token").replace(b"@@SEQ@@", b"0"))
+    return (
+        body.file.read_bytes()
+        .replace(b"@@HOOK_INSTANCE@@", b"9b1d7b2e-1c3f-4a4b-8d5e-6f7a8b9c0d1e")
+        .replace(b"@@TOKEN@@", b"bench-check-token")
+        .replace(b"@@SEQ@@", b"0")
+    )
 
 
 def build_bodies(now: datetime, fhir_base: str | None) -> dict[str, Body]:
@@ -315,7 +402,9 @@ def check(server: procs.Server, body: Body) -> tuple[int, bytes]:
 # ---------------------------------------------------------------- soak
 
 
-def soak(server: procs.Server, body: Body, n: int, conc: int, max_s: float, interval: float = 1.0) -> dict[str, Any]:
+def soak(
+    server: procs.Server, body: Body, n: int, conc: int, max_s: float, interval: float = 1.0
+) -> dict[str, Any]:
     """`n` requests (or `max_s` seconds, whichever comes first) while sampling each worker's RSS."""
     samples: list[tuple[float, list[float]]] = []
     stop = threading.Event()
@@ -360,13 +449,23 @@ def soak(server: procs.Server, body: Body, n: int, conc: int, max_s: float, inte
     errors = s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["status_errors"] + s["timeouts"]
     (RAW / "soak-rss.json").write_text(json.dumps(samples))
     return {
-        "requests": s["requests"], "errors": errors, "seconds": round(total_t, 1), "rps": round(rps),
-        "p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000,
+        "requests": s["requests"],
+        "errors": errors,
+        "seconds": round(total_t, 1),
+        "rps": round(rps),
+        "p50_ms": s["p50_us"] / 1000,
+        "p99_ms": s["p99_us"] / 1000,
         "cpu_us": round((cpu1 - cpu0) / max(1, s["requests"]) * 1e6),
-        "rss_start": at(0.05), "rss_10pct": at(0.10), "rss_half": at(0.5), "rss_end": end,
+        "rss_start": at(0.05),
+        "rss_10pct": at(0.10),
+        "rss_half": at(0.5),
+        "rss_end": end,
         "growth_second_half_mb": round(max(end) - max(at(0.5)), 1),
         "slope_mb_per_10k": round(slope / rps * 10000, 3) if rps else 0.0,
-        "samples": len(samples), "workers": server.workers, "conc": conc, "target_requests": n,
+        "samples": len(samples),
+        "workers": server.workers,
+        "conc": conc,
+        "target_requests": n,
     }
 
 
@@ -377,14 +476,28 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     v = {"python": platform.python_version()}
-    for pkg in ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic-core", "h11", "httptools", "uvloop",
-                "orjson", "fhir.resources"):
+    for pkg in (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "pydantic",
+        "pydantic-core",
+        "h11",
+        "httptools",
+        "uvloop",
+        "orjson",
+        "fhir.resources",
+    ):
         try:
             v[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             v[pkg] = "-"
     try:
-        v["wrk"] = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0].strip()
+        v["wrk"] = (
+            subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+            .stdout.split("\n")[0]
+            .strip()
+        )
     except OSError:
         v["wrk"] = "-"
     return v
@@ -421,50 +534,102 @@ def targets(points: list[Point], soak_r: dict[str, Any] | None) -> list[tuple[st
         for case in ("select", "sign"):
             p = get(w, case, 8)
             if p:
-                rows.append((f"PLEX {case}, full prefetch, w={w}, c=8: p99 ≤ 10 ms", f"{p.p99_ms:.2f} ms",
-                             verdict(p.p99_ms <= 10)))
-                rows.append((f"PLEX {case}, w={w}, c=8: ≥ 50% of baseline req/s", f"{fmt(p.ratio_rps)}×",
-                             verdict(p.ratio_rps is not None and p.ratio_rps >= 0.5)))
-                rows.append((f"PLEX {case}, w={w}, c=8: server CPU ≤ 1 ms per request", f"{p.cpu_us:.0f} µs",
-                             verdict(p.cpu_us <= 1000)))
+                rows.append(
+                    (
+                        f"PLEX {case}, full prefetch, w={w}, c=8: p99 ≤ 10 ms",
+                        f"{p.p99_ms:.2f} ms",
+                        verdict(p.p99_ms <= 10),
+                    )
+                )
+                rows.append(
+                    (
+                        f"PLEX {case}, w={w}, c=8: ≥ 50% of baseline req/s",
+                        f"{fmt(p.ratio_rps)}×",
+                        verdict(p.ratio_rps is not None and p.ratio_rps >= 0.5),
+                    )
+                )
+                rows.append(
+                    (
+                        f"PLEX {case}, w={w}, c=8: server CPU ≤ 1 ms per request",
+                        f"{p.cpu_us:.0f} µs",
+                        verdict(p.cpu_us <= 1000),
+                    )
+                )
         p1, p8 = get(w, "nonplex", 1), get(w, "nonplex", 8)
         if p1:
-            rows.append((f"non-PLEX order, w={w}, c=1: p50 ≤ 1 ms", f"{p1.p50_ms:.2f} ms", verdict(p1.p50_ms <= 1)))
+            rows.append(
+                (f"non-PLEX order, w={w}, c=1: p50 ≤ 1 ms", f"{p1.p50_ms:.2f} ms", verdict(p1.p50_ms <= 1))
+            )
         if p8:
-            rows.append((f"non-PLEX order, w={w}, c=8: p50 ≤ 1 ms", f"{p8.p50_ms:.2f} ms", verdict(p8.p50_ms <= 1)))
-            rows.append((f"non-PLEX order, w={w}, c=8: ≥ 80% of baseline req/s", f"{fmt(p8.ratio_rps)}×",
-                         verdict(p8.ratio_rps is not None and p8.ratio_rps >= 0.8)))
+            rows.append(
+                (f"non-PLEX order, w={w}, c=8: p50 ≤ 1 ms", f"{p8.p50_ms:.2f} ms", verdict(p8.p50_ms <= 1))
+            )
+            rows.append(
+                (
+                    f"non-PLEX order, w={w}, c=8: ≥ 80% of baseline req/s",
+                    f"{fmt(p8.ratio_rps)}×",
+                    verdict(p8.ratio_rps is not None and p8.ratio_rps >= 0.8),
+                )
+            )
         for case, limit in (("fallback-cold", 150), ("fallback-warm", 10)):
             for c in (1, 8):
                 p = get(w, case, c)
                 if p:
-                    rows.append((f"{case}, w={w}, c={c}: p95 ≤ {limit} ms", f"{p.p95_ms:.2f} ms",
-                                 verdict(p.p95_ms <= limit and p.errors == 0)))
+                    rows.append(
+                        (
+                            f"{case}, w={w}, c={c}: p95 ≤ {limit} ms",
+                            f"{p.p95_ms:.2f} ms",
+                            verdict(p.p95_ms <= limit and p.errors == 0),
+                        )
+                    )
     if soak_r:
         worst = max(soak_r["rss_end"]) if soak_r["rss_end"] else 0
-        rows.append((f"memory after {soak_r['requests']:,} requests < 150 MB per worker", f"{worst:.1f} MB",
-                     verdict(worst < 150 and soak_r["requests"] >= 100000) if soak_r["requests"] >= 100000
-                     else f"{verdict(worst < 150)} (only {soak_r['requests']:,} of {soak_r.get('target_requests', 100000):,} requests within the soak's time cap; `bench/run.py --soak` runs all)"))
+        rows.append(
+            (
+                f"memory after {soak_r['requests']:,} requests < 150 MB per worker",
+                f"{worst:.1f} MB",
+                verdict(worst < 150 and soak_r["requests"] >= 100000)
+                if soak_r["requests"] >= 100000
+                else f"{verdict(worst < 150)} (only {soak_r['requests']:,} of {soak_r.get('target_requests', 100000):,} requests within the soak's time cap; `bench/run.py --soak` runs all)",
+            )
+        )
         trend = abs(soak_r["growth_second_half_mb"]) < 2.0
-        rows.append(("no memory growth trend (second half of the soak: < 2 MB)",
-                     f"{soak_r['growth_second_half_mb']:+.1f} MB, slope {soak_r['slope_mb_per_10k']:+.3f} MB/10k req",
-                     verdict(trend)))
+        rows.append(
+            (
+                "no memory growth trend (second half of the soak: < 2 MB)",
+                f"{soak_r['growth_second_half_mb']:+.1f} MB, slope {soak_r['slope_mb_per_10k']:+.3f} MB/10k req",
+                verdict(trend),
+            )
+        )
     return rows
 
 
-def write_results(path: Path, ctx: dict[str, Any], points: list[Point], scaling: list[Point],
-                  soak_r: dict[str, Any] | None, profile_md: str | None, bodies: dict[str, Body]) -> None:
+def write_results(
+    path: Path,
+    ctx: dict[str, Any],
+    points: list[Point],
+    scaling: list[Point],
+    soak_r: dict[str, Any] | None,
+    profile_md: str | None,
+    bodies: dict[str, Body],
+) -> None:
     v = ctx["versions"]
     L: list[str] = []
     L.append("# Benchmark results\n")
     L.append(f"Written by `{ctx['command']}` on {ctx['when']} ({ctx['elapsed']:.0f} s).  ")
     L.append(f"Machine: {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}.  ")
     L.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".  ")
-    L.append(f"Service started with: `{ctx['service_how']}` (CDS_AUTH=off, CDS_WORKERS=N, FHIR allowlist = the "
-             f"local sekmet server); baseline: `bench/serve.py --app baseline` (same uvicorn settings).  ")
-    L.append(f"wrk: 1 thread, {ctx['duration']} s per point after a {ctx['warmup']} s warm-up per case; "
-             "every request has a new `hookInstance` (and, for the cold fallback, a new access token).  ")
-    L.append("wrk runs on the same 2 cores as the server: compare figures within this run only (ratios, CPU per request).\n")
+    L.append(
+        f"Service started with: `{ctx['service_how']}` (CDS_AUTH=off, CDS_WORKERS=N, FHIR allowlist = the "
+        f"local sekmet server); baseline: `bench/serve.py --app baseline` (same uvicorn settings).  "
+    )
+    L.append(
+        f"wrk: 1 thread, {ctx['duration']} s per point after a {ctx['warmup']} s warm-up per case; "
+        "every request has a new `hookInstance` (and, for the cold fallback, a new access token).  "
+    )
+    L.append(
+        "wrk runs on the same 2 cores as the server: compare figures within this run only (ratios, CPU per request).\n"
+    )
     L.append("## Request bodies\n")
     L.append("| body | bytes | prefetch (entries per key) |")
     L.append("|---|---|---|")
@@ -472,18 +637,28 @@ def write_results(path: Path, ctx: dict[str, Any], points: list[Point], scaling:
         b = bodies.get(name)
         if b:
             pf = b.meta.get("prefetch")
-            L.append(f"| {name} | {b.size:,} | {', '.join(f'{k} {n}' for k, n in pf.items()) if pf else 'none (FHIR server)'} |")
-    L.append(f"\nBaseline reply: {ctx['reply_bytes']:,} bytes (the size of the real order-select reply for `select`).\n")
+            L.append(
+                f"| {name} | {b.size:,} | {', '.join(f'{k} {n}' for k, n in pf.items()) if pf else 'none (FHIR server)'} |"
+            )
+    L.append(
+        f"\nBaseline reply: {ctx['reply_bytes']:,} bytes (the size of the real order-select reply for `select`).\n"
+    )
     L.append("## Results\n")
-    L.append("× baseline = this case's req/s (or CPU per request) divided by the baseline's at the same worker count "
-             "and concurrency. CPU = user+system time of the server's process tree per request. RSS = resident "
-             "memory of each worker after the point.\n")
-    L.append("| workers | case | c | req/s | × baseline req/s | p50 ms | p95 ms | p99 ms | CPU µs/req | × baseline CPU | RSS MB/worker | errors |")
+    L.append(
+        "× baseline = this case's req/s (or CPU per request) divided by the baseline's at the same worker count "
+        "and concurrency. CPU = user+system time of the server's process tree per request. RSS = resident "
+        "memory of each worker after the point.\n"
+    )
+    L.append(
+        "| workers | case | c | req/s | × baseline req/s | p50 ms | p95 ms | p99 ms | CPU µs/req | × baseline CPU | RSS MB/worker | errors |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in points:
-        L.append(f"| {p.workers} | {p.case}{' ' + p.note if p.note else ''} | {p.conc} | {p.rps:,.0f} | {fmt(p.ratio_rps)} | "
-                 f"{p.p50_ms:.2f} | {p.p95_ms:.2f} | {p.p99_ms:.2f} | {p.cpu_us:,.0f} | {fmt(p.ratio_cpu, 1)} | "
-                 f"{' / '.join(f'{r:.0f}' for r in p.rss_mb)} | {p.errors} |")
+        L.append(
+            f"| {p.workers} | {p.case}{' ' + p.note if p.note else ''} | {p.conc} | {p.rps:,.0f} | {fmt(p.ratio_rps)} | "
+            f"{p.p50_ms:.2f} | {p.p95_ms:.2f} | {p.p99_ms:.2f} | {p.cpu_us:,.0f} | {fmt(p.ratio_cpu, 1)} | "
+            f"{' / '.join(f'{r:.0f}' for r in p.rss_mb)} | {p.errors} |"
+        )
     L.append("")
     L.append("## Targets\n")
     L.append("| target | measured | verdict |")
@@ -493,9 +668,13 @@ def write_results(path: Path, ctx: dict[str, Any], points: list[Point], scaling:
     L.append("")
     if scaling:
         L.append("## Scaling: request cost against prefetch size\n")
-        L.append("order-select, full prefetch of the realistic patient with the `labs` bundle holding N Observations; "
-                 "1 worker, c=1.\n")
-        L.append("| Observations | body bytes | req/s | p50 ms | p99 ms | CPU µs/req | CPU µs per Observation (marginal) |")
+        L.append(
+            "order-select, full prefetch of the realistic patient with the `labs` bundle holding N Observations; "
+            "1 worker, c=1.\n"
+        )
+        L.append(
+            "| Observations | body bytes | req/s | p50 ms | p99 ms | CPU µs/req | CPU µs per Observation (marginal) |"
+        )
         L.append("|---|---|---|---|---|---|---|")
         prev: Point | None = None
         for p in scaling:
@@ -504,29 +683,42 @@ def write_results(path: Path, ctx: dict[str, Any], points: list[Point], scaling:
             if prev is not None:
                 pn = int(prev.case.removeprefix("obs"))
                 marg = f"{(p.cpu_us - prev.cpu_us) / (n - pn):.1f}"
-            L.append(f"| {n} | {bodies[p.case].size:,} | {p.rps:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | "
-                     f"{p.cpu_us:,.0f} | {marg} |")
+            L.append(
+                f"| {n} | {bodies[p.case].size:,} | {p.rps:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | "
+                f"{p.cpu_us:,.0f} | {marg} |"
+            )
             prev = p
         if len(scaling) == 3:
             a, b, c = scaling
             m1 = (b.cpu_us - a.cpu_us) / 90
             m2 = (c.cpu_us - b.cpu_us) / 900
             lin = m2 <= max(m1, 0.1) * 1.5
-            L.append(f"\nMarginal cost per Observation: {m1:.1f} µs (10→100), {m2:.1f} µs (100→1000): "
-                     f"{'linear or better' if lin else 'worse than linear'} "
-                     f"(cost(1000)/cost(10) = {c.cpu_us / max(a.cpu_us, 1):.1f}× for 100× the Observations).\n")
+            L.append(
+                f"\nMarginal cost per Observation: {m1:.1f} µs (10→100), {m2:.1f} µs (100→1000): "
+                f"{'linear or better' if lin else 'worse than linear'} "
+                f"(cost(1000)/cost(10) = {c.cpu_us / max(a.cpu_us, 1):.1f}× for 100× the Observations).\n"
+            )
     if soak_r:
         L.append("## Memory soak\n")
-        L.append(f"order-select with full prefetch, {soak_r['workers']} workers, c={soak_r['conc']}: "
-                 f"{soak_r['requests']:,} requests in {soak_r['seconds']} s ({soak_r['rps']:,} req/s, p50 "
-                 f"{soak_r['p50_ms']:.2f} ms, p99 {soak_r['p99_ms']:.2f} ms, {soak_r['cpu_us']} µs CPU/req, "
-                 f"{soak_r['errors']} errors); RSS per worker sampled every second ({soak_r['samples']} samples).\n")
+        L.append(
+            f"order-select with full prefetch, {soak_r['workers']} workers, c={soak_r['conc']}: "
+            f"{soak_r['requests']:,} requests in {soak_r['seconds']} s ({soak_r['rps']:,} req/s, p50 "
+            f"{soak_r['p50_ms']:.2f} ms, p99 {soak_r['p99_ms']:.2f} ms, {soak_r['cpu_us']} µs CPU/req, "
+            f"{soak_r['errors']} errors); RSS per worker sampled every second ({soak_r['samples']} samples).\n"
+        )
         L.append("| when | RSS MB per worker |")
         L.append("|---|---|")
-        for label, key in (("5% of the run", "rss_start"), ("10%", "rss_10pct"), ("50%", "rss_half"), ("end", "rss_end")):
+        for label, key in (
+            ("5% of the run", "rss_start"),
+            ("10%", "rss_10pct"),
+            ("50%", "rss_half"),
+            ("end", "rss_end"),
+        ):
             L.append(f"| {label} | {' / '.join(f'{r:.1f}' for r in soak_r[key])} |")
-        L.append(f"\nGrowth over the second half: {soak_r['growth_second_half_mb']:+.1f} MB (largest worker); "
-                 f"least-squares slope over the second half: {soak_r['slope_mb_per_10k']:+.3f} MB per 10,000 requests.\n")
+        L.append(
+            f"\nGrowth over the second half: {soak_r['growth_second_half_mb']:+.1f} MB (largest worker); "
+            f"least-squares slope over the second half: {soak_r['slope_mb_per_10k']:+.3f} MB per 10,000 requests.\n"
+        )
     if profile_md:
         L.append(profile_md)
     path.write_text("\n".join(L) + "\n")
@@ -546,15 +738,15 @@ def merge_soak(out: Path, soak_md: str, ctx: dict[str, Any]) -> None:
     new = _section(soak_md, "## Memory soak")
     if new is None:
         return
-    block = soak_md[new[0]:new[1]].rstrip("\n")
+    block = soak_md[new[0] : new[1]].rstrip("\n")
     block += f"\n\n(Soak run separately: `{ctx['command']}` on {ctx['when']}.)\n\n"
     old = _section(text, "## Memory soak")
-    text = text[:old[0]] + block + text[old[1]:] if old else text.rstrip("\n") + "\n\n" + block
+    text = text[: old[0]] + block + text[old[1] :] if old else text.rstrip("\n") + "\n\n" + block
     rows = [ln for ln in soak_md.splitlines() if ln.startswith(("| memory after", "| no memory growth"))]
     lines = [ln for ln in text.splitlines() if not (ln.startswith(("| memory after", "| no memory growth")))]
     try:
         k = max(i for i, ln in enumerate(lines) if ln.startswith("| ") and "**" in ln and "met" in ln)
-        lines[k + 1:k + 1] = rows
+        lines[k + 1 : k + 1] = rows
     except ValueError:
         pass
     out.write_text("\n".join(lines) + "\n")
@@ -572,8 +764,11 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--soak", action="store_true", help="only the memory soak")
     ap.add_argument("--soak-requests", type=int, help="default 100000 (--quick 10000)")
-    ap.add_argument("--soak-max-s", type=float,
-                    help="time cap of the soak (default 150 s in the full run, 1200 s with --soak, 30 s --quick)")
+    ap.add_argument(
+        "--soak-max-s",
+        type=float,
+        help="time cap of the soak (default 150 s in the full run, 1200 s with --soak, 30 s --quick)",
+    )
     ap.add_argument("--no-soak", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--no-fallback", action="store_true")
@@ -591,7 +786,10 @@ def main() -> int:
     if not shutil.which("wrk"):
         subprocess.run(["bash", str(ROOT / "scripts" / "install-system.sh")], check=False)
     if not shutil.which("wrk"):
-        print("wrk is not installed (Debian package `wrk`); run `bash scripts/install-system.sh`", file=sys.stderr)
+        print(
+            "wrk is not installed (Debian package `wrk`); run `bash scripts/install-system.sh`",
+            file=sys.stderr,
+        )
         return 2
 
     now = datetime.now(UTC)
@@ -667,8 +865,10 @@ def main() -> int:
                     for name in ("fallback-warm-select", "fallback-warm"):  # the cache must answer now
                         t0 = time.monotonic()
                         status, _ = check(srv, bodies[name])
-                        print(f"  warm check {name}: {status} in {(time.monotonic() - t0) * 1000:.1f} ms",
-                              flush=True)
+                        print(
+                            f"  warm check {name}: {status} in {(time.monotonic() - t0) * 1000:.1f} ms",
+                            flush=True,
+                        )
                     for c in concs:
                         points.append(measure(srv, bodies["fallback-warm"], "fallback-warm", c, duration))
                 if w == workers_list[0]:
@@ -678,7 +878,9 @@ def main() -> int:
                 procs.stop(srv)
                 started.remove(srv)
 
-                base_after = {c: measure(base, bl, "baseline (again, after the cases)", c, duration) for c in concs}
+                base_after = {
+                    c: measure(base, bl, "baseline (again, after the cases)", c, duration) for c in concs
+                }
                 points.extend(base_after.values())
                 procs.stop(base)
                 started.remove(base)
@@ -692,7 +894,9 @@ def main() -> int:
                     started.append(strict)
                     warm(strict, bodies["select"], warmup)
                     for c in concs:
-                        points.append(measure(strict, bodies["select"], "select CDS_STRICT_FHIR=1", c, duration))
+                        points.append(
+                            measure(strict, bodies["select"], "select CDS_STRICT_FHIR=1", c, duration)
+                        )
                     procs.stop(strict)
                     started.remove(strict)
 
@@ -714,20 +918,32 @@ def main() -> int:
                 try:
                     from bench import profiling as prof
 
-                    profile_md = "## Profile\n\n" + prof.run_profile(bodies["select"], seconds=max(3.0, duration * 2), raw=RAW)
+                    profile_md = "## Profile\n\n" + prof.run_profile(
+                        bodies["select"], seconds=max(3.0, duration * 2), raw=RAW
+                    )
                 except Exception as e:  # noqa: BLE001 - any profiler failure: the table is still worth writing
                     print(f"  profile failed: {e!r}", flush=True)
                 parts = []
                 for case in ("select", "nonplex"):
-                    r = subprocess.run([PY, str(BENCH / "components.py"), "--case", case, "-n", "100" if a.quick else "300"],
-                                       capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+                    r = subprocess.run(
+                        [PY, str(BENCH / "components.py"), "--case", case, "-n", "100" if a.quick else "300"],
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
+                        cwd=ROOT,
+                        check=False,
+                    )
                     if r.returncode == 0:
                         parts.append(r.stdout.strip())
                     else:
                         print(f"  components {case} failed: {r.stderr[-500:]}", flush=True)
                 if parts:
-                    profile_md = (profile_md or "") + "\n### Where the CPU goes, per stage (bench/components.py)\n\n" + \
-                        "\n\n".join(parts) + "\n"
+                    profile_md = (
+                        (profile_md or "")
+                        + "\n### Where the CPU goes, per stage (bench/components.py)\n\n"
+                        + "\n\n".join(parts)
+                        + "\n"
+                    )
                     print("  components: done", flush=True)
             if not a.no_soak:
                 srv = start_service("soak-w2", 2, allow)
@@ -747,9 +963,16 @@ def main() -> int:
     if soak_r:
         (RAW / "soak.json").write_text(json.dumps(soak_r, indent=1))
     cmd = "bench/run.py " + " ".join(sys.argv[1:])
-    ctx = {"versions": versions(), "command": cmd.strip(), "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-           "elapsed": time.monotonic() - t_start, "service_how": how, "duration": duration, "warmup": warmup,
-           "reply_bytes": reply_bytes}
+    ctx = {
+        "versions": versions(),
+        "command": cmd.strip(),
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "elapsed": time.monotonic() - t_start,
+        "service_how": how,
+        "duration": duration,
+        "warmup": warmup,
+        "reply_bytes": reply_bytes,
+    }
     out = Path(a.out)
     if a.soak and out.exists():
         # merge: replace the soak section and the memory rows of the targets table in the existing results

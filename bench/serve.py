@@ -52,7 +52,11 @@ def main() -> None:
     import uvicorn
     import uvicorn.config
 
-    kwargs: dict[str, Any] = {"proxy_headers": False, "server_header": False, "log_level": a.log_level.lower()}
+    kwargs: dict[str, Any] = {
+        "proxy_headers": False,
+        "server_header": False,
+        "log_level": a.log_level.lower(),
+    }
     try:
         from cds.cli import NoDelayHTTP
 

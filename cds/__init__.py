@@ -1,2 +1,3 @@
 """Clinical decision support for plasma exchange in natalizumab-associated PML."""
+
 __version__ = "0.1.0"

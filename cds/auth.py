@@ -50,7 +50,12 @@ __all__ = ["ALLOWED_ALGORITHMS", "Authenticator", "Claims", "JwksCache", "valida
 log = logging.getLogger("cds.auth")
 
 ALLOWED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256", "RS256"})
-_KEY_TYPE = {"ES384": ("EC", "P-384"), "ES256": ("EC", "P-256"), "RS384": ("RSA", None), "RS256": ("RSA", None)}
+_KEY_TYPE = {
+    "ES384": ("EC", "P-384"),
+    "ES256": ("EC", "P-256"),
+    "RS384": ("RSA", None),
+    "RS256": ("RSA", None),
+}
 _MAX_TOKEN_CHARS = 16_384
 _MAX_JTI_CHARS = 256
 _MAX_JWKS_BYTES = 256 * 1024
@@ -160,7 +165,10 @@ class JwksCache:
         self._last_attempt[url] = time.monotonic()
         try:
             async with self.http.stream(
-                "GET", url, timeout=self.timeout_s, follow_redirects=False,
+                "GET",
+                url,
+                timeout=self.timeout_s,
+                follow_redirects=False,
                 headers={"Accept": "application/json, application/jwk-set+json"},
             ) as response:
                 if response.status_code != 200:
@@ -175,7 +183,8 @@ class JwksCache:
             last = self._last_good.get(url)
             stale_ok = last is not None and time.monotonic() - last.at <= self.max_stale_s
             log.warning(
-                "jwks fetch failed", extra={"jwks_url": url, "error": type(exc).__name__, "serving_stale": stale_ok}
+                "jwks fetch failed",
+                extra={"jwks_url": url, "error": type(exc).__name__, "serving_stale": stale_ok},
             )
             return last.keys if stale_ok and last is not None else {}
         self._fresh[url] = keys
@@ -198,8 +207,11 @@ class Authenticator:
         self.settings = settings
         self.http = http
         self.jwks = JwksCache(
-            http, ttl_s=jwks_ttl_s, min_refetch_s=jwks_min_refetch_s,
-            max_stale_s=jwks_max_stale_s, timeout_s=jwks_timeout_s,
+            http,
+            ttl_s=jwks_ttl_s,
+            min_refetch_s=jwks_min_refetch_s,
+            max_stale_s=jwks_max_stale_s,
+            timeout_s=jwks_timeout_s,
         )
         self._replay = replay
         self._static: dict[str, dict[str, jwt.PyJWK]] = {}
@@ -220,7 +232,9 @@ class Authenticator:
             log.warning("jwt rejected", extra={"reason": str(reason), "endpoint": endpoint_url, **context})
             raise Unauthorized(str(reason)) from None
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
-            log.error("jwt check failed", extra={"error": type(exc).__name__, "endpoint": endpoint_url, **context})
+            log.error(
+                "jwt check failed", extra={"error": type(exc).__name__, "endpoint": endpoint_url, **context}
+            )
             raise Unauthorized("verification error") from None
 
     async def _verify(self, request: Any, endpoint_url: str, context: dict[str, Any]) -> Claims:
@@ -255,7 +269,12 @@ class Authenticator:
         skew = self.settings.jwt_clock_skew_s
         try:
             claims = jwt.decode(
-                token, key.key, algorithms=[alg], audience=endpoint_url, issuer=iss, leeway=skew,
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=endpoint_url,
+                issuer=iss,
+                leeway=skew,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"]},
             )
         except jwt.PyJWTError as exc:
@@ -325,7 +344,9 @@ def validate_startup(settings: Settings) -> None:
     validate_allowlist(settings)
     base = urlsplit(settings.public_base_url)
     if base.scheme not in ("http", "https") or not base.hostname:
-        raise RuntimeError(f"CDS_PUBLIC_BASE_URL must be an absolute http(s) URL: {settings.public_base_url!r}")
+        raise RuntimeError(
+            f"CDS_PUBLIC_BASE_URL must be an absolute http(s) URL: {settings.public_base_url!r}"
+        )
     if settings.auth == "off":
         log.warning(
             "CDS_AUTH=off: CDS Hooks calls are NOT authenticated (demo and local testing only); "
@@ -341,7 +362,9 @@ def validate_startup(settings: Settings) -> None:
         )
     for iss, cfg in settings.jwt_issuers.items():
         if not (cfg.jwks_url or cfg.jwks_file or cfg.jwks or cfg.allowed_jku):
-            raise RuntimeError(f"CDS_JWT_ISSUERS[{iss!r}] names no keys: set jwks_url, jwks_file, jwks or allowed_jku")
+            raise RuntimeError(
+                f"CDS_JWT_ISSUERS[{iss!r}] names no keys: set jwks_url, jwks_file, jwks or allowed_jku"
+            )
         for url in ([cfg.jwks_url] if cfg.jwks_url else []) + list(cfg.allowed_jku):
             _check_key_url(url, f"CDS_JWT_ISSUERS[{iss!r}] JWKS URL")
         try:
@@ -349,6 +372,8 @@ def validate_startup(settings: Settings) -> None:
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"CDS_JWT_ISSUERS[{iss!r}]: cannot read its JWKS: {exc}") from None
         if (cfg.jwks_file or cfg.jwks) and not static:
-            raise RuntimeError(f"CDS_JWT_ISSUERS[{iss!r}]: its static JWKS holds no usable signing key with a kid")
+            raise RuntimeError(
+                f"CDS_JWT_ISSUERS[{iss!r}]: its static JWKS holds no usable signing key with a kid"
+            )
     if base.scheme != "https" and not is_loopback_host(base.hostname):
         log.warning("CDS_PUBLIC_BASE_URL is not https; EHRs will sign aud for the URL they call")

@@ -97,8 +97,12 @@ class ReusePortMultiprocess(Multiprocess):
             super().init_processes()
         finally:
             self._close_handed_out()
-        log.info("%d workers listening on %s:%d, one SO_REUSEPORT socket each", self.processes_num,
-                 self._host, self._port)
+        log.info(
+            "%d workers listening on %s:%d, one SO_REUSEPORT socket each",
+            self.processes_num,
+            self._host,
+            self._port,
+        )
 
     def keep_subprocess_alive(self) -> None:
         try:

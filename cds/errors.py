@@ -39,7 +39,9 @@ class UnsupportedMediaType(CdsError):
     status_code = 415
     issue_code = "not-supported"
 
-    def __init__(self, message: str = "POST bodies must be application/json", *, code: str = "media-type") -> None:
+    def __init__(
+        self, message: str = "POST bodies must be application/json", *, code: str = "media-type"
+    ) -> None:
         super().__init__(message, code=code)
 
 

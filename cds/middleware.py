@@ -93,7 +93,9 @@ class HygieneMiddleware:
             try:
                 declared = int(length)
             except ValueError:
-                await _reject(send_nosniff, BadHookRequest("invalid Content-Length", code="bad-content-length"))
+                await _reject(
+                    send_nosniff, BadHookRequest("invalid Content-Length", code="bad-content-length")
+                )
                 return
             if declared > self.max_body_bytes:
                 await _reject(send_nosniff, BodyTooLarge())
@@ -119,7 +121,8 @@ class HygieneMiddleware:
         data = bytes(body)
         if json_depth_exceeds(data, self.max_depth):
             await _reject(
-                send_nosniff, BadHookRequest(f"JSON nested deeper than {self.max_depth} levels", code="too-deep")
+                send_nosniff,
+                BadHookRequest(f"JSON nested deeper than {self.max_depth} levels", code="too-deep"),
             )
             return
 
@@ -130,7 +133,9 @@ class HygieneMiddleware:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": data, "more_body": False}
-            message: dict[str, Any] = await receive()  # after the body: wait for the disconnect, as the server would
+            message: dict[
+                str, Any
+            ] = await receive()  # after the body: wait for the disconnect, as the server would
             return message
 
         await self.app(scope, replay, send_nosniff)
@@ -142,7 +147,10 @@ async def _reject(send: Any, exc: CdsError) -> None:
         {
             "type": "http.response.start",
             "status": exc.status_code,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})

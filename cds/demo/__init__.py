@@ -91,11 +91,7 @@ def _date_key(resource: dict[str, Any]) -> datetime:
     for path in _DATE_PATHS[resource["resourceType"]]:
         v = _get(resource, path)
         if isinstance(v, str):
-            return (
-                datetime.fromisoformat(v)
-                if "T" in v
-                else datetime.fromisoformat(v + "T00:00:00+00:00")
-            )
+            return datetime.fromisoformat(v) if "T" in v else datetime.fromisoformat(v + "T00:00:00+00:00")
     return datetime.min.replace(tzinfo=UTC)
 
 

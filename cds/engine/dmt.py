@@ -36,8 +36,11 @@ REBOUND_UNTIL_DAYS = 182.0  # about 6 months (clinical-reference §5.1 engine ru
 
 
 def _latest_count(facts: PatientFacts, now: datetime) -> LymphocyteCount | None:
-    counts = [c for c in facts.lymphocytes
-              if c.drawn_at <= now and math.isfinite(c.value_10e9_per_l) and c.value_10e9_per_l >= 0]
+    counts = [
+        c
+        for c in facts.lymphocytes
+        if c.drawn_at <= now and math.isfinite(c.value_10e9_per_l) and c.value_10e9_per_l >= 0
+    ]
     return max(counts, key=lambda c: c.drawn_at) if counts else None
 
 
@@ -45,14 +48,27 @@ def _fumarate(ingredient: str, count: LymphocyteCount | None, unusable: int) -> 
     threshold = f"{LYMPHOCYTE_THRESHOLD_10E9_PER_L:g} × 10⁹/L"
     if count is None:
         extra = f" ({unusable} lymphocyte result(s) could not be used)" if unusable else ""
-        return ConditionalDmt(ingredient, False, f"Not advised: no absolute lymphocyte count on record{extra}; "
-                                                 f"a count of at least {threshold} is required.")
+        return ConditionalDmt(
+            ingredient,
+            False,
+            f"Not advised: no absolute lymphocyte count on record{extra}; "
+            f"a count of at least {threshold} is required.",
+        )
     shown = f"{count.value_10e9_per_l:.2g} × 10⁹/L on {count.drawn_at:%Y-%m-%d}"
     if count.value_10e9_per_l >= LYMPHOCYTE_THRESHOLD_10E9_PER_L:
-        return ConditionalDmt(ingredient, True, f"Possible: latest absolute lymphocyte count {shown} is at or "
-                                                f"above {threshold}; monitor the count.", count)
-    return ConditionalDmt(ingredient, False, f"Not advised: latest absolute lymphocyte count {shown} is below "
-                                             f"{threshold}.", count)
+        return ConditionalDmt(
+            ingredient,
+            True,
+            f"Possible: latest absolute lymphocyte count {shown} is at or "
+            f"above {threshold}; monitor the count.",
+            count,
+        )
+    return ConditionalDmt(
+        ingredient,
+        False,
+        f"Not advised: latest absolute lymphocyte count {shown} is below {threshold}.",
+        count,
+    )
 
 
 def _conflicts(medications: tuple[MedicationUse, ...]) -> tuple[MedicationUse, ...]:
@@ -72,27 +88,44 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
     suggestible = ALLOWED + tuple(c.ingredient for c in conditional if c.advised)
 
     last_dose, _ = last_natalizumab_dose(facts, now)
-    first_plex = min((s.performed_at for s in facts.sessions
-                      if s.performed_at <= now and (last_dose is None or s.performed_at > last_dose)),
-                     default=None)
+    first_plex = min(
+        (
+            s.performed_at
+            for s in facts.sessions
+            if s.performed_at <= now and (last_dose is None or s.performed_at > last_dose)
+        ),
+        default=None,
+    )
     notes: list[str] = []
     rebound_from = rebound_peak = rebound_until = None
     if last_dose is not None:
         rebound_from = last_dose + timedelta(days=REBOUND_FROM_DAYS)
         rebound_peak = last_dose + timedelta(days=REBOUND_PEAK_DAYS)
         rebound_until = last_dose + timedelta(days=REBOUND_UNTIL_DAYS)
-        notes.append(f"MS activity may return from about 4 weeks after the last natalizumab dose "
-                     f"({last_dose:%Y-%m-%d}), peaking around 3-4 months and lasting to about 6 months.")
+        notes.append(
+            f"MS activity may return from about 4 weeks after the last natalizumab dose "
+            f"({last_dose:%Y-%m-%d}), peaking around 3-4 months and lasting to about 6 months."
+        )
         if first_plex is not None and first_plex < rebound_from:
             rebound_from = first_plex
         notes.append("Plasma exchange removes the drug sooner and brings the rebound window forward.")
     else:
         if first_plex is not None:
             rebound_from = first_plex
-        notes.append("The date of the last natalizumab dose is unknown: expect possible MS rebound from the "
-                     "start of plasma exchange, peaking around 3-4 months after the last dose.")
+        notes.append(
+            "The date of the last natalizumab dose is unknown: expect possible MS rebound from the "
+            "start of plasma exchange, peaking around 3-4 months after the last dose."
+        )
     notes.append("About 45% relapse within a year of stopping natalizumab.")
-    return DmtAdvice(allowed=ALLOWED, conditional=conditional, avoid=AVOID, active_conflicts=_conflicts(facts.medications),
-                     rebound_from=rebound_from, rebound_peak=rebound_peak, rebound_until=rebound_until,
-                     rebound_note=" ".join(notes), suggestible=suggestible,
-                     references=(CLINICSPEAK_2014, FOX_2014, REBOUND_2017, PAPEIX_2016))
+    return DmtAdvice(
+        allowed=ALLOWED,
+        conditional=conditional,
+        avoid=AVOID,
+        active_conflicts=_conflicts(facts.medications),
+        rebound_from=rebound_from,
+        rebound_peak=rebound_peak,
+        rebound_until=rebound_until,
+        rebound_note=" ".join(notes),
+        suggestible=suggestible,
+        references=(CLINICSPEAK_2014, FOX_2014, REBOUND_2017, PAPEIX_2016),
+    )

@@ -134,7 +134,10 @@ _TEXT_PATTERNS: tuple[tuple[str, str], ...] = (
     ("cyclophosphamide", rf"{_B}(?:cyclophosphamide|cytoxan|endoxan){_E}"),
     ("methotrexate", rf"{_B}(?:methotrexate|trexall|otrexup|rasuvo){_E}"),
     ("azathioprine", rf"{_B}(?:azathioprine|imuran){_E}"),
-    ("mycophenolic acid", rf"{_B}(?:mycophenol(?:ic acid|ate(?:[\s-]*mofetil|[\s-]*sodium)?)|cellcept|myfortic){_E}"),
+    (
+        "mycophenolic acid",
+        rf"{_B}(?:mycophenol(?:ic acid|ate(?:[\s-]*mofetil|[\s-]*sodium)?)|cellcept|myfortic){_E}",
+    ),
     ("methylprednisolone", rf"{_B}(?:methylprednisolone|solu-?medrol|medrol){_E}"),
 )
 _COMPILED = tuple((name, re.compile(pattern)) for name, pattern in _TEXT_PATTERNS)
@@ -198,9 +201,7 @@ def has_natalizumab_exposure(facts: PatientFacts) -> bool:
         return True
     if any(u.kind == "natalizumab level" for u in facts.unusable):
         return True
-    return any(
-        (m.ingredient or identify(m.codes, m.text)) == "natalizumab" for m in facts.medications
-    )
+    return any((m.ingredient or identify(m.codes, m.text)) == "natalizumab" for m in facts.medications)
 
 
 def last_natalizumab_dose(facts: PatientFacts, now: datetime) -> tuple[datetime | None, float | None]:
@@ -209,7 +210,11 @@ def last_natalizumab_dose(facts: PatientFacts, now: datetime) -> tuple[datetime 
     doses = sorted((d for d in facts.doses if d.given_at <= now), key=lambda d: d.given_at)
     if doses:
         return doses[-1].given_at, doses[-1].dose_mg
-    dates = [m.last_date for m in facts.medications
-             if m.last_date is not None and m.last_date <= now
-             and (m.ingredient or identify(m.codes, m.text)) == "natalizumab"]
+    dates = [
+        m.last_date
+        for m in facts.medications
+        if m.last_date is not None
+        and m.last_date <= now
+        and (m.ingredient or identify(m.codes, m.text)) == "natalizumab"
+    ]
     return (max(dates), None) if dates else (None, None)

@@ -35,7 +35,13 @@ from cds.engine.references import (
     WENNING_2009,
 )
 
-__all__ = ["IRIS_ONSET_MEAN_DAYS", "IRIS_ONSET_SD_DAYS", "MIN_LOBES_WIDESPREAD", "WATCH_SD_MULTIPLE", "assess_iris"]
+__all__ = [
+    "IRIS_ONSET_MEAN_DAYS",
+    "IRIS_ONSET_SD_DAYS",
+    "MIN_LOBES_WIDESPREAD",
+    "WATCH_SD_MULTIPLE",
+    "assess_iris",
+]
 
 IRIS_ONSET_MEAN_DAYS = 57.4  # mean days from last infusion to IRIS, Stefoski 2019 [V]
 IRIS_ONSET_SD_DAYS = 21.2  # its SD, Stefoski 2019 [V]
@@ -45,7 +51,10 @@ MIN_LOBES_WIDESPREAD = 2  # two or more distinct lobes named = multilobar (Verme
 _SCT = "snomed"
 # SNOMED CT body structures (codes.md §2): brain stem 15926001, cerebellum 113305005 (informal labels
 # verified); frontal 83251001, parietal 16630005, occipital 31065004 (verified). Temporal: text only.
-_INFRATENTORIAL_CODES = {"15926001": ("brainstem", "brain stem"), "113305005": ("infratentorial", "cerebellum")}
+_INFRATENTORIAL_CODES = {
+    "15926001": ("brainstem", "brain stem"),
+    "113305005": ("infratentorial", "cerebellum"),
+}
 _LOBE_CODES = {"83251001": "frontal", "16630005": "parietal", "31065004": "occipital"}
 
 # (pattern, category, canonical term). Categories: brainstem, infratentorial.
@@ -65,7 +74,9 @@ _WIDESPREAD_TERMS: tuple[tuple[str, str], ...] = (
     (r"extensive (?:pml|lesions?|disease|involvement|white matter)", "extensive"),
 )
 # A lobe is named on its own or as the second half of a compound ("fronto-parietal", "parieto-occipital").
-_LOBE_LEFT = r"(?:(?<![a-z0-9])|(?<=fronto)|(?<=fronto-)|(?<=parieto)|(?<=parieto-)|(?<=temporo)|(?<=temporo-))"
+_LOBE_LEFT = (
+    r"(?:(?<![a-z0-9])|(?<=fronto)|(?<=fronto-)|(?<=parieto)|(?<=parieto-)|(?<=temporo)|(?<=temporo-))"
+)
 _LOBE_TERMS: tuple[tuple[str, str], ...] = (
     (r"front(?:al|o(?=[\s/-]?(?:pariet|tempor|occipit)))", "frontal"),
     (r"pariet(?:al|o(?=[\s/-]?(?:front|tempor|occipit)))", "parietal"),
@@ -115,7 +126,7 @@ def _find(pattern: str, clause: str, left: str = _LEFT) -> bool:
     if rx is None:
         rx = re.compile(left + "(?:" + pattern + ")")
     for m in rx.finditer(clause):
-        before, after = clause[: m.start()], clause[m.end():]
+        before, after = clause[: m.start()], clause[m.end() :]
         if before.endswith(("non-", "non ")):
             continue
         if _NEG_BEFORE.search(before) or _NEG_AFTER.search(after):
@@ -179,22 +190,34 @@ def _reasons_for(pml: list[ConditionFact]) -> list[str]:
 def _steroids(high: bool) -> tuple[SteroidStatement, ...]:
     treat = SteroidStatement(
         text="If IRIS develops, corticosteroids (an IV methylprednisolone pulse, commonly 1 g/day for 3-5 days "
-             "then a taper) were associated with a better disability outcome.",
-        evidence="evidence", reference=TAN_2011)
+        "then a taper) were associated with a better disability outcome.",
+        evidence="evidence",
+        reference=TAN_2011,
+    )
     wenning = SteroidStatement(
         text="A steroid pulse stabilised life-threatening IRIS after plasma exchange in the first detailed case.",
-        evidence="evidence", reference=WENNING_2009)
+        evidence="evidence",
+        reference=WENNING_2009,
+    )
     if high:
         prophylaxis = SteroidStatement(
             text="Prophylactic steroids before IRIS in high-risk PML are expert opinion only; there are no "
-                 "controlled data.", evidence="expert opinion", reference=CLINICSPEAK_2014)
+            "controlled data.",
+            evidence="expert opinion",
+            reference=CLINICSPEAK_2014,
+        )
     else:
         prophylaxis = SteroidStatement(
             text="Prophylactic steroids are not supported at standard risk: they are expert opinion only, "
-                 "even in high-risk PML.", evidence="expert opinion", reference=CLINICSPEAK_2014)
+            "even in high-risk PML.",
+            evidence="expert opinion",
+            reference=CLINICSPEAK_2014,
+        )
     caution = SteroidStatement(
         text="Steroids blunt the immune response that clears JC virus; use them with caution and for IRIS.",
-        evidence="expert opinion", reference=CORTESE_2021)
+        evidence="expert opinion",
+        reference=CORTESE_2021,
+    )
     return (treat, wenning, prophylaxis, caution)
 
 
@@ -208,33 +231,48 @@ def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAsses
     reasons = _reasons_for(pml)
     high = bool(reasons)
     last_infusion, _ = last_natalizumab_dose(facts, now)
-    plex_start = min([s.performed_at for s in facts.sessions
-                      if last_infusion is None or s.performed_at > last_infusion]
-                     + [plan.first_session_at or now])
+    plex_start = min(
+        [s.performed_at for s in facts.sessions if last_infusion is None or s.performed_at > last_infusion]
+        + [plan.first_session_at or now]
+    )
     spread = WATCH_SD_MULTIPLE * IRIS_ONSET_SD_DAYS
     notes: list[str] = []
     if last_infusion is not None:
         watch_from = last_infusion + timedelta(days=IRIS_ONSET_MEAN_DAYS - spread)
         watch_until: datetime | None = last_infusion + timedelta(days=IRIS_ONSET_MEAN_DAYS + spread)
-        notes.append(f"IRIS usually appears weeks to about 3 months after the last infusion "
-                     f"({last_infusion:%Y-%m-%d}); mean {IRIS_ONSET_MEAN_DAYS:g} ± {IRIS_ONSET_SD_DAYS:g} days.")
+        notes.append(
+            f"IRIS usually appears weeks to about 3 months after the last infusion "
+            f"({last_infusion:%Y-%m-%d}); mean {IRIS_ONSET_MEAN_DAYS:g} ± {IRIS_ONSET_SD_DAYS:g} days."
+        )
         if plex_start < watch_from:
             watch_from = plex_start
             notes.append("Plasma exchange may bring IRIS forward: watch from the start of PLEX.")
     else:
         watch_from, watch_until = plex_start, None
-        notes.append("The date of the last infusion is unknown: watch from the start of PLEX; "
-                     "IRIS may come weeks to about 3 months after the last infusion.")
+        notes.append(
+            "The date of the last infusion is unknown: watch from the start of PLEX; "
+            "IRIS may come weeks to about 3 months after the last infusion."
+        )
     if any(c.kind == "iris" and c.active for c in facts.conditions):
         notes.append("IRIS is already recorded for this patient.")
     if not pml:
         notes.append("No PML diagnosis is on record, so no imaging description could be assessed.")
     elif high:
-        notes.append("High risk: watch closely for clinical and MRI worsening during and after plasma exchange.")
+        notes.append(
+            "High risk: watch closely for clinical and MRI worsening during and after plasma exchange."
+        )
     else:
-        notes.append("Standard risk: no brainstem, widespread or enhancing PML was found in the record; "
-                     "still monitor.")
+        notes.append(
+            "Standard risk: no brainstem, widespread or enhancing PML was found in the record; still monitor."
+        )
     refs = (TAN_2011, STEFOSKI_2019, VERMERSCH_2011, CLINICSPEAK_2014, WENNING_2009, CORTESE_2021)
-    return IrisAssessment(risk="high" if high else "standard", reasons=tuple(reasons), watch_from=watch_from,
-                          watch_until=watch_until, watch_note=" ".join(notes), steroids=_steroids(high),
-                          pml_on_record=bool(pml), references=refs)
+    return IrisAssessment(
+        risk="high" if high else "standard",
+        reasons=tuple(reasons),
+        watch_from=watch_from,
+        watch_until=watch_until,
+        watch_note=" ".join(notes),
+        steroids=_steroids(high),
+        pml_on_record=bool(pml),
+        references=refs,
+    )

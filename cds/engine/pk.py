@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TypeGuard
+from typing import TypedDict, TypeGuard
 
 from cds.engine.domain import (
     AntibodyResult,
+    Basis,
     NatalizumabLevel,
     PatientFacts,
     PlexEstimate,
@@ -123,7 +124,9 @@ def decay_factor(days: float, half_life_days: float = HALF_LIFE_DAYS) -> float:
     return math.exp(-max(days, 0.0) * _LN2 / half_life_days)
 
 
-def removal_per_session(plasma_volumes: float, intravascular_fraction: float = INTRAVASCULAR_FRACTION) -> float:
+def removal_per_session(
+    plasma_volumes: float, intravascular_fraction: float = INTRAVASCULAR_FRACTION
+) -> float:
     """1 - f_iv·(1 - e^-PV): fraction left after one session once drug has re-equilibrated.
 
     Single-pool removal of the intravascular drug (Kaplan 2008: 1 - e^-PV) applied to the
@@ -142,7 +145,9 @@ def session_remaining_fraction(
 
     r(1.5, 2) = 0.505 and r(1.0, 2) = 0.575 (clinical-reference §7.1, Khatri-calibrated).
     """
-    return removal_per_session(plasma_volumes, intravascular_fraction) * decay_factor(interval_days, half_life_days)
+    return removal_per_session(plasma_volumes, intravascular_fraction) * decay_factor(
+        interval_days, half_life_days
+    )
 
 
 def _fraction_for_reference_r(r_reference: float) -> float:
@@ -182,8 +187,9 @@ def _days(a: datetime, b: datetime) -> float:
     return (b - a) / _DAY
 
 
-def _session_product(since: datetime, now: datetime, sessions: tuple[PlexSession, ...],
-                     scenario: _Scenario, plan_pv: float) -> float:
+def _session_product(
+    since: datetime, now: datetime, sessions: tuple[PlexSession, ...], scenario: _Scenario, plan_pv: float
+) -> float:
     """Product of the removal factors of the sessions in (since, now]."""
     product = 1.0
     for s in sessions:
@@ -192,8 +198,14 @@ def _session_product(since: datetime, now: datetime, sessions: tuple[PlexSession
     return product
 
 
-def _carry(level: float, since: datetime, now: datetime, sessions: tuple[PlexSession, ...],
-           scenario: _Scenario, plan_pv: float) -> float:
+def _carry(
+    level: float,
+    since: datetime,
+    now: datetime,
+    sessions: tuple[PlexSession, ...],
+    scenario: _Scenario,
+    plan_pv: float,
+) -> float:
     """A level at `since` carried to `now`: natural decay plus the sessions in (since, now]."""
     return level * decay_factor(_days(since, now)) * _session_product(since, now, sessions, scenario, plan_pv)
 
@@ -212,7 +224,9 @@ def _sessions_needed(start: float, target: float, r: float) -> tuple[int, bool]:
 # ---------------------------------------------------------------- input screening
 
 
-def _screen_levels(levels: tuple[NatalizumabLevel, ...], now: datetime) -> tuple[list[NatalizumabLevel], list[UnusableValue]]:
+def _screen_levels(
+    levels: tuple[NatalizumabLevel, ...], now: datetime
+) -> tuple[list[NatalizumabLevel], list[UnusableValue]]:
     usable: list[NatalizumabLevel] = []
     unusable: list[UnusableValue] = []
     for lv in levels:
@@ -230,9 +244,15 @@ def _screen_levels(levels: tuple[NatalizumabLevel, ...], now: datetime) -> tuple
             reason = "drawn after the time of this request"
         if reason:
             shown = lv.reported_value if lv.reported_value is not None else v
-            unusable.append(UnusableValue(kind="natalizumab level", reason=reason,
-                                          reported=f"{lv.comparator or ''}{shown:g} {lv.reported_unit}",
-                                          at=lv.drawn_at, source=lv.source))
+            unusable.append(
+                UnusableValue(
+                    kind="natalizumab level",
+                    reason=reason,
+                    reported=f"{lv.comparator or ''}{shown:g} {lv.reported_unit}",
+                    at=lv.drawn_at,
+                    source=lv.source,
+                )
+            )
         else:
             usable.append(lv)
     usable.sort(key=lambda lv: lv.drawn_at)
@@ -265,7 +285,9 @@ def _persistent_antibodies(results: tuple[AntibodyResult, ...], now: datetime) -
 # ---------------------------------------------------------------- patient fit
 
 
-def _fit_removal(levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ...]) -> tuple[float, int] | None:
+def _fit_removal(
+    levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ...]
+) -> tuple[float, int] | None:
     """Per-session removal q fitted to equilibrated levels: ln C_i + k·t_i = a + n_i·ln q.
 
     n_i = sessions before sample i. Least squares over all levels; with two levels bracketing k
@@ -289,7 +311,22 @@ def _fit_removal(levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ..
 # ---------------------------------------------------------------- public entry point
 
 
-def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: float, now: datetime) -> PlexEstimate:
+class _Common(TypedDict):
+    """PlexEstimate fields shared by every return path of estimate_remaining."""
+
+    target_ug_per_ml: float
+    sessions_completed: int
+    removal_fraction: float
+    removal_fraction_population: float
+    removal_fraction_fitted: float | None
+    half_life_days: float
+    ordered_sessions: int | None
+    unusable: tuple[UnusableValue, ...]
+
+
+def estimate_remaining(
+    facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: float, now: datetime
+) -> PlexEstimate:
     """Sessions still needed to bring serum natalizumab to `target_ug_per_ml` (default 1.0 µg/mL).
 
     Units: µg/mL, days; `now` timezone-aware. Basis "measured" (a usable level; `starting_level` is
@@ -308,27 +345,36 @@ def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: fl
     plan_pv, interval = plan.plasma_volumes_per_session, plan.interval_days
     if not _positive(plan_pv) or not _positive(interval):
         flags.append("plan-defaulted")
-        notes.append("The planned exchange volume or interval was missing or invalid; "
-                     "the reference schedule (1.5 plasma volumes every other day) was used.")
+        notes.append(
+            "The planned exchange volume or interval was missing or invalid; "
+            "the reference schedule (1.5 plasma volumes every other day) was used."
+        )
         plan_pv, interval = REFERENCE_PLASMA_VOLUMES, REFERENCE_INTERVAL_DAYS
     if plan.modality == "immunoadsorption" or any(s.modality == "immunoadsorption" for s in facts.sessions):
         flags.append("immunoadsorption")
-        notes.append("Immunoadsorption is modelled like plasma exchange of the same processed volume; "
-                     "no natalizumab-specific removal data for immunoadsorption were found.")
+        notes.append(
+            "Immunoadsorption is modelled like plasma exchange of the same processed volume; "
+            "no natalizumab-specific removal data for immunoadsorption were found."
+        )
     first_at = plan.first_session_at if plan.first_session_at and plan.first_session_at > now else now
     lead = decay_factor(_days(now, first_at))
 
     # -- history
     last_dose_at, last_dose_mg = last_natalizumab_dose(facts, now)
-    sessions = tuple(sorted((s for s in facts.sessions if s.performed_at <= now), key=lambda s: s.performed_at))
+    sessions = tuple(
+        sorted((s for s in facts.sessions if s.performed_at <= now), key=lambda s: s.performed_at)
+    )
     if last_dose_at is not None:
         sessions = tuple(s for s in sessions if s.performed_at > last_dose_at)
     levels, unusable = _screen_levels(facts.levels, now)
     unusable += [u for u in facts.unusable if u.kind == "natalizumab level"]
     if unusable:
         flags.append("unusable-values")
-        notes.append(f"{len(unusable)} natalizumab result(s) were not used: "
-                     + "; ".join(f"{u.reported or 'value'} ({u.reason})" for u in unusable) + ".")
+        notes.append(
+            f"{len(unusable)} natalizumab result(s) were not used: "
+            + "; ".join(f"{u.reported or 'value'} ({u.reason})" for u in unusable)
+            + "."
+        )
     if last_dose_at is not None:
         before = [lv for lv in levels if lv.drawn_at < last_dose_at]
         if before:
@@ -337,10 +383,14 @@ def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: fl
 
     # -- population and fitted removal
     r_population = session_remaining_fraction(plan_pv, interval)
-    population = (
-        _Scenario(None, _F_IV_FAST, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_FAST)),
+    population: tuple[_Scenario, ...] = (
+        _Scenario(
+            None, _F_IV_FAST, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_FAST)
+        ),
         _Scenario(None, INTRAVASCULAR_FRACTION, r_population),
-        _Scenario(None, _F_IV_SLOW, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_SLOW)),
+        _Scenario(
+            None, _F_IV_SLOW, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_SLOW)
+        ),
     )
     scenarios = population
     equilibrated = [lv for lv in levels if lv.comparator is None and _post_session(lv, sessions) is None]
@@ -353,67 +403,144 @@ def estimate_remaining(facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: fl
         flags.append("fitted-removal")
         if r_fitted != raw:
             flags.append("fit-clipped")
-        notes.append(f"Patient-specific remaining fraction per session r = {r_fitted:.3f} "
-                     f"(fitted to {used} levels bracketing sessions; population default {r_population:.3f}); "
-                     "the fitted value is used.")
-        rs = (max(r_fitted - R_FIT_HALF_WIDTH, R_FIT_MIN), r_fitted, min(r_fitted + R_FIT_HALF_WIDTH, R_FIT_MAX))
-        scenarios = tuple(_Scenario(r / decay_factor(interval), INTRAVASCULAR_FRACTION, r) for r in rs)  # type: ignore[assignment]
+        notes.append(
+            f"Patient-specific remaining fraction per session r = {r_fitted:.3f} "
+            f"(fitted to {used} levels bracketing sessions; population default {r_population:.3f}); "
+            "the fitted value is used."
+        )
+        rs = (
+            max(r_fitted - R_FIT_HALF_WIDTH, R_FIT_MIN),
+            r_fitted,
+            min(r_fitted + R_FIT_HALF_WIDTH, R_FIT_MAX),
+        )
+        scenarios = tuple(_Scenario(r / decay_factor(interval), INTRAVASCULAR_FRACTION, r) for r in rs)
         refs.append(VENNEGOOR_2015)
 
-    common: dict[str, object] = {
-        "target_ug_per_ml": target, "sessions_completed": len(sessions),
-        "removal_fraction": scenarios[1].r_plan, "removal_fraction_population": r_population,
-        "removal_fraction_fitted": r_fitted, "half_life_days": HALF_LIFE_DAYS,
-        "ordered_sessions": plan.ordered_sessions, "unusable": tuple(unusable),
+    common: _Common = {
+        "target_ug_per_ml": target,
+        "sessions_completed": len(sessions),
+        "removal_fraction": scenarios[1].r_plan,
+        "removal_fraction_population": r_population,
+        "removal_fraction_fitted": r_fitted,
+        "half_life_days": HALF_LIFE_DAYS,
+        "ordered_sessions": plan.ordered_sessions,
+        "unusable": tuple(unusable),
     }
 
     # -- persistent antibodies: drug effect abolished, clearance ≈ 3-fold (Muralidharan 2017, label)
     persistent, single = _persistent_antibodies(facts.antibodies, now)
     if single:
         flags.append("single-positive-antibody")
-        notes.append("One positive anti-natalizumab antibody result: persistence (two positives at least "
-                     "6 weeks apart) is not shown, so the estimate is unchanged.")
+        notes.append(
+            "One positive anti-natalizumab antibody result: persistence (two positives at least "
+            "6 weeks apart) is not shown, so the estimate is unchanged."
+        )
     latest = levels[-1] if levels else None
     if persistent:
         flags.append("persistent-antibodies")
-        notes.append("Persistent anti-natalizumab antibodies: drug effect is abolished and clearance is about "
-                     "3-fold faster, so no sessions are needed for drug clearance.")
+        notes.append(
+            "Persistent anti-natalizumab antibodies: drug effect is abolished and clearance is about "
+            "3-fold faster, so no sessions are needed for drug clearance."
+        )
         refs += [MURALIDHARAN_2017, SMPC_EU]
 
     # -- starting level
     if latest is not None:
-        return _from_level(latest, levels, sessions, scenarios, plan_pv, interval, first_at, lead, now,
-                           target, plan, flags, notes, refs, common, zero=persistent)
+        return _from_level(
+            latest,
+            levels,
+            sessions,
+            scenarios,
+            plan_pv,
+            interval,
+            first_at,
+            lead,
+            now,
+            target,
+            plan,
+            flags,
+            notes,
+            refs,
+            common,
+            zero=persistent,
+        )
 
     if last_dose_at is None:
         flags.append("no-data")
-        notes.append("No natalizumab level and no dosing history on record: the sessions needed cannot be "
-                     "estimated. Measure serum natalizumab before the first session.")
+        notes.append(
+            "No natalizumab level and no dosing history on record: the sessions needed cannot be "
+            "estimated. Measure serum natalizumab before the first session."
+        )
         refs.append(VENNEGOOR_2015)
-        return _finish(PlexEstimate(basis="none", remaining=None, starting_level=None,
-                                    adjusted_level_ug_per_ml=None, **common),  # type: ignore[arg-type]
-                       flags, notes, refs, plan, first_at, interval, scenarios, remeasure_at=now)
+        return _finish(
+            PlexEstimate(
+                basis="none", remaining=None, starting_level=None, adjusted_level_ug_per_ml=None, **common
+            ),
+            flags,
+            notes,
+            refs,
+            plan,
+            first_at,
+            interval,
+            scenarios,
+            remeasure_at=now,
+        )
 
     # -- dosing history only: steady-state Cmax decayed since the last infusion
     flags.append("dosing-history")
     scale = last_dose_mg / STANDARD_DOSE_MG if _positive(last_dose_mg) else 1.0
     cmax = STEADY_STATE_CMAX_UG_PER_ML * scale
     elapsed = _days(last_dose_at, now)
-    starts = tuple(cmax * decay_factor(elapsed, t_half) * _session_product(last_dose_at, now, sessions, sc, plan_pv)
-                   for t_half, sc in zip((HALF_LIFE_DAYS, HALF_LIFE_DAYS, HALF_LIFE_SENSITIVITY_DAYS), scenarios))
-    notes.append(f"No usable natalizumab level: projected from the last infusion ({last_dose_at:%Y-%m-%d}) "
-                 f"using the steady-state peak of {cmax:g} µg/mL decayed with a half-life of {HALF_LIFE_DAYS:g} days "
-                 f"({HALF_LIFE_SENSITIVITY_DAYS:g} days for the high end). Low confidence, not a measurement: "
-                 "measure serum natalizumab before the first session.")
+    starts = tuple(
+        cmax * decay_factor(elapsed, t_half) * _session_product(last_dose_at, now, sessions, sc, plan_pv)
+        for t_half, sc in zip((HALF_LIFE_DAYS, HALF_LIFE_DAYS, HALF_LIFE_SENSITIVITY_DAYS), scenarios)
+    )
+    notes.append(
+        f"No usable natalizumab level: projected from the last infusion ({last_dose_at:%Y-%m-%d}) "
+        f"using the steady-state peak of {cmax:g} µg/mL decayed with a half-life of {HALF_LIFE_DAYS:g} days "
+        f"({HALF_LIFE_SENSITIVITY_DAYS:g} days for the high end). Low confidence, not a measurement: "
+        "measure serum natalizumab before the first session."
+    )
     refs += [SMPC_EU, VENNEGOOR_2015]
-    return _estimate(starts, None, tuple(levels), scenarios, lead, first_at, interval, now, target, plan,
-                     flags, notes, refs, common, basis="dosing-history", remeasure_now=not persistent, zero=persistent)
+    return _estimate(
+        starts,
+        None,
+        tuple(levels),
+        scenarios,
+        lead,
+        first_at,
+        interval,
+        now,
+        target,
+        plan,
+        flags,
+        notes,
+        refs,
+        common,
+        basis="dosing-history",
+        remeasure_now=not persistent,
+        zero=persistent,
+    )
 
 
-def _from_level(latest: NatalizumabLevel, levels: list[NatalizumabLevel], sessions: tuple[PlexSession, ...],
-                scenarios: tuple[_Scenario, ...], plan_pv: float, interval: float, first_at: datetime,
-                lead: float, now: datetime, target: float, plan: PlexPlan, flags: list[str], notes: list[str],
-                refs: list[Reference], common: dict[str, object], zero: bool = False) -> PlexEstimate:
+def _from_level(
+    latest: NatalizumabLevel,
+    levels: list[NatalizumabLevel],
+    sessions: tuple[PlexSession, ...],
+    scenarios: tuple[_Scenario, ...],
+    plan_pv: float,
+    interval: float,
+    first_at: datetime,
+    lead: float,
+    now: datetime,
+    target: float,
+    plan: PlexPlan,
+    flags: list[str],
+    notes: list[str],
+    refs: list[Reference],
+    common: _Common,
+    zero: bool = False,
+) -> PlexEstimate:
     value = latest.value_ug_per_ml
     age_days = _days(latest.drawn_at, now)
     factors = (1.0, 1.0, 1.0)
@@ -422,25 +549,32 @@ def _from_level(latest: NatalizumabLevel, levels: list[NatalizumabLevel], sessio
     if post is not None and latest.comparator is None:
         flags.append("post-session-sample")
         hours = (latest.drawn_at - post.performed_at) / timedelta(hours=1)
-        notes.append(f"The latest level was drawn {hours:.0f} h after a session, before re-equilibration; it was "
-                     f"multiplied by {POST_SESSION_FACTOR:g} (range {POST_SESSION_FACTOR_LOW:g}-"
-                     f"{POST_SESSION_FACTOR_HIGH:g}). Please redraw the level before the next session.")
+        notes.append(
+            f"The latest level was drawn {hours:.0f} h after a session, before re-equilibration; it was "
+            f"multiplied by {POST_SESSION_FACTOR:g} (range {POST_SESSION_FACTOR_LOW:g}-"
+            f"{POST_SESSION_FACTOR_HIGH:g}). Please redraw the level before the next session."
+        )
         factors = (POST_SESSION_FACTOR_LOW, POST_SESSION_FACTOR, POST_SESSION_FACTOR_HIGH)
         refs.append(HANAFUSA_2014)
         remeasure_now = True
-    starts = tuple(_carry(value * f, latest.drawn_at, now, sessions, sc, plan_pv)
-                   for f, sc in zip(factors, scenarios))
+    starts = tuple(
+        _carry(value * f, latest.drawn_at, now, sessions, sc, plan_pv) for f, sc in zip(factors, scenarios)
+    )
     since = [s for s in sessions if s.performed_at > latest.drawn_at]
     if age_days > 0 and not since:
         flags.append("decayed")
-        notes.append(f"The level from {latest.drawn_at:%Y-%m-%d} was decayed to now with a half-life of "
-                     f"{HALF_LIFE_DAYS:g} days (US label); with the EU steady-state half-life of "
-                     f"{HALF_LIFE_SENSITIVITY_DAYS:g} days it would be "
-                     f"{value * decay_factor(age_days, HALF_LIFE_SENSITIVITY_DAYS):.2g} µg/mL.")
+        notes.append(
+            f"The level from {latest.drawn_at:%Y-%m-%d} was decayed to now with a half-life of "
+            f"{HALF_LIFE_DAYS:g} days (US label); with the EU steady-state half-life of "
+            f"{HALF_LIFE_SENSITIVITY_DAYS:g} days it would be "
+            f"{value * decay_factor(age_days, HALF_LIFE_SENSITIVITY_DAYS):.2g} µg/mL."
+        )
     elif since:
         flags.append("decayed")
-        notes.append(f"The level from {latest.drawn_at:%Y-%m-%d} was carried through {len(since)} session(s) "
-                     f"since then and natural decay (half-life {HALF_LIFE_DAYS:g} days).")
+        notes.append(
+            f"The level from {latest.drawn_at:%Y-%m-%d} was carried through {len(since)} session(s) "
+            f"since then and natural decay (half-life {HALF_LIFE_DAYS:g} days)."
+        )
     if age_days > HALF_LIFE_DAYS:
         flags.append("old-level")
         remeasure_now = True
@@ -450,33 +584,86 @@ def _from_level(latest: NatalizumabLevel, levels: list[NatalizumabLevel], sessio
     if latest.comparator in ("<", "<="):
         if value <= target:
             flags.append("below-limit")
-            notes.append(f"The level is below the assay limit ({latest.comparator}{value:g} µg/mL), at or below the "
-                         f"target of {target:g} µg/mL: no sessions are needed for drug clearance.")
-            return _finish(PlexEstimate(basis="measured", remaining=SessionRange(0, 0, 0), starting_level=latest,
-                                        adjusted_level_ug_per_ml=starts[1], levels_used=tuple(levels),
-                                        **common),  # type: ignore[arg-type]
-                           flags, notes, refs, plan, first_at, interval, scenarios)
+            notes.append(
+                f"The level is below the assay limit ({latest.comparator}{value:g} µg/mL), at or below the "
+                f"target of {target:g} µg/mL: no sessions are needed for drug clearance."
+            )
+            return _finish(
+                PlexEstimate(
+                    basis="measured",
+                    remaining=SessionRange(0, 0, 0),
+                    starting_level=latest,
+                    adjusted_level_ug_per_ml=starts[1],
+                    levels_used=tuple(levels),
+                    **common,
+                ),
+                flags,
+                notes,
+                refs,
+                plan,
+                first_at,
+                interval,
+                scenarios,
+            )
         flags.append("upper-bound")
         upper = True
-        notes.append(f"The level is reported as {latest.comparator}{value:g} µg/mL, above the target: it was used "
-                     "as an upper bound, so the estimate is a maximum and the low end is 0.")
+        notes.append(
+            f"The level is reported as {latest.comparator}{value:g} µg/mL, above the target: it was used "
+            "as an upper bound, so the estimate is a maximum and the low end is 0."
+        )
     elif latest.comparator in (">", ">="):
         flags.append("lower-bound")
-        notes.append(f"The level is reported as {latest.comparator}{value:g} µg/mL: the true level may be higher, "
-                     "so the estimate is a minimum. Ask for a quantified result.")
-    return _estimate(starts, latest, tuple(levels), scenarios, lead, first_at, interval, now, target, plan,
-                     flags, notes, refs, common, basis="measured", remeasure_now=remeasure_now and not zero,
-                     upper=bool(upper), zero=zero)
+        notes.append(
+            f"The level is reported as {latest.comparator}{value:g} µg/mL: the true level may be higher, "
+            "so the estimate is a minimum. Ask for a quantified result."
+        )
+    return _estimate(
+        starts,
+        latest,
+        tuple(levels),
+        scenarios,
+        lead,
+        first_at,
+        interval,
+        now,
+        target,
+        plan,
+        flags,
+        notes,
+        refs,
+        common,
+        basis="measured",
+        remeasure_now=remeasure_now and not zero,
+        upper=bool(upper),
+        zero=zero,
+    )
 
 
-def _estimate(starts: tuple[float, ...], latest: NatalizumabLevel | None, levels: tuple[NatalizumabLevel, ...],
-              scenarios: tuple[_Scenario, ...], lead: float, first_at: datetime, interval: float, now: datetime,
-              target: float, plan: PlexPlan, flags: list[str], notes: list[str], refs: list[Reference],
-              common: dict[str, object], basis: str, remeasure_now: bool, upper: bool = False,
-              zero: bool = False) -> PlexEstimate:
+def _estimate(
+    starts: tuple[float, ...],
+    latest: NatalizumabLevel | None,
+    levels: tuple[NatalizumabLevel, ...],
+    scenarios: tuple[_Scenario, ...],
+    lead: float,
+    first_at: datetime,
+    interval: float,
+    now: datetime,
+    target: float,
+    plan: PlexPlan,
+    flags: list[str],
+    notes: list[str],
+    refs: list[Reference],
+    common: _Common,
+    basis: Basis,
+    remeasure_now: bool,
+    upper: bool = False,
+    zero: bool = False,
+) -> PlexEstimate:
     """`zero`: persistent antibodies, no sessions needed whatever the level (the level is still shown)."""
-    counts = [(0, False) if zero else _sessions_needed(start * lead, target, sc.r_plan)
-              for start, sc in zip(starts, scenarios)]
+    counts = [
+        (0, False) if zero else _sessions_needed(start * lead, target, sc.r_plan)
+        for start, sc in zip(starts, scenarios)
+    ]
     if any(capped for _, capped in counts):
         flags.append("capped")
         notes.append(f"The arithmetic reached {MAX_SESSIONS} sessions: re-check the level and the target.")
@@ -484,16 +671,42 @@ def _estimate(starts: tuple[float, ...], latest: NatalizumabLevel | None, levels
     if upper:
         low = 0
     remaining = SessionRange(estimate=est, low=min(low, est), high=max(high, est))
-    estimate = PlexEstimate(basis=basis, remaining=remaining, starting_level=latest,  # type: ignore[arg-type]
-                            adjusted_level_ug_per_ml=starts[1], levels_used=levels, **common)  # type: ignore[arg-type]
-    return _finish(estimate, flags, notes, refs, plan, first_at, interval, scenarios,
-                   starts=starts, lead=lead, remeasure_at=now if remeasure_now else None)
+    estimate = PlexEstimate(
+        basis=basis,
+        remaining=remaining,
+        starting_level=latest,
+        adjusted_level_ug_per_ml=starts[1],
+        levels_used=levels,
+        **common,
+    )
+    return _finish(
+        estimate,
+        flags,
+        notes,
+        refs,
+        plan,
+        first_at,
+        interval,
+        scenarios,
+        starts=starts,
+        lead=lead,
+        remeasure_at=now if remeasure_now else None,
+    )
 
 
-def _finish(est: PlexEstimate, flags: list[str], notes: list[str], refs: list[Reference], plan: PlexPlan,
-            first_at: datetime, interval: float, scenarios: tuple[_Scenario, ...],
-            starts: tuple[float, ...] | None = None, lead: float = 1.0,
-            remeasure_at: datetime | None = None) -> PlexEstimate:
+def _finish(
+    est: PlexEstimate,
+    flags: list[str],
+    notes: list[str],
+    refs: list[Reference],
+    plan: PlexPlan,
+    first_at: datetime,
+    interval: float,
+    scenarios: tuple[_Scenario, ...],
+    starts: tuple[float, ...] | None = None,
+    lead: float = 1.0,
+    remeasure_at: datetime | None = None,
+) -> PlexEstimate:
     """Projection per planned session, expected target date, re-measurement, ordered-course check."""
     rng = est.remaining
     step = timedelta(days=interval)
@@ -502,10 +715,17 @@ def _finish(est: PlexEstimate, flags: list[str], notes: list[str], refs: list[Re
     if rng is not None and starts is not None:
         count = min(max(rng.high, plan.ordered_sessions or 0, 1 if rng.estimate else 0), MAX_SESSIONS)
         for j in range(1, count + 1):
-            levels = [s * lead * sc.r_plan ** j for s, sc in zip(starts, scenarios)]
+            levels = [s * lead * sc.r_plan**j for s, sc in zip(starts, scenarios)]
             at = first_at + step * j  # equilibrated: when the next session (and a pre-session draw) would be
-            projection.append(ProjectedPoint(session_number=j, at=at, level_ug_per_ml=levels[1],
-                                             low_ug_per_ml=min(levels), high_ug_per_ml=max(levels)))
+            projection.append(
+                ProjectedPoint(
+                    session_number=j,
+                    at=at,
+                    level_ug_per_ml=levels[1],
+                    low_ug_per_ml=min(levels),
+                    high_ug_per_ml=max(levels),
+                )
+            )
         if rng.estimate > 0:
             target_at = first_at + step * rng.estimate
 
@@ -513,8 +733,10 @@ def _finish(est: PlexEstimate, flags: list[str], notes: list[str], refs: list[Re
     if rng is not None and rng.estimate > 0 and remeasure_at is None:
         remeasure_after = max(1, min(rng.estimate - 1, REMEASURE_AFTER_SESSIONS))
         remeasure_at = first_at + step * remeasure_after  # before session remeasure_after + 1
-        notes.append(f"Re-measure serum natalizumab before session {remeasure_after + 1} (after session "
-                     f"{remeasure_after}) and adjust the course to the measured level.")
+        notes.append(
+            f"Re-measure serum natalizumab before session {remeasure_after + 1} (after session "
+            f"{remeasure_after}) and adjust the course to the measured level."
+        )
     elif remeasure_at is not None:
         notes.append("Measure serum natalizumab before the next session.")
 
@@ -522,15 +744,27 @@ def _finish(est: PlexEstimate, flags: list[str], notes: list[str], refs: list[Re
         ordered = plan.ordered_sessions
         if ordered < rng.estimate:
             flags.append("ordered-course-short")
-            notes.append(f"The order is for {ordered} session(s); the estimate is {rng.estimate} "
-                         f"(range {rng.low}-{rng.high}).")
+            notes.append(
+                f"The order is for {ordered} session(s); the estimate is {rng.estimate} "
+                f"(range {rng.low}-{rng.high})."
+            )
         elif ordered >= rng.high + ORDERED_EXCESS_SESSIONS:
             flags.append("ordered-course-long")
-            notes.append(f"The order is for {ordered} session(s), at least {ORDERED_EXCESS_SESSIONS} more than the "
-                         f"high end of the estimate ({rng.high}); consider stopping once a level confirms the target.")
-    notes.append("This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome.")
+            notes.append(
+                f"The order is for {ordered} session(s), at least {ORDERED_EXCESS_SESSIONS} more than the "
+                f"high end of the estimate ({rng.high}); consider stopping once a level confirms the target."
+            )
+    notes.append(
+        "This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome."
+    )
     unique_refs = tuple(dict.fromkeys(refs))
-    return replace(est, projection=tuple(projection), target_expected_at=target_at, remeasure_at=remeasure_at,
-                   remeasure_after_session=remeasure_after, flags=tuple(dict.fromkeys(flags)),
-                   notes=tuple(notes), references=unique_refs)
-
+    return replace(
+        est,
+        projection=tuple(projection),
+        target_expected_at=target_at,
+        remeasure_at=remeasure_at,
+        remeasure_after_session=remeasure_after,
+        flags=tuple(dict.fromkeys(flags)),
+        notes=tuple(notes),
+        references=unique_refs,
+    )

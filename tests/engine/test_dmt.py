@@ -31,7 +31,9 @@ def count(value: float, days_ago: float = 3) -> LymphocyteCount:
         ((count(1.0, -2),), False, "no absolute lymphocyte count"),  # future-dated: ignored
     ],
 )
-def test_fumarates_conditional_on_lymphocytes(counts: tuple[LymphocyteCount, ...], advised: bool, reason_part: str) -> None:
+def test_fumarates_conditional_on_lymphocytes(
+    counts: tuple[LymphocyteCount, ...], advised: bool, reason_part: str
+) -> None:
     a = advise_dmt(PatientFacts(lymphocytes=counts), NOW)
     assert {c.ingredient for c in a.conditional} == set(FUMARATES)
     for c in a.conditional:
@@ -48,9 +50,27 @@ def test_unusable_lymphocyte_results_are_mentioned() -> None:
 
 def test_lists_follow_clinical_reference() -> None:
     a = advise_dmt(PatientFacts(), NOW)
-    assert set(a.allowed) == {"interferon beta-1a", "interferon beta-1b", "peginterferon beta-1a", "glatiramer acetate"}
-    for drug in ("fingolimod", "siponimod", "ozanimod", "ponesimod", "ocrelizumab", "ofatumumab", "ublituximab",
-                 "rituximab", "alemtuzumab", "cladribine", "mitoxantrone", "teriflunomide", "natalizumab"):
+    assert set(a.allowed) == {
+        "interferon beta-1a",
+        "interferon beta-1b",
+        "peginterferon beta-1a",
+        "glatiramer acetate",
+    }
+    for drug in (
+        "fingolimod",
+        "siponimod",
+        "ozanimod",
+        "ponesimod",
+        "ocrelizumab",
+        "ofatumumab",
+        "ublituximab",
+        "rituximab",
+        "alemtuzumab",
+        "cladribine",
+        "mitoxantrone",
+        "teriflunomide",
+        "natalizumab",
+    ):
         assert drug in a.avoid
     assert a.suggestible == a.allowed  # no count → no fumarate
 
@@ -89,20 +109,49 @@ def test_rebound_without_dose_date() -> None:
 
 
 names = sorted({*ALLOWED, *FUMARATES, *AVOID, "methylprednisolone", "paracetamol"})
-brands = ["Tysabri", "Gilenya", "Ocrevus", "Tecfidera", "Avonex", "Copaxone", "Lemtrada", "Aubagio", "aspirin"]
+brands = [
+    "Tysabri",
+    "Gilenya",
+    "Ocrevus",
+    "Tecfidera",
+    "Avonex",
+    "Copaxone",
+    "Lemtrada",
+    "Aubagio",
+    "aspirin",
+]
 
 
 @given(
-    meds=st.lists(st.tuples(st.sampled_from(names + brands), st.booleans(),
-                            st.sampled_from(sorted(RXNORM_INGREDIENTS) + ["", "999"])), max_size=8),
-    counts=st.lists(st.tuples(st.floats(min_value=-1, max_value=20) | st.just(float("nan")), st.floats(min_value=-30, max_value=400)),
-                    max_size=4),
+    meds=st.lists(
+        st.tuples(
+            st.sampled_from(names + brands),
+            st.booleans(),
+            st.sampled_from(sorted(RXNORM_INGREDIENTS) + ["", "999"]),
+        ),
+        max_size=8,
+    ),
+    counts=st.lists(
+        st.tuples(
+            st.floats(min_value=-1, max_value=20) | st.just(float("nan")),
+            st.floats(min_value=-30, max_value=400),
+        ),
+        max_size=4,
+    ),
 )
-def test_never_suggests_an_avoid_class_drug(meds: list[tuple[str, bool, str]], counts: list[tuple[float, float]]) -> None:
+def test_never_suggests_an_avoid_class_drug(
+    meds: list[tuple[str, bool, str]], counts: list[tuple[float, float]]
+) -> None:
     facts = PatientFacts(
-        medications=tuple(MedicationUse(ingredient=None, text=t, active=act,
-                                        codes=(("http://www.nlm.nih.gov/research/umls/rxnorm", c),) if c else ())
-                          for t, act, c in meds),
+        medications=tuple(
+            MedicationUse(
+                ingredient=None,
+                text=t,
+                active=act,
+                codes=(("http://www.nlm.nih.gov/research/umls/rxnorm", c),) if c else (),
+            )
+            for t, act, c in meds
+        ),
         lymphocytes=tuple(count(v, d) for v, d in counts),
     )
     a = advise_dmt(facts, NOW)

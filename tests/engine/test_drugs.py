@@ -110,4 +110,6 @@ def test_exposure_from_each_kind_of_record() -> None:
     assert has_natalizumab_exposure(PatientFacts(unusable=(bad,)))
     other = UnusableValue(kind="lymphocyte count", reason="percent")
     assert not has_natalizumab_exposure(PatientFacts(unusable=(other,)))
-    assert not has_natalizumab_exposure(PatientFacts(medications=(MedicationUse("fingolimod", "Gilenya", True),)))
+    assert not has_natalizumab_exposure(
+        PatientFacts(medications=(MedicationUse("fingolimod", "Gilenya", True),))
+    )

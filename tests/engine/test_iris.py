@@ -14,9 +14,16 @@ from .conftest import NOW, days, dose, session
 SCT = "http://snomed.info/sct"
 
 
-def pml(*descriptions: str, sites: tuple[str, ...] = (), text: str = "Progressive multifocal leukoencephalopathy") -> ConditionFact:
-    return ConditionFact(kind="pml", text=text, codes=((SCT, "22255007"),),
-                         body_site_codes=tuple((SCT, s) for s in sites), descriptions=descriptions)
+def pml(
+    *descriptions: str, sites: tuple[str, ...] = (), text: str = "Progressive multifocal leukoencephalopathy"
+) -> ConditionFact:
+    return ConditionFact(
+        kind="pml",
+        text=text,
+        codes=((SCT, "22255007"),),
+        body_site_codes=tuple((SCT, s) for s in sites),
+        descriptions=descriptions,
+    )
 
 
 DEFAULT_PLAN = PlexPlan()
@@ -24,7 +31,9 @@ DEFAULT_PLAN = PlexPlan()
 
 def assess(*conditions: ConditionFact, facts: PatientFacts | None = None, plan: PlexPlan = DEFAULT_PLAN):  # type: ignore[no-untyped-def]
     base = facts or PatientFacts()
-    return assess_iris(PatientFacts(**{**{f: getattr(base, f) for f in base.__slots__}, "conditions": conditions}), plan, NOW)  # type: ignore[attr-defined]
+    return assess_iris(
+        PatientFacts(**{**{f: getattr(base, f) for f in base.__slots__}, "conditions": conditions}), plan, NOW
+    )  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

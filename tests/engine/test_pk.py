@@ -144,7 +144,9 @@ def test_level_carried_through_sessions_since() -> None:
 def test_recorded_session_volume_is_used() -> None:
     facts = PatientFacts(levels=(level(30.0, days_ago=3),), sessions=(session(2, pv=1.0),))
     e = est(facts)
-    assert e.adjusted_level_ug_per_ml == pytest.approx(30.0 * removal_per_session(1.0) * decay_factor(3), rel=1e-9)
+    assert e.adjusted_level_ug_per_ml == pytest.approx(
+        30.0 * removal_per_session(1.0) * decay_factor(3), rel=1e-9
+    )
 
 
 # ---------------------------------------------------------------- patient-specific removal
@@ -367,7 +369,9 @@ def test_zero_with_comparator_is_usable() -> None:
 
 
 def test_unusable_values_from_fhir_io_are_passed_on() -> None:
-    u = UnusableValue(kind="natalizumab level", reason="unit 'IU/mL' is not a mass concentration", reported="25 IU/mL")
+    u = UnusableValue(
+        kind="natalizumab level", reason="unit 'IU/mL' is not a mass concentration", reported="25 IU/mL"
+    )
     other = UnusableValue(kind="lymphocyte count", reason="percent")
     e = est(PatientFacts(unusable=(u, other)))
     assert e.unusable == (u,)
@@ -379,7 +383,13 @@ def test_unusable_values_from_fhir_io_are_passed_on() -> None:
 
 @pytest.mark.parametrize(
     ("ordered", "flag"),
-    [(3, "ordered-course-short"), (5, None), (8, None), (9, "ordered-course-long"), (12, "ordered-course-long")],
+    [
+        (3, "ordered-course-short"),
+        (5, None),
+        (8, None),
+        (9, "ordered-course-long"),
+        (12, "ordered-course-long"),
+    ],
 )
 def test_ordered_course_compared_with_estimate(ordered: int, flag: str | None) -> None:
     # 30 µg/mL → 5 (range 5–7); "much longer" = at least high + 2 = 9
@@ -424,7 +434,9 @@ def test_future_first_session_adds_decay() -> None:
 
 
 def test_invalid_plan_falls_back_to_reference_schedule() -> None:
-    e = est(PatientFacts(levels=(level(30.0),)), plan=PlexPlan(plasma_volumes_per_session=0.0, interval_days=-1))
+    e = est(
+        PatientFacts(levels=(level(30.0),)), plan=PlexPlan(plasma_volumes_per_session=0.0, interval_days=-1)
+    )
     assert "plan-defaulted" in e.flags
     assert e.remaining == SessionRange(5, 5, 7)
 

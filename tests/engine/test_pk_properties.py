@@ -28,12 +28,18 @@ session_ages = st.lists(st.floats(min_value=0.05, max_value=20.0), max_size=6, u
 @st.composite
 def facts(draw: st.DrawFn) -> PatientFacts:
     levels = tuple(
-        NatalizumabLevel(draw(values), NOW - days(draw(ages)), comparator=draw(st.sampled_from([None, None, "<", ">"])))
+        NatalizumabLevel(
+            draw(values), NOW - days(draw(ages)), comparator=draw(st.sampled_from([None, None, "<", ">"]))
+        )
         for _ in range(draw(st.integers(0, 4)))
     )
-    sessions = tuple(PlexSession(NOW - days(a), plasma_volumes=draw(st.sampled_from([None, 1.0, 1.5])))
-                     for a in draw(session_ages))
-    antibodies = tuple(AntibodyResult(draw(st.booleans()), NOW - days(draw(ages))) for _ in range(draw(st.integers(0, 2))))
+    sessions = tuple(
+        PlexSession(NOW - days(a), plasma_volumes=draw(st.sampled_from([None, 1.0, 1.5])))
+        for a in draw(session_ages)
+    )
+    antibodies = tuple(
+        AntibodyResult(draw(st.booleans()), NOW - days(draw(ages))) for _ in range(draw(st.integers(0, 2)))
+    )
     return PatientFacts(levels=levels, sessions=sessions, antibodies=antibodies)
 
 
@@ -58,14 +64,16 @@ def test_range_always_contains_the_estimate(f: PatientFacts, plan: PlexPlan, tar
 
 @settings(max_examples=300)
 @given(values, values, ages, plans, targets, session_ages)
-def test_more_drug_never_needs_fewer_sessions(a: float, b: float, age: float, plan: PlexPlan, target: float,
-                                              past: list[float]) -> None:
+def test_more_drug_never_needs_fewer_sessions(
+    a: float, b: float, age: float, plan: PlexPlan, target: float, past: list[float]
+) -> None:
     low, high = sorted((a, b))
     sessions = tuple(PlexSession(NOW - days(s)) for s in past)
 
     def run(v: float):  # type: ignore[no-untyped-def]
-        return estimate_remaining(PatientFacts(levels=(NatalizumabLevel(v, NOW - days(age)),), sessions=sessions),
-                                  plan, target, NOW).remaining
+        return estimate_remaining(
+            PatientFacts(levels=(NatalizumabLevel(v, NOW - days(age)),), sessions=sessions), plan, target, NOW
+        ).remaining
 
     r_low, r_high = run(low), run(high)
     assert r_low is not None and r_high is not None

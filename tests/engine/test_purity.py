@@ -9,8 +9,23 @@ import pytest
 
 ENGINE = Path(__file__).resolve().parents[2] / "cds" / "engine"
 FILES = sorted(ENGINE.glob("*.py"))
-FORBIDDEN = ("fastapi", "httpx", "fhir", "starlette", "cds.hooks", "cds.fhir_io", "logging", "requests",
-             "socket", "urllib", "os", "time", "random", "sqlite3", "pydantic")
+FORBIDDEN = (
+    "fastapi",
+    "httpx",
+    "fhir",
+    "starlette",
+    "cds.hooks",
+    "cds.fhir_io",
+    "logging",
+    "requests",
+    "socket",
+    "urllib",
+    "os",
+    "time",
+    "random",
+    "sqlite3",
+    "pydantic",
+)
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,7 +48,15 @@ def test_no_forbidden_imports(path: Path) -> None:
     for module in _imports(path):
         for bad in FORBIDDEN:
             assert not (module == bad or module.startswith(bad + ".")), f"{path.name} imports {module}"
-        assert module.split(".")[0] in {"__future__", "math", "re", "dataclasses", "datetime", "typing", "cds"}, module
+        assert module.split(".")[0] in {
+            "__future__",
+            "math",
+            "re",
+            "dataclasses",
+            "datetime",
+            "typing",
+            "cds",
+        }, module
         if module.startswith("cds"):
             assert module.startswith("cds.engine"), f"{path.name} imports {module}"
 
@@ -42,8 +65,10 @@ def test_no_forbidden_imports(path: Path) -> None:
 def test_no_clock_or_io_calls(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Attribute):
-            assert node.attr not in {"now", "utcnow", "today"} or not isinstance(node.ctx, ast.Load) or not (
-                isinstance(node.value, ast.Name) and node.value.id in {"datetime", "date"}
+            assert (
+                node.attr not in {"now", "utcnow", "today"}
+                or not isinstance(node.ctx, ast.Load)
+                or not (isinstance(node.value, ast.Name) and node.value.id in {"datetime", "date"})
             ), f"{path.name} reads the clock"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id not in {"open", "print", "input"}, f"{path.name} calls {node.func.id}"
@@ -58,7 +83,14 @@ def test_forbidden_import_is_detected(tmp_path: Path) -> None:
 def test_public_api_is_exported() -> None:
     from cds import engine
 
-    for name in ("estimate_remaining", "assess_iris", "advise_dmt", "identify", "drug_class",
-                 "has_natalizumab_exposure", "to_ug_per_ml"):
+    for name in (
+        "estimate_remaining",
+        "assess_iris",
+        "advise_dmt",
+        "identify",
+        "drug_class",
+        "has_natalizumab_exposure",
+        "to_ug_per_ml",
+    ):
         assert name in engine.__all__ and callable(getattr(engine, name))
     assert sorted(engine.__all__) == engine.__all__

@@ -130,7 +130,11 @@ def test_serve_refuses_jwt_auth_without_an_issuer() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     env["CDS_AUTH"] = "jwt"
     proc = subprocess.run(
-        [sys.executable, "-m", "cds", "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "cds", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert proc.returncode == 2

@@ -43,8 +43,17 @@ def test_prune_refuses_nan_and_infinity() -> None:
 def test_response_dumps_once_and_prunes_inside_cards() -> None:
     card = Card(summary="s", detail="", indicator="info", source=SRC, extension={"x": {}, "y": [None, 1]})
     out = CdsResponse(cards=[card]).to_json()
-    assert out == {"cards": [{"uuid": card.uuid, "summary": "s", "indicator": "info",
-                              "source": {"label": SRC.label}, "extension": {"y": [1]}}]}
+    assert out == {
+        "cards": [
+            {
+                "uuid": card.uuid,
+                "summary": "s",
+                "indicator": "info",
+                "source": {"label": SRC.label},
+                "extension": {"y": [1]},
+            }
+        ]
+    }
 
 
 def test_empty_response_keeps_top_level_cards() -> None:

@@ -69,7 +69,9 @@ def test_same_shape_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
         {"intent": None},
     ],
 )
-def test_invalid_emitted_resource_is_still_caught(change: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_emitted_resource_is_still_caught(
+    change: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = _count_full(monkeypatch)
     cards.validate_emitted(_level_request())  # this shape is now known valid
     bad = {**_level_request(), **change}
@@ -88,8 +90,12 @@ def test_shape_key_masks_only_checked_values() -> None:
     assert r4b_shape.shape_key({**_level_request(), "occurrenceDateTime": "2024-05-16"}) is None
     assert r4b_shape.shape_key({**_level_request(), "subject": {"reference": "Patient/a b"}}) is None
     assert r4b_shape.shape_key({**_level_request(), "x": float("nan")}) is None
-    assert r4b_shape.shape_key({**_level_request(), "x": 1}) != r4b_shape.shape_key({**_level_request(), "x": 1.0})
-    assert r4b_shape.shape_key({**_level_request(), "x": True}) != r4b_shape.shape_key({**_level_request(), "x": 1})
+    assert r4b_shape.shape_key({**_level_request(), "x": 1}) != r4b_shape.shape_key(
+        {**_level_request(), "x": 1.0}
+    )
+    assert r4b_shape.shape_key({**_level_request(), "x": True}) != r4b_shape.shape_key(
+        {**_level_request(), "x": 1}
+    )
 
 
 def test_cache_is_bounded() -> None:
@@ -103,7 +109,9 @@ def _draft(resource: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
 
 
-def test_draft_order_r4b_checked_once_per_shape_and_invalid_still_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_draft_order_r4b_checked_once_per_shape_and_invalid_still_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     real = fhir_io.r4b_valid
     calls: list[Any] = []
 
@@ -123,7 +131,10 @@ def test_draft_order_r4b_checked_once_per_shape_and_invalid_still_skipped(monkey
     }
     s = Settings()
     assert len(plex_orders(_draft(order), None, s)) == 1
-    assert len(plex_orders(_draft({**order, "id": "sr2", "authoredOn": "2024-06-01T08:00:00+02:00"}), None, s)) == 1
+    assert (
+        len(plex_orders(_draft({**order, "id": "sr2", "authoredOn": "2024-06-01T08:00:00+02:00"}), None, s))
+        == 1
+    )
     assert calls == ["sr1"]
     for bad in ({**order, "authoredOn": "2024-02-30T08:00:00Z"}, {**order, "bogus": 1}):
         assert plex_orders(_draft(copy.deepcopy(bad)), None, s) == []

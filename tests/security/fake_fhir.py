@@ -39,7 +39,11 @@ def make_app(resources: list[dict[str, Any]], patient_id: str) -> Starlette:
             if not query and "/" in rest:
                 rtype, rid = rest.split("/", 1)
                 found = [r for r in resources if r.get("resourceType") == rtype and r.get("id") == rid]
-                return JSONResponse(found[0]) if found else JSONResponse({"resourceType": "OperationOutcome"}, 404)
+                return (
+                    JSONResponse(found[0])
+                    if found
+                    else JSONResponse({"resourceType": "OperationOutcome"}, 404)
+                )
             try:
                 bundle = resolve_prefetch({"q": f"{rest}?{query}"}, resources, patient_id)["q"]
             except ValueError:
@@ -49,13 +53,18 @@ def make_app(resources: list[dict[str, Any]], patient_id: str) -> Starlette:
             await asyncio.sleep(30)
             return JSONResponse({"resourceType": "Bundle", "type": "searchset"})
         if mode == "drip":
+
             async def drip() -> AsyncIterator[bytes]:
                 for byte in b'{"resourceType": "Bundle", "type": "searchset", "entry": []}':
                     yield bytes([byte])
                     await asyncio.sleep(1)
+
             return StreamingResponse(drip(), media_type="application/fhir+json")
         if mode in ("500", "503", "401"):
-            outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "exception"}],
+            }
             return JSONResponse(outcome, status_code=int(mode))
         if mode == "badjson":
             return Response(b'{"resourceType": "Bundle", "entry": [', media_type="application/fhir+json")
@@ -70,15 +79,20 @@ def make_app(resources: list[dict[str, Any]], patient_id: str) -> Starlette:
                     yield chunk
                 yield tail
 
-            length = {"content-length": str(len(head) + 50 * 1024 * 1024 + len(tail))} if mode == "huge" else {}
+            length = (
+                {"content-length": str(len(head) + 50 * 1024 * 1024 + len(tail))} if mode == "huge" else {}
+            )
             return StreamingResponse(huge(), media_type="application/fhir+json", headers=length)
         if mode == "endless":
             page = int(request.query_params.get("page", "1"))
             base = f"{request.url.scheme}://{request.url.netloc}/endless/fhir/{rest}"
-            return JSONResponse({
-                "resourceType": "Bundle", "type": "searchset",
-                "link": [{"relation": "next", "url": f"{base}?page={page + 1}"}],
-            })
+            return JSONResponse(
+                {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "link": [{"relation": "next", "url": f"{base}?page={page + 1}"}],
+                }
+            )
         if mode == "html":
             return Response("<html><body>Login</body></html>", media_type="text/html")
         return JSONResponse({"resourceType": "OperationOutcome"}, status_code=404)

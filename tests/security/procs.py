@@ -62,7 +62,10 @@ def service_process(env: dict[str, str], log: Path, port: int | None = None) -> 
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cds", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=full, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
         )
     p = Proc(f"http://127.0.0.1:{port}", proc, log)
     try:
@@ -82,7 +85,10 @@ def fake_fhir_process(patient: Any, tmp: Path) -> Iterator[str]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.security.fake_fhir", str(port), str(data)],
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
         )
     p = Proc(f"http://127.0.0.1:{port}", proc, log)
     try:

@@ -45,7 +45,7 @@ def _nest(depth: int) -> st.SearchStrategy[object]:
     inner = _nest(depth - 1)
     siblings = st.lists(st.one_of(_LEAF, st.lists(_LEAF, max_size=2)), max_size=3)
     as_list = st.tuples(inner, siblings, st.integers(0, 3)).map(
-        lambda t: [*t[1][: t[2]], t[0], *t[1][t[2]:]]
+        lambda t: [*t[1][: t[2]], t[0], *t[1][t[2] :]]
     )
     as_dict = st.tuples(inner, st.dictionaries(_TEXT, _LEAF, max_size=3), _TEXT).map(
         lambda t: {**t[1], "k" + t[2]: t[0]}

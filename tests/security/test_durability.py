@@ -32,8 +32,11 @@ def test_acknowledged_feedback_survives_sigkill(tmp_path: Path) -> None:
         with httpx.Client(timeout=5) as client:
             while not stop.is_set():
                 card = str(uuid.uuid4())
-                item = {"card": card, "outcome": "overridden",
-                        "outcomeTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                item = {
+                    "card": card,
+                    "outcome": "overridden",
+                    "outcomeTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
                 try:
                     r = client.post(base + PATH, json={"feedback": [item]})
                 except httpx.HTTPError:

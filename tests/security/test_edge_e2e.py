@@ -47,7 +47,9 @@ def hostile_fhir_app(patient: Any, tripwire: Tripwire) -> Starlette:
 
     async def redirect(request: Request) -> Response:
         seen.append(request.url.path)
-        return RedirectResponse(f"{tripwire.url}/{request.path_params['rest']}?{request.url.query}", status_code=302)
+        return RedirectResponse(
+            f"{tripwire.url}/{request.path_params['rest']}?{request.url.query}", status_code=302
+        )
 
     async def paged(request: Request) -> Response:
         seen.append(request.url.path)
@@ -55,10 +57,13 @@ def hostile_fhir_app(patient: Any, tripwire: Tripwire) -> Starlette:
         rtype = rest.split("/")[0]
         matching = [r for r in patient.resources if r.get("resourceType") == rtype]
         if "/" in rest:  # a read: Patient/{id}
-            return JSONResponse(matching[0] if matching else {"resourceType": "OperationOutcome"},
-                                status_code=200 if matching else 404)
+            return JSONResponse(
+                matching[0] if matching else {"resourceType": "OperationOutcome"},
+                status_code=200 if matching else 404,
+            )
         bundle = {
-            "resourceType": "Bundle", "type": "searchset",
+            "resourceType": "Bundle",
+            "type": "searchset",
             "link": [{"relation": "next", "url": f"{tripwire.url}/{rtype}?page=2&{request.url.query}"}],
             "entry": [{"resource": r, "search": {"mode": "match"}} for r in matching],
         }
@@ -165,14 +170,28 @@ def test_valid_token_is_accepted(service: str, keys: JwksServer, patient: Any, n
 
 FAILURES = {
     "missing header": lambda k, p: {},
-    "alg none": lambda k, p: auth(jwt.encode(
-        {"iss": ISS, "aud": PUBLIC + p, "iat": int(time.time()), "exp": int(time.time()) + 60, "jti": "n"},
-        None, algorithm="none", headers={"kid": k.keysets["ehr"][0].kid})),
+    "alg none": lambda k, p: auth(
+        jwt.encode(
+            {
+                "iss": ISS,
+                "aud": PUBLIC + p,
+                "iat": int(time.time()),
+                "exp": int(time.time()) + 60,
+                "jti": "n",
+            },
+            None,
+            algorithm="none",
+            headers={"kid": k.keysets["ehr"][0].kid},
+        )
+    ),
     "unknown kid": lambda k, p: auth(SigningKey.generate("ES384").token(iss=ISS, aud=PUBLIC + p)),
-    "iss not allowlisted": lambda k, p: auth(k.keysets["ehr"][0].token(iss="https://evil.example", aud=PUBLIC + p)),
+    "iss not allowlisted": lambda k, p: auth(
+        k.keysets["ehr"][0].token(iss="https://evil.example", aud=PUBLIC + p)
+    ),
     "aud of another endpoint": lambda k, p: auth(token(k, "/cds-services/other")),
     "aud of the socket address, not the public URL": lambda k, p: auth(
-        k.keysets["ehr"][0].token(iss=ISS, aud="http://127.0.0.1" + p)),
+        k.keysets["ehr"][0].token(iss=ISS, aud="http://127.0.0.1" + p)
+    ),
     "expired": lambda k, p: auth(token(k, p, now=time.time() - 3600)),
     "jti missing": lambda k, p: auth(token(k, p, jti=DROP)),
 }
@@ -180,7 +199,9 @@ FAILURES = {
 
 @pytest.mark.parametrize("case", list(FAILURES))
 @pytest.mark.parametrize("name", list(ENDPOINTS))
-def test_invalid_token_gets_a_bare_401(service: str, keys: JwksServer, patient: Any, name: str, case: str) -> None:
+def test_invalid_token_gets_a_bare_401(
+    service: str, keys: JwksServer, patient: Any, name: str, case: str
+) -> None:
     r = call(service, name, FAILURES[case](keys, ENDPOINTS[name]), body_for(name, patient))
     assert r.status_code == 401
     assert r.content == b"", "no detail leaves the service"
@@ -211,15 +232,20 @@ def test_health_needs_no_token(service: str, path: str) -> None:
 def test_preflight_needs_no_token(service: str, name: str) -> None:
     r = httpx.options(
         service + ENDPOINTS[name],
-        headers={"Origin": SANDBOX_ORIGIN, "Access-Control-Request-Method": "POST" if name != "discovery" else "GET",
-                 "Access-Control-Request-Headers": "Authorization, Content-Type"},
+        headers={
+            "Origin": SANDBOX_ORIGIN,
+            "Access-Control-Request-Method": "POST" if name != "discovery" else "GET",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
     )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == SANDBOX_ORIGIN
     assert {"authorization", "content-type"} <= {
         h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")
     }
-    assert {"GET", "POST", "OPTIONS"} <= {m.strip() for m in r.headers["access-control-allow-methods"].split(",")}
+    assert {"GET", "POST", "OPTIONS"} <= {
+        m.strip() for m in r.headers["access-control-allow-methods"].split(",")
+    }
 
 
 def test_401_carries_cors_headers_for_the_browser(service: str) -> None:
@@ -234,7 +260,10 @@ def test_401_carries_cors_headers_for_the_browser(service: str) -> None:
 def test_hygiene_answers_with_operation_outcomes(service: str, keys: JwksServer) -> None:
     cases = [
         ({"content": b"{}", "headers": {"Content-Type": "text/plain"}}, 415),
-        ({"content": b"[" + b" " * (300 * 1024) + b"]", "headers": {"Content-Type": "application/json"}}, 413),
+        (
+            {"content": b"[" + b" " * (300 * 1024) + b"]", "headers": {"Content-Type": "application/json"}},
+            413,
+        ),
         ({"content": b"[" * 100 + b"]" * 100, "headers": {"Content-Type": "application/json"}}, 400),
     ]
     for kwargs, status in cases:
@@ -253,7 +282,9 @@ def test_fhir_server_off_the_allowlist_is_never_called(
     from cds import demo
 
     before = tripwire.connections
-    body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN)
+    body = demo.hook_request(
+        patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN
+    )
     r = httpx.post(service + SELECT, json=body, headers=auth(token(keys, SELECT)), timeout=10)
     assert r.status_code == 412
     assert r.json()["resourceType"] == "OperationOutcome"
@@ -263,7 +294,12 @@ def test_fhir_server_off_the_allowlist_is_never_called(
 
 @pytest.mark.parametrize("trick", ["redirect", "next"])
 def test_redirects_and_next_links_to_another_host_are_not_followed(
-    service: str, keys: JwksServer, patient: Any, tripwire: Tripwire, hostile_fhir: tuple[str, Starlette], trick: str
+    service: str,
+    keys: JwksServer,
+    patient: Any,
+    tripwire: Tripwire,
+    hostile_fhir: tuple[str, Starlette],
+    trick: str,
 ) -> None:
     from cds import demo
 
@@ -286,22 +322,31 @@ def test_auth_off_does_not_open_the_allowlist(patient: Any, tripwire: Tripwire, 
     from cds import demo
 
     settings = Settings(
-        _env_file=None, auth="off", state_dir=tmp_path, fhir_server_allowlist=[f"http://127.0.0.1:{free_port()}/fhir"]
+        _env_file=None,
+        auth="off",
+        state_dir=tmp_path,
+        fhir_server_allowlist=[f"http://127.0.0.1:{free_port()}/fhir"],
     )
     with serve_service(settings) as base:
-        body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN)
+        body = demo.hook_request(
+            patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN
+        )
         before = tripwire.connections
         r = httpx.post(base + SELECT, json=body, timeout=10)
         assert r.status_code == 412
         assert tripwire.connections == before
 
 
-def test_tripwire_sees_a_call_when_the_address_is_allowed(patient: Any, tripwire: Tripwire, tmp_path: Any) -> None:
+def test_tripwire_sees_a_call_when_the_address_is_allowed(
+    patient: Any, tripwire: Tripwire, tmp_path: Any
+) -> None:
     """Control: with CDS_AUTH=off and no allowlist, loopback 127.0.0.2 is allowed, and the tripwire sees it."""
     from cds import demo
 
     with serve_service(Settings(_env_file=None, auth="off", state_dir=tmp_path)) as base:
-        body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN)
+        body = demo.hook_request(
+            patient, "order-select", prefetch=False, fhir_server=tripwire.url, token=EHR_TOKEN
+        )
         before = tripwire.connections
         httpx.post(base + SELECT, json=body, timeout=10)
         time.sleep(0.3)

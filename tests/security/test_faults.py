@@ -23,7 +23,9 @@ SLACK_S = 1.0  # processing, rendering and loopback HTTP on a busy CI machine
 
 @pytest.fixture(scope="module")
 def patient() -> Any:
-    return demo.patient("high-level" if "high-level" in demo.scenarios() else demo.scenarios()[0], datetime.now(UTC))
+    return demo.patient(
+        "high-level" if "high-level" in demo.scenarios() else demo.scenarios()[0], datetime.now(UTC)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,12 @@ def fhir(patient: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 @pytest.fixture(scope="module")
 def service(fhir: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings(
-        _env_file=None, auth="off", state_dir=tmp_path_factory.mktemp("faults"), fhir_server_allowlist=[fhir + "/"],
-        fhir_deadline_s=DEADLINE_S, fhir_timeout_s=1.0,
+        _env_file=None,
+        auth="off",
+        state_dir=tmp_path_factory.mktemp("faults"),
+        fhir_server_allowlist=[fhir + "/"],
+        fhir_deadline_s=DEADLINE_S,
+        fhir_timeout_s=1.0,
     )
     with serve_service(settings) as base:
         yield base
@@ -49,7 +55,9 @@ def post(service: str, body: dict[str, Any]) -> tuple[httpx.Response, float]:
 
 
 def test_the_healthy_server_gives_cards(service: str, fhir: str, patient: Any) -> None:
-    body = demo.hook_request(patient, "order-select", prefetch=False, fhir_server=f"{fhir}/ok/fhir", token="t")
+    body = demo.hook_request(
+        patient, "order-select", prefetch=False, fhir_server=f"{fhir}/ok/fhir", token="t"
+    )
     r, _ = post(service, body)
     assert r.status_code == 200, r.text
     assert r.json()["cards"], "control: the same patient read from a healthy server gives cards"

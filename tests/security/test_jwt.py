@@ -44,7 +44,8 @@ def keys() -> Iterator[JwksServer]:
 @pytest.fixture
 def settings(keys: JwksServer) -> Settings:
     return issuer_settings(
-        ISS, public_base_url=BASE,
+        ISS,
+        public_base_url=BASE,
         issuer=IssuerConfig(jwks_url=keys.url("ehr"), allowed_jku=[keys.url("ehr")], tenants=["t1", "t2"]),
     )
 
@@ -66,10 +67,18 @@ def rs(keys: JwksServer) -> SigningKey:
 
 
 def _hs256_with_public_key(k: JwksServer) -> str:
-    pem = es(k).private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    pem = (
+        es(k)
+        .private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    payload = {"iss": ISS, "aud": URL, "iat": int(time.time()), "exp": int(time.time()) + 300, "jti": uuid.uuid4().hex}
+    payload = {
+        "iss": ISS,
+        "aud": URL,
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 300,
+        "jti": uuid.uuid4().hex,
+    }
     # PyJWT refuses PEM keys as HMAC secrets, so sign HS256 by hand, as an attacker would
     import base64
     import hashlib
@@ -79,15 +88,23 @@ def _hs256_with_public_key(k: JwksServer) -> str:
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": es(k).kid}).encode()) + "." + b64(
-        json.dumps(payload).encode()
+    signing_input = (
+        b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": es(k).kid}).encode())
+        + "."
+        + b64(json.dumps(payload).encode())
     )
     sig = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + b64(sig)
 
 
 def _alg_none(k: JwksServer) -> str:
-    payload = {"iss": ISS, "aud": URL, "iat": int(time.time()), "exp": int(time.time()) + 300, "jti": uuid.uuid4().hex}
+    payload = {
+        "iss": ISS,
+        "aud": URL,
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 300,
+        "jti": uuid.uuid4().hex,
+    }
     return jwt.encode(payload, None, algorithm="none", headers={"kid": es(k).kid})
 
 
@@ -103,8 +120,18 @@ def now() -> int:
 
 
 def _es512(k: JwksServer) -> str:
-    payload = {"iss": ISS, "aud": URL, "iat": now(), "exp": now() + 300, "jti": uuid.uuid4().hex, "tenant": "t1"}
-    return jwt.encode(payload, ec.generate_private_key(ec.SECP521R1()), algorithm="ES512", headers={"kid": es(k).kid})
+    payload = {
+        "iss": ISS,
+        "aud": URL,
+        "iat": now(),
+        "exp": now() + 300,
+        "jti": uuid.uuid4().hex,
+        "tenant": "t1",
+    }
+    return jwt.encode(
+        payload, ec.generate_private_key(ec.SECP521R1()), algorithm="ES512", headers={"kid": es(k).kid}
+    )
+
 
 VALID: dict[str, Any] = {
     "ES384": lambda k: es(k).token(iss=ISS, aud=URL, tenant="t1"),
@@ -132,7 +159,9 @@ INVALID: dict[str, Any] = {
     ),
     "RS384 header on an EC key": lambda k: jwt.encode(
         {"iss": ISS, "aud": URL, "iat": now(), "exp": now() + 300, "jti": uuid.uuid4().hex, "tenant": "t1"},
-        rs(k).private_key, algorithm="RS384", headers={"kid": es(k).kid},
+        rs(k).private_key,
+        algorithm="RS384",
+        headers={"kid": es(k).kid},
     ),
     "kid missing": lambda k: es(k).token(iss=ISS, aud=URL, tenant="t1", headers={"kid": DROP}),
     "unknown kid (after one refetch)": lambda k: SigningKey.generate("ES384", "nobody").token(
@@ -146,7 +175,9 @@ INVALID: dict[str, Any] = {
         iss=ISS, aud=URL, tenant="t1", jku="https://evil.example/jwks.json"
     ),
     "aud mismatch (string)": lambda k: es(k).token(iss=ISS, aud=f"{BASE}/cds-services/other", tenant="t1"),
-    "aud mismatch (array)": lambda k: es(k).token(iss=ISS, aud=["https://x.example", f"{URL}/feedback"], tenant="t1"),
+    "aud mismatch (array)": lambda k: es(k).token(
+        iss=ISS, aud=["https://x.example", f"{URL}/feedback"], tenant="t1"
+    ),
     "aud of the Host header, not the public URL": lambda k: es(k).token(
         iss=ISS, aud="http://127.0.0.1:8080/cds-services/pml-plex-select", tenant="t1"
     ),
@@ -166,36 +197,36 @@ INVALID: dict[str, Any] = {
 
 # what the log says for each refusal: each case fails for its own reason, not an earlier one
 REASONS = {
-    'missing header': 'no Authorization header',
-    'not Bearer': 'Authorization is not a Bearer token',
-    'garbage': 'malformed token (DecodeError)',
-    'alg none': 'algorithm not allowed',
-    'HS256 with the public key as secret': 'algorithm not allowed',
-    'ES512 not allowed': 'algorithm not allowed',
-    'bad signature': 'claims or signature invalid (InvalidSignatureError)',
-    'signed by a key not in the JWKS, same kid': 'claims or signature invalid (InvalidSignatureError)',
-    'RS384 header on an EC key': 'key type does not match alg',
-    'kid missing': 'kid missing',
-    'unknown kid (after one refetch)': 'unknown kid',
-    'typ not JWT': 'typ is not JWT',
-    'iss not allowlisted': 'issuer not allowlisted',
-    'iss missing': 'issuer not allowlisted',
-    'jku not allowlisted': 'jku not allowlisted',
-    'jku on another host': 'jku not allowlisted',
-    'aud mismatch (string)': 'claims or signature invalid (InvalidAudienceError)',
-    'aud mismatch (array)': 'claims or signature invalid (InvalidAudienceError)',
-    'aud of the Host header, not the public URL': 'claims or signature invalid (InvalidAudienceError)',
-    'aud missing': 'claims or signature invalid (MissingRequiredClaimError)',
-    'expired': 'claims or signature invalid (ExpiredSignatureError)',
-    'nbf in the future': 'claims or signature invalid (ImmatureSignatureError)',
-    'iat in the future': 'claims or signature invalid (ImmatureSignatureError)',
-    'iat missing': 'claims or signature invalid (MissingRequiredClaimError)',
-    'exp missing': 'claims or signature invalid (MissingRequiredClaimError)',
-    'lifetime over the maximum': 'token lifetime too long',
-    'jti missing': 'claims or signature invalid (MissingRequiredClaimError)',
-    'jti empty': 'jti missing or invalid',
-    'tenant not allowed': 'tenant not allowlisted',
-    'tenant missing where required': 'tenant not allowlisted',
+    "missing header": "no Authorization header",
+    "not Bearer": "Authorization is not a Bearer token",
+    "garbage": "malformed token (DecodeError)",
+    "alg none": "algorithm not allowed",
+    "HS256 with the public key as secret": "algorithm not allowed",
+    "ES512 not allowed": "algorithm not allowed",
+    "bad signature": "claims or signature invalid (InvalidSignatureError)",
+    "signed by a key not in the JWKS, same kid": "claims or signature invalid (InvalidSignatureError)",
+    "RS384 header on an EC key": "key type does not match alg",
+    "kid missing": "kid missing",
+    "unknown kid (after one refetch)": "unknown kid",
+    "typ not JWT": "typ is not JWT",
+    "iss not allowlisted": "issuer not allowlisted",
+    "iss missing": "issuer not allowlisted",
+    "jku not allowlisted": "jku not allowlisted",
+    "jku on another host": "jku not allowlisted",
+    "aud mismatch (string)": "claims or signature invalid (InvalidAudienceError)",
+    "aud mismatch (array)": "claims or signature invalid (InvalidAudienceError)",
+    "aud of the Host header, not the public URL": "claims or signature invalid (InvalidAudienceError)",
+    "aud missing": "claims or signature invalid (MissingRequiredClaimError)",
+    "expired": "claims or signature invalid (ExpiredSignatureError)",
+    "nbf in the future": "claims or signature invalid (ImmatureSignatureError)",
+    "iat in the future": "claims or signature invalid (ImmatureSignatureError)",
+    "iat missing": "claims or signature invalid (MissingRequiredClaimError)",
+    "exp missing": "claims or signature invalid (MissingRequiredClaimError)",
+    "lifetime over the maximum": "token lifetime too long",
+    "jti missing": "claims or signature invalid (MissingRequiredClaimError)",
+    "jti empty": "jti missing or invalid",
+    "tenant not allowed": "tenant not allowlisted",
+    "tenant missing where required": "tenant not allowlisted",
 }
 
 
@@ -246,7 +277,9 @@ async def test_unknown_kid_costs_exactly_one_refetch(keys: JwksServer, auth: Aut
     assert await auth.check(request(es(keys).token(iss=ISS, aud=URL, tenant="t1")), URL)
     before = keys.fetches["ehr"]
     with pytest.raises(Unauthorized):
-        await auth.check(request(SigningKey.generate("ES384", "ghost").token(iss=ISS, aud=URL, tenant="t1")), URL)
+        await auth.check(
+            request(SigningKey.generate("ES384", "ghost").token(iss=ISS, aud=URL, tenant="t1")), URL
+        )
     assert keys.fetches["ehr"] == before + 1
 
 
@@ -257,7 +290,9 @@ async def test_unknown_kid_refetches_are_rate_limited(keys: JwksServer, settings
         before = keys.fetches["ehr"]
         for _ in range(5):
             with pytest.raises(Unauthorized):
-                await auth.check(request(SigningKey.generate("ES384").token(iss=ISS, aud=URL, tenant="t1")), URL)
+                await auth.check(
+                    request(SigningKey.generate("ES384").token(iss=ISS, aud=URL, tenant="t1")), URL
+                )
         assert keys.fetches["ehr"] == before
 
 
@@ -323,7 +358,9 @@ async def test_static_jwks_inline_and_file(tmp_path: Any) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(__import__("json").dumps({"keys": [filed.public_jwk]}))
     settings = Settings(
-        _env_file=None, auth="jwt", public_base_url=BASE,
+        _env_file=None,
+        auth="jwt",
+        public_base_url=BASE,
         jwt_issuers={
             "https://a.example": IssuerConfig(jwks={"keys": [inline.public_jwk]}),
             "https://b.example": IssuerConfig(jwks_file=path),
@@ -357,7 +394,10 @@ def test_startup_refuses_jwt_without_issuers() -> None:
         (IssuerConfig(allowed_jku=["ftp://keys.example.org/jwks.json"]), "must be an https URL"),
         (IssuerConfig(jwks_file="/nonexistent/jwks.json"), "cannot read its JWKS"),
         (IssuerConfig(jwks={"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}), "no usable signing key"),
-        (IssuerConfig(jwks_url="https://k.example/j", fhir_servers=["http://ehr.example.org/fhir"]), "must use https"),
+        (
+            IssuerConfig(jwks_url="https://k.example/j", fhir_servers=["http://ehr.example.org/fhir"]),
+            "must use https",
+        ),
     ],
 )
 def test_startup_refuses_unusable_issuers(issuer: IssuerConfig, message: str) -> None:
@@ -374,7 +414,9 @@ def test_startup_warns_when_auth_is_off(caplog: pytest.LogCaptureFixture) -> Non
 def test_startup_accepts_a_sandbox_profile() -> None:
     validate_startup(
         Settings(
-            _env_file=None, auth="jwt", public_base_url="https://cds.example.org",
+            _env_file=None,
+            auth="jwt",
+            public_base_url="https://cds.example.org",
             jwt_issuers={
                 "https://sandbox.cds-hooks.org": IssuerConfig(
                     allowed_jku=["https://sandbox.cds-hooks.org/.well-known/jwks.json"],

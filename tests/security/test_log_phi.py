@@ -23,7 +23,9 @@ PUBLIC = "https://cds.example.org"
 
 def marked_patient() -> tuple[Any, dict[str, str]]:
     """A demo patient whose identifying text is unique, so any leak is found by plain search."""
-    p = demo.patient("high-level" if "high-level" in demo.scenarios() else demo.scenarios()[0], datetime.now(UTC))
+    p = demo.patient(
+        "high-level" if "high-level" in demo.scenarios() else demo.scenarios()[0], datetime.now(UTC)
+    )
     tag = uuid.uuid4().hex[:10]
     secrets = {
         "patient id": f"pt{tag}",
@@ -45,7 +47,9 @@ def marked_patient() -> tuple[Any, dict[str, str]]:
             r["note"] = [{"text": f"seen by family, {secrets['condition note']}"}]
         if r["resourceType"] == "Observation":
             r.setdefault("code", {})["text"] = f"{r['code'].get('text', 'lab')} {secrets['observation text']}"
-    return dataclasses.replace(p, patient_id=secrets["patient id"], resources=resources, draft_order=order), secrets
+    return dataclasses.replace(
+        p, patient_id=secrets["patient id"], resources=resources, draft_order=order
+    ), secrets
 
 
 def test_no_phi_or_token_in_any_log_line(tmp_path: Path) -> None:
@@ -68,8 +72,13 @@ def test_no_phi_or_token_in_any_log_line(tmp_path: Path) -> None:
             "CDS_STATE_DIR": str(tmp_path / "state"),
             "CDS_LOG_LEVEL": "INFO",
             "CDS_JWT_ISSUERS": json.dumps(
-                {ISS: {"jwks_url": keys.url("ehr"), "allowed_jku": [keys.url("ehr")],
-                       "fhir_servers": [f"{fhir}/ok/fhir", f"{fhir}/503/fhir"]}}
+                {
+                    ISS: {
+                        "jwks_url": keys.url("ehr"),
+                        "allowed_jku": [keys.url("ehr")],
+                        "fhir_servers": [f"{fhir}/ok/fhir", f"{fhir}/503/fhir"],
+                    }
+                }
             ),
         }
         log = tmp_path / "service.log"
@@ -79,10 +88,19 @@ def test_no_phi_or_token_in_any_log_line(tmp_path: Path) -> None:
                 path = f"/cds-services/{service}"
                 for body in (
                     demo.hook_request(patient, hook),  # full prefetch
-                    demo.hook_request(patient, hook, prefetch=False, fhir_server=f"{fhir}/ok/fhir", token=access_token),
-                    demo.hook_request(patient, hook, prefetch=False, fhir_server=f"{fhir}/503/fhir", token=access_token),
-                    demo.hook_request(patient, hook, prefetch=False, fhir_server="https://evil.example/fhir",
-                                      token=access_token),
+                    demo.hook_request(
+                        patient, hook, prefetch=False, fhir_server=f"{fhir}/ok/fhir", token=access_token
+                    ),
+                    demo.hook_request(
+                        patient, hook, prefetch=False, fhir_server=f"{fhir}/503/fhir", token=access_token
+                    ),
+                    demo.hook_request(
+                        patient,
+                        hook,
+                        prefetch=False,
+                        fhir_server="https://evil.example/fhir",
+                        token=access_token,
+                    ),
                 ):
                     r = httpx.post(svc.base + path, json=body, headers=bearer(path), timeout=15)
                     assert r.status_code in (200, 412), r.text[:300]
@@ -90,18 +108,33 @@ def test_no_phi_or_token_in_any_log_line(tmp_path: Path) -> None:
                 # a malformed body that carries PHI: the 400 names where, never the value
                 bad = demo.hook_request(patient, hook)
                 bad["context"]["patientId"] = {"name": secrets["family name"]}
-                assert httpx.post(svc.base + path, json=bad, headers=bearer(path), timeout=15).status_code == 400
+                assert (
+                    httpx.post(svc.base + path, json=bad, headers=bearer(path), timeout=15).status_code == 400
+                )
                 # feedback with a clinician's free-text comment
                 fb = f"{path}/feedback"
                 comment = f"discussed with {secrets['given name']} {secrets['family name']}"
-                item = {"card": str(uuid.uuid4()), "outcome": "overridden",
-                        "outcomeTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "overrideReason": {"userComment": comment}}
-                assert httpx.post(svc.base + fb, json={"feedback": [item]}, headers=bearer(fb), timeout=15).status_code == 200
+                item = {
+                    "card": str(uuid.uuid4()),
+                    "outcome": "overridden",
+                    "outcomeTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "overrideReason": {"userComment": comment},
+                }
+                assert (
+                    httpx.post(
+                        svc.base + fb, json={"feedback": [item]}, headers=bearer(fb), timeout=15
+                    ).status_code
+                    == 200
+                )
                 # refused tokens: a replay and a wrong audience
                 hdr = bearer(path)
                 httpx.post(svc.base + path, json=demo.hook_request(patient, hook), headers=hdr, timeout=15)
-                assert httpx.post(svc.base + path, json=demo.hook_request(patient, hook), headers=hdr).status_code == 401
+                assert (
+                    httpx.post(
+                        svc.base + path, json=demo.hook_request(patient, hook), headers=hdr
+                    ).status_code
+                    == 401
+                )
                 assert httpx.post(svc.base + path, json={}, headers=bearer("/elsewhere")).status_code == 401
             assert httpx.get(svc.base + "/cds-services", headers=bearer("/cds-services")).status_code == 200
 

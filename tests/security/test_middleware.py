@@ -69,7 +69,11 @@ def test_preflight_is_answered_for_the_sandbox_origin(base: str, path: str) -> N
     assert r.headers["access-control-allow-origin"] == SANDBOX_ORIGIN
     allowed = {h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")}
     assert {"authorization", "content-type"} <= allowed
-    assert {m.strip() for m in r.headers["access-control-allow-methods"].split(",")} >= {"GET", "POST", "OPTIONS"}
+    assert {m.strip() for m in r.headers["access-control-allow-methods"].split(",")} >= {
+        "GET",
+        "POST",
+        "OPTIONS",
+    }
     assert "access-control-allow-credentials" not in r.headers
 
 
@@ -100,17 +104,31 @@ def test_wildcard_origin_never_allows_credentials() -> None:
 
 @pytest.mark.parametrize(
     "content_type",
-    ["application/json", "application/json; charset=utf-8", "application/JSON;charset=UTF-8", "application/fhir+json"],
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/JSON;charset=UTF-8",
+        "application/fhir+json",
+    ],
 )
 def test_json_content_types_pass(base: str, content_type: str) -> None:
-    r = httpx.post(base + PATHS[1], content=b'{"hook": "order-select"}', headers={"Content-Type": content_type})
+    r = httpx.post(
+        base + PATHS[1], content=b'{"hook": "order-select"}', headers={"Content-Type": content_type}
+    )
     assert r.status_code == 200 and r.json()["bytes"] == 24
 
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-     "application/json; charset=latin-1", "text/json", "application/jsonx"],
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+        "text/json",
+        "application/jsonx",
+    ],
 )
 def test_other_content_types_get_415(base: str, content_type: str | None) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
@@ -121,7 +139,9 @@ def test_other_content_types_get_415(base: str, content_type: str | None) -> Non
 
 
 def test_body_over_the_limit_by_content_length_gets_413(base: str) -> None:
-    r = httpx.post(base + PATHS[1], content=b"[" + b" " * LIMIT + b"]", headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        base + PATHS[1], content=b"[" + b" " * LIMIT + b"]", headers={"Content-Type": "application/json"}
+    )
     assert_outcome(r, 413, "too-costly")
 
 
@@ -166,7 +186,10 @@ def test_deep_json_gets_400(base: str) -> None:
     r = httpx.post(base + PATHS[1], content=deep, headers={"Content-Type": "application/json"})
     assert_outcome(r, 400, "invalid")
     ok = b"[" * 64 + b"]" * 64
-    assert httpx.post(base + PATHS[1], content=ok, headers={"Content-Type": "application/json"}).status_code == 200
+    assert (
+        httpx.post(base + PATHS[1], content=ok, headers={"Content-Type": "application/json"}).status_code
+        == 200
+    )
 
 
 def test_feedback_route_reads_the_replayed_body(base: str) -> None:

@@ -89,7 +89,8 @@ def test_auth_off_without_allowlist_means_loopback_only(url: str, ok: bool) -> N
 
 def jwt_settings(global_list: list[str], issuer_list: list[str]) -> Settings:
     return settings(
-        auth="jwt", fhir_server_allowlist=global_list,
+        auth="jwt",
+        fhir_server_allowlist=global_list,
         jwt_issuers={ISS: IssuerConfig(jwks_url="https://ehr.example.org/jwks", fhir_servers=issuer_list)},
     )
 
@@ -104,8 +105,18 @@ CLAIMS = Claims(iss=ISS, jti="j")
         ([], ["https://ehr.example.org/fhir"], "https://other.example.org/fhir", False),
         (["https://ehr.example.org/"], [], "https://ehr.example.org/fhir", True),
         # both set: the intersection
-        (["https://ehr.example.org/"], ["https://ehr.example.org/fhir"], "https://ehr.example.org/fhir", True),
-        (["https://ehr.example.org/"], ["https://ehr.example.org/fhir"], "https://ehr.example.org/other", False),
+        (
+            ["https://ehr.example.org/"],
+            ["https://ehr.example.org/fhir"],
+            "https://ehr.example.org/fhir",
+            True,
+        ),
+        (
+            ["https://ehr.example.org/"],
+            ["https://ehr.example.org/fhir"],
+            "https://ehr.example.org/other",
+            False,
+        ),
         (["https://a.example.org/"], ["https://ehr.example.org/fhir"], "https://ehr.example.org/fhir", False),
         # neither set: nothing, not even loopback
         ([], [], "https://ehr.example.org/fhir", False),
@@ -123,7 +134,9 @@ def test_jwt_on_uses_the_issuers_list_and_the_global_list(
 
 def test_jwt_on_without_claims_is_refused() -> None:
     with pytest.raises(FhirServerNotAllowed):
-        check_fhir_server("https://ehr.example.org/fhir", jwt_settings([], ["https://ehr.example.org/fhir"]), None)
+        check_fhir_server(
+            "https://ehr.example.org/fhir", jwt_settings([], ["https://ehr.example.org/fhir"]), None
+        )
 
 
 def test_another_issuers_servers_are_not_ours() -> None:
@@ -131,7 +144,9 @@ def test_another_issuers_servers_are_not_ours() -> None:
         auth="jwt",
         jwt_issuers={
             ISS: IssuerConfig(jwks_url="https://k.example/a", fhir_servers=["https://ehr.example.org/fhir"]),
-            "https://b.example": IssuerConfig(jwks_url="https://k.example/b", fhir_servers=["https://b.example/fhir"]),
+            "https://b.example": IssuerConfig(
+                jwks_url="https://k.example/b", fhir_servers=["https://b.example/fhir"]
+            ),
         },
     )
     assert fhir_server_allowed("https://b.example/fhir", s, CLAIMS) is not None
@@ -147,7 +162,9 @@ def test_refusal_is_a_412_operation_outcome() -> None:
     assert to_operation_outcome(exc.value)["resourceType"] == "OperationOutcome"
 
 
-@pytest.mark.parametrize("prefix", ["http://ehr.example.org/fhir", "not a url", "https://u:p@ehr.example.org/"])
+@pytest.mark.parametrize(
+    "prefix", ["http://ehr.example.org/fhir", "not a url", "https://u:p@ehr.example.org/"]
+)
 def test_unusable_allowlist_entries_stop_startup(prefix: str) -> None:
     with pytest.raises(RuntimeError):
         validate_allowlist(settings(auth="off", fhir_server_allowlist=[prefix]))

@@ -54,7 +54,9 @@ async def test_same_jti_from_another_issuer_is_separate(store: ReplayStore) -> N
 
 async def test_concurrent_claims_admit_exactly_one(store: ReplayStore) -> None:
     jti = uuid.uuid4().hex
-    results = await asyncio.gather(*(store.first_use("https://a.example", jti, exp_in(300)) for _ in range(20)))
+    results = await asyncio.gather(
+        *(store.first_use("https://a.example", jti, exp_in(300)) for _ in range(20))
+    )
     assert results.count(True) == 1
 
 
@@ -104,12 +106,21 @@ async def test_authenticator_fails_closed_when_the_store_fails() -> None:
 
     key = SigningKey.generate("ES384")
     settings = Settings(
-        _env_file=None, auth="jwt", public_base_url="https://cds.example.org",
+        _env_file=None,
+        auth="jwt",
+        public_base_url="https://cds.example.org",
         jwt_issuers={"https://a.example": IssuerConfig(jwks={"keys": [key.public_jwk]})},
     )
     url = "https://cds.example.org/cds-services"
     token = key.token(iss="https://a.example", aud=url)
-    req = Request({"type": "http", "method": "GET", "path": "/", "headers": [(b"authorization", f"Bearer {token}".encode())]})
+    req = Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+        }
+    )
     async with httpx.AsyncClient() as http:
         auth = Authenticator(settings, http, replay=RedisReplayStore("redis://127.0.0.1:9/0", timeout_s=0.2))
         with pytest.raises(Unauthorized):
@@ -145,6 +156,8 @@ async def test_memory_store_refuses_rather_than_evicting_live_ids() -> None:
 
 def test_store_is_chosen_by_redis_url() -> None:
     assert isinstance(open_replay_store(Settings(_env_file=None, redis_url=None)), MemoryReplayStore)
-    memory = open_replay_store(Settings(_env_file=None, redis_url=None, jwt_max_lifetime_s=600, jwt_clock_skew_s=60))
+    memory = open_replay_store(
+        Settings(_env_file=None, redis_url=None, jwt_max_lifetime_s=600, jwt_clock_skew_s=60)
+    )
     assert isinstance(memory, MemoryReplayStore) and memory.ttl_s == 720
     assert isinstance(open_replay_store(Settings(_env_file=None, redis_url=REDIS_URL)), RedisReplayStore)

@@ -75,7 +75,11 @@ class SigningKey:
         """A CDS Hooks client JWT as the Sandbox and Inferno sign it; overrides win, DROP removes."""
         issued = int(now if now is not None else time.time())
         payload: dict[str, Any] = {
-            "iss": iss, "aud": aud, "iat": issued, "exp": issued + lifetime_s, "jti": uuid.uuid4().hex,
+            "iss": iss,
+            "aud": aud,
+            "iat": issued,
+            "exp": issued + lifetime_s,
+            "jti": uuid.uuid4().hex,
         }
         payload.update(claims)
         header: dict[str, Any] = {"kid": self.kid, "typ": "JWT"}
@@ -84,7 +88,9 @@ class SigningKey:
         header.update(headers or {})
         payload = {k: v for k, v in payload.items() if v is not DROP}
         header = {k: v for k, v in header.items() if v is not DROP}
-        return jwt.encode(payload, key if key is not None else self.private_key, algorithm=alg or self.alg, headers=header)
+        return jwt.encode(
+            payload, key if key is not None else self.private_key, algorithm=alg or self.alg, headers=header
+        )
 
 
 @dataclass
