@@ -137,10 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        limits = httpx.Limits(
-            max_connections=max(settings.fhir_max_concurrency * 4, 16),
-            max_keepalive_connections=max(settings.fhir_max_concurrency, 8),
-        )
+        limits = fhir_io.pool_limits(settings)  # FhirReader keeps its GETs below max_connections
         http = httpx.AsyncClient(
             follow_redirects=False, limits=limits, timeout=httpx.Timeout(settings.fhir_timeout_s)
         )

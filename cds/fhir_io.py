@@ -1312,6 +1312,12 @@ class FhirReader:
         ttl = int(getattr(settings, "cache_ttl_s", 0) or 0)
         self._cache: ReadCache | None = open_read_cache(settings, lambda: self._clock()) if ttl > 0 else None
         self._inflight: dict[tuple[str, str, str], asyncio.Future[_Fetched]] = {}
+        # GETs in flight, app-wide, stay below the pool's size (a few slots left for auth's JWKS
+        # reads): a request that waits inside httpx for a pool slot and times out there can leave a
+        # CONNECTING connection behind that holds its slot for good (encode/httpcore#1093); here
+        # the wait is an asyncio.Semaphore, which a timeout leaves intact.
+        size = pool_limits(settings).max_connections or 16
+        self._slots = asyncio.Semaphore(max(1, size - _POOL_RESERVED))
         import fhir.resources.R4B.servicerequest  # noqa: F401  (warm: draft orders are R4B-validated)
 
     # ------------------------------------------------------------ public
@@ -1551,7 +1557,16 @@ class FhirReader:
             status: list[str] = ["-"]
             error: str | None = None
             try:
-                return await asyncio.wait_for(self._get(url, headers, limit, status), timeout=limit)
+                # The GET runs in its own task that is never cancelled: we stop waiting at `limit` (or
+                # when the deadline cancels us) and httpx's own timeouts plus the deadline check in
+                # _get end it a little later, closing its connection properly. Cancelling a request
+                # inside httpx leaks pool slots (httpcore 1.0.9, encode/httpcore#1093, #830): after an
+                # overload whose reads were cut off at the deadline, every later read waited for a
+                # slot that never came (bench: 412 after a FHIR server restart; the pool was full of
+                # CONNECTING and ACTIVE connections nobody owned).
+                get = asyncio.ensure_future(self._get(url, headers, limit, status))
+                get.add_done_callback(_retrieve)
+                return await asyncio.wait_for(asyncio.shield(get), timeout=limit)
             except _Unreadable as exc:
                 error = exc.kind
                 raise
@@ -1579,6 +1594,19 @@ class FhirReader:
     async def _get(
         self, url: str, headers: dict[str, str], limit: float, status: list[str]
     ) -> dict[str, Any]:
+        stop = time.monotonic() + limit  # the caller stops waiting then; so does this read
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=limit)
+        except TimeoutError:
+            raise _Unreadable("timeout", "timeout") from None
+        try:
+            return await self._get_in_slot(url, headers, max(0.001, stop - time.monotonic()), stop, status)
+        finally:
+            self._slots.release()
+
+    async def _get_in_slot(
+        self, url: str, headers: dict[str, str], limit: float, stop: float, status: list[str]
+    ) -> dict[str, Any]:
         cap = int(self._settings.fhir_max_response_bytes)
         request = self._http.build_request("GET", url, headers=headers, timeout=httpx.Timeout(limit))
         response = await self._http.send(request, stream=True, follow_redirects=False)
@@ -1599,6 +1627,8 @@ class FhirReader:
                 body += chunk
                 if len(body) > cap:
                     raise _Unreadable("response too large", "too-large")
+                if time.monotonic() > stop:  # a slow drip: give up, as the caller already has
+                    raise _Unreadable("timeout", "timeout")
         finally:
             await response.aclose()
         try:
@@ -1611,6 +1641,19 @@ class FhirReader:
 
 
 _ABSENT: Any = object()
+_POOL_RESERVED = 4  # pool slots FhirReader leaves to the app's other users of the client (JWKS)
+
+
+def pool_limits(settings: Any) -> httpx.Limits:
+    """Connection limits of the app's shared httpx client (cds/app.py); FhirReader stays below them."""
+    concurrency = int(getattr(settings, "fhir_max_concurrency", 8))
+    return httpx.Limits(max_connections=max(concurrency * 4, 16), max_keepalive_connections=max(concurrency, 8))
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Done callback of an abandoned GET: its outcome was reported (or not needed); no asyncio warning."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _count(n: int, one: str, many: str) -> str:
