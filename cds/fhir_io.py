@@ -358,8 +358,16 @@ _AnyModel = Annotated[
     Field(discriminator="resourceType"),
 ]
 _ALL_MODELS: TypeAdapter[list[_AnyModel]] = TypeAdapter(list[_AnyModel])
-assert set(_MODELS) == {"Observation", "Procedure", "Medication", "MedicationStatement", "MedicationRequest",
-                        "Condition", "ServiceRequest", "Patient"}  # the union names every slim model
+assert set(_MODELS) == {
+    "Observation",
+    "Procedure",
+    "Medication",
+    "MedicationStatement",
+    "MedicationRequest",
+    "Condition",
+    "ServiceRequest",
+    "Patient",
+}  # the union names every slim model
 
 _R4B_MODULES = {
     "Observation": "observation",
@@ -1647,7 +1655,9 @@ _POOL_RESERVED = 4  # pool slots FhirReader leaves to the app's other users of t
 def pool_limits(settings: Any) -> httpx.Limits:
     """Connection limits of the app's shared httpx client (cds/app.py); FhirReader stays below them."""
     concurrency = int(getattr(settings, "fhir_max_concurrency", 8))
-    return httpx.Limits(max_connections=max(concurrency * 4, 16), max_keepalive_connections=max(concurrency, 8))
+    return httpx.Limits(
+        max_connections=max(concurrency * 4, 16), max_keepalive_connections=max(concurrency, 8)
+    )
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
