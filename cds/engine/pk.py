@@ -324,6 +324,26 @@ class _Common(TypedDict):
     unusable: tuple[UnusableValue, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """Per-call state shared by the estimate paths; flags, notes and refs are appended to in place."""
+
+    levels: tuple[NatalizumabLevel, ...]
+    sessions: tuple[PlexSession, ...]
+    scenarios: tuple[_Scenario, ...]
+    plan_pv: float
+    interval: float
+    first_at: datetime
+    lead: float
+    now: datetime
+    target: float
+    plan: PlexPlan
+    flags: list[str]
+    notes: list[str]
+    refs: list[Reference]
+    common: _Common
+
+
 def estimate_remaining(
     facts: PatientFacts, plan: PlexPlan, target_ug_per_ml: float, now: datetime
 ) -> PlexEstimate:
@@ -426,6 +446,22 @@ def estimate_remaining(
         "ordered_sessions": plan.ordered_sessions,
         "unusable": tuple(unusable),
     }
+    ctx = _Context(
+        levels=tuple(levels),
+        sessions=sessions,
+        scenarios=scenarios,
+        plan_pv=plan_pv,
+        interval=interval,
+        first_at=first_at,
+        lead=lead,
+        now=now,
+        target=target,
+        plan=plan,
+        flags=flags,
+        notes=notes,
+        refs=refs,
+        common=common,
+    )
 
     # -- persistent antibodies: drug effect abolished, clearance ≈ 3-fold (Muralidharan 2017, label)
     persistent, single = _persistent_antibodies(facts.antibodies, now)
@@ -442,28 +478,11 @@ def estimate_remaining(
             "Persistent anti-natalizumab antibodies: drug effect is abolished and clearance is about "
             "3-fold faster, so no sessions are needed for drug clearance."
         )
-        refs += [MURALIDHARAN_2017, SMPC_EU]
+        refs.extend([MURALIDHARAN_2017, SMPC_EU])
 
     # -- starting level
     if latest is not None:
-        return _from_level(
-            latest,
-            levels,
-            sessions,
-            scenarios,
-            plan_pv,
-            interval,
-            first_at,
-            lead,
-            now,
-            target,
-            plan,
-            flags,
-            notes,
-            refs,
-            common,
-            zero=persistent,
-        )
+        return _from_level(latest, ctx, zero=persistent)
 
     if last_dose_at is None:
         flags.append("no-data")
@@ -476,13 +495,7 @@ def estimate_remaining(
             PlexEstimate(
                 basis="none", remaining=None, starting_level=None, adjusted_level_ug_per_ml=None, **common
             ),
-            flags,
-            notes,
-            refs,
-            plan,
-            first_at,
-            interval,
-            scenarios,
+            ctx,
             remeasure_at=now,
         )
 
@@ -501,46 +514,20 @@ def estimate_remaining(
         f"({HALF_LIFE_SENSITIVITY_DAYS:g} days for the high end). Low confidence, not a measurement: "
         "measure serum natalizumab before the first session."
     )
-    refs += [SMPC_EU, VENNEGOOR_2015]
+    refs.extend([SMPC_EU, VENNEGOOR_2015])
     return _estimate(
         starts,
         None,
-        tuple(levels),
-        scenarios,
-        lead,
-        first_at,
-        interval,
-        now,
-        target,
-        plan,
-        flags,
-        notes,
-        refs,
-        common,
+        ctx,
         basis="dosing-history",
         remeasure_now=not persistent,
         zero=persistent,
     )
 
 
-def _from_level(
-    latest: NatalizumabLevel,
-    levels: list[NatalizumabLevel],
-    sessions: tuple[PlexSession, ...],
-    scenarios: tuple[_Scenario, ...],
-    plan_pv: float,
-    interval: float,
-    first_at: datetime,
-    lead: float,
-    now: datetime,
-    target: float,
-    plan: PlexPlan,
-    flags: list[str],
-    notes: list[str],
-    refs: list[Reference],
-    common: _Common,
-    zero: bool = False,
-) -> PlexEstimate:
+def _from_level(latest: NatalizumabLevel, ctx: _Context, zero: bool = False) -> PlexEstimate:
+    sessions, scenarios, now, target = ctx.sessions, ctx.scenarios, ctx.now, ctx.target
+    flags, notes, refs = ctx.flags, ctx.notes, ctx.refs
     value = latest.value_ug_per_ml
     age_days = _days(latest.drawn_at, now)
     factors = (1.0, 1.0, 1.0)
@@ -558,7 +545,8 @@ def _from_level(
         refs.append(HANAFUSA_2014)
         remeasure_now = True
     starts = tuple(
-        _carry(value * f, latest.drawn_at, now, sessions, sc, plan_pv) for f, sc in zip(factors, scenarios)
+        _carry(value * f, latest.drawn_at, now, sessions, sc, ctx.plan_pv)
+        for f, sc in zip(factors, scenarios)
     )
     since = [s for s in sessions if s.performed_at > latest.drawn_at]
     if age_days > 0 and not since:
@@ -594,16 +582,10 @@ def _from_level(
                     remaining=SessionRange(0, 0, 0),
                     starting_level=latest,
                     adjusted_level_ug_per_ml=starts[1],
-                    levels_used=tuple(levels),
-                    **common,
+                    levels_used=ctx.levels,
+                    **ctx.common,
                 ),
-                flags,
-                notes,
-                refs,
-                plan,
-                first_at,
-                interval,
-                scenarios,
+                ctx,
             )
         flags.append("upper-bound")
         upper = True
@@ -620,18 +602,7 @@ def _from_level(
     return _estimate(
         starts,
         latest,
-        tuple(levels),
-        scenarios,
-        lead,
-        first_at,
-        interval,
-        now,
-        target,
-        plan,
-        flags,
-        notes,
-        refs,
-        common,
+        ctx,
         basis="measured",
         remeasure_now=remeasure_now and not zero,
         upper=bool(upper),
@@ -642,18 +613,7 @@ def _from_level(
 def _estimate(
     starts: tuple[float, ...],
     latest: NatalizumabLevel | None,
-    levels: tuple[NatalizumabLevel, ...],
-    scenarios: tuple[_Scenario, ...],
-    lead: float,
-    first_at: datetime,
-    interval: float,
-    now: datetime,
-    target: float,
-    plan: PlexPlan,
-    flags: list[str],
-    notes: list[str],
-    refs: list[Reference],
-    common: _Common,
+    ctx: _Context,
     basis: Basis,
     remeasure_now: bool,
     upper: bool = False,
@@ -661,12 +621,14 @@ def _estimate(
 ) -> PlexEstimate:
     """`zero`: persistent antibodies, no sessions needed whatever the level (the level is still shown)."""
     counts = [
-        (0, False) if zero else _sessions_needed(start * lead, target, sc.r_plan)
-        for start, sc in zip(starts, scenarios)
+        (0, False) if zero else _sessions_needed(start * ctx.lead, ctx.target, sc.r_plan)
+        for start, sc in zip(starts, ctx.scenarios)
     ]
     if any(capped for _, capped in counts):
-        flags.append("capped")
-        notes.append(f"The arithmetic reached {MAX_SESSIONS} sessions: re-check the level and the target.")
+        ctx.flags.append("capped")
+        ctx.notes.append(
+            f"The arithmetic reached {MAX_SESSIONS} sessions: re-check the level and the target."
+        )
     low, est, high = (n for n, _ in counts)
     if upper:
         low = 0
@@ -676,46 +638,31 @@ def _estimate(
         remaining=remaining,
         starting_level=latest,
         adjusted_level_ug_per_ml=starts[1],
-        levels_used=levels,
-        **common,
+        levels_used=ctx.levels,
+        **ctx.common,
     )
-    return _finish(
-        estimate,
-        flags,
-        notes,
-        refs,
-        plan,
-        first_at,
-        interval,
-        scenarios,
-        starts=starts,
-        lead=lead,
-        remeasure_at=now if remeasure_now else None,
-    )
+    return _finish(estimate, ctx, starts=starts, remeasure_at=ctx.now if remeasure_now else None)
 
 
 def _finish(
     est: PlexEstimate,
-    flags: list[str],
-    notes: list[str],
-    refs: list[Reference],
-    plan: PlexPlan,
-    first_at: datetime,
-    interval: float,
-    scenarios: tuple[_Scenario, ...],
+    ctx: _Context,
     starts: tuple[float, ...] | None = None,
-    lead: float = 1.0,
     remeasure_at: datetime | None = None,
 ) -> PlexEstimate:
-    """Projection per planned session, expected target date, re-measurement, ordered-course check."""
+    """Projection per planned session, expected target date, re-measurement, ordered-course check.
+
+    `starts` (levels at now, before `ctx.lead`) is given when there is a projection to draw.
+    """
+    flags, notes, plan, first_at, lead = ctx.flags, ctx.notes, ctx.plan, ctx.first_at, ctx.lead
     rng = est.remaining
-    step = timedelta(days=interval)
+    step = timedelta(days=ctx.interval)
     projection: list[ProjectedPoint] = []
     target_at = None
     if rng is not None and starts is not None:
         count = min(max(rng.high, plan.ordered_sessions or 0, 1 if rng.estimate else 0), MAX_SESSIONS)
         for j in range(1, count + 1):
-            levels = [s * lead * sc.r_plan**j for s, sc in zip(starts, scenarios)]
+            levels = [s * lead * sc.r_plan**j for s, sc in zip(starts, ctx.scenarios)]
             at = first_at + step * j  # equilibrated: when the next session (and a pre-session draw) would be
             projection.append(
                 ProjectedPoint(
@@ -757,7 +704,7 @@ def _finish(
     notes.append(
         "This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome."
     )
-    unique_refs = tuple(dict.fromkeys(refs))
+    unique_refs = tuple(dict.fromkeys(ctx.refs))
     return replace(
         est,
         projection=tuple(projection),

@@ -278,6 +278,17 @@ def _drawable(estimate: PlexEstimate) -> bool:
     return bool(estimate.levels_used or estimate.adjusted_level_ug_per_ml is not None or estimate.projection)
 
 
+def _chart_inputs(
+    estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime
+) -> ChartInputs | None:
+    """What a store keeps for one chart, or None when there is nothing to draw."""
+    return ChartInputs(estimate, tuple(sessions), now) if _drawable(estimate) else None
+
+
+def _chart_href(base_url: str, cid: str, fmt: str) -> str:
+    return f"{base_url.rstrip('/')}/charts/{cid}.{fmt}"
+
+
 async def chart_link(
     store: Any,
     base_url: str,
@@ -287,10 +298,11 @@ async def chart_link(
     fmt: str = "svg",
 ) -> str | None:
     """`chart_url` for any store (awaits its `aput`); None when there is nothing to draw or keep."""
-    if not _drawable(estimate):
+    inputs = _chart_inputs(estimate, sessions, now)
+    if inputs is None:
         return None
-    cid = await store.aput(ChartInputs(estimate, tuple(sessions), now))
-    return None if cid is None else f"{base_url.rstrip('/')}/charts/{cid}.{fmt}"
+    cid = await store.aput(inputs)
+    return None if cid is None else _chart_href(base_url, cid, fmt)
 
 
 def chart_url(
@@ -302,10 +314,8 @@ def chart_url(
     fmt: str = "svg",
 ) -> str | None:
     """Absolute chart URL for the estimate card, or None when there is nothing to draw."""
-    if not _drawable(estimate):
-        return None
-    cid = store.put(ChartInputs(estimate, tuple(sessions), now))
-    return f"{base_url.rstrip('/')}/charts/{cid}.{fmt}"
+    inputs = _chart_inputs(estimate, sessions, now)
+    return None if inputs is None else _chart_href(base_url, store.put(inputs), fmt)
 
 
 def get_chart_store(request: Request) -> ChartStore:
