@@ -1,0 +1,260 @@
+"""Slim strict pydantic models of the FHIR R4B fields the engine reads: shapes only.
+
+This module only declares shapes (models, the resourceType-discriminated union and its TypeAdapter,
+constrained string types); it reads nothing and builds no domain objects. `cds/fhir_io.py` stays the
+one place that turns FHIR into engine domain objects and reads the FHIR server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+
+# Just the fields cds/fhir_io.py reads. Strict: a string is not a number, a number not a string; required
+# elements are required; fixed value sets are Literals; everything else is ignored.
+# tests/fhir_io/test_agreement.py checks they read what fhir.resources R4B reads.
+
+_Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+_DateTime = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    ),
+]
+_Code = Annotated[str, StringConstraints(pattern=r"^\S+( \S+)*$")]
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _Coding(_M):
+    system: str | None = None
+    code: _Code | None = None
+    display: str | None = None
+
+
+class _CC(_M):
+    coding: list[_Coding] = Field(default_factory=list)
+    text: str | None = None
+
+
+class _Quantity(_M):
+    value: float | None = None
+    comparator: Literal["<", "<=", ">=", ">"] | None = None
+    unit: str | None = None
+    system: str | None = None
+    code: _Code | None = None
+
+
+class _Reference(_M):
+    reference: str | None = None
+    display: str | None = None
+
+
+class _Period(_M):
+    start: _DateTime | None = None
+    end: _DateTime | None = None
+
+
+class _Annotation(_M):
+    text: str
+
+
+class _Extension(_M):
+    url: str
+    valueDecimal: float | None = None
+    valueQuantity: _Quantity | None = None
+    valueString: str | None = None
+
+
+class _Repeat(_M):
+    boundsPeriod: _Period | None = None
+    count: int | None = Field(None, ge=0)
+    frequency: int | None = Field(None, ge=0)
+    period: float | None = Field(None, ge=0)
+    periodUnit: Literal["s", "min", "h", "d", "wk", "mo", "a"] | None = None
+
+
+class _Timing(_M):
+    event: list[_DateTime] = Field(default_factory=list)
+    repeat: _Repeat | None = None
+    code: _CC | None = None
+
+
+class _DoseAndRate(_M):
+    doseQuantity: _Quantity | None = None
+
+
+class _Dosage(_M):
+    text: str | None = None
+    timing: _Timing | None = None
+    doseAndRate: list[_DoseAndRate] = Field(default_factory=list)
+
+
+class _Resource(_M):
+    id: _Id | None = None
+
+
+class _PatientScoped(_Resource):
+    subject: _Reference | None = None
+
+
+class _Observation(_PatientScoped):
+    resourceType: Literal["Observation"]
+    status: Literal[
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ]
+    code: _CC
+    effectiveDateTime: _DateTime | None = None
+    effectivePeriod: _Period | None = None
+    effectiveInstant: _DateTime | None = None
+    issued: _DateTime | None = None
+    valueQuantity: _Quantity | None = None
+    valueString: str | None = None
+    valueBoolean: bool | None = None
+    valueInteger: int | None = None
+    valueCodeableConcept: _CC | None = None
+    interpretation: list[_CC] = Field(default_factory=list)
+
+
+class _Procedure(_PatientScoped):
+    resourceType: Literal["Procedure"]
+    status: Literal[
+        "preparation",
+        "in-progress",
+        "not-done",
+        "on-hold",
+        "stopped",
+        "completed",
+        "entered-in-error",
+        "unknown",
+    ]
+    code: _CC | None = None
+    performedDateTime: _DateTime | None = None
+    performedPeriod: _Period | None = None
+    note: list[_Annotation] = Field(default_factory=list)
+    extension: list[_Extension] = Field(default_factory=list)
+
+
+class _Ingredient(_M):
+    itemCodeableConcept: _CC | None = None
+
+
+class _Medication(_Resource):
+    resourceType: Literal["Medication"]
+    code: _CC | None = None
+    ingredient: list[_Ingredient] = Field(default_factory=list)
+
+
+class _MedicationUse(_PatientScoped):
+    medicationCodeableConcept: _CC | None = None
+    medicationReference: _Reference | None = None
+    contained: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class _MedicationStatement(_MedicationUse):
+    resourceType: Literal["MedicationStatement"]
+    status: Literal[
+        "active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"
+    ]
+    effectiveDateTime: _DateTime | None = None
+    effectivePeriod: _Period | None = None
+    dateAsserted: _DateTime | None = None
+    dosage: list[_Dosage] = Field(default_factory=list)
+
+
+class _MedicationRequest(_MedicationUse):
+    resourceType: Literal["MedicationRequest"]
+    status: Literal[
+        "active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"
+    ]
+    intent: str
+    authoredOn: _DateTime | None = None
+    dosageInstruction: list[_Dosage] = Field(default_factory=list)
+
+
+class _Stage(_M):
+    summary: _CC | None = None
+
+
+class _Evidence(_M):
+    code: list[_CC] = Field(default_factory=list)
+    detail: list[_Reference] = Field(default_factory=list)
+
+
+class _Condition(_PatientScoped):
+    resourceType: Literal["Condition"]
+    clinicalStatus: _CC | None = None
+    verificationStatus: _CC | None = None
+    code: _CC | None = None
+    bodySite: list[_CC] = Field(default_factory=list)
+    onsetDateTime: _DateTime | None = None
+    onsetPeriod: _Period | None = None
+    stage: list[_Stage] = Field(default_factory=list)
+    evidence: list[_Evidence] = Field(default_factory=list)
+    note: list[_Annotation] = Field(default_factory=list)
+
+
+class _ServiceRequest(_PatientScoped):
+    resourceType: Literal["ServiceRequest"]
+    status: Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
+    intent: str
+    code: _CC | None = None
+    orderDetail: list[_CC] = Field(default_factory=list)
+    quantityQuantity: _Quantity | None = None
+    occurrenceDateTime: _DateTime | None = None
+    occurrencePeriod: _Period | None = None
+    occurrenceTiming: _Timing | None = None
+    note: list[_Annotation] = Field(default_factory=list)
+    patientInstruction: str | None = None
+    extension: list[_Extension] = Field(default_factory=list)
+
+
+class _Patient(_Resource):
+    resourceType: Literal["Patient"]
+
+
+_MODELS: dict[str, type[_Resource]] = {
+    "Observation": _Observation,
+    "Procedure": _Procedure,
+    "Medication": _Medication,
+    "MedicationStatement": _MedicationStatement,
+    "MedicationRequest": _MedicationRequest,
+    "Condition": _Condition,
+    "ServiceRequest": _ServiceRequest,
+    "Patient": _Patient,
+}
+
+# every slim model at once, picked by resourceType (a discriminated union): parse_resources validates a
+# whole prefetch in one call and only falls back to one-by-one validation when an entry fails
+_AnyModel = Annotated[
+    _Observation
+    | _Procedure
+    | _Medication
+    | _MedicationStatement
+    | _MedicationRequest
+    | _Condition
+    | _ServiceRequest
+    | _Patient,
+    Field(discriminator="resourceType"),
+]
+_ALL_MODELS: TypeAdapter[list[_AnyModel]] = TypeAdapter(list[_AnyModel])
+assert set(_MODELS) == {
+    "Observation",
+    "Procedure",
+    "Medication",
+    "MedicationStatement",
+    "MedicationRequest",
+    "Condition",
+    "ServiceRequest",
+    "Patient",
+}  # the union names every slim model
