@@ -24,7 +24,7 @@ from cds.auth import Authenticator, Claims
 from cds.engine import dmt as dmt_engine
 from cds.engine import iris as iris_engine
 from cds.engine import pk
-from cds.errors import BadHookRequest, BodyTooLarge, CdsError, FhirServerNotAllowed, UnknownService
+from cds.errors import BadHookRequest, CdsError, FhirServerNotAllowed, UnknownService
 from cds.hooks import cards as card_render
 from cds.hooks.models import (
     CdsResponse,
@@ -90,19 +90,9 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts) or "invalid request body"
 
 
-async def _body(request: Request, settings: Settings) -> bytes:
-    limit = settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge()
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _body(request: Request) -> bytes:
+    # cds.middleware has already read, size-limited (413) and depth-checked the body; this is its replay.
+    return await request.body()
 
 
 def _service(service_id: str) -> CdsService:
@@ -180,8 +170,7 @@ async def call_service(service_id: str, request: Request) -> Response:
 async def _run(
     service: CdsService, request: Request, rt: Runtime, claims: Claims | None, started: float
 ) -> Response:
-    settings = rt.settings
-    raw = await _body(request, settings)
+    raw = await _body(request)
     try:
         hook = HookRequest.model_validate_json(raw)
     except ValidationError as exc:
@@ -286,7 +275,7 @@ async def _finish(
 )
 async def feedback(service_id: str, request: Request, rt: RuntimeDep, claims: ClaimsDep) -> Response:
     service = _service(service_id)
-    raw = await _body(request, rt.settings)
+    raw = await _body(request)
     try:
         body = FeedbackRequest.model_validate_json(raw)
     except ValidationError as exc:
