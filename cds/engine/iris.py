@@ -16,6 +16,7 @@ of PLEX when that is earlier, because PLEX/IA may accelerate IRIS (Tan 2011).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cds.engine.domain import (
@@ -143,6 +144,52 @@ def _is_sct(system: str) -> bool:
     return _SCT in system.lower()
 
 
+@dataclass(frozen=True, slots=True)
+class _TextFindings:
+    """What one free text names, in order of first mention."""
+
+    sites: tuple[tuple[str, str], ...]  # (canonical term, category)
+    widespread: tuple[str, ...]
+    lobes: frozenset[str]
+    contrast: bool
+
+
+def _scan(text: str) -> _TextFindings:
+    sites: dict[str, str] = {}
+    widespread: list[str] = []
+    lobes: set[str] = set()
+    contrast = False
+    for clause in _clauses(text):
+        if _ANY_TERM.search(clause) is None:
+            continue
+        for pattern, category, term in _SITE_TERMS:
+            if _find(pattern, clause):
+                sites.setdefault(term, category)
+        for pattern, term in _WIDESPREAD_TERMS:
+            if term not in widespread and _find(pattern, clause):
+                widespread.append(term)
+        for pattern, lobe in _LOBE_TERMS:
+            if _find(pattern, clause, _LOBE_LEFT):
+                lobes.add(lobe)
+        if any(_find(p, clause) for p, _ in _CONTRAST_TERMS):
+            contrast = True
+    return _TextFindings(tuple(sites.items()), tuple(widespread), frozenset(lobes), contrast)
+
+
+# the same condition texts come back on every call for a patient (and across patients): scan each once
+_FINDINGS_CACHE: dict[str, _TextFindings] = {}  # at most 2048 entries
+
+
+def _text_findings(text: str) -> _TextFindings:
+    found = _FINDINGS_CACHE.get(text)
+    if found is None:
+        found = _scan(text)
+        if len(_FINDINGS_CACHE) >= 2048:  # a speed cache (as in drugs.py), not a clinical parameter
+            _FINDINGS_CACHE.clear()
+        _FINDINGS_CACHE[text] = found
+    return found
+
+
 def _reasons_for(pml: list[ConditionFact]) -> list[str]:
     reasons: list[str] = []
     sites: dict[str, str] = {}
@@ -159,20 +206,14 @@ def _reasons_for(pml: list[ConditionFact]) -> list[str]:
             if code in _LOBE_CODES:
                 lobes.add(_LOBE_CODES[code])
         for text in _texts(c):
-            for clause in _clauses(text):
-                if _ANY_TERM.search(clause) is None:
-                    continue
-                for pattern, category, term in _SITE_TERMS:
-                    if _find(pattern, clause):
-                        sites.setdefault(term, category)
-                for pattern, term in _WIDESPREAD_TERMS:
-                    if term not in widespread and _find(pattern, clause):
-                        widespread.append(term)
-                for pattern, lobe in _LOBE_TERMS:
-                    if _find(pattern, clause, _LOBE_LEFT):
-                        lobes.add(lobe)
-                if any(_find(p, clause) for p, _ in _CONTRAST_TERMS):
-                    contrast = True
+            found = _text_findings(text)
+            for term, category in found.sites:
+                sites.setdefault(term, category)
+            for term in found.widespread:
+                if term not in widespread:
+                    widespread.append(term)
+            lobes |= found.lobes
+            contrast = contrast or found.contrast
     for term, category in sites.items():
         label = "brainstem involvement" if category == "brainstem" else "infratentorial involvement"
         reasons.append(f"{label} ({term})")
