@@ -82,22 +82,26 @@ OVERRIDE_REASONS: tuple[Coding, ...] = (
 
 # ---------------------------------------------------------------- text helpers
 
-# one str.translate: control characters dropped, & < > as HTML entities, markdown specials escaped
-# (no output is whitespace, so collapsing whitespace after it equals collapsing it before)
-_MD_TABLE = str.maketrans(
-    {
-        **{c: None for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)},
-        "&": "&amp;",
-        "<": "&lt;",
-        ">": "&gt;",
-        **{c: "\\" + c for c in "\\`*_{}[]()#+-!|~"},
-    }
+# control characters dropped (tab, newline and carriage return are whitespace, collapsed below)
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# & < > as HTML entities, markdown specials backslash-escaped. Backslash first and & before < >, so no
+# replacement is replaced again; str.replace per character beats one str.translate with a dict
+# (a Python lookup per character) about 3x on engine sentences.
+_MD_REPLACEMENTS: tuple[tuple[str, str], ...] = (
+    ("\\", "\\\\"),
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    *((c, "\\" + c) for c in "`*_{}[]()#+-!|~"),
 )
 
 
 def md_escape(text: object) -> str:
     """Make FHIR-sourced text inert in GitHub-flavoured markdown (and HTML): one line, no markup."""
-    return " ".join(str(text).translate(_MD_TABLE).split())  # split(): the same whitespace as \s
+    s = _CONTROL_CHARS.sub("", str(text))
+    for old, new in _MD_REPLACEMENTS:
+        s = s.replace(old, new)
+    return " ".join(s.split())  # split(): the same whitespace as \s; no replacement adds whitespace
 
 
 def fmt_num(x: float) -> str:
@@ -113,7 +117,11 @@ def fmt_num(x: float) -> str:
 
 
 def fmt_date(dt: datetime | None) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%d") if dt else "unknown date"
+    if not dt:
+        return "unknown date"
+    day = dt.astimezone(UTC).date()
+    # isoformat is 3x cheaper than strftime; they differ only before year 1000 (strftime does not pad)
+    return day.isoformat() if day.year >= 1000 else day.strftime("%Y-%m-%d")
 
 
 def fhir_datetime(dt: datetime) -> str:

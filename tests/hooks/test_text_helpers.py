@@ -1,0 +1,60 @@
+"""The fast card text helpers equal their plain reference versions (md_escape, fmt_date)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+from cds.hooks.cards import fmt_date, md_escape
+
+# the reference: one str.translate (control characters dropped, & < > as entities, markdown specials
+# escaped), then whitespace collapsed
+_TABLE = str.maketrans(
+    {
+        **{c: None for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)},
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        **{c: "\\" + c for c in "\\`*_{}[]()#+-!|~"},
+    }
+)
+
+
+def _md_escape_reference(text: object) -> str:
+    return " ".join(str(text).translate(_TABLE).split())
+
+
+def test_md_escape_equals_the_reference_on_random_text() -> None:
+    rnd = random.Random(20240510)
+    alphabet = [chr(i) for i in range(0x80)] + ["\xa0", "\u2003", "\x85", "\u2028", "é", "µ", "&amp;", "\\\\"]
+    for _ in range(20000):
+        s = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))
+        assert md_escape(s) == _md_escape_reference(s), repr(s)
+
+
+def test_md_escape_equals_the_reference_on_every_character() -> None:
+    for i in range(0x3100):
+        s = f" a{chr(i)}b{chr(i)}{chr(i)} "
+        assert md_escape(s) == _md_escape_reference(s), hex(i)
+    for obj in (None, 1.5, 3, ["a_b"]):
+        assert md_escape(obj) == _md_escape_reference(obj)
+
+
+def test_md_escape_examples() -> None:
+    assert md_escape("**bold** <b>x</b> & [link](u)\n# h") == (
+        "\\*\\*bold\\*\\* &lt;b&gt;x&lt;/b&gt; &amp; \\[link\\]\\(u\\) \\# h"
+    )
+    assert md_escape("a\\b\x00c\x7f  \t d") == "a\\\\bc d"
+
+
+def test_fmt_date_equals_strftime() -> None:
+    east, west = timezone(timedelta(hours=5)), timezone(timedelta(hours=-5))
+    for dt in (
+        datetime(2024, 5, 10, 23, 30, tzinfo=west),
+        datetime(2024, 5, 10, 1, 30, tzinfo=east),
+        datetime(1000, 1, 1, 1, tzinfo=east),  # 999-12-31 in UTC: strftime does not pad the year
+        datetime(5, 3, 4, tzinfo=UTC),
+        datetime(9999, 12, 31, tzinfo=UTC),
+    ):
+        assert fmt_date(dt) == dt.astimezone(UTC).strftime("%Y-%m-%d")
+    assert fmt_date(None) == "unknown date"
