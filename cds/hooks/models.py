@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_jsonable_python
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<140"; Inferno fails 140
@@ -52,6 +53,68 @@ def prune(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("NaN or infinity cannot be written as JSON")
     return value
+
+
+_STR_INT_BOOL = frozenset({str, int, bool})
+_CONTAINERS = frozenset({str, list, dict})
+
+
+def _items(pairs: Any) -> dict[str, Any] | None:
+    """Pruned JSON-ready dict of (str key, value) pairs; None when a key is not a str."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if type(k) is not str:
+            return None
+        t = type(v)
+        if t is str:
+            if v:
+                out[k] = v
+        elif t is int or t is bool:
+            out[k] = v
+        elif v is not None:
+            v = json_ready(v)
+            if v is not None and (v or type(v) not in _CONTAINERS):
+                out[k] = v
+    return out
+
+
+def json_ready(value: Any) -> Any:
+    """`value` (models, dicts, lists, scalars) as JSON-ready Python, pruned like `prune`.
+
+    Equal to `prune(model.model_dump(mode="json", exclude_none=True))` in one walk instead of a dump
+    and a prune: fields in declaration order; None, "", [] and {} dropped; NaN and infinities dropped
+    (pydantic's JSON mode writes them as null); anything else (datetimes, UUIDs, enums, tuples in an
+    Any field, dicts with other keys) converted by pydantic's own JSON mode first.
+    """
+    t = type(value)
+    if t in _STR_INT_BOOL:
+        return value
+    if t is float:
+        return value if math.isfinite(value) else None
+    if t is dict:
+        out = _items(value.items())
+        if out is not None:
+            return out
+    elif t is list or t is tuple:
+        items = []
+        for v in value:
+            tv = type(v)
+            if tv is str:
+                if v:
+                    items.append(v)
+            elif tv is int or tv is bool:
+                items.append(v)
+            elif v is not None:
+                v = json_ready(v)
+                if v is not None and (v or type(v) not in _CONTAINERS):
+                    items.append(v)
+        return items
+    elif isinstance(value, BaseModel):
+        d = value.__dict__
+        return _items((k, d[k]) for k in type(value).__pydantic_fields__)
+    elif value is None:
+        return None
+    return json_ready(to_jsonable_python(value))
 
 
 def new_uuid() -> str:
@@ -164,7 +227,7 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = prune(self.model_dump(mode="json", exclude_none=True))
+        out: dict[str, Any] = json_ready(self)
         return out
 
 
@@ -264,7 +327,7 @@ class CdsResponse(_Out):
     systemActions: list[Action] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = prune(self.model_dump(mode="json", exclude_none=True))  # one dump, one prune
+        out: dict[str, Any] = json_ready(self)  # = prune(model_dump(mode="json", exclude_none=True))
         out["cards"] = out.get("cards", [])  # the one sanctioned empty value
         return out
 
