@@ -96,12 +96,31 @@ _MD_REPLACEMENTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def md_escape(text: object) -> str:
-    """Make FHIR-sourced text inert in GitHub-flavoured markdown (and HTML): one line, no markup."""
-    s = _CONTROL_CHARS.sub("", str(text))
+# Engine sentences, steroid texts, drug names and units recur on every call: each is escaped once per
+# worker. Bounded: at most 512 texts of up to 400 characters, cleared when full.
+_ESCAPED: dict[str, str] = {}
+_ESCAPED_MAX_ENTRIES = 512
+_ESCAPED_MAX_CHARS = 400
+
+
+def _escape(text: str) -> str:
+    s = _CONTROL_CHARS.sub("", text)
     for old, new in _MD_REPLACEMENTS:
         s = s.replace(old, new)
     return " ".join(s.split())  # split(): the same whitespace as \s; no replacement adds whitespace
+
+
+def md_escape(text: object) -> str:
+    """Make FHIR-sourced text inert in GitHub-flavoured markdown (and HTML): one line, no markup."""
+    if type(text) is not str or len(text) > _ESCAPED_MAX_CHARS:
+        return _escape(str(text))
+    escaped = _ESCAPED.get(text)
+    if escaped is None:
+        escaped = _escape(text)
+        if len(_ESCAPED) >= _ESCAPED_MAX_ENTRIES:
+            _ESCAPED.clear()
+        _ESCAPED[text] = escaped
+    return escaped
 
 
 def fmt_num(x: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
+from cds.hooks import cards
 from cds.hooks.cards import fmt_date, md_escape
 
 # the reference: one str.translate (control characters dropped, & < > as entities, markdown specials
@@ -58,3 +59,16 @@ def test_fmt_date_equals_strftime() -> None:
     ):
         assert fmt_date(dt) == dt.astimezone(UTC).strftime("%Y-%m-%d")
     assert fmt_date(None) == "unknown date"
+
+
+def test_md_escape_cache_is_bounded_and_equal_to_a_fresh_escape() -> None:
+    cards._ESCAPED.clear()
+    text = "Steroids (IV) *pulse* & <taper>"
+    first = md_escape(text)
+    assert md_escape(text) == first == _md_escape_reference(text)
+    for i in range(cards._ESCAPED_MAX_ENTRIES + 10):
+        assert md_escape(f"text_{i}") == f"text\\_{i}"
+    assert 0 < len(cards._ESCAPED) <= cards._ESCAPED_MAX_ENTRIES
+    long_text = "a-b " * cards._ESCAPED_MAX_CHARS
+    assert md_escape(long_text) == _md_escape_reference(long_text)
+    assert long_text not in cards._ESCAPED
