@@ -33,15 +33,28 @@ _FHIR_DATETIME = re.compile(
 _DATETIME_KEYS = ("authoredOn", "occurrenceDateTime")
 
 _valid: dict[str, None] = {}  # insertion-ordered: the oldest shape is dropped first
+# date-times that passed _datetime_ok: one request emits several resources with the same `now`
+_ok_datetimes: dict[str, None] = {}
+# built once: json.dumps builds an encoder per call when given options
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _datetime_ok(value: Any) -> bool:
-    if type(value) is not str or not _DATETIME.fullmatch(value) or not _FHIR_DATETIME.fullmatch(value):
+    if type(value) is not str:
+        return False
+    if value in _ok_datetimes:
+        return True
+    if not _DATETIME.fullmatch(value) or not _FHIR_DATETIME.fullmatch(value):
         return False
     try:
-        return datetime.fromisoformat(value).tzinfo is not None
+        if datetime.fromisoformat(value).tzinfo is None:
+            return False
     except ValueError:  # e.g. 2024-02-30
         return False
+    if len(_ok_datetimes) >= MAX_SHAPES:
+        _ok_datetimes.clear()
+    _ok_datetimes[value] = None
+    return True
 
 
 def shape_key(resource: Any) -> str | None:
@@ -65,7 +78,7 @@ def shape_key(resource: Any) -> str | None:
             return None
         masked["subject"] = {"reference": m.group(1) + "/<id>"}
     try:
-        return json.dumps(masked, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(masked)
     except (TypeError, ValueError):  # not plain JSON data: validate in full
         return None
 
@@ -85,3 +98,4 @@ def remember(key: str | None) -> None:
 
 def clear() -> None:
     _valid.clear()
+    _ok_datetimes.clear()
