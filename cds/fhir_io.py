@@ -36,10 +36,10 @@ never dated in the future.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
+import operator
 import posixpath
 import re
 import time
@@ -223,13 +223,19 @@ def _source(r: _Resource, rtype: str) -> str:
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
 
-def _other_patient(r: _Resource, patient_id: str | None) -> bool:
+def _other_patient(r: _Resource, patient_id: str | None, seen: dict[str, bool] | None = None) -> bool:
+    """The subject names another patient; `seen` remembers references within one read."""
     subject = getattr(r, "subject", None)
     ref = subject.reference if subject else None
     if not patient_id or not ref:
         return False
+    if seen is not None and (known := seen.get(ref)) is not None:
+        return known
     m = _PATIENT_REF.search(ref)
-    return m is not None and m.group(1) != patient_id
+    other = m is not None and m.group(1) != patient_id
+    if seen is not None:
+        seen[ref] = other
+    return other
 
 
 _MEDICATION_REF = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
@@ -310,9 +316,16 @@ def _observation_kind(
 ) -> str | None:
     """'antibody', 'level', 'lymphocytes' or None; remembered for short keys (laboratory codes and names
     repeat across patients; long or many-coded ones are computed, so the cache stays small)."""
+    key = (codes, text, level_codes)
+    kind = _KIND_CACHE.get(key, _MISS)
+    if kind is not _MISS:
+        return kind  # type: ignore[no-any-return]
+    kind = _observation_kind_uncached(codes, text, level_codes)
     if len(codes) <= 8 and len(text) + sum(len(s) + len(c) for s, c in codes) <= 512:
-        return _observation_kind_cached(codes, text, level_codes)
-    return _observation_kind_uncached(codes, text, level_codes)
+        if len(_KIND_CACHE) >= _KIND_CACHE_SIZE:
+            _KIND_CACHE.clear()  # bounded: start over (laboratory codes repeat; it refills at once)
+        _KIND_CACHE[key] = kind
+    return kind
 
 
 def _observation_kind_uncached(
@@ -336,7 +349,9 @@ def _observation_kind_uncached(
     return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None
 
 
-_observation_kind_cached = functools.lru_cache(maxsize=2048)(_observation_kind_uncached)
+_KIND_CACHE: dict[tuple[tuple[tuple[str, str], ...], str, frozenset[tuple[str, str]]], str | None] = {}
+_KIND_CACHE_SIZE = 2048
+_MISS: Any = object()
 
 
 def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str]]) -> bool:
@@ -656,6 +671,12 @@ _HANDLERS: dict[type, Any] = {
 }
 
 
+_BY_DRAWN = operator.attrgetter("drawn_at")
+_BY_PERFORMED = operator.attrgetter("performed_at")
+_BY_GIVEN = operator.attrgetter("given_at")
+_BY_TESTED = operator.attrgetter("tested_at")
+
+
 def parse_resources(
     resources: Iterable[Any],
     settings: Any,
@@ -672,17 +693,18 @@ def parse_resources(
     seen: set[tuple[str, str]] = set()
     skipped = other = 0
     for raw in resources:
-        if not isinstance(raw, dict) or raw.get("resourceType") not in _MODELS:
-            if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
+        rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+        if rtype not in _MODELS:
+            if not isinstance(rtype, str):
                 skipped += 1  # not a resource at all
             continue  # a resource type nothing here reads
         rid = raw.get("id")
         if isinstance(rid, str):
-            key = (raw["resourceType"], rid)
+            key = (rtype, rid)
             if key in seen:
                 continue
             seen.add(key)
-        if raw["resourceType"] == "Observation" and not _read_observation(raw, level_codes):
+        if rtype == "Observation" and not _read_observation(raw, level_codes):
             continue
         candidates.append(raw)
     models: list[_Resource | None] | None = None
@@ -693,18 +715,20 @@ def parse_resources(
             models = None
     if models is None:
         models = [_validate(raw, strict) for raw in candidates]
+    refs: dict[str, bool] = {}
     for model in models:
         if model is None:
             skipped += 1
             continue
-        if _other_patient(model, patient_id):
+        if _other_patient(model, patient_id, refs):
             other += 1
             continue
         parsed.append(model)
     medications = {f"Medication/{m.id}": m for m in parsed if isinstance(m, _Medication) and m.id}
     ctx = _Context(settings, now, medications)
+    handlers = _HANDLERS
     for model in parsed:
-        handler = _HANDLERS.get(type(model))
+        handler = handlers.get(type(model))
         if handler is None:
             continue
         try:
@@ -714,12 +738,12 @@ def parse_resources(
     a = ctx.acc
     epoch = datetime.min.replace(tzinfo=UTC)
     facts = PatientFacts(
-        levels=tuple(sorted(a.levels, key=lambda x: x.drawn_at)),
-        sessions=tuple(sorted(a.sessions, key=lambda x: x.performed_at)),
-        doses=tuple(sorted(a.doses, key=lambda x: x.given_at)),
-        antibodies=tuple(sorted(a.antibodies, key=lambda x: x.tested_at)),
+        levels=tuple(sorted(a.levels, key=_BY_DRAWN)),
+        sessions=tuple(sorted(a.sessions, key=_BY_PERFORMED)),
+        doses=tuple(sorted(a.doses, key=_BY_GIVEN)),
+        antibodies=tuple(sorted(a.antibodies, key=_BY_TESTED)),
         medications=tuple(sorted(a.medications, key=lambda x: (x.last_date or epoch, x.source))),
-        lymphocytes=tuple(sorted(a.lymphocytes, key=lambda x: x.drawn_at)),
+        lymphocytes=tuple(sorted(a.lymphocytes, key=_BY_DRAWN)),
         conditions=tuple(a.conditions),
         unusable=tuple(a.unusable),
     )

@@ -6,6 +6,8 @@ cover local codes. Everything here is pure and works on plain strings and number
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -213,18 +215,42 @@ def _norm_unit(unit: str) -> str:
 
 def to_ug_per_ml(value: float, unit: str) -> float | None:
     """A mass concentration as µg/mL (= mg/L = 1000 ng/mL); None for any other unit."""
-    return _engine_units.to_ug_per_ml(value, _strip_annotations(unit))
+    factor = _mass_factor(unit) if len(unit) <= _CACHED_UNIT_LEN else _mass_factor_uncached(unit)
+    return value * factor if factor is not None and math.isfinite(value) else None
 
 
 def to_10e9_per_l(value: float, unit: str) -> float | None:
     """An absolute count as 10⁹/L (= 10³/µL); None for % or any unknown unit."""
-    if is_percent_unit(unit):
-        return None
-    return _engine_units.to_10e9_per_l(value, _strip_annotations(unit))
+    factor = _count_factor(unit) if len(unit) <= _CACHED_UNIT_LEN else _count_factor_uncached(unit)
+    return value * factor if factor is not None and math.isfinite(value) else None
 
 
 def is_percent_unit(unit: str) -> bool:
+    return _percent(unit) if len(unit) <= _CACHED_UNIT_LEN else _percent_uncached(unit)
+
+
+# The factor of a unit is the engine's conversion of 1 (value * factor is exactly what the engine
+# computes); units repeat across patients, so factors are remembered for short unit strings.
+_CACHED_UNIT_LEN = 64
+
+
+def _mass_factor_uncached(unit: str) -> float | None:
+    return _engine_units.to_ug_per_ml(1.0, _strip_annotations(unit))
+
+
+def _count_factor_uncached(unit: str) -> float | None:
+    if _percent_uncached(unit):
+        return None
+    return _engine_units.to_10e9_per_l(1.0, _strip_annotations(unit))
+
+
+def _percent_uncached(unit: str) -> bool:
     return _norm_unit(unit) in {"%", "percent", "pct", "/100"}
+
+
+_mass_factor = functools.lru_cache(maxsize=256)(_mass_factor_uncached)
+_count_factor = functools.lru_cache(maxsize=256)(_count_factor_uncached)
+_percent = functools.lru_cache(maxsize=256)(_percent_uncached)
 
 
 # ---------------------------------------------------------------- dates
@@ -246,6 +272,8 @@ def parse_fhir_datetime(text: str | None) -> tuple[datetime, str] | None:
     if not m:
         raise ValueError("not a FHIR dateTime")
     year, month, day, hh, mm, ss, frac, tz = m.groups()
+    if ss is not None and tz is not None:  # the usual full form: fromisoformat reads it as is
+        return datetime.fromisoformat(m.group(0)).astimezone(UTC), "time"
     if hh is None:
         dt = datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
         return dt, ("day" if day else "month" if month else "year")
