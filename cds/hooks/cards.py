@@ -178,10 +178,13 @@ def _refs_md(refs: Iterable[Reference]) -> str:
     return "\n".join(f"- [{r.citation}]({r.url})" if r.url else f"- {r.citation}" for r in _unique_refs(refs))
 
 
+_YEAR = re.compile(r"\b(19|20)\d\d\b")
+
+
 def _short_ref(r: Reference) -> str:
     """'Tan IL et al. Neurology 2011;…' -> 'Tan 2011' (first word and first year), linked when it has a URL."""
     first = r.citation.split(" ", 1)[0].rstrip(".,")
-    year = re.search(r"\b(19|20)\d\d\b", r.citation)
+    year = _YEAR.search(r.citation)
     label = f"{first} {year.group(0)}" if year else r.citation
     return f"[{label}]({r.url})" if r.url else label
 
@@ -307,6 +310,10 @@ def level_request(
 
 
 def medication_request(patient_id: str, ingredient: str, now: datetime) -> dict[str, Any]:
+    return _medication_request(patient_id, ingredient, fhir_datetime(now))
+
+
+def _medication_request(patient_id: str, ingredient: str, authored_on: str) -> dict[str, Any]:
     concept: dict[str, Any] = {"text": ingredient}
     if ingredient in RXCUI:
         concept["coding"] = [{"system": RXNORM, "code": RXCUI[ingredient], "display": ingredient}]
@@ -317,7 +324,7 @@ def medication_request(patient_id: str, ingredient: str, now: datetime) -> dict[
             "intent": "proposal",
             "medicationCodeableConcept": concept,
             "subject": {"reference": f"Patient/{patient_id}"},
-            "authoredOn": fhir_datetime(now),
+            "authoredOn": authored_on,
             "note": [
                 {"text": "Draft: disease-modifying therapy after natalizumab PML; timing per the DMT card."}
             ],
@@ -801,7 +808,8 @@ _CLASS_OF: dict[str, str] = {
 def _classes(names: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for n in names:
-        out.setdefault(_CLASS_OF.get(n.lower(), n.lower()), []).append(n)
+        lowered = n.lower()
+        out.setdefault(_CLASS_OF.get(lowered, lowered), []).append(n)
     return out
 
 
@@ -941,6 +949,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     if refs:
         parts.append("**Sources**\n\n" + refs)
     conditional = {c.ingredient: c for c in dmt.conditional}
+    authored_on = fhir_datetime(now)  # once for all the drafts
     suggestions = []
     for ing in dmt_suggestible(dmt):
         c = conditional.get(ing)
@@ -952,7 +961,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
                     Action(
                         type="create",
                         description=f"Draft MedicationRequest (proposal): {ing}",
-                        resource=medication_request(patient_id, ing, now),
+                        resource=_medication_request(patient_id, ing, authored_on),
                     )
                 ],
             )
