@@ -44,31 +44,18 @@ def _latest_count(facts: PatientFacts, now: datetime) -> LymphocyteCount | None:
     return max(counts, key=lambda c: c.drawn_at) if counts else None
 
 
-def _fumarate(ingredient: str, count: LymphocyteCount | None, unusable: int) -> ConditionalDmt:
+def _fumarate_advice(count: LymphocyteCount | None, unusable: int) -> tuple[bool, str]:
+    """(advised, reason) for a fumarate: the same for every fumarate, so worked out once per call."""
     threshold = f"{LYMPHOCYTE_THRESHOLD_10E9_PER_L:g} × 10⁹/L"
     if count is None:
         extra = f" ({unusable} lymphocyte result(s) could not be used)" if unusable else ""
-        return ConditionalDmt(
-            ingredient,
-            False,
-            f"Not advised: no absolute lymphocyte count on record{extra}; "
-            f"a count of at least {threshold} is required.",
-        )
+        reason = f"Not advised: no absolute lymphocyte count on record{extra}; a count of at least {threshold} is required."
+        return False, reason
     shown = f"{count.value_10e9_per_l:.2g} × 10⁹/L on {count.drawn_at:%Y-%m-%d}"
     if count.value_10e9_per_l >= LYMPHOCYTE_THRESHOLD_10E9_PER_L:
-        return ConditionalDmt(
-            ingredient,
-            True,
-            f"Possible: latest absolute lymphocyte count {shown} is at or "
-            f"above {threshold}; monitor the count.",
-            count,
-        )
-    return ConditionalDmt(
-        ingredient,
-        False,
-        f"Not advised: latest absolute lymphocyte count {shown} is below {threshold}.",
-        count,
-    )
+        reason = f"Possible: latest absolute lymphocyte count {shown} is at or above {threshold}; monitor the count."
+        return True, reason
+    return False, f"Not advised: latest absolute lymphocyte count {shown} is below {threshold}."
 
 
 def _conflicts(medications: tuple[MedicationUse, ...]) -> tuple[MedicationUse, ...]:
@@ -84,7 +71,8 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
     """Allowed / conditional / avoid DMTs, active avoid-class conflicts and the rebound window."""
     count = _latest_count(facts, now)
     unusable = sum(1 for u in facts.unusable if u.kind == "lymphocyte count")
-    conditional = tuple(_fumarate(f, count, unusable) for f in FUMARATES)
+    advised, reason = _fumarate_advice(count, unusable)
+    conditional = tuple(ConditionalDmt(f, advised, reason, count) for f in FUMARATES)
     suggestible = ALLOWED + tuple(c.ingredient for c in conditional if c.advised)
 
     last_dose, _ = last_natalizumab_dose(facts, now)
