@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import to_jsonable_python
+from pydantic_core import from_json, to_jsonable_python
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<140"; Inferno fails 140
@@ -165,6 +165,21 @@ class HookRequest(_In):
     @classmethod
     def _prefetch_object(cls, v: Any) -> dict[str, Any] | None:
         return v if isinstance(v, dict) else None
+
+    @classmethod
+    def from_body(cls, raw: bytes | str) -> HookRequest:
+        """`model_validate_json(raw)`, about a third cheaper on a prefetch-sized body.
+
+        pydantic-core's own JSON parser (`from_json`, the one `model_validate_json` uses) builds the
+        Python values, then the model validates them: for `Any` (the prefetch) that is the same values,
+        faster than validating them in JSON mode. Every field here reads JSON input the same way in
+        both modes; any failure (invalid JSON or an invalid field) is re-validated with
+        `model_validate_json`, so the errors, and their wording, are exactly the JSON-mode ones.
+        """
+        try:
+            return cls.model_validate(from_json(raw))
+        except ValueError:  # pydantic's ValidationError too
+            return cls.model_validate_json(raw)
 
 
 class AcceptedSuggestion(_In):

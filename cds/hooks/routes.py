@@ -172,7 +172,7 @@ async def _run(
 ) -> Response:
     raw = await _body(request)
     try:
-        hook = HookRequest.model_validate_json(raw)
+        hook = HookRequest.from_body(raw)  # = model_validate_json(raw), faster
     except ValidationError as exc:
         raise BadHookRequest(_describe(exc)) from None
     request.state.hook_instance = hook.hookInstance

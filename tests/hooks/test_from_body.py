@@ -1,0 +1,94 @@
+"""HookRequest.from_body parses with pydantic-core's from_json then validates in Python mode; it must
+accept, refuse and describe every body exactly as model_validate_json does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from cds.hooks.models import HookRequest
+
+BASE: dict[str, Any] = {"hook": "order-select", "hookInstance": "x", "context": {"patientId": "p"}}
+
+RAW = [
+    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"},"prefetch":{"a":NaN,"b":Infinity}}',
+    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"},"prefetch":{"a":1e400,"b":123456789012345678901234567890,"c":-0,"d":1.0,"e":-0.0}}',
+    b'{"hook":"a","hookInstance":"b","hook":"c","context":{"patientId":"p"}}',
+    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"},"prefetch":{"a":"\\ud800"}}',
+    b'\xef\xbb\xbf{"hook":"a","hookInstance":"b","context":{"patientId":"p"}}',
+    b' {"hook":"a","hookInstance":"b","context":{"patientId":"p"}} \n',
+    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"}} x',
+    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"}}{}',
+    b"[]",
+    b"null",
+    b"",
+    b'"x"',
+    b"{not json",
+    b'{"hook":"a\\u0000","hookInstance":"b","context":{"patientId":"p"}}',
+    '{"hook":"é","hookInstance":"b","context":{"patientId":"p"}}'.encode("latin-1"),
+    b'{"a":' * 300 + b"1" + b"}" * 300,
+]
+FIELDS: dict[str, list[Any]] = {
+    "hook": [1, True, None, "", [], 1.5],
+    "hookInstance": [1, None, ""],
+    "fhirServer": [1, None, True, "x"],
+    "fhirAuthorization": [
+        None,
+        {},
+        {"access_token": 1},
+        {"access_token": "t", "expires_in": "300"},
+        {"access_token": "t", "expires_in": True},
+        {"access_token": "t", "expires_in": 1.5},
+        {"access_token": "t", "expires_in": 300.0},
+        {"access_token": "t", "expires_in": "3e2"},
+        {"access_token": "t", "scope": 5, "extra": [1]},
+        "x",
+        [1],
+    ],
+    "context": [
+        None,
+        {},
+        {"patientId": 1},
+        {"patientId": "p", "selections": "a"},
+        {"patientId": "p", "selections": [1]},
+        {"patientId": "p", "selections": None},
+        {"patientId": "p", "userId": 5},
+        {"patientId": "p", "encounterId": False},
+        {"patientId": "p", "draftOrders": {"resourceType": "Bundle", "entry": [None]}},
+        [],
+        "x",
+    ],
+    "prefetch": [None, 1, "x", [], {"a": None}, {"a": [1, {"b": None}]}],
+    "extra": [{"x": 1}, None],
+}
+BODIES = RAW + [json.dumps({**BASE, field: v}).encode() for field, vs in FIELDS.items() for v in vs]
+
+
+def _outcome(fn: Any) -> Any:
+    try:
+        m = fn()
+    except ValidationError as exc:
+        return ("error", exc.errors(include_url=False))
+    return ("ok", m.model_dump(), m.model_extra, m.context.model_extra)
+
+
+@pytest.mark.parametrize("raw", BODIES)
+def test_from_body_equals_model_validate_json(raw: bytes) -> None:
+    want = _outcome(lambda: HookRequest.model_validate_json(raw))
+    got = _outcome(lambda: HookRequest.from_body(raw))
+    assert repr(got) == repr(want)
+
+
+def test_from_body_of_a_demo_request() -> None:
+    from datetime import UTC, datetime
+
+    from cds import demo
+
+    for name in demo.scenarios():
+        body = json.dumps(
+            demo.hook_request(demo.patient(name, datetime(2025, 1, 1, tzinfo=UTC)), "order-select")
+        )
+        assert HookRequest.from_body(body.encode()) == HookRequest.model_validate_json(body)
