@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -88,6 +88,7 @@ from cds.fhir_models import (
 from cds.settings import Settings
 
 log = logging.getLogger("cds.fhir")
+_T = TypeVar("_T")
 
 __all__ = ["FhirReader", "LoadResult", "PlexOrder", "parse_resources", "plex_orders", "prefetch_templates"]
 
@@ -202,10 +203,13 @@ def _texts(cc: _CC | None) -> list[str]:
 
 
 def _label(cc: _CC | None) -> str:
-    texts = _texts(cc)
+    return _label_of(_codings(cc), _texts(cc))
+
+
+def _label_of(codes: tuple[tuple[str, str], ...], texts: list[str]) -> str:
+    """_label from the concept's codings and texts when they are at hand already."""
     if texts:
         return texts[0]
-    codes = _codings(cc)
     return codes[0][1] if codes else ""
 
 
@@ -219,6 +223,47 @@ def _when(*candidates: str | None) -> tuple[datetime, str] | None:
 def _source(r: _Resource, rtype: str) -> str:
     return f"{rtype}/{r.id}" if r.id else rtype
 
+
+_MISS: Any = object()
+_MEMO_MAX_CHARS = 512  # keys with more text than this are computed every time (the memo stays small)
+
+
+def _chars(key: Any) -> int:
+    if isinstance(key, str):
+        return len(key)
+    if isinstance(key, (tuple, frozenset)):
+        return sum(_chars(k) for k in key)
+    return 0
+
+
+class _Memo(Generic[_T]):
+    """A bounded memo of a pure classification by codes and text: laboratory, procedure, drug and
+    problem-list codes and names repeat across patients. Keys with more than `_MEMO_MAX_CHARS`
+    characters are computed every time; when `size` keys are held the memo starts over."""
+
+    def __init__(self, fn: Callable[..., _T], size: int = 2048) -> None:
+        self._fn = fn
+        self._size = size
+        self._memo: dict[tuple[Any, ...], _T] = {}
+
+    def __call__(self, *key: Any) -> _T:
+        hit = self._memo.get(key, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[no-any-return]
+        value = self._fn(*key)
+        if _chars(key) <= _MEMO_MAX_CHARS:
+            if len(self._memo) >= self._size:
+                self._memo.clear()
+            self._memo[key] = value
+        return value
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+
+_plex_modality = _Memo(terms.plex_modality)
+_condition_kind = _Memo(terms.condition_kind)
+_identify = _Memo(drugs.identify)
 
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
@@ -301,6 +346,7 @@ class _Context:
         self.level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
         self.plex_codes = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
         self.now = now
+        self.oldest = now - MAX_OBSERVATION_AGE
         self.medications = medications
         self.acc = _Acc()
 
@@ -309,23 +355,6 @@ _OBSERVATION_CODES = (
     terms.NATALIZUMAB_ANTIBODY_CODES | terms.LYMPHOCYTE_ABSOLUTE_CODES | terms.LYMPHOCYTE_PERCENT_CODES
 )
 _OBSERVATION_WORDS = re.compile(r"natalizumab|tysabri|tyruko|lymphocyte", re.IGNORECASE)
-
-
-def _observation_kind(
-    codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
-) -> str | None:
-    """'antibody', 'level', 'lymphocytes' or None; remembered for short keys (laboratory codes and names
-    repeat across patients; long or many-coded ones are computed, so the cache stays small)."""
-    key = (codes, text, level_codes)
-    kind = _KIND_CACHE.get(key, _MISS)
-    if kind is not _MISS:
-        return kind  # type: ignore[no-any-return]
-    kind = _observation_kind_uncached(codes, text, level_codes)
-    if len(codes) <= 8 and len(text) + sum(len(s) + len(c) for s, c in codes) <= 512:
-        if len(_KIND_CACHE) >= _KIND_CACHE_SIZE:
-            _KIND_CACHE.clear()  # bounded: start over (laboratory codes repeat; it refills at once)
-        _KIND_CACHE[key] = kind
-    return kind
 
 
 def _observation_kind_uncached(
@@ -349,9 +378,7 @@ def _observation_kind_uncached(
     return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None
 
 
-_KIND_CACHE: dict[tuple[tuple[tuple[str, str], ...], str, frozenset[tuple[str, str]]], str | None] = {}
-_KIND_CACHE_SIZE = 2048
-_MISS: Any = object()
+_observation_kind = _Memo(_observation_kind_uncached)
 
 
 def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str]]) -> bool:
@@ -398,7 +425,7 @@ def _observation(o: _Observation, ctx: _Context) -> None:
         o.effectiveInstant,
         o.issued,
     )
-    if when is not None and when[0] < ctx.now - MAX_OBSERVATION_AGE:
+    if when is not None and when[0] < ctx.oldest:
         return  # outside the 730-day window
     src = _source(o, "Observation")
     at = when[0] if when else None
@@ -536,7 +563,7 @@ def _procedure(p: _Procedure, ctx: _Context) -> None:
     if p.status != "completed":
         return
     codes, texts = _codings(p.code), _texts(p.code)
-    modality = terms.plex_modality(codes, texts, ctx.plex_codes)
+    modality = _plex_modality(codes, tuple(texts), ctx.plex_codes)
     if modality is None:
         return
     src = _source(p, "Procedure")
@@ -554,7 +581,8 @@ def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[s
     """(codes, label as written, text for identification) of the medication a statement/request names."""
     if m.medicationCodeableConcept is not None:
         cc = m.medicationCodeableConcept
-        return _codings(cc), _label(cc), " ".join(_texts(cc))
+        concept_codes, concept_texts = _codings(cc), _texts(cc)
+        return concept_codes, _label_of(concept_codes, concept_texts), " ".join(concept_texts)
     ref = m.medicationReference
     if ref is None:
         return (), "", ""
@@ -603,7 +631,7 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> 
     if m.status == "entered-in-error":
         return
     codes, label, text = _medication_concept(m, ctx)
-    ingredient = drugs.identify(codes, text or label)
+    ingredient = _identify(codes, text or label)
     if isinstance(m, _MedicationStatement):
         rtype, active, given = (
             "MedicationStatement",
@@ -633,7 +661,7 @@ def _condition(c: _Condition, ctx: _Context) -> None:
     if verification & _CONDITION_EXCLUDED:
         return
     codes, texts = _codings(c.code), _texts(c.code)
-    kind = terms.condition_kind(codes, " ".join(texts))
+    kind = _condition_kind(codes, " ".join(texts))
     descriptions: list[str] = []
     body_site_codes: list[tuple[str, str]] = []
     for site in c.bodySite:
@@ -651,7 +679,7 @@ def _condition(c: _Condition, ctx: _Context) -> None:
     ctx.acc.conditions.append(
         ConditionFact(
             kind,  # type: ignore[arg-type]
-            _label(c.code),
+            _label_of(codes, texts),
             codes,
             tuple(body_site_codes),
             tuple(dict.fromkeys(d for d in descriptions if d.strip())),
