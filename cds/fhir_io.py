@@ -193,13 +193,17 @@ def _validate(resource: Any, strict: bool) -> _Resource | None:
 def _codings(cc: _CC | None) -> tuple[tuple[str, str], ...]:
     if cc is None:
         return ()
-    return tuple((c.system or "", c.code) for c in cc.coding if c.code)
+    return tuple([(c.system or "", c.code) for c in cc.coding if c.code])
 
 
 def _texts(cc: _CC | None) -> list[str]:
     if cc is None:
         return []
-    return [t for t in [cc.text, *(c.display for c in cc.coding)] if t]
+    out = [cc.text] if cc.text else []
+    for c in cc.coding:
+        if c.display:
+            out.append(c.display)
+    return out
 
 
 def _label(cc: _CC | None) -> str:
