@@ -59,7 +59,7 @@ _STR_INT_BOOL = frozenset({str, int, bool})
 _CONTAINERS = frozenset({str, list, dict})
 
 
-def _items(pairs: Any) -> dict[str, Any] | None:
+def _dict(pairs: Any) -> dict[str, Any] | None:
     """Pruned JSON-ready dict of (str key, value) pairs; None when a key is not a str."""
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -71,10 +71,43 @@ def _items(pairs: Any) -> dict[str, Any] | None:
                 out[k] = v
         elif t is int or t is bool:
             out[k] = v
+        elif t is dict:
+            w = _dict(v.items())
+            if w is None:
+                w = json_ready(v)
+            if w:
+                out[k] = w
+        elif t is list:
+            w = _list(v)
+            if w:
+                out[k] = w
         elif v is not None:
             v = json_ready(v)
             if v is not None and (v or type(v) not in _CONTAINERS):
                 out[k] = v
+    return out
+
+
+def _list(values: Any) -> list[Any]:
+    """Pruned JSON-ready list of `values`."""
+    out: list[Any] = []
+    for v in values:
+        t = type(v)
+        if t is str:
+            if v:
+                out.append(v)
+        elif t is int or t is bool:
+            out.append(v)
+        elif t is dict:
+            w = _dict(v.items())
+            if w is None:
+                w = json_ready(v)
+            if w:
+                out.append(w)
+        elif v is not None:
+            v = json_ready(v)
+            if v is not None and (v or type(v) not in _CONTAINERS):
+                out.append(v)
     return out
 
 
@@ -92,26 +125,14 @@ def json_ready(value: Any) -> Any:
     if t is float:
         return value if math.isfinite(value) else None
     if t is dict:
-        out = _items(value.items())
+        out = _dict(value.items())
         if out is not None:
             return out
     elif t is list or t is tuple:
-        items = []
-        for v in value:
-            tv = type(v)
-            if tv is str:
-                if v:
-                    items.append(v)
-            elif tv is int or tv is bool:
-                items.append(v)
-            elif v is not None:
-                v = json_ready(v)
-                if v is not None and (v or type(v) not in _CONTAINERS):
-                    items.append(v)
-        return items
+        return _list(value)
     elif isinstance(value, BaseModel):
         d = value.__dict__
-        return _items((k, d[k]) for k in type(value).__pydantic_fields__)
+        return _dict([(k, d[k]) for k in type(value).__pydantic_fields__])
     elif value is None:
         return None
     return json_ready(to_jsonable_python(value))
