@@ -78,9 +78,9 @@ def _dict(pairs: Any) -> dict[str, Any] | None:
             if w:
                 out[k] = w
         elif t is list:
-            w = _list(v)
-            if w:
-                out[k] = w
+            items = _list(v)
+            if items:
+                out[k] = items
         elif v is not None:
             v = json_ready(v)
             if v is not None and (v or type(v) not in _CONTAINERS):
