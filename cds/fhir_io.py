@@ -191,18 +191,19 @@ def _validate(resource: Any, strict: bool) -> _Resource | None:
 
 
 def _codings(cc: _CC | None) -> tuple[tuple[str, str], ...]:
-    if cc is None:
+    if not cc or "coding" not in cc:
         return ()
-    return tuple([(c.system or "", c.code) for c in cc.coding if c.code])
+    return tuple([(c.get("system") or "", code) for c in cc["coding"] if (code := c.get("code"))])
 
 
 def _texts(cc: _CC | None) -> list[str]:
-    if cc is None:
+    if not cc:
         return []
-    out = [cc.text] if cc.text else []
-    for c in cc.coding:
-        if c.display:
-            out.append(c.display)
+    text = cc.get("text")
+    out = [text] if text else []
+    for c in cc.get("coding", ()):
+        if display := c.get("display"):
+            out.append(display)
     return out
 
 

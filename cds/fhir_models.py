@@ -1,7 +1,7 @@
 """Slim strict pydantic models of the FHIR R4B fields the engine reads: shapes only.
 
-This module only declares shapes (models, the resourceType-discriminated union and its TypeAdapter,
-constrained string types); it reads nothing and builds no domain objects. `cds/fhir_io.py` stays the
+This module only declares shapes (models, two TypedDict leaves, the resourceType-discriminated union and
+its TypeAdapter, constrained string types); it reads nothing and builds no domain objects. `cds/fhir_io.py` stays the
 one place that turns FHIR into engine domain objects and reads the FHIR server.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, with_config
+from typing_extensions import TypedDict
 
 # Just the fields cds/fhir_io.py reads. Strict: a string is not a number, a number not a string; required
 # elements are required; fixed value sets are Literals; everything else is ignored.
@@ -29,15 +30,23 @@ class _M(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
-class _Coding(_M):
-    system: str | None = None
-    code: _Code | None = None
-    display: str | None = None
+# CodeableConcept and Coding, the most numerous elements (every code, status and value concept), are
+# read as plain dicts (fhir_io's _codings/_texts): validated exactly like the models (strict, same
+# types and constraints, unknown keys dropped) and about a quarter cheaper to build. Absent = missing key.
+_LEAF = ConfigDict(strict=True, extra="ignore")
 
 
-class _CC(_M):
-    coding: list[_Coding] = Field(default_factory=list)
-    text: str | None = None
+@with_config(_LEAF)
+class _Coding(TypedDict, total=False):
+    system: str | None
+    code: _Code | None
+    display: str | None
+
+
+@with_config(_LEAF)
+class _CC(TypedDict, total=False):
+    coding: list[_Coding]
+    text: str | None
 
 
 class _Quantity(_M):

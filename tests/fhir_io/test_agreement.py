@@ -60,6 +60,13 @@ def _same(slim: Any, r4b: Any, path: str) -> None:
                 continue
             assert hasattr(r4b, name), f"{path}.{name}: not an R4B element"
             _same(getattr(slim, name), getattr(r4b, name), f"{path}.{name}")
+    elif isinstance(
+        slim, dict
+    ):  # a TypedDict leaf (CodeableConcept, Coding): absent keys are absent in R4B too
+        assert r4b is not None, f"{path}: R4B has nothing"
+        for name, value in slim.items():
+            assert hasattr(r4b, name), f"{path}.{name}: not an R4B element"
+            _same(value, getattr(r4b, name), f"{path}.{name}")
     elif isinstance(slim, list):
         r4b = r4b or []
         assert len(slim) == len(r4b), f"{path}: {len(slim)} != {len(r4b)}"
