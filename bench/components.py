@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 STAGES = [
     ("JSON depth check (middleware)", "cds.middleware", "json_depth_exceeds", 0),
     (
-        "request model: HookRequest.model_validate_json",
+        "request model: HookRequest.from_body",
         "cds.hooks.routes",
-        "HookRequest.model_validate_json",
+        "HookRequest.from_body",
         0,
     ),
     ("plex_orders (draft order)", "cds.fhir_io", "plex_orders", 0),
@@ -44,7 +44,7 @@ STAGES = [
     ("chart_url", "cds.views.charts", "chart_url", 0),
     ("cards.render", "cds.hooks.cards", "render", 0),
     ("R4B validation of emitted resources (validate_emitted)", "cds.hooks.cards", "validate_emitted", 1),
-    ("CdsResponse.to_json (model_dump + prune)", "cds.hooks.models", "CdsResponse.to_json", 0),
+    ("CdsResponse.to_json (json_ready)", "cds.hooks.models", "CdsResponse.to_json", 0),
     ("JSONResponse.render (json.dumps)", "starlette.responses", "JSONResponse.render", 0),
     ("_finish (log line + audit)", "cds.hooks.routes", "_finish", 0),
 ]
