@@ -24,7 +24,7 @@ the estimate. Every number is listed with its source in docs/clinical-model.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict, TypeGuard
 
@@ -163,9 +163,12 @@ _F_IV_SLOW = _fraction_for_reference_r(R_HIGH_REFERENCE)  # ≈ 0.41: less remov
 # ---------------------------------------------------------------- scenarios
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Scenario:
-    """One of low / central / high: how each past session removes drug and r per planned session."""
+    """One of low / central / high: how each past session removes drug and r per planned session.
+
+    Private and never mutated after construction (not frozen: a frozen __init__ costs a
+    object.__setattr__ per field on every call)."""
 
     removal: float | None  # per-session removal for a patient fit (any volume); None: population
     intravascular_fraction: float
@@ -187,27 +190,25 @@ def _days(a: datetime, b: datetime) -> float:
     return (b - a) / _DAY
 
 
-def _session_product(
-    since: datetime, now: datetime, sessions: tuple[PlexSession, ...], scenario: _Scenario, plan_pv: float
-) -> float:
-    """Product of the removal factors of the sessions in (since, now]."""
-    product = 1.0
-    for s in sessions:
-        if since < s.performed_at <= now:
-            product *= scenario.session_factor(s, plan_pv)
-    return product
+def _products(window: list[PlexSession], scenarios: tuple[_Scenario, ...], plan_pv: float) -> list[float]:
+    """Per scenario, the product of the removal factors of the sessions in `window`, in order.
 
-
-def _carry(
-    level: float,
-    since: datetime,
-    now: datetime,
-    sessions: tuple[PlexSession, ...],
-    scenario: _Scenario,
-    plan_pv: float,
-) -> float:
-    """A level at `since` carried to `now`: natural decay plus the sessions in (since, now]."""
-    return level * decay_factor(_days(since, now)) * _session_product(since, now, sessions, scenario, plan_pv)
+    `window` is the sessions in (since, now] (every session kept by estimate_remaining is ≤ now):
+    a level at `since` carried to `now` is level · decay(now - since) · product.
+    """
+    products: list[float] = []
+    for sc in scenarios:
+        product = 1.0
+        removal, f_iv = sc.removal, sc.intravascular_fraction
+        if removal is not None:
+            for _ in window:
+                product *= removal
+        else:
+            for s in window:
+                pv = s.plasma_volumes
+                product *= removal_per_session(pv if _positive(pv) else plan_pv, f_iv)
+        products.append(product)
+    return products
 
 
 def _sessions_needed(start: float, target: float, r: float) -> tuple[int, bool]:
@@ -259,10 +260,14 @@ def _screen_levels(
     return usable, unusable
 
 
+_POST_SESSION_WINDOW = timedelta(hours=POST_SESSION_WINDOW_HOURS)
+
+
 def _post_session(level: NatalizumabLevel, sessions: tuple[PlexSession, ...]) -> PlexSession | None:
-    window = timedelta(hours=POST_SESSION_WINDOW_HOURS)
+    drawn_at = level.drawn_at
     for s in sessions:
-        if s.performed_at < level.drawn_at < s.performed_at + window:
+        at = s.performed_at
+        if at < drawn_at < at + _POST_SESSION_WINDOW:
             return s
     return None
 
@@ -298,13 +303,14 @@ def _fit_removal(
         return None
     t0 = levels[0].drawn_at
     k = _LN2 / HALF_LIFE_DAYS
-    xs = [float(sum(1 for s in sessions if s.performed_at < lv.drawn_at)) for lv in levels]
-    ys = [math.log(lv.value_ug_per_ml) + k * _days(t0, lv.drawn_at) for lv in levels]
+    done = [s.performed_at for s in sessions]
+    xs = [float(len([at for at in done if at < lv.drawn_at])) for lv in levels]
+    ys = [math.log(lv.value_ug_per_ml) + k * ((lv.drawn_at - t0) / _DAY) for lv in levels]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
+    sxx = sum([(x - mx) ** 2 for x in xs])
     if sxx == 0:
         return None
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    slope = sum([(x - mx) * (y - my) for x, y in zip(xs, ys)]) / sxx
     return math.exp(slope), len(levels)
 
 
@@ -324,9 +330,11 @@ class _Common(TypedDict):
     unusable: tuple[UnusableValue, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Context:
-    """Per-call state shared by the estimate paths; flags, notes and refs are appended to in place."""
+    """Per-call state shared by the estimate paths; flags, notes and refs are appended to in place.
+
+    Private and never reassigned after construction (not frozen: cheaper to build once per call)."""
 
     levels: tuple[NatalizumabLevel, ...]
     sessions: tuple[PlexSession, ...]
@@ -491,22 +499,19 @@ def estimate_remaining(
             "estimated. Measure serum natalizumab before the first session."
         )
         refs.append(VENNEGOOR_2015)
-        return _finish(
-            PlexEstimate(
-                basis="none", remaining=None, starting_level=None, adjusted_level_ug_per_ml=None, **common
-            ),
-            ctx,
-            remeasure_at=now,
-        )
+        return _finish(ctx, "none", None, None, None, (), remeasure_at=now)
 
     # -- dosing history only: steady-state Cmax decayed since the last infusion
     flags.append("dosing-history")
     scale = last_dose_mg / STANDARD_DOSE_MG if _positive(last_dose_mg) else 1.0
     cmax = STEADY_STATE_CMAX_UG_PER_ML * scale
     elapsed = _days(last_dose_at, now)
-    starts = tuple(
-        cmax * decay_factor(elapsed, t_half) * _session_product(last_dose_at, now, sessions, sc, plan_pv)
-        for t_half, sc in zip((HALF_LIFE_DAYS, HALF_LIFE_DAYS, HALF_LIFE_SENSITIVITY_DAYS), scenarios)
+    products = _products([s for s in sessions if s.performed_at > last_dose_at], scenarios, plan_pv)
+    central_decay = decay_factor(elapsed)
+    starts = (
+        cmax * central_decay * products[0],
+        cmax * central_decay * products[1],
+        cmax * decay_factor(elapsed, HALF_LIFE_SENSITIVITY_DAYS) * products[2],
     )
     notes.append(
         f"No usable natalizumab level: projected from the last infusion ({last_dose_at:%Y-%m-%d}) "
@@ -544,11 +549,11 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context, zero: bool = False) -> 
         factors = (POST_SESSION_FACTOR_LOW, POST_SESSION_FACTOR, POST_SESSION_FACTOR_HIGH)
         refs.append(HANAFUSA_2014)
         remeasure_now = True
+    since = [s for s in sessions if s.performed_at > latest.drawn_at]  # all in (drawn_at, now]
+    decay = decay_factor(age_days)
     starts = tuple(
-        _carry(value * f, latest.drawn_at, now, sessions, sc, ctx.plan_pv)
-        for f, sc in zip(factors, scenarios)
+        value * f * decay * product for f, product in zip(factors, _products(since, scenarios, ctx.plan_pv))
     )
-    since = [s for s in sessions if s.performed_at > latest.drawn_at]
     if age_days > 0 and not since:
         flags.append("decayed")
         notes.append(
@@ -576,17 +581,7 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context, zero: bool = False) -> 
                 f"The level is below the assay limit ({latest.comparator}{value:g} µg/mL), at or below the "
                 f"target of {target:g} µg/mL: no sessions are needed for drug clearance."
             )
-            return _finish(
-                PlexEstimate(
-                    basis="measured",
-                    remaining=SessionRange(0, 0, 0),
-                    starting_level=latest,
-                    adjusted_level_ug_per_ml=starts[1],
-                    levels_used=ctx.levels,
-                    **ctx.common,
-                ),
-                ctx,
-            )
+            return _finish(ctx, "measured", SessionRange(0, 0, 0), latest, starts[1], ctx.levels)
         flags.append("upper-bound")
         upper = True
         notes.append(
@@ -633,44 +628,53 @@ def _estimate(
     if upper:
         low = 0
     remaining = SessionRange(estimate=est, low=min(low, est), high=max(high, est))
-    estimate = PlexEstimate(
-        basis=basis,
-        remaining=remaining,
-        starting_level=latest,
-        adjusted_level_ug_per_ml=starts[1],
-        levels_used=ctx.levels,
-        **ctx.common,
+    return _finish(
+        ctx,
+        basis,
+        remaining,
+        latest,
+        starts[1],
+        ctx.levels,
+        starts=starts,
+        remeasure_at=ctx.now if remeasure_now else None,
     )
-    return _finish(estimate, ctx, starts=starts, remeasure_at=ctx.now if remeasure_now else None)
 
 
 def _finish(
-    est: PlexEstimate,
     ctx: _Context,
+    basis: Basis,
+    rng: SessionRange | None,
+    starting_level: NatalizumabLevel | None,
+    adjusted_level: float | None,
+    levels_used: tuple[NatalizumabLevel, ...],
     starts: tuple[float, ...] | None = None,
     remeasure_at: datetime | None = None,
 ) -> PlexEstimate:
-    """Projection per planned session, expected target date, re-measurement, ordered-course check.
+    """Projection per planned session, expected target date, re-measurement, ordered-course check;
+    builds the PlexEstimate (with `ctx.common`).
 
     `starts` (levels at now, before `ctx.lead`) is given when there is a projection to draw.
     """
     flags, notes, plan, first_at, lead = ctx.flags, ctx.notes, ctx.plan, ctx.first_at, ctx.lead
-    rng = est.remaining
     step = timedelta(days=ctx.interval)
     projection: list[ProjectedPoint] = []
     target_at = None
     if rng is not None and starts is not None:
         count = min(max(rng.high, plan.ordered_sessions or 0, 1 if rng.estimate else 0), MAX_SESSIONS)
+        (low0, mid0, high0), (r_low, r_mid, r_high) = (
+            [s * lead for s in starts],
+            [sc.r_plan for sc in ctx.scenarios],
+        )
         for j in range(1, count + 1):
-            levels = [s * lead * sc.r_plan**j for s, sc in zip(starts, ctx.scenarios)]
-            at = first_at + step * j  # equilibrated: when the next session (and a pre-session draw) would be
+            a, b, c = low0 * r_low**j, mid0 * r_mid**j, high0 * r_high**j
             projection.append(
                 ProjectedPoint(
                     session_number=j,
-                    at=at,
-                    level_ug_per_ml=levels[1],
-                    low_ug_per_ml=min(levels),
-                    high_ug_per_ml=max(levels),
+                    # equilibrated: when the next session (and a pre-session draw) would be
+                    at=first_at + step * j,
+                    level_ug_per_ml=b,
+                    low_ug_per_ml=min(a, b, c),
+                    high_ug_per_ml=max(a, b, c),
                 )
             )
         if rng.estimate > 0:
@@ -704,14 +708,18 @@ def _finish(
     notes.append(
         "This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome."
     )
-    unique_refs = tuple(dict.fromkeys(ctx.refs))
-    return replace(
-        est,
+    return PlexEstimate(
+        basis=basis,
+        remaining=rng,
+        starting_level=starting_level,
+        adjusted_level_ug_per_ml=adjusted_level,
+        levels_used=levels_used,
         projection=tuple(projection),
         target_expected_at=target_at,
         remeasure_at=remeasure_at,
         remeasure_after_session=remeasure_after,
         flags=tuple(dict.fromkeys(flags)),
         notes=tuple(notes),
-        references=unique_refs,
+        references=tuple(dict.fromkeys(ctx.refs)),
+        **ctx.common,
     )
