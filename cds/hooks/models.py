@@ -9,6 +9,7 @@ The one sanctioned empty value, the top-level `{"cards": []}`, is kept by `CdsRe
 from __future__ import annotations
 
 import math
+import os
 import re
 import uuid
 from datetime import UTC, datetime
@@ -138,8 +139,16 @@ def json_ready(value: Any) -> Any:
     return json_ready(to_jsonable_python(value))
 
 
+# RFC 4122 version 4: version nibble 4 (bits 76-79), variant bits 10 (bits 62-63), as uuid.UUID(version=4)
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (4 << 76) | (0x8000 << 48)
+
+
 def new_uuid() -> str:
-    return str(uuid.uuid4())
+    """A random RFC 4122 version-4 UUID written like str(uuid.uuid4()): the same os.urandom(16) bits with
+    the same version and variant bits set, without building a uuid.UUID (about half the cost)."""
+    h = f"{int.from_bytes(os.urandom(16)) & _V4_CLEAR | _V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 # ---------------------------------------------------------------- incoming
