@@ -247,7 +247,11 @@ def validate_emitted(resource: dict[str, Any]) -> dict[str, Any]:
 
     In full once per shape (cds.r4b_shape: the same resource up to a checked id, subject reference and
     date-times); a resource of a shape that already passed is not re-validated."""
-    key = r4b_shape.shape_key(resource)
+    return _validate_keyed(resource, r4b_shape.shape_key(resource))
+
+
+def _validate_keyed(resource: dict[str, Any], key: str | None) -> dict[str, Any]:
+    """validate_emitted with `resource`'s shape key (r4b_shape.shape_key(resource)) already at hand."""
     if r4b_shape.is_known_valid(key):
         return resource
     rtype = resource.get("resourceType")
@@ -314,22 +318,66 @@ def medication_request(patient_id: str, ingredient: str, now: datetime) -> dict[
 
 
 def _medication_request(patient_id: str, ingredient: str, authored_on: str) -> dict[str, Any]:
+    return validate_emitted(_medication_resource(patient_id, ingredient, authored_on))
+
+
+# The DMT card drafts one MedicationRequest per ingredient, all for the same patient and authoredOn: they
+# differ only in the ingredient. Their shape keys (cds.r4b_shape) mask the subject reference and
+# authoredOn, so once the first draft's key exists (both values masked), every other draft's key equals
+# the key of the same ingredient's draft for a stand-in patient and date-time, worked out once per
+# ingredient instead of once per draft and request. A draft whose shape is not known valid is validated
+# in full, exactly as validate_emitted does.
+_STAND_IN_PATIENT = "shape-stand-in"
+_STAND_IN_AUTHORED_ON = "2000-01-01T00:00:00Z"
+_MED_SHAPE_KEYS: dict[str, str | None] = {}
+_MED_SHAPE_KEYS_MAX = 256
+
+
+def _medication_shape_key(ingredient: str) -> str | None:
+    try:
+        return _MED_SHAPE_KEYS[ingredient]
+    except KeyError:
+        pass
+    key = r4b_shape.shape_key(_medication_resource(_STAND_IN_PATIENT, ingredient, _STAND_IN_AUTHORED_ON))
+    if len(_MED_SHAPE_KEYS) >= _MED_SHAPE_KEYS_MAX:
+        _MED_SHAPE_KEYS.clear()
+    _MED_SHAPE_KEYS[ingredient] = key
+    return key
+
+
+def _medication_drafts(patient_id: str, ingredients: list[str], authored_on: str) -> list[dict[str, Any]]:
+    """[_medication_request(patient_id, i, authored_on) for i in ingredients], each validated as
+    validate_emitted would (see _MED_SHAPE_KEYS for how the shape keys are found)."""
+    drafts: list[dict[str, Any]] = []
+    masked = False  # the first draft's key exists: patient and authoredOn are masked in every key
+    for ingredient in ingredients:
+        resource = _medication_resource(patient_id, ingredient, authored_on)
+        if masked:
+            key = _medication_shape_key(ingredient)
+            if key is None:
+                key = r4b_shape.shape_key(resource)
+        else:
+            key = r4b_shape.shape_key(resource)
+            masked = key is not None
+        drafts.append(_validate_keyed(resource, key))
+    return drafts
+
+
+def _medication_resource(patient_id: str, ingredient: str, authored_on: str) -> dict[str, Any]:
     concept: dict[str, Any] = {"text": ingredient}
     if ingredient in RXCUI:
         concept["coding"] = [{"system": RXNORM, "code": RXCUI[ingredient], "display": ingredient}]
-    return validate_emitted(
-        {
-            "resourceType": "MedicationRequest",
-            "status": "draft",
-            "intent": "proposal",
-            "medicationCodeableConcept": concept,
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "authoredOn": authored_on,
-            "note": [
-                {"text": "Draft: disease-modifying therapy after natalizumab PML; timing per the DMT card."}
-            ],
-        }
-    )
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": concept,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "authoredOn": authored_on,
+        "note": [
+            {"text": "Draft: disease-modifying therapy after natalizumab PML; timing per the DMT card."}
+        ],
+    }
 
 
 def course_update(order: PlexOrder, sessions: int) -> dict[str, Any] | None:
@@ -949,9 +997,10 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     if refs:
         parts.append("**Sources**\n\n" + refs)
     conditional = {c.ingredient: c for c in dmt.conditional}
-    authored_on = fhir_datetime(now)  # once for all the drafts
+    suggestible = dmt_suggestible(dmt)
+    drafts = _medication_drafts(patient_id, suggestible, fhir_datetime(now))
     suggestions = []
-    for ing in dmt_suggestible(dmt):
+    for ing, draft in zip(suggestible, drafts, strict=True):
         c = conditional.get(ing)
         why = f" ({_lymph_text(c)})" if c is not None and c.lymphocytes is not None else ""
         suggestions.append(
@@ -961,7 +1010,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
                     Action(
                         type="create",
                         description=f"Draft MedicationRequest (proposal): {ing}",
-                        resource=_medication_request(patient_id, ing, authored_on),
+                        resource=draft,
                     )
                 ],
             )
