@@ -185,6 +185,12 @@ def _positive(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x) and x > 0
 
 
+def _ymd(dt: datetime) -> str:
+    """f"{dt:%Y-%m-%d}" (isoformat is cheaper; it zero-pads years before 1000, strftime does not)."""
+    text = dt.date().isoformat()
+    return text if text[0] != "0" else f"{dt:%Y-%m-%d}"
+
+
 def _days(a: datetime, b: datetime) -> float:
     """b - a in days."""
     return (b - a) / _DAY
@@ -410,15 +416,13 @@ def estimate_remaining(
         levels = [lv for lv in levels if lv.drawn_at >= last_dose_at]
 
     # -- population and fitted removal
-    r_population = session_remaining_fraction(plan_pv, interval)
+    # session_remaining_fraction(plan_pv, interval, f) = removal_per_session(plan_pv, f) · decay(interval)
+    interval_decay = decay_factor(interval)
+    r_population = removal_per_session(plan_pv) * interval_decay
     population: tuple[_Scenario, ...] = (
-        _Scenario(
-            None, _F_IV_FAST, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_FAST)
-        ),
+        _Scenario(None, _F_IV_FAST, removal_per_session(plan_pv, _F_IV_FAST) * interval_decay),
         _Scenario(None, INTRAVASCULAR_FRACTION, r_population),
-        _Scenario(
-            None, _F_IV_SLOW, session_remaining_fraction(plan_pv, interval, intravascular_fraction=_F_IV_SLOW)
-        ),
+        _Scenario(None, _F_IV_SLOW, removal_per_session(plan_pv, _F_IV_SLOW) * interval_decay),
     )
     scenarios = population
     equilibrated = [lv for lv in levels if lv.comparator is None and _post_session(lv, sessions) is None]
@@ -426,7 +430,7 @@ def estimate_remaining(
     r_fitted: float | None = None
     if fit is not None:
         q, used = fit
-        raw = q * decay_factor(interval)
+        raw = q * interval_decay
         r_fitted = min(max(raw, R_FIT_MIN), R_FIT_MAX)
         flags.append("fitted-removal")
         if r_fitted != raw:
@@ -441,7 +445,7 @@ def estimate_remaining(
             r_fitted,
             min(r_fitted + R_FIT_HALF_WIDTH, R_FIT_MAX),
         )
-        scenarios = tuple(_Scenario(r / decay_factor(interval), INTRAVASCULAR_FRACTION, r) for r in rs)
+        scenarios = tuple(_Scenario(r / interval_decay, INTRAVASCULAR_FRACTION, r) for r in rs)
         refs.append(VENNEGOOR_2015)
 
     common: _Common = {
@@ -514,7 +518,7 @@ def estimate_remaining(
         cmax * decay_factor(elapsed, HALF_LIFE_SENSITIVITY_DAYS) * products[2],
     )
     notes.append(
-        f"No usable natalizumab level: projected from the last infusion ({last_dose_at:%Y-%m-%d}) "
+        f"No usable natalizumab level: projected from the last infusion ({_ymd(last_dose_at)}) "
         f"using the steady-state peak of {cmax:g} µg/mL decayed with a half-life of {HALF_LIFE_DAYS:g} days "
         f"({HALF_LIFE_SENSITIVITY_DAYS:g} days for the high end). Low confidence, not a measurement: "
         "measure serum natalizumab before the first session."
@@ -557,7 +561,7 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context, zero: bool = False) -> 
     if age_days > 0 and not since:
         flags.append("decayed")
         notes.append(
-            f"The level from {latest.drawn_at:%Y-%m-%d} was decayed to now with a half-life of "
+            f"The level from {_ymd(latest.drawn_at)} was decayed to now with a half-life of "
             f"{HALF_LIFE_DAYS:g} days (US label); with the EU steady-state half-life of "
             f"{HALF_LIFE_SENSITIVITY_DAYS:g} days it would be "
             f"{value * decay_factor(age_days, HALF_LIFE_SENSITIVITY_DAYS):.2g} µg/mL."
@@ -565,7 +569,7 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context, zero: bool = False) -> 
     elif since:
         flags.append("decayed")
         notes.append(
-            f"The level from {latest.drawn_at:%Y-%m-%d} was carried through {len(since)} session(s) "
+            f"The level from {_ymd(latest.drawn_at)} was carried through {len(since)} session(s) "
             f"since then and natural decay (half-life {HALF_LIFE_DAYS:g} days)."
         )
     if age_days > HALF_LIFE_DAYS:
@@ -665,13 +669,15 @@ def _finish(
             [s * lead for s in starts],
             [sc.r_plan for sc in ctx.scenarios],
         )
+        at = first_at
         for j in range(1, count + 1):
             a, b, c = low0 * r_low**j, mid0 * r_mid**j, high0 * r_high**j
+            at += step  # = first_at + step * j (timedelta arithmetic is exact)
             projection.append(
                 ProjectedPoint(
                     session_number=j,
                     # equilibrated: when the next session (and a pre-session draw) would be
-                    at=first_at + step * j,
+                    at=at,
                     level_ug_per_ml=b,
                     low_ug_per_ml=min(a, b, c),
                     high_ug_per_ml=max(a, b, c),
