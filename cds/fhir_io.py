@@ -276,7 +276,7 @@ _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^
 def _other_patient(r: _Resource, patient_id: str | None, seen: dict[str, bool] | None = None) -> bool:
     """The subject names another patient; `seen` remembers references within one read."""
     subject = getattr(r, "subject", None)
-    ref = subject.reference if subject else None
+    ref = subject.get("reference") if subject else None
     if not patient_id or not ref:
         return False
     if seen is not None and (known := seen.get(ref)) is not None:
@@ -296,9 +296,10 @@ _UCUM = "http://unitsofmeasure.org"
 def _numeric(o: _Observation) -> tuple[float, str | None, str, str] | None:
     """(value, comparator, unit for conversion, unit as reported) from valueQuantity or valueString."""
     q = o.valueQuantity
-    if q is not None and q.value is not None:
-        unit = (q.code if q.system == _UCUM and q.code else None) or q.unit or q.code or ""
-        return q.value, q.comparator, unit, q.unit or q.code or ""
+    if q is not None and (value := q.get("value")) is not None:
+        code, qunit = q.get("code"), q.get("unit")
+        unit = (code if q.get("system") == _UCUM and code else None) or qunit or code or ""
+        return value, q.get("comparator"), unit, qunit or code or ""
     if o.valueString and (m := _VALUE_STRING.match(o.valueString)):
         comparator = {"≤": "<=", "≥": ">="}.get(m.group(1) or "", m.group(1))
         unit = m.group(3)
@@ -425,8 +426,8 @@ def _observation(o: _Observation, ctx: _Context) -> None:
     period = o.effectivePeriod
     when = _when(
         o.effectiveDateTime,
-        period.start if period else None,
-        period.end if period else None,
+        period.get("start") if period else None,
+        period.get("end") if period else None,
         o.effectiveInstant,
         o.issued,
     )
@@ -490,8 +491,8 @@ def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> 
     elif o.valueString:
         reported = o.valueString
         positive = terms.qualitative(o.valueString)
-    elif o.valueQuantity is not None and o.valueQuantity.value is not None:
-        reported = _reported(o.valueQuantity.value, o.valueQuantity.comparator, o.valueQuantity.unit or "")
+    elif (vq := o.valueQuantity) is not None and vq.get("value") is not None:
+        reported = _reported(vq["value"], vq.get("comparator"), vq.get("unit") or "")  # type: ignore[arg-type]
     if positive is None:
         for interp in o.interpretation:
             for word in [*(c for _, c in _codings(interp)), *_texts(interp)]:
@@ -555,7 +556,7 @@ def _plasma_volumes_from(extensions: list[_Extension], texts: Iterable[str | Non
             value = (
                 ext.valueDecimal
                 if ext.valueDecimal is not None
-                else (ext.valueQuantity.value if ext.valueQuantity else None)
+                else (ext.valueQuantity.get("value") if ext.valueQuantity else None)
             )
             if value is not None and 0 < value <= 5:
                 return float(value)
@@ -572,7 +573,7 @@ def _procedure(p: _Procedure, ctx: _Context) -> None:
     if modality is None:
         return
     src = _source(p, "Procedure")
-    when = _when(p.performedDateTime, p.performedPeriod.start if p.performedPeriod else None)
+    when = _when(p.performedDateTime, p.performedPeriod.get("start") if p.performedPeriod else None)
     if when is None:
         ctx.acc.unusable.append(
             UnusableValue("PLEX procedure", "no date performed", _label(p.code), None, src)
@@ -592,26 +593,27 @@ def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[s
     if ref is None:
         return (), "", ""
     med: _Medication | None = None
-    if ref.reference and ref.reference.startswith("#"):
+    reference, display = ref.get("reference"), ref.get("display")
+    if reference and reference.startswith("#"):
         for item in m.contained:
-            if isinstance(item, dict) and item.get("id") == ref.reference[1:]:
+            if isinstance(item, dict) and item.get("id") == reference[1:]:
                 try:
                     med = _Medication.model_validate(item)
                 except ValidationError:
                     med = None
                 break
-    elif ref.reference:
-        found = _MEDICATION_REF.search(ref.reference)
+    elif reference:
+        found = _MEDICATION_REF.search(reference)
         med = ctx.medications.get(found.group(1)) if found else None  # a Medication in the same read
     if med is None:
-        return (), ref.display or "", ref.display or ""
+        return (), display or "", display or ""
     codes = list(_codings(med.code))
     texts = _texts(med.code)
     for ing in med.ingredient:
         codes.extend(_codings(ing.itemCodeableConcept))
         texts.extend(_texts(ing.itemCodeableConcept))
-    label = ref.display or _label(med.code) or (texts[0] if texts else "")
-    return tuple(codes), label, " ".join([ref.display or "", *texts]).strip()
+    label = display or _label(med.code) or (texts[0] if texts else "")
+    return tuple(codes), label, " ".join([display or "", *texts]).strip()
 
 
 def _dose_facts(dosages: list[_Dosage]) -> tuple[float | None, float | None]:
@@ -619,8 +621,13 @@ def _dose_facts(dosages: list[_Dosage]) -> tuple[float | None, float | None]:
     for d in dosages:
         for dr in d.doseAndRate:
             q = dr.doseQuantity
-            if dose_mg is None and q and q.value is not None and (q.code or q.unit or "").lower() == "mg":
-                dose_mg = q.value
+            if (
+                dose_mg is None
+                and q
+                and q.get("value") is not None
+                and (q.get("code") or q.get("unit") or "").lower() == "mg"
+            ):
+                dose_mg = q.get("value")
         if interval is None and d.timing is not None:
             r = d.timing.repeat
             if r is not None:
@@ -645,7 +652,7 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> 
         )
         p = m.effectivePeriod
         # a dose date only: effectivePeriod.start is the first dose and dateAsserted when it was recorded
-        when = _when(m.effectiveDateTime, p.end if p else None)
+        when = _when(m.effectiveDateTime, p.get("end") if p else None)
         dosages = m.dosage
     else:
         rtype, active, given = "MedicationRequest", m.status in _REQUEST_ACTIVE, m.status in _REQUEST_GIVEN
@@ -678,8 +685,8 @@ def _condition(c: _Condition, ctx: _Context) -> None:
     for ev in c.evidence:
         for cc in ev.code:
             descriptions.extend(_texts(cc))
-        descriptions.extend(d.display for d in ev.detail if d.display)
-    onset = _when(c.onsetDateTime, c.onsetPeriod.start if c.onsetPeriod else None)
+        descriptions.extend(display for d in ev.detail if (display := d.get("display")))
+    onset = _when(c.onsetDateTime, c.onsetPeriod.get("start") if c.onsetPeriod else None)
     clinical = {code for _, code in _codings(c.clinicalStatus)}
     ctx.acc.conditions.append(
         ConditionFact(
@@ -806,14 +813,15 @@ _VOLUME_UNITS = re.compile(r"^(m|d|c|u)?l$", re.IGNORECASE)
 def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     ordered: int | None = None
     q = sr.quantityQuantity
+    qvalue = q.get("value") if q is not None else None
     if (
         q is not None
-        and q.value is not None
-        and 0 < q.value <= 100
-        and float(q.value).is_integer()
-        and not _VOLUME_UNITS.match((q.code or q.unit or "").strip())
+        and qvalue is not None
+        and 0 < qvalue <= 100
+        and float(qvalue).is_integer()
+        and not _VOLUME_UNITS.match((q.get("code") or q.get("unit") or "").strip())
     ):
-        ordered = int(q.value)
+        ordered = int(qvalue)
     timing = sr.occurrenceTiming
     repeat = timing.repeat if timing else None
     if ordered is None and repeat is not None and repeat.count:
@@ -832,9 +840,9 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
         interval = _DEFAULT_PLAN.interval_days
     first = _safe_when(
         sr.occurrenceDateTime,
-        sr.occurrencePeriod.start if sr.occurrencePeriod else None,
+        sr.occurrencePeriod.get("start") if sr.occurrencePeriod else None,
         min(timing.event) if timing and timing.event else None,
-        repeat.boundsPeriod.start if repeat and repeat.boundsPeriod else None,
+        repeat.boundsPeriod.get("start") if repeat and repeat.boundsPeriod else None,
     )
     volumes = _plasma_volumes_from(sr.extension, [*texts, *_texts(sr.code)])
     return PlexPlan(

@@ -49,22 +49,26 @@ class _CC(TypedDict, total=False):
     text: str | None
 
 
-class _Quantity(_M):
-    value: float | None = None
-    comparator: Literal["<", "<=", ">=", ">"] | None = None
-    unit: str | None = None
-    system: str | None = None
-    code: _Code | None = None
+# Quantity, Reference and Period are TypedDict leaves too (read with .get in fhir_io), for the same reason.
+@with_config(_LEAF)
+class _Quantity(TypedDict, total=False):
+    value: float | None
+    comparator: Literal["<", "<=", ">=", ">"] | None
+    unit: str | None
+    system: str | None
+    code: _Code | None
 
 
-class _Reference(_M):
-    reference: str | None = None
-    display: str | None = None
+@with_config(_LEAF)
+class _Reference(TypedDict, total=False):
+    reference: str | None
+    display: str | None
 
 
-class _Period(_M):
-    start: _DateTime | None = None
-    end: _DateTime | None = None
+@with_config(_LEAF)
+class _Period(TypedDict, total=False):
+    start: _DateTime | None
+    end: _DateTime | None
 
 
 class _Annotation(_M):

@@ -259,6 +259,10 @@ _FHIR_DATETIME = re.compile(
     r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
 
+# what _FHIR_DATETIME matches with seconds and a zone given (its fromisoformat branch), without spaces
+_FULL_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
 
 def parse_fhir_datetime(text: str | None) -> tuple[datetime, str] | None:
     """FHIR date/dateTime/instant -> (UTC datetime, precision 'year'|'month'|'day'|'time').
@@ -268,6 +272,10 @@ def parse_fhir_datetime(text: str | None) -> tuple[datetime, str] | None:
     """
     if text is None:
         return None
+    if _FULL_DATETIME.fullmatch(text):  # the usual form, as _FHIR_DATETIME reads it (below), cheaper
+        return datetime.fromisoformat(text).astimezone(UTC), "time"
+    if len(text) == 10 and _DATE.fullmatch(text):  # a date alone, as below
+        return datetime(int(text[:4]), int(text[5:7]), int(text[8:]), tzinfo=UTC), "day"
     m = _FHIR_DATETIME.match(text.strip())
     if not m:
         raise ValueError("not a FHIR dateTime")
