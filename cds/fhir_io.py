@@ -269,6 +269,7 @@ class _Memo(Generic[_T]):
 _plex_modality = _Memo(terms.plex_modality)
 _condition_kind = _Memo(terms.condition_kind)
 _identify = _Memo(drugs.identify)
+_lymphocyte_kind = _Memo(terms.lymphocyte_kind)
 
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
@@ -423,14 +424,16 @@ def _observation(o: _Observation, ctx: _Context) -> None:
     kind = _observation_kind(codes, text, ctx.level_codes)
     if kind is None:
         return
-    period = o.effectivePeriod
-    when = _when(
-        o.effectiveDateTime,
-        period.get("start") if period else None,
-        period.get("end") if period else None,
-        o.effectiveInstant,
-        o.issued,
-    )
+    if o.effectiveDateTime:  # the usual case, as _when below
+        when = terms.parse_fhir_datetime(o.effectiveDateTime)
+    else:
+        period = o.effectivePeriod
+        when = _when(
+            period.get("start") if period else None,
+            period.get("end") if period else None,
+            o.effectiveInstant,
+            o.issued,
+        )
     if when is not None and when[0] < ctx.oldest:
         return  # outside the 730-day window
     src = _source(o, "Observation")
@@ -515,7 +518,7 @@ def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> 
 def _lymphocytes(
     o: _Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: _Context
 ) -> None:
-    lk = terms.lymphocyte_kind(codes, text)
+    lk = _lymphocyte_kind(codes, text)
     num = _numeric(o)
     kind = "lymphocyte count"
     if num is None:
@@ -891,7 +894,7 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
         modality = terms.plex_modality(_codings(sr.code), _texts(sr.code), extra)
         if modality is None:
             continue
-        key = r4b_shape.shape_key(resource)
+        key = r4b_shape.parsed_json_key(resource)  # draftOrders come from the request's JSON
         if not r4b_shape.is_known_valid(key):  # full R4B once per shape of draft order
             if not r4b_valid(resource):
                 log.warning("draft ServiceRequest skipped: not valid FHIR R4B")

@@ -18,7 +18,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-__all__ = ["MAX_SHAPES", "clear", "is_known_valid", "remember", "shape_key"]
+from pydantic_core import to_json
+
+__all__ = ["MAX_SHAPES", "clear", "is_known_valid", "parsed_json_key", "remember", "shape_key"]
 
 MAX_SHAPES = 1024
 
@@ -32,7 +34,7 @@ _FHIR_DATETIME = re.compile(
 )
 _DATETIME_KEYS = ("authoredOn", "occurrenceDateTime")
 
-_valid: dict[str, None] = {}  # insertion-ordered: the oldest shape is dropped first
+_valid: dict[str | bytes, None] = {}  # insertion-ordered: the oldest shape is dropped first
 # date-times that passed _datetime_ok: one request emits several resources with the same `now`
 _ok_datetimes: dict[str, None] = {}
 # built once: json.dumps builds an encoder per call when given options
@@ -57,8 +59,8 @@ def _datetime_ok(value: Any) -> bool:
     return True
 
 
-def shape_key(resource: Any) -> str | None:
-    """Canonical JSON of `resource` with per-request values masked; None when it cannot be keyed."""
+def _masked(resource: Any) -> dict[str, Any] | None:
+    """`resource` with its per-request values masked; None when it cannot be keyed."""
     if type(resource) is not dict or type(resource.get("resourceType")) is not str:
         return None
     masked = dict(resource)
@@ -77,17 +79,42 @@ def shape_key(resource: Any) -> str | None:
         if m is None:
             return None
         masked["subject"] = {"reference": m.group(1) + "/<id>"}
+    return masked
+
+
+def shape_key(resource: Any) -> str | None:
+    """Canonical JSON of `resource` with per-request values masked; None when it cannot be keyed."""
+    masked = _masked(resource)
+    if masked is None:
+        return None
     try:
         return _ENCODER.encode(masked)
     except (TypeError, ValueError):  # not plain JSON data: validate in full
         return None
 
 
-def is_known_valid(key: str | None) -> bool:
+def parsed_json_key(resource: Any) -> bytes | None:
+    """A cheaper key for a resource parsed from JSON (a draft order): the masked resource encoded by
+    pydantic-core's JSON encoder, keys in the order received (a reordered copy is just another shape).
+
+    For values parsed from JSON (str, int, float, bool, None, list, dict with str keys) the encoding is
+    one-to-one, NaN and ±Infinity included (written as constants), so equal keys mean equal resources
+    up to the masked values, as with shape_key. Bytes keys never equal shape_key's str keys.
+    """
+    masked = _masked(resource)
+    if masked is None:
+        return None
+    try:
+        return to_json(masked, inf_nan_mode="constants")
+    except (TypeError, ValueError):  # pydantic_core.PydanticSerializationError is a ValueError
+        return None
+
+
+def is_known_valid(key: str | bytes | None) -> bool:
     return key is not None and key in _valid
 
 
-def remember(key: str | None) -> None:
+def remember(key: str | bytes | None) -> None:
     """Record that a resource with this shape passed full R4B validation."""
     if key is None or key in _valid:
         return
