@@ -555,15 +555,14 @@ def _lymphocytes(
 
 def _plasma_volumes_from(extensions: list[_Extension], texts: Iterable[str | None]) -> float | None:
     for ext in extensions:
-        if "plasma" in ext.url.lower() and "volume" in ext.url.lower():
-            value = (
-                ext.valueDecimal
-                if ext.valueDecimal is not None
-                else (ext.valueQuantity.get("value") if ext.valueQuantity else None)
-            )
+        url = ext["url"].lower()
+        if "plasma" in url and "volume" in url:
+            decimal, quantity = ext.get("valueDecimal"), ext.get("valueQuantity")
+            value = decimal if decimal is not None else (quantity.get("value") if quantity else None)
             if value is not None and 0 < value <= 5:
                 return float(value)
-            if ext.valueString and (pv := terms.plasma_volumes([ext.valueString + " plasma volumes"])):
+            vs = ext.get("valueString")
+            if vs and (pv := terms.plasma_volumes([vs + " plasma volumes"])):
                 return pv
     return terms.plasma_volumes(t for t in texts if t)
 
@@ -582,7 +581,7 @@ def _procedure(p: _Procedure, ctx: _Context) -> None:
             UnusableValue("PLEX procedure", "no date performed", _label(p.code), None, src)
         )
         return
-    volumes = _plasma_volumes_from(p.extension, [*(n.text for n in p.note), *texts])
+    volumes = _plasma_volumes_from(p.extension, [*(n["text"] for n in p.note), *texts])
     ctx.acc.sessions.append(PlexSession(when[0], modality, volumes, src))  # type: ignore[arg-type]
 
 
@@ -613,8 +612,9 @@ def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[s
     codes = list(_codings(med.code))
     texts = _texts(med.code)
     for ing in med.ingredient:
-        codes.extend(_codings(ing.itemCodeableConcept))
-        texts.extend(_texts(ing.itemCodeableConcept))
+        concept = ing.get("itemCodeableConcept")
+        codes.extend(_codings(concept))
+        texts.extend(_texts(concept))
     label = display or _label(med.code) or (texts[0] if texts else "")
     return tuple(codes), label, " ".join([display or "", *texts]).strip()
 
@@ -622,8 +622,8 @@ def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[s
 def _dose_facts(dosages: list[_Dosage]) -> tuple[float | None, float | None]:
     dose_mg = interval = None
     for d in dosages:
-        for dr in d.doseAndRate:
-            q = dr.doseQuantity
+        for dr in d.get("doseAndRate", ()):
+            q = dr.get("doseQuantity")
             if (
                 dose_mg is None
                 and q
@@ -631,14 +631,15 @@ def _dose_facts(dosages: list[_Dosage]) -> tuple[float | None, float | None]:
                 and (q.get("code") or q.get("unit") or "").lower() == "mg"
             ):
                 dose_mg = q.get("value")
-        if interval is None and d.timing is not None:
-            r = d.timing.repeat
+        timing = d.get("timing")
+        if interval is None and timing is not None:
+            r = timing.get("repeat")
             if r is not None:
-                interval = terms.interval_days(r.frequency, r.period, r.periodUnit)
-            if interval is None and d.timing.code is not None:
-                interval = terms.interval_from_text(" ".join(_texts(d.timing.code)))
+                interval = terms.interval_days(r.get("frequency"), r.get("period"), r.get("periodUnit"))
+            if interval is None and (tcode := timing.get("code")) is not None:
+                interval = terms.interval_from_text(" ".join(_texts(tcode)))
         if interval is None:
-            interval = terms.interval_from_text(d.text)
+            interval = terms.interval_from_text(d.get("text"))
     return dose_mg, interval
 
 
@@ -682,13 +683,13 @@ def _condition(c: _Condition, ctx: _Context) -> None:
     for site in c.bodySite:
         descriptions.extend(_texts(site))
         body_site_codes.extend(_codings(site))
-    descriptions.extend(n.text for n in c.note)
+    descriptions.extend(n["text"] for n in c.note)
     for stage in c.stage:
-        descriptions.extend(_texts(stage.summary))
+        descriptions.extend(_texts(stage.get("summary")))
     for ev in c.evidence:
-        for cc in ev.code:
+        for cc in ev.get("code", ()):
             descriptions.extend(_texts(cc))
-        descriptions.extend(display for d in ev.detail if (display := d.get("display")))
+        descriptions.extend(display for d in ev.get("detail", ()) if (display := d.get("display")))
     onset = _when(c.onsetDateTime, c.onsetPeriod.get("start") if c.onsetPeriod else None)
     clinical = {code for _, code in _codings(c.clinicalStatus)}
     ctx.acc.conditions.append(
@@ -826,17 +827,21 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     ):
         ordered = int(qvalue)
     timing = sr.occurrenceTiming
-    repeat = timing.repeat if timing else None
-    if ordered is None and repeat is not None and repeat.count:
-        ordered = repeat.count
+    repeat = timing.get("repeat") if timing else None
+    if ordered is None and repeat is not None and repeat.get("count"):
+        ordered = repeat.get("count")
     texts = [
-        *(n.text for n in sr.note),
+        *(n["text"] for n in sr.note),
         sr.patientInstruction,
         *(t for cc in sr.orderDetail for t in _texts(cc)),
     ]
-    interval = terms.interval_days(repeat.frequency, repeat.period, repeat.periodUnit) if repeat else None
-    if interval is None and timing is not None and timing.code is not None:
-        interval = terms.interval_from_text(" ".join(_texts(timing.code)))
+    interval = (
+        terms.interval_days(repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit"))
+        if repeat
+        else None
+    )
+    if interval is None and timing is not None and (tcode := timing.get("code")) is not None:
+        interval = terms.interval_from_text(" ".join(_texts(tcode)))
     if interval is None:
         interval = next((i for t in texts if (i := terms.interval_from_text(t))), None)
     if interval is None or not 0.5 <= interval <= 14:
@@ -844,8 +849,8 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     first = _safe_when(
         sr.occurrenceDateTime,
         sr.occurrencePeriod.get("start") if sr.occurrencePeriod else None,
-        min(timing.event) if timing and timing.event else None,
-        repeat.boundsPeriod.get("start") if repeat and repeat.boundsPeriod else None,
+        min(timing["event"]) if timing and timing.get("event") else None,
+        bounds.get("start") if repeat and (bounds := repeat.get("boundsPeriod")) else None,
     )
     volumes = _plasma_volumes_from(sr.extension, [*texts, *_texts(sr.code)])
     return PlexPlan(

@@ -7,7 +7,7 @@ one place that turns FHIR into engine domain objects and reads the FHIR server.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Required
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, with_config
 from typing_extensions import TypedDict
@@ -71,39 +71,48 @@ class _Period(TypedDict, total=False):
     end: _DateTime | None
 
 
-class _Annotation(_M):
-    text: str
+# The elements nested in resources (annotations, extensions, dosage and timing, ingredients, condition
+# stages and evidence) are TypedDict leaves as well: absent elements are missing keys (fhir_io reads
+# them with .get), required ones are Required.
+@with_config(_LEAF)
+class _Annotation(TypedDict, total=False):
+    text: Required[str]
 
 
-class _Extension(_M):
-    url: str
-    valueDecimal: float | None = None
-    valueQuantity: _Quantity | None = None
-    valueString: str | None = None
+@with_config(_LEAF)
+class _Extension(TypedDict, total=False):
+    url: Required[str]
+    valueDecimal: float | None
+    valueQuantity: _Quantity | None
+    valueString: str | None
 
 
-class _Repeat(_M):
-    boundsPeriod: _Period | None = None
-    count: int | None = Field(None, ge=0)
-    frequency: int | None = Field(None, ge=0)
-    period: float | None = Field(None, ge=0)
-    periodUnit: Literal["s", "min", "h", "d", "wk", "mo", "a"] | None = None
+@with_config(_LEAF)
+class _Repeat(TypedDict, total=False):
+    boundsPeriod: _Period | None
+    count: Annotated[int | None, Field(ge=0)]
+    frequency: Annotated[int | None, Field(ge=0)]
+    period: Annotated[float | None, Field(ge=0)]
+    periodUnit: Literal["s", "min", "h", "d", "wk", "mo", "a"] | None
 
 
-class _Timing(_M):
-    event: list[_DateTime] = Field(default_factory=list)
-    repeat: _Repeat | None = None
-    code: _CC | None = None
+@with_config(_LEAF)
+class _Timing(TypedDict, total=False):
+    event: list[_DateTime]
+    repeat: _Repeat | None
+    code: _CC | None
 
 
-class _DoseAndRate(_M):
-    doseQuantity: _Quantity | None = None
+@with_config(_LEAF)
+class _DoseAndRate(TypedDict, total=False):
+    doseQuantity: _Quantity | None
 
 
-class _Dosage(_M):
-    text: str | None = None
-    timing: _Timing | None = None
-    doseAndRate: list[_DoseAndRate] = Field(default_factory=list)
+@with_config(_LEAF)
+class _Dosage(TypedDict, total=False):
+    text: str | None
+    timing: _Timing | None
+    doseAndRate: list[_DoseAndRate]
 
 
 class _Resource(_M):
@@ -158,8 +167,9 @@ class _Procedure(_PatientScoped):
     extension: list[_Extension] = Field(default_factory=list)
 
 
-class _Ingredient(_M):
-    itemCodeableConcept: _CC | None = None
+@with_config(_LEAF)
+class _Ingredient(TypedDict, total=False):
+    itemCodeableConcept: _CC | None
 
 
 class _Medication(_Resource):
@@ -195,13 +205,15 @@ class _MedicationRequest(_MedicationUse):
     dosageInstruction: list[_Dosage] = Field(default_factory=list)
 
 
-class _Stage(_M):
-    summary: _CC | None = None
+@with_config(_LEAF)
+class _Stage(TypedDict, total=False):
+    summary: _CC | None
 
 
-class _Evidence(_M):
-    code: list[_CC] = Field(default_factory=list)
-    detail: list[_Reference] = Field(default_factory=list)
+@with_config(_LEAF)
+class _Evidence(TypedDict, total=False):
+    code: list[_CC]
+    detail: list[_Reference]
 
 
 class _Condition(_PatientScoped):
