@@ -896,7 +896,7 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
             continue
         if sr.status == "entered-in-error":
             continue
-        modality = terms.plex_modality(_codings(sr.code), _texts(sr.code), extra)
+        modality = _plex_modality(_codings(sr.code), tuple(_texts(sr.code)), extra)
         if modality is None:
             continue
         key = r4b_shape.parsed_json_key(resource)  # draftOrders come from the request's JSON
