@@ -12,11 +12,13 @@ every other field (tests/hooks/test_head.py). When the head fails, the caller ru
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
-from cds.hooks.models import FhirAuthorization, HookContext, NonEmpty
+from cds.hooks.models import FhirAuthorization, HookContext, NonEmpty, parse_json
 
-__all__ = ["HookHead", "parse_head"]
+__all__ = ["HookHead", "parse_head", "read_head"]
 
 
 class HookHead(BaseModel):
@@ -31,9 +33,22 @@ class HookHead(BaseModel):
     context: HookContext
 
 
+def read_head(raw: bytes | str) -> tuple[HookHead | None, Any]:
+    """The body parsed once, and its head; the head is None when the body or the head is invalid.
+
+    The parsed value is kept so that a PLEX call validates the full `HookRequest` from it
+    (`HookRequest.from_data`) instead of parsing the JSON a second time.
+    """
+    try:
+        data = parse_json(raw)
+    except ValueError:
+        return None, None
+    try:
+        return HookHead.model_validate(data), data
+    except ValueError:  # pydantic's ValidationError too
+        return None, data
+
+
 def parse_head(raw: bytes | str) -> HookHead | None:
     """The head of the body; None when it is invalid (the full parse then says why)."""
-    try:
-        return HookHead.model_validate_json(raw)
-    except ValueError:  # pydantic's ValidationError too
-        return None
+    return read_head(raw)[0]

@@ -26,7 +26,7 @@ from cds.engine import iris as iris_engine
 from cds.engine import pk
 from cds.errors import BadHookRequest, CdsError, FhirServerNotAllowed, UnknownService
 from cds.hooks import cards as card_render
-from cds.hooks.head import HookHead, parse_head
+from cds.hooks.head import HookHead, read_head
 from cds.hooks.models import (
     CdsResponse,
     DiscoveryResponse,
@@ -176,16 +176,17 @@ async def _run(
     raw = await _body(request)
     # The head (everything but the prefetch) decides whether the call is about a PLEX order at all;
     # only then is the whole body, prefetch included, built as Python objects (cds.hooks.head).
-    head: HookHead | HookRequest | None = parse_head(raw)
-    if head is None:
-        head = _full(raw)  # the full parse's error is the one the client gets
+    parsed, data = read_head(raw)
+    head: HookHead | HookRequest = parsed if parsed is not None else _full(raw)  # its error is the answer
     request.state.hook_instance = head.hookInstance
     with log_context(hook_instance=head.hookInstance, service_id=service.id):
-        return await _hook(service, head, raw, rt, claims, started)
+        return await _hook(service, head, data, raw, rt, claims, started)
 
 
-def _full(raw: bytes) -> HookRequest:
+def _full(raw: bytes, data: Any = None) -> HookRequest:
     try:
+        if data is not None:  # the body's JSON, already parsed by read_head
+            return HookRequest.from_data(data, raw)
         return HookRequest.from_body(raw)  # = model_validate_json(raw), faster
     except ValidationError as exc:
         raise BadHookRequest(_describe(exc)) from None
@@ -194,6 +195,7 @@ def _full(raw: bytes) -> HookRequest:
 async def _hook(
     service: CdsService,
     head: HookHead | HookRequest,
+    data: Any,
     raw: bytes,
     rt: Runtime,
     claims: Claims | None,
@@ -221,7 +223,7 @@ async def _hook(
         return Response(EMPTY_CARDS, media_type=JSON)
 
     # A PLEX order: now the whole request, prefetch included (the head's fields are the same values).
-    hook = head if isinstance(head, HookRequest) else _full(raw)
+    hook = head if isinstance(head, HookRequest) else _full(raw, data)
     token = hook.fhirAuthorization.access_token.get_secret_value() if hook.fhirAuthorization else None
     expires_in = hook.fhirAuthorization.expires_in if hook.fhirAuthorization else None
     fhir_server = hook.fhirServer if (hook.fhirServer and (token or settings.allow_open_fhir)) else None
