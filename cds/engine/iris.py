@@ -228,38 +228,43 @@ def _reasons_for(pml: list[ConditionFact]) -> list[str]:
     return reasons
 
 
+# The steroid statements are the same for every patient of a risk level: built once (the cards remember
+# their text per tuple of statements).
+_TREAT = SteroidStatement(
+    text="If IRIS develops, corticosteroids (an IV methylprednisolone pulse, commonly 1 g/day for 3-5 days "
+    "then a taper) were associated with a better disability outcome.",
+    evidence="evidence",
+    reference=TAN_2011,
+)
+_WENNING = SteroidStatement(
+    text="A steroid pulse stabilised life-threatening IRIS after plasma exchange in the first detailed case.",
+    evidence="evidence",
+    reference=WENNING_2009,
+)
+_PROPHYLAXIS_HIGH = SteroidStatement(
+    text="Prophylactic steroids before IRIS in high-risk PML are expert opinion only; there are no "
+    "controlled data.",
+    evidence="expert opinion",
+    reference=CLINICSPEAK_2014,
+)
+_PROPHYLAXIS_STANDARD = SteroidStatement(
+    text="Prophylactic steroids are not supported at standard risk: they are expert opinion only, "
+    "even in high-risk PML.",
+    evidence="expert opinion",
+    reference=CLINICSPEAK_2014,
+)
+_CAUTION = SteroidStatement(
+    text="Steroids blunt the immune response that clears JC virus; use them with caution and for IRIS.",
+    evidence="expert opinion",
+    reference=CORTESE_2021,
+)
+_STEROIDS_HIGH = (_TREAT, _WENNING, _PROPHYLAXIS_HIGH, _CAUTION)
+_STEROIDS_STANDARD = (_TREAT, _WENNING, _PROPHYLAXIS_STANDARD, _CAUTION)
+_REFERENCES = (TAN_2011, STEFOSKI_2019, VERMERSCH_2011, CLINICSPEAK_2014, WENNING_2009, CORTESE_2021)
+
+
 def _steroids(high: bool) -> tuple[SteroidStatement, ...]:
-    treat = SteroidStatement(
-        text="If IRIS develops, corticosteroids (an IV methylprednisolone pulse, commonly 1 g/day for 3-5 days "
-        "then a taper) were associated with a better disability outcome.",
-        evidence="evidence",
-        reference=TAN_2011,
-    )
-    wenning = SteroidStatement(
-        text="A steroid pulse stabilised life-threatening IRIS after plasma exchange in the first detailed case.",
-        evidence="evidence",
-        reference=WENNING_2009,
-    )
-    if high:
-        prophylaxis = SteroidStatement(
-            text="Prophylactic steroids before IRIS in high-risk PML are expert opinion only; there are no "
-            "controlled data.",
-            evidence="expert opinion",
-            reference=CLINICSPEAK_2014,
-        )
-    else:
-        prophylaxis = SteroidStatement(
-            text="Prophylactic steroids are not supported at standard risk: they are expert opinion only, "
-            "even in high-risk PML.",
-            evidence="expert opinion",
-            reference=CLINICSPEAK_2014,
-        )
-    caution = SteroidStatement(
-        text="Steroids blunt the immune response that clears JC virus; use them with caution and for IRIS.",
-        evidence="expert opinion",
-        reference=CORTESE_2021,
-    )
-    return (treat, wenning, prophylaxis, caution)
+    return _STEROIDS_HIGH if high else _STEROIDS_STANDARD
 
 
 def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAssessment:
@@ -306,7 +311,6 @@ def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAsses
         notes.append(
             "Standard risk: no brainstem, widespread or enhancing PML was found in the record; still monitor."
         )
-    refs = (TAN_2011, STEFOSKI_2019, VERMERSCH_2011, CLINICSPEAK_2014, WENNING_2009, CORTESE_2021)
     return IrisAssessment(
         risk="high" if high else "standard",
         reasons=tuple(reasons),
@@ -315,5 +319,5 @@ def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAsses
         watch_note=" ".join(notes),
         steroids=_steroids(high),
         pml_on_record=bool(pml),
-        references=refs,
+        references=_REFERENCES,
     )

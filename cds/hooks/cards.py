@@ -25,6 +25,7 @@ from cds.engine.domain import (
     NatalizumabLevel,
     PlexEstimate,
     Reference,
+    SteroidStatement,
     UnusableValue,
 )
 from cds.engine.drugs import identify
@@ -192,6 +193,27 @@ def _short_ref(r: Reference) -> str:
 def _source(refs: Iterable[Reference]) -> Source:
     url = next((r.url for r in refs if r.url.startswith("https://")), None)
     return Source(label=SOURCE_LABEL, url=url)
+
+
+# A card's sources (its "Sources" list and its Source) per tuple of references, and its steroid lines per
+# tuple of statements: the engine cites module-level constants, so the same objects recur on every call.
+# Keyed by the objects' ids, which is cheaper than hashing the dataclasses; each entry keeps its objects
+# alive, so no other object can take one of those ids while the entry exists. Bounded: cleared when full.
+_BY_IDS_MAX_ENTRIES = 256
+_SOURCES: dict[tuple[int, ...], tuple[tuple[Reference, ...], tuple[str, Source]]] = {}
+_STEROID_LINES: dict[tuple[int, ...], tuple[tuple[SteroidStatement, ...], str]] = {}
+
+
+def _sources(refs: tuple[Reference, ...]) -> tuple[str, Source]:
+    """(_refs_md(refs), _source(refs)); the Source is shared by every card citing the same references
+    (models are only read once built, as OVERRIDE_REASONS' Codings are)."""
+    key = tuple(map(id, refs))
+    hit = _SOURCES.get(key)
+    if hit is None:
+        if len(_SOURCES) >= _BY_IDS_MAX_ENTRIES:
+            _SOURCES.clear()
+        hit = _SOURCES[key] = (refs, (_refs_md(refs), _source(refs)))
+    return hit[1]
 
 
 def _unusable_lines(unusable: Iterable[UnusableValue]) -> list[str]:
@@ -662,7 +684,7 @@ def _estimate_detail(
             f"**{remeasure[0].capitalize()}:** {remeasure[1]}; adjust the course to the measured level "
             "(same laboratory and assay for serial values)."
         )
-    parts.append("**Sources**\n\n" + _refs_md((*est.references, LANDI_2017)))
+    parts.append("**Sources**\n\n" + _sources((*est.references, LANDI_2017))[0])
     parts.append(DISCLAIMER)
     return "\n\n".join(parts)
 
@@ -721,7 +743,7 @@ def estimate_card(
         summary=_estimate_summary(est, labs_unread=load.sources.get("labs") in ("missing", "error")),
         detail=_estimate_detail(est, load, order, ordered, update_offered),
         indicator="warning" if warn else "info",
-        source=_source((*est.references, LANDI_2017)),
+        source=_sources((*est.references, LANDI_2017))[1],
         suggestions=suggestions or None,
         selectionBehavior="any" if suggestions else None,
         overrideReasons=list(OVERRIDE_REASONS),
@@ -754,6 +776,24 @@ _FINDING_SHORT = {
     "contrast enhancement at diagnosis": "contrast enhancement",
 }
 _STEROID_EVIDENCE = {"evidence": "Evidence (observational)", "expert opinion": "Expert opinion only"}
+
+
+def _steroids_md(steroids: tuple[SteroidStatement, ...]) -> str:
+    """The steroid section (remembered per tuple of statements, see _SOURCES)."""
+    key = tuple(map(id, steroids))
+    hit = _STEROID_LINES.get(key)
+    if hit is None:
+        lines = []
+        for s in steroids:
+            level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
+            lines.append(f"- **{level}:** {md_escape(s.text)} ({_short_ref(s.reference)})")
+        if len(_STEROID_LINES) >= _BY_IDS_MAX_ENTRIES:
+            _STEROID_LINES.clear()
+        hit = _STEROID_LINES[key] = (
+            steroids,
+            "**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines),
+        )
+    return hit[1]
 
 
 def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
@@ -791,22 +831,18 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
             + (f". {md_escape(iris.watch_note)}" if iris.watch_note else "")
         )
     if iris.steroids:
-        lines = []
-        for s in iris.steroids:
-            level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
-            lines.append(f"- **{level}:** {md_escape(s.text)} ({_short_ref(s.reference)})")
-        parts.append("**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines))
+        parts.append(_steroids_md(iris.steroids))
     problems = _problems_md(load)
     if problems:
         parts.append("**Could not be read**\n\n" + problems)
-    refs = _refs_md((*iris.references, *(s.reference for s in iris.steroids)))
+    refs, source = _sources((*iris.references, *[s.reference for s in iris.steroids]))
     if refs:
         parts.append("**Sources**\n\n" + refs)
     return Card(
         summary=summary,
         detail="\n\n".join(parts),
         indicator="warning" if iris.risk == "high" else "info",
-        source=_source((*iris.references, *(s.reference for s in iris.steroids))),
+        source=source,
         overrideReasons=list(OVERRIDE_REASONS),
         extension={EXTENSION_KEY: {"kind": "iris", "risk": iris.risk, "reasons": list(iris.reasons)}},
     )
@@ -859,6 +895,32 @@ def _classes(names: Iterable[str]) -> dict[str, list[str]]:
         lowered = n.lower()
         out.setdefault(_CLASS_OF.get(lowered, lowered), []).append(n)
     return out
+
+
+# Class lists per tuple of names: the engine's allowed and avoid lists are the same on (almost) every call.
+_CLASS_TEXTS: dict[tuple[str, ...], str] = {}
+_CLASS_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_CLASS_MEMO_MAX_ENTRIES = 256
+
+
+def _avoid_md(names: tuple[str, ...]) -> str:
+    """_by_class_md(names), remembered."""
+    text = _CLASS_TEXTS.get(names)
+    if text is None:
+        if len(_CLASS_TEXTS) >= _CLASS_MEMO_MAX_ENTRIES:
+            _CLASS_TEXTS.clear()
+        text = _CLASS_TEXTS[names] = _by_class_md(names)
+    return text
+
+
+def _class_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """tuple(_classes(names)), remembered."""
+    classes = _CLASS_NAMES.get(names)
+    if classes is None:
+        if len(_CLASS_NAMES) >= _CLASS_MEMO_MAX_ENTRIES:
+            _CLASS_NAMES.clear()
+        classes = _CLASS_NAMES[names] = tuple(_classes(names))
+    return classes
 
 
 def _by_class_md(names: Iterable[str]) -> str:
@@ -917,7 +979,7 @@ def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
 
 
 def _dmt_summary(dmt: DmtAdvice, conflicts: list[str]) -> str:
-    opts = list(_classes(dmt.allowed))
+    opts = _class_names(dmt.allowed)
     fum = _fumarate_summary(dmt)
     if conflicts:
         names = _summary_names(dmt.active_conflicts)
@@ -979,7 +1041,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     if dmt.conditional:
         parts.append(_conditional_md(dmt, len(lymph_unusable)))
     if dmt.avoid:
-        parts.append("**Avoid (immunosuppressive):** " + _by_class_md(dmt.avoid))
+        parts.append("**Avoid (immunosuppressive):** " + _avoid_md(dmt.avoid))
     if dmt.rebound_from or dmt.rebound_note:
         win = ""
         if dmt.rebound_from and dmt.rebound_until:
@@ -993,7 +1055,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     problems = _problems_md(load, lymph_unusable)
     if problems:
         parts.append("**Could not be used or read**\n\n" + problems)
-    refs = _refs_md(dmt.references)
+    refs, source = _sources(dmt.references)
     if refs:
         parts.append("**Sources**\n\n" + refs)
     conditional = {c.ingredient: c for c in dmt.conditional}
@@ -1026,7 +1088,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
         summary=_dmt_summary(dmt, conflicts),
         detail="\n\n".join(parts),
         indicator="critical" if conflicts else "info",
-        source=_source(dmt.references),
+        source=source,
         suggestions=suggestions or None,
         selectionBehavior="at-most-one" if suggestions else None,
         overrideReasons=list(OVERRIDE_REASONS),
