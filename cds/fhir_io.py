@@ -81,6 +81,7 @@ from cds.fhir_models import (
     _MedicationStatement,
     _MedicationUse,
     _Observation,
+    _PatientScoped,
     _Procedure,
     _Resource,
     _ServiceRequest,
@@ -172,14 +173,14 @@ def r4b_valid(resource: dict[str, Any]) -> bool:
 
 
 def _validate(resource: Any, strict: bool) -> _Resource | None:
-    """Slim model of one resource; None when it is malformed (or, with `strict`, R4B-invalid)."""
+    """Slim copy of one resource; None when it is malformed (or, with `strict`, R4B-invalid)."""
     if not isinstance(resource, dict):
         return None
     model = _MODELS.get(resource.get("resourceType"))  # type: ignore[arg-type]
     if model is None:
         return None
     try:
-        parsed = model.model_validate(resource)
+        parsed: _Resource = model.validate_python(resource)
     except ValidationError:
         return None
     if strict and not r4b_valid(resource):
@@ -226,7 +227,8 @@ def _when(*candidates: str | None) -> tuple[datetime, str] | None:
 
 
 def _source(r: _Resource, rtype: str) -> str:
-    return f"{rtype}/{r.id}" if r.id else rtype
+    rid = r.get("id")
+    return f"{rtype}/{rid}" if rid else rtype
 
 
 _MISS: Any = object()
@@ -274,9 +276,9 @@ _lymphocyte_kind = _Memo(terms.lymphocyte_kind)
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
 
-def _other_patient(r: _Resource, patient_id: str | None, seen: dict[str, bool] | None = None) -> bool:
+def _other_patient(r: _PatientScoped, patient_id: str | None, seen: dict[str, bool] | None = None) -> bool:
     """The subject names another patient; `seen` remembers references within one read."""
-    subject = getattr(r, "subject", None)
+    subject = r.get("subject")
     ref = subject.get("reference") if subject else None
     if not patient_id or not ref:
         return False
@@ -296,17 +298,17 @@ _UCUM = "http://unitsofmeasure.org"
 
 def _numeric(o: _Observation) -> tuple[float, str | None, str, str] | None:
     """(value, comparator, unit for conversion, unit as reported) from valueQuantity or valueString."""
-    q = o.valueQuantity
+    q = o.get("valueQuantity")
     if q is not None and (value := q.get("value")) is not None:
         code, qunit = q.get("code"), q.get("unit")
         unit = (code if q.get("system") == _UCUM and code else None) or qunit or code or ""
         return value, q.get("comparator"), unit, qunit or code or ""
-    if o.valueString and (m := _VALUE_STRING.match(o.valueString)):
+    if (vs := o.get("valueString")) and (m := _VALUE_STRING.match(vs)):
         comparator = {"≤": "<=", "≥": ">="}.get(m.group(1) or "", m.group(1))
         unit = m.group(3)
         return float(m.group(2).replace(",", ".")), comparator, unit, unit
-    if o.valueInteger is not None:
-        return float(o.valueInteger), None, "", ""
+    if (vi := o.get("valueInteger")) is not None:
+        return float(vi), None, "", ""
     return None
 
 
@@ -417,22 +419,22 @@ def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str
 
 
 def _observation(o: _Observation, ctx: _Context) -> None:
-    if o.status in ("entered-in-error", "cancelled"):
+    if o["status"] in ("entered-in-error", "cancelled"):
         return
-    codes, texts = _codings(o.code), _texts(o.code)
+    codes, texts = _codings(o["code"]), _texts(o["code"])
     text = " ".join(texts)
     kind = _observation_kind(codes, text, ctx.level_codes)
     if kind is None:
         return
-    if o.effectiveDateTime:  # the usual case, as _when below
-        when = terms.parse_fhir_datetime(o.effectiveDateTime)
+    if effective := o.get("effectiveDateTime"):  # the usual case, as _when below
+        when = terms.parse_fhir_datetime(effective)
     else:
-        period = o.effectivePeriod
+        period = o.get("effectivePeriod")
         when = _when(
             period.get("start") if period else None,
             period.get("end") if period else None,
-            o.effectiveInstant,
-            o.issued,
+            o.get("effectiveInstant"),
+            o.get("issued"),
         )
     if when is not None and when[0] < ctx.oldest:
         return  # outside the 730-day window
@@ -451,8 +453,10 @@ def _level(o: _Observation, when: tuple[datetime, str] | None, src: str, ctx: _C
     num = _numeric(o)
     at = when[0] if when else None
     if num is None:
-        if o.status not in ("registered", "preliminary"):
-            ctx.acc.unusable.append(UnusableValue(kind, "no numeric value", o.valueString or "", at, src))
+        if o["status"] not in ("registered", "preliminary"):
+            ctx.acc.unusable.append(
+                UnusableValue(kind, "no numeric value", o.get("valueString") or "", at, src)
+            )
         return
     value, comparator, unit, reported_unit = num
     reported = _reported(value, comparator, reported_unit)
@@ -483,21 +487,20 @@ def _level(o: _Observation, when: tuple[datetime, str] | None, src: str, ctx: _C
 def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> None:
     positive: bool | None = None
     reported = ""
-    if o.valueBoolean is not None:
-        positive, reported = o.valueBoolean, str(o.valueBoolean).lower()
-    elif o.valueCodeableConcept is not None:
-        vcc = o.valueCodeableConcept
+    if (vb := o.get("valueBoolean")) is not None:
+        positive, reported = vb, str(vb).lower()
+    elif (vcc := o.get("valueCodeableConcept")) is not None:
         reported = _label(vcc)
         for word in [*(c for _, c in _codings(vcc)), *_texts(vcc)]:
             if (positive := terms.qualitative(word)) is not None:
                 break
-    elif o.valueString:
-        reported = o.valueString
-        positive = terms.qualitative(o.valueString)
-    elif (vq := o.valueQuantity) is not None and vq.get("value") is not None:
+    elif vs := o.get("valueString"):
+        reported = vs
+        positive = terms.qualitative(vs)
+    elif (vq := o.get("valueQuantity")) is not None and vq.get("value") is not None:
         reported = _reported(vq["value"], vq.get("comparator"), vq.get("unit") or "")  # type: ignore[arg-type]
     if positive is None:
-        for interp in o.interpretation:
+        for interp in o.get("interpretation", ()):
             for word in [*(c for _, c in _codings(interp)), *_texts(interp)]:
                 if (positive := terms.qualitative(word)) is not None:
                     break
@@ -505,7 +508,7 @@ def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> 
                 break
     kind = "natalizumab antibody result"
     if positive is None:
-        if o.status not in ("registered", "preliminary") or reported:
+        if o["status"] not in ("registered", "preliminary") or reported:
             ctx.acc.unusable.append(
                 UnusableValue(kind, "result is neither positive nor negative", reported, at, src)
             )
@@ -522,8 +525,10 @@ def _lymphocytes(
     num = _numeric(o)
     kind = "lymphocyte count"
     if num is None:
-        if lk == "absolute" and o.status not in ("registered", "preliminary"):
-            ctx.acc.unusable.append(UnusableValue(kind, "no numeric value", o.valueString or "", at, src))
+        if lk == "absolute" and o["status"] not in ("registered", "preliminary"):
+            ctx.acc.unusable.append(
+                UnusableValue(kind, "no numeric value", o.get("valueString") or "", at, src)
+            )
         return
     value, comparator, unit, reported_unit = num
     reported = _reported(value, comparator, reported_unit)
@@ -553,7 +558,7 @@ def _lymphocytes(
     ctx.acc.lymphocytes.append(LymphocyteCount(converted, at, src))
 
 
-def _plasma_volumes_from(extensions: list[_Extension], texts: Iterable[str | None]) -> float | None:
+def _plasma_volumes_from(extensions: Iterable[_Extension], texts: Iterable[str | None]) -> float | None:
     for ext in extensions:
         url = ext["url"].lower()
         if "plasma" in url and "volume" in url:
@@ -568,39 +573,38 @@ def _plasma_volumes_from(extensions: list[_Extension], texts: Iterable[str | Non
 
 
 def _procedure(p: _Procedure, ctx: _Context) -> None:
-    if p.status != "completed":
+    if p["status"] != "completed":
         return
-    codes, texts = _codings(p.code), _texts(p.code)
+    code = p.get("code")
+    codes, texts = _codings(code), _texts(code)
     modality = _plex_modality(codes, tuple(texts), ctx.plex_codes)
     if modality is None:
         return
     src = _source(p, "Procedure")
-    when = _when(p.performedDateTime, p.performedPeriod.get("start") if p.performedPeriod else None)
+    period = p.get("performedPeriod")
+    when = _when(p.get("performedDateTime"), period.get("start") if period else None)
     if when is None:
-        ctx.acc.unusable.append(
-            UnusableValue("PLEX procedure", "no date performed", _label(p.code), None, src)
-        )
+        ctx.acc.unusable.append(UnusableValue("PLEX procedure", "no date performed", _label(code), None, src))
         return
-    volumes = _plasma_volumes_from(p.extension, [*(n["text"] for n in p.note), *texts])
+    volumes = _plasma_volumes_from(p.get("extension", ()), [*(n["text"] for n in p.get("note", ())), *texts])
     ctx.acc.sessions.append(PlexSession(when[0], modality, volumes, src))  # type: ignore[arg-type]
 
 
 def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[str, str], ...], str, str]:
     """(codes, label as written, text for identification) of the medication a statement/request names."""
-    if m.medicationCodeableConcept is not None:
-        cc = m.medicationCodeableConcept
+    if (cc := m.get("medicationCodeableConcept")) is not None:
         concept_codes, concept_texts = _codings(cc), _texts(cc)
         return concept_codes, _label_of(concept_codes, concept_texts), " ".join(concept_texts)
-    ref = m.medicationReference
+    ref = m.get("medicationReference")
     if ref is None:
         return (), "", ""
     med: _Medication | None = None
     reference, display = ref.get("reference"), ref.get("display")
     if reference and reference.startswith("#"):
-        for item in m.contained:
+        for item in m.get("contained", ()):
             if isinstance(item, dict) and item.get("id") == reference[1:]:
                 try:
-                    med = _Medication.model_validate(item)
+                    med = _MODELS["Medication"].validate_python(item)
                 except ValidationError:
                     med = None
                 break
@@ -609,17 +613,18 @@ def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[s
         med = ctx.medications.get(found.group(1)) if found else None  # a Medication in the same read
     if med is None:
         return (), display or "", display or ""
-    codes = list(_codings(med.code))
-    texts = _texts(med.code)
-    for ing in med.ingredient:
+    med_code = med.get("code")
+    codes = list(_codings(med_code))
+    texts = _texts(med_code)
+    for ing in med.get("ingredient", ()):
         concept = ing.get("itemCodeableConcept")
         codes.extend(_codings(concept))
         texts.extend(_texts(concept))
-    label = display or _label(med.code) or (texts[0] if texts else "")
+    label = display or _label(med_code) or (texts[0] if texts else "")
     return tuple(codes), label, " ".join([display or "", *texts]).strip()
 
 
-def _dose_facts(dosages: list[_Dosage]) -> tuple[float | None, float | None]:
+def _dose_facts(dosages: Iterable[_Dosage]) -> tuple[float | None, float | None]:
     dose_mg = interval = None
     for d in dosages:
         for dr in d.get("doseAndRate", ()):
@@ -644,28 +649,30 @@ def _dose_facts(dosages: list[_Dosage]) -> tuple[float | None, float | None]:
 
 
 def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> None:
-    if m.status == "entered-in-error":
+    status = m["status"]
+    if status == "entered-in-error":
         return
     codes, label, text = _medication_concept(m, ctx)
     ingredient = _identify(codes, text or label)
-    if isinstance(m, _MedicationStatement):
+    dosages: Iterable[_Dosage]
+    if m["resourceType"] == "MedicationStatement":
         rtype, active, given = (
             "MedicationStatement",
-            m.status in _STATEMENT_ACTIVE,
-            m.status in _STATEMENT_GIVEN,
+            status in _STATEMENT_ACTIVE,
+            status in _STATEMENT_GIVEN,
         )
-        p = m.effectivePeriod
+        p = m.get("effectivePeriod")
         # a dose date only: effectivePeriod.start is the first dose and dateAsserted when it was recorded
-        when = _when(m.effectiveDateTime, p.get("end") if p else None)
-        dosages = m.dosage
+        when = _when(m.get("effectiveDateTime"), p.get("end") if p else None)
+        dosages = m.get("dosage", ())
     else:
-        rtype, active, given = "MedicationRequest", m.status in _REQUEST_ACTIVE, m.status in _REQUEST_GIVEN
-        when = _when(m.authoredOn)
-        dosages = m.dosageInstruction
+        rtype, active, given = "MedicationRequest", status in _REQUEST_ACTIVE, status in _REQUEST_GIVEN
+        when = _when(m.get("authoredOn"))
+        dosages = m.get("dosageInstruction", ())
     src = _source(m, rtype)
     at = when[0] if when else None
     ctx.acc.medications.append(
-        MedicationUse(ingredient, label or "medication without a name", active, m.status, codes, at, src)
+        MedicationUse(ingredient, label or "medication without a name", active, status, codes, at, src)
     )
     if ingredient == "natalizumab" and given and at is not None and at <= ctx.now + timedelta(days=1):
         dose_mg, interval = _dose_facts(dosages)
@@ -673,25 +680,27 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> 
 
 
 def _condition(c: _Condition, ctx: _Context) -> None:
-    verification = {code for _, code in _codings(c.verificationStatus)}
+    verification = {code for _, code in _codings(c.get("verificationStatus"))}
     if verification & _CONDITION_EXCLUDED:
         return
-    codes, texts = _codings(c.code), _texts(c.code)
+    code = c.get("code")
+    codes, texts = _codings(code), _texts(code)
     kind = _condition_kind(codes, " ".join(texts))
     descriptions: list[str] = []
     body_site_codes: list[tuple[str, str]] = []
-    for site in c.bodySite:
+    for site in c.get("bodySite", ()):
         descriptions.extend(_texts(site))
         body_site_codes.extend(_codings(site))
-    descriptions.extend(n["text"] for n in c.note)
-    for stage in c.stage:
+    descriptions.extend(n["text"] for n in c.get("note", ()))
+    for stage in c.get("stage", ()):
         descriptions.extend(_texts(stage.get("summary")))
-    for ev in c.evidence:
+    for ev in c.get("evidence", ()):
         for cc in ev.get("code", ()):
             descriptions.extend(_texts(cc))
         descriptions.extend(display for d in ev.get("detail", ()) if (display := d.get("display")))
-    onset = _when(c.onsetDateTime, c.onsetPeriod.get("start") if c.onsetPeriod else None)
-    clinical = {code for _, code in _codings(c.clinicalStatus)}
+    onset_period = c.get("onsetPeriod")
+    onset = _when(c.get("onsetDateTime"), onset_period.get("start") if onset_period else None)
+    clinical = {code for _, code in _codings(c.get("clinicalStatus"))}
     ctx.acc.conditions.append(
         ConditionFact(
             kind,  # type: ignore[arg-type]
@@ -706,12 +715,12 @@ def _condition(c: _Condition, ctx: _Context) -> None:
     )
 
 
-_HANDLERS: dict[type, Any] = {
-    _Observation: _observation,
-    _Procedure: _procedure,
-    _MedicationStatement: _medication,
-    _MedicationRequest: _medication,
-    _Condition: _condition,
+_HANDLERS: dict[str, Any] = {
+    "Observation": _observation,
+    "Procedure": _procedure,
+    "MedicationStatement": _medication,
+    "MedicationRequest": _medication,
+    "Condition": _condition,
 }
 
 
@@ -764,15 +773,19 @@ def parse_resources(
         if model is None:
             skipped += 1
             continue
-        if _other_patient(model, patient_id, refs):
+        if _other_patient(model, patient_id, refs):  # type: ignore[arg-type]  # no subject: .get is None
             other += 1
             continue
         parsed.append(model)
-    medications = {f"Medication/{m.id}": m for m in parsed if isinstance(m, _Medication) and m.id}
+    medications: dict[str, _Medication] = {
+        f"Medication/{rid}": m  # type: ignore[misc]
+        for m in parsed
+        if m["resourceType"] == "Medication" and (rid := m.get("id"))  # type: ignore[typeddict-item]
+    }
     ctx = _Context(settings, now, medications)
     handlers = _HANDLERS
     for model in parsed:
-        handler = handlers.get(type(model))
+        handler = handlers.get(model["resourceType"])  # type: ignore[typeddict-item]
         if handler is None:
             continue
         try:
@@ -816,7 +829,7 @@ _VOLUME_UNITS = re.compile(r"^(m|d|c|u)?l$", re.IGNORECASE)
 
 def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
     ordered: int | None = None
-    q = sr.quantityQuantity
+    q = sr.get("quantityQuantity")
     qvalue = q.get("value") if q is not None else None
     if (
         q is not None
@@ -826,14 +839,14 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
         and not _VOLUME_UNITS.match((q.get("code") or q.get("unit") or "").strip())
     ):
         ordered = int(qvalue)
-    timing = sr.occurrenceTiming
+    timing = sr.get("occurrenceTiming")
     repeat = timing.get("repeat") if timing else None
     if ordered is None and repeat is not None and repeat.get("count"):
         ordered = repeat.get("count")
     texts = [
-        *(n["text"] for n in sr.note),
-        sr.patientInstruction,
-        *(t for cc in sr.orderDetail for t in _texts(cc)),
+        *(n["text"] for n in sr.get("note", ())),
+        sr.get("patientInstruction"),
+        *(t for cc in sr.get("orderDetail", ()) for t in _texts(cc)),
     ]
     interval = (
         terms.interval_days(repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit"))
@@ -846,13 +859,14 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
         interval = next((i for t in texts if (i := terms.interval_from_text(t))), None)
     if interval is None or not 0.5 <= interval <= 14:
         interval = _DEFAULT_PLAN.interval_days
+    occurrence = sr.get("occurrencePeriod")
     first = _safe_when(
-        sr.occurrenceDateTime,
-        sr.occurrencePeriod.get("start") if sr.occurrencePeriod else None,
+        sr.get("occurrenceDateTime"),
+        occurrence.get("start") if occurrence else None,
         min(timing["event"]) if timing and timing.get("event") else None,
         bounds.get("start") if repeat and (bounds := repeat.get("boundsPeriod")) else None,
     )
-    volumes = _plasma_volumes_from(sr.extension, [*texts, *_texts(sr.code)])
+    volumes = _plasma_volumes_from(sr.get("extension", ()), [*texts, *_texts(sr.get("code"))])
     return PlexPlan(
         plasma_volumes_per_session=volumes or _DEFAULT_PLAN.plasma_volumes_per_session,
         interval_days=interval,
@@ -890,13 +904,14 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
         reference = f"ServiceRequest/{rid}" if isinstance(rid, str) and rid else ""
         if wanted is not None and reference not in wanted:
             continue
-        sr = _validate(resource, strict=False)
-        if not isinstance(sr, _ServiceRequest):
+        sr: _ServiceRequest | None = _validate(resource, strict=False)  # type: ignore[assignment]
+        if sr is None:
             log.warning("draft ServiceRequest skipped: malformed")
             continue
-        if sr.status == "entered-in-error":
+        if sr["status"] == "entered-in-error":
             continue
-        modality = _plex_modality(_codings(sr.code), tuple(_texts(sr.code)), extra)
+        sr_code = sr.get("code")
+        modality = _plex_modality(_codings(sr_code), tuple(_texts(sr_code)), extra)
         if modality is None:
             continue
         key = r4b_shape.parsed_json_key(resource)  # draftOrders come from the request's JSON
@@ -906,7 +921,7 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
                 continue
             r4b_shape.remember(key)
         orders.append(
-            PlexOrder(reference, _plan(sr, modality), _label(sr.code) or "plasma exchange", resource)
+            PlexOrder(reference, _plan(sr, modality), _label(sr_code) or "plasma exchange", resource)
         )
     return orders
 
