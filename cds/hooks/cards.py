@@ -969,9 +969,24 @@ def _and(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+# Lower-cased name lists per tuple of names (the engine's avoid list is the same on every call).
+_LOWERED: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def _lowered(names: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(the names lower-cased, in order; the set of them), remembered."""
+    hit = _LOWERED.get(names)
+    if hit is None:
+        if len(_LOWERED) >= _CLASS_MEMO_MAX_ENTRIES:
+            _LOWERED.clear()
+        lowered = tuple(n.lower() for n in names)
+        hit = _LOWERED[names] = (lowered, frozenset(lowered))
+    return hit
+
+
 def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
     """Ingredients a draft MedicationRequest may be offered for: never one of the avoid class."""
-    avoid = {a.lower() for a in dmt.avoid}
+    avoid = _lowered(dmt.avoid)[1]
     ok = set(dmt.allowed) | {c.ingredient for c in dmt.conditional if c.advised}
     out = [i for i in dmt.suggestible if i in ok and i.lower() not in avoid]
     assert not (set(out) & avoid), "an avoid-class drug must never be suggested"
@@ -1002,11 +1017,30 @@ def _dmt_summary(dmt: DmtAdvice, conflicts: list[str]) -> str:
     )
 
 
-def _conditional_md(dmt: DmtAdvice, unusable_counts: int) -> str:
+def _lymph_texts(conditional: tuple[ConditionalDmt, ...]) -> list[str]:
+    """[_lymph_text(c) for c in conditional], each count formatted once (the fumarates share one)."""
+    by_count: dict[int, str] = {}  # id(count): the counts are alive for the whole call
+    texts = []
+    for c in conditional:
+        lc = c.lymphocytes
+        if lc is None:
+            texts.append("")
+            continue
+        text = by_count.get(id(lc))
+        if text is None:
+            text = by_count[id(lc)] = _lymph_text(c)
+        texts.append(text)
+    return texts
+
+
+def _conditional_md(dmt: DmtAdvice, unusable_counts: int, lymph_texts: list[str] | None = None) -> str:
+    """The conditional section; lymph_texts: _lymph_texts(dmt.conditional) when already at hand."""
     thr = fmt_num(LYMPHOCYTE_THRESHOLD_10E9_PER_L)
     groups: dict[tuple[bool, str], list[str]] = {}
-    for c in dmt.conditional:
-        groups.setdefault((c.advised, _lymph_text(c)), []).append(md_escape(c.ingredient))
+    if lymph_texts is None:
+        lymph_texts = _lymph_texts(dmt.conditional)
+    for c, lc in zip(dmt.conditional, lymph_texts, strict=True):
+        groups.setdefault((c.advised, lc), []).append(md_escape(c.ingredient))
     lines = []
     for (advised, lc), names in groups.items():
         if advised:
@@ -1038,8 +1072,9 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
         + (", ".join(dmt.allowed) if dmt.allowed else "none on current data")
     )
     lymph_unusable = [u for u in load.facts.unusable if u.kind == "lymphocyte count"]
+    lymph_texts = _lymph_texts(dmt.conditional)
     if dmt.conditional:
-        parts.append(_conditional_md(dmt, len(lymph_unusable)))
+        parts.append(_conditional_md(dmt, len(lymph_unusable), lymph_texts))
     if dmt.avoid:
         parts.append("**Avoid (immunosuppressive):** " + _avoid_md(dmt.avoid))
     if dmt.rebound_from or dmt.rebound_note:
@@ -1058,41 +1093,46 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     refs, source = _sources(dmt.references)
     if refs:
         parts.append("**Sources**\n\n" + refs)
-    conditional = {c.ingredient: c for c in dmt.conditional}
+    # the lymphocyte text of each conditional ingredient (the last entry of an ingredient wins)
+    lymph_of = dict(zip([c.ingredient for c in dmt.conditional], lymph_texts, strict=True))
     suggestible = dmt_suggestible(dmt)
     drafts = _medication_drafts(patient_id, suggestible, fhir_datetime(now))
-    suggestions = []
+    # Suggestions and their actions as plain values, validated with the card in one validator call
+    # (not one per model): the same models, about 0.6 µs less per model
+    suggestions: list[dict[str, Any]] = []
     for ing, draft in zip(suggestible, drafts, strict=True):
-        c = conditional.get(ing)
-        why = f" ({_lymph_text(c)})" if c is not None and c.lymphocytes is not None else ""
+        lc = lymph_of.get(ing)
+        why = f" ({lc})" if lc else ""
         suggestions.append(
-            Suggestion(
-                label=f"Draft {_an(ing)} {ing} order{why}",
-                actions=[
-                    Action(
-                        type="create",
-                        description=f"Draft MedicationRequest (proposal): {ing}",
-                        resource=draft,
-                    )
+            {
+                "label": f"Draft {_an(ing)} {ing} order{why}",
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"Draft MedicationRequest (proposal): {ing}",
+                        "resource": draft,
+                    }
                 ],
-            )
+            }
         )
     ext = {
         "kind": "dmt",
-        "allowed": [a.lower() for a in dmt.allowed],
+        "allowed": list(_lowered(dmt.allowed)[0]),
         "conditional": [c.ingredient.lower() for c in dmt.conditional],
-        "avoid": [a.lower() for a in dmt.avoid],
+        "avoid": list(_lowered(dmt.avoid)[0]),
         "activeConflicts": conflicts,
     }
-    return Card(
-        summary=_dmt_summary(dmt, conflicts),
-        detail="\n\n".join(parts),
-        indicator="critical" if conflicts else "info",
-        source=source,
-        suggestions=suggestions or None,
-        selectionBehavior="at-most-one" if suggestions else None,
-        overrideReasons=list(OVERRIDE_REASONS),
-        extension={EXTENSION_KEY: ext},
+    return Card.model_validate(
+        {
+            "summary": _dmt_summary(dmt, conflicts),
+            "detail": "\n\n".join(parts),
+            "indicator": "critical" if conflicts else "info",
+            "source": source,
+            "suggestions": suggestions or None,
+            "selectionBehavior": "at-most-one" if suggestions else None,
+            "overrideReasons": list(OVERRIDE_REASONS),
+            "extension": {EXTENSION_KEY: ext},
+        }
     )
 
 
