@@ -390,20 +390,27 @@ def _observation_kind_uncached(
 _observation_kind = _Memo(_observation_kind_uncached)
 
 
-def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str]]) -> bool:
+_Hint = tuple[tuple[tuple[str, str], ...], str, str | None]  # (codes, text, kind) of an Observation's code
+
+
+def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str]]) -> _Hint | bool:
     """Cheap look at a raw Observation's code: False when it names nothing read here.
 
     A broad `labs` search returns every recent laboratory result; only the few that can be a
     natalizumab level, antibody or lymphocyte count are worth validating. Anything odd → True, so
-    that validation decides (and counts it when malformed).
+    that validation decides (and counts it when malformed). When every string is plain (no empty
+    code, text or display, no null system) the codes and text are the ones _observation would read
+    from the validated resource: they are returned with the kind, so that it need not read them again.
     """
     code = raw.get("code")
     if not isinstance(code, dict):
         return True
     texts: list[str] = []
     codes: list[tuple[str, str]] = []
-    if isinstance(code.get("text"), str):
-        texts.append(code["text"])
+    text = code.get("text")
+    plain = text is None or (isinstance(text, str) and text != "")
+    if isinstance(text, str):
+        texts.append(text)
     coding = code.get("coding", [])
     if not isinstance(coding, list):
         return True
@@ -413,17 +420,27 @@ def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str
         system, value, display = c.get("system", ""), c.get("code"), c.get("display")
         if isinstance(display, str):
             texts.append(display)
+            plain = plain and display != ""
         if isinstance(value, str) and isinstance(system, str):
             codes.append((system, value))
-    return _observation_kind(tuple(codes), " ".join(texts), level_codes) is not None
+        plain = (
+            plain and isinstance(system, str) and (value is None or (isinstance(value, str) and value != ""))
+        )
+    codes_t, joined = tuple(codes), " ".join(texts)
+    kind = _observation_kind(codes_t, joined, level_codes)
+    if kind is None:
+        return False
+    return (codes_t, joined, kind) if plain else True
 
 
-def _observation(o: _Observation, ctx: _Context) -> None:
+def _observation(o: _Observation, ctx: _Context, hint: _Hint | None = None) -> None:
     if o["status"] in ("entered-in-error", "cancelled"):
         return
-    codes, texts = _codings(o["code"]), _texts(o["code"])
-    text = " ".join(texts)
-    kind = _observation_kind(codes, text, ctx.level_codes)
+    if hint is not None:  # what the pre-filter read from the same code
+        codes, text, kind = hint
+    else:
+        codes, text = _codings(o["code"]), " ".join(_texts(o["code"]))
+        kind = _observation_kind(codes, text, ctx.level_codes)
     if kind is None:
         return
     if effective := o.get("effectiveDateTime"):  # the usual case, as _when below
@@ -572,7 +589,7 @@ def _plasma_volumes_from(extensions: Iterable[_Extension], texts: Iterable[str |
     return terms.plasma_volumes(t for t in texts if t)
 
 
-def _procedure(p: _Procedure, ctx: _Context) -> None:
+def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
     if p["status"] != "completed":
         return
     code = p.get("code")
@@ -648,7 +665,7 @@ def _dose_facts(dosages: Iterable[_Dosage]) -> tuple[float | None, float | None]
     return dose_mg, interval
 
 
-def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> None:
+def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context, _hint: None = None) -> None:
     status = m["status"]
     if status == "entered-in-error":
         return
@@ -679,7 +696,7 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context) -> 
         ctx.acc.doses.append(NatalizumabDose(at, dose_mg, interval, src))
 
 
-def _condition(c: _Condition, ctx: _Context) -> None:
+def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
     verification = {code for _, code in _codings(c.get("verificationStatus"))}
     if verification & _CONDITION_EXCLUDED:
         return
@@ -741,8 +758,8 @@ def parse_resources(
     now = now or datetime.now(UTC)
     strict = bool(getattr(settings, "strict_fhir", False))
     level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
-    parsed: list[_Resource] = []
     candidates: list[dict[str, Any]] = []
+    hints: list[_Hint | None] = []  # per candidate: its Observation code as the pre-filter read it
     seen: set[tuple[str, str]] = set()
     skipped = other = 0
     for raw in resources:
@@ -757,9 +774,15 @@ def parse_resources(
             if key in seen:
                 continue
             seen.add(key)
-        if rtype == "Observation" and not _read_observation(raw, level_codes):
-            continue
+        hint = None
+        if rtype == "Observation":
+            read = _read_observation(raw, level_codes)
+            if read is False:
+                continue
+            if read is not True:
+                hint = read
         candidates.append(raw)
+        hints.append(hint)
     models: list[_Resource | None] | None = None
     if not strict and candidates:
         try:  # one call into pydantic-core for all entries; any failure: one by one, to skip and count it
@@ -769,27 +792,25 @@ def parse_resources(
     if models is None:
         models = [_validate(raw, strict) for raw in candidates]
     refs: dict[str, bool] = {}
-    for model in models:
+    todo: list[tuple[Any, _Resource, _Hint | None]] = []  # (handler, resource, hint) in order
+    medications: dict[str, _Medication] = {}  # all read before any handler: statements may name them
+    handlers = _HANDLERS
+    for model, hint in zip(models, hints, strict=True):
         if model is None:
             skipped += 1
             continue
         if _other_patient(model, patient_id, refs):  # type: ignore[arg-type]  # no subject: .get is None
             other += 1
             continue
-        parsed.append(model)
-    medications: dict[str, _Medication] = {
-        f"Medication/{rid}": m  # type: ignore[misc]
-        for m in parsed
-        if m["resourceType"] == "Medication" and (rid := m.get("id"))  # type: ignore[typeddict-item]
-    }
+        rtype = model["resourceType"]  # type: ignore[typeddict-item]
+        if (handler := handlers.get(rtype)) is not None:
+            todo.append((handler, model, hint))
+        elif rtype == "Medication" and (rid := model.get("id")):
+            medications[f"Medication/{rid}"] = model  # type: ignore[assignment]
     ctx = _Context(settings, now, medications)
-    handlers = _HANDLERS
-    for model in parsed:
-        handler = handlers.get(model["resourceType"])  # type: ignore[typeddict-item]
-        if handler is None:
-            continue
+    for handler, model, hint in todo:
         try:
-            handler(model, ctx)
+            handler(model, ctx, hint)
         except (ValueError, TypeError, ArithmeticError):  # e.g. an impossible date like 2024-02-30
             skipped += 1
     a = ctx.acc
