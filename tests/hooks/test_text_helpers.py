@@ -1,4 +1,4 @@
-"""The fast card text helpers equal their plain reference versions (md_escape, fmt_date)."""
+"""The fast card text helpers equal their plain reference versions (md_escape, fmt_num, fmt_date)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 from cds.hooks import cards
-from cds.hooks.cards import fmt_date, md_escape
+from cds.hooks.cards import fmt_date, fmt_num, md_escape
 
 # the reference: one str.translate (control characters dropped, & < > as entities, markdown specials
 # escaped), then whitespace collapsed
@@ -72,3 +72,35 @@ def test_md_escape_cache_is_bounded_and_equal_to_a_fresh_escape() -> None:
     long_text = "a-b " * cards._ESCAPED_MAX_CHARS
     assert md_escape(long_text) == _md_escape_reference(long_text)
     assert long_text not in cards._ESCAPED
+
+
+def _fmt_num_reference(x: float) -> str:
+    ax = abs(x)
+    s = f"{x:.0f}" if ax >= 10 else f"{x:.1f}" if ax >= 1 else f"{x:.2f}"
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+def test_fmt_num_memo_equals_the_reference() -> None:
+    cards._NUMS.clear()
+    rnd = random.Random(20261128)
+    values: list[float] = [0.0, -0.0, 0.0, -0.0, 1, True, 10, 0.005, -0.005, 9.95, 9.96, 0.995, float("inf")]
+    values += [rnd.choice((1, -1)) * rnd.random() * 10 ** rnd.randint(-3, 4) for _ in range(5000)]
+    for _ in range(2):  # cold and warm memo
+        for x in values:
+            assert fmt_num(x) == _fmt_num_reference(x), repr(x)
+    assert fmt_num(-0.0) == "-0" and fmt_num(0.0) == "0"  # equal keys, different text: never remembered
+    assert 0 < len(cards._NUMS) <= cards._NUMS_MAX_ENTRIES
+
+
+def test_fmt_date_memo_equals_strftime() -> None:
+    cards._DATES.clear()
+    rnd = random.Random(20261129)
+    zones = [UTC, timezone(timedelta(hours=5)), timezone(timedelta(hours=-5))]
+    start = datetime(1990, 1, 1, tzinfo=UTC)
+    stamps = [start + timedelta(seconds=rnd.randint(0, 40 * 365 * 86400)) for _ in range(3000)]
+    for _ in range(2):  # cold and warm memo
+        for t in stamps:
+            for z in zones:  # the same instants in other zones: equal keys, same UTC day
+                dt = t.astimezone(z)
+                assert fmt_date(dt) == dt.astimezone(UTC).strftime("%Y-%m-%d")
+    assert 0 < len(cards._DATES) <= cards._DATES_MAX_ENTRIES
