@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from cds.engine.domain import (
 )
 from cds.engine.drugs import identify
 from cds.fhir_io import LoadResult, PlexOrder
-from cds.hooks.models import Action, Card, Coding, Link, Source, Suggestion
+from cds.hooks.models import Card, Coding, Link, Source
 
 log = logging.getLogger("cds.hooks.cards")
 
@@ -290,6 +291,22 @@ def _problems_md(load: LoadResult | None, unusable: Iterable[UnusableValue] = ()
 def _an(word: str) -> str:
     """English indefinite article for an ingredient name: 'an interferon…', 'a glatiramer…'."""
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+# hex digit of a random UUID's variant nibble -> the nibble with the RFC 4122 variant bits (10) set
+_VARIANT_NIBBLE = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def _uuids(n: int) -> list[str]:
+    """n random version-4 UUIDs for a card and its suggestions, each written exactly as
+    cds.hooks.models.new_uuid writes the same 16 random bytes (version nibble 4, variant bits 10),
+    from one os.urandom call instead of one per card and suggestion."""
+    h = os.urandom(16 * n).hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-{_VARIANT_NIBBLE[h[i + 16]]}"
+        f"{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
 
 
 # ---------------------------------------------------------------- FHIR resources we emit
@@ -732,7 +749,8 @@ def estimate_card(
     chart_url: str | None = None,
 ) -> Card:
     ordered = order.plan.ordered_sessions if order.plan.ordered_sessions is not None else est.ordered_sessions
-    suggestions: list[Suggestion] = []
+    # suggestions as plain values, validated with the card (see dmt_card)
+    suggestions: list[dict[str, Any]] = []
     if est.remeasure_at is not None or est.basis != "measured":
         at = est.remeasure_at or now
         after = est.remeasure_after_session if est.remeasure_at else None
@@ -745,43 +763,52 @@ def estimate_card(
         else:
             when = "now, before the next session"
         suggestions.append(
-            Suggestion(
-                label=f"Order a natalizumab serum level {when}",
-                isRecommended=True,
-                actions=[Action(type="create", description=f"Draft order: {LEVEL_TEXT}", resource=resource)],
-            )
+            {
+                "label": f"Order a natalizumab serum level {when}",
+                "isRecommended": True,
+                "actions": [
+                    {"type": "create", "description": f"Draft order: {LEVEL_TEXT}", "resource": resource}
+                ],
+            }
         )
     r = est.remaining
+    update_offered = False
     if r is not None and est.basis != "none" and ordered is not None and ordered < r.estimate:
         updated = course_update(order, r.estimate)
         if updated is not None:
             source = " from dosing history" if est.basis == "dosing-history" else ""
             suggestions.append(
-                Suggestion(
-                    label=f"Set the PLEX course to {r.estimate} sessions (ordered {ordered}; estimate{source} "
+                {
+                    "label": f"Set the PLEX course to {r.estimate} sessions (ordered {ordered}; estimate{source} "
                     f"{r.estimate}, range {r.low}-{r.high})",
-                    actions=[
-                        Action(
-                            type="update",
-                            description=f"Set the draft PLEX order's session count to {r.estimate}",
-                            resource=updated,
-                        )
+                    "actions": [
+                        {
+                            "type": "update",
+                            "description": f"Set the draft PLEX order's session count to {r.estimate}",
+                            "resource": updated,
+                        }
                     ],
-                )
+                }
             )
-    update_offered = any(a.type == "update" for s in suggestions for a in s.actions or ())
+            update_offered = True
     warn = est.basis == "none" or (r is not None and ordered is not None and ordered < r.estimate)
     link = chart_link(chart_url)
-    return Card(
-        summary=_estimate_summary(est, labs_unread=load.sources.get("labs") in ("missing", "error")),
-        detail=_estimate_detail(est, load, order, ordered, update_offered),
-        indicator="warning" if warn else "info",
-        source=_sources((*est.references, LANDI_2017))[1],
-        suggestions=suggestions or None,
-        selectionBehavior="any" if suggestions else None,
-        overrideReasons=list(OVERRIDE_REASONS),
-        links=[link] if link else None,
-        extension=estimate_extension(est, ordered),
+    uuids = _uuids(1 + len(suggestions))
+    for suggestion, uuid in zip(suggestions, uuids[1:], strict=True):
+        suggestion["uuid"] = uuid
+    return Card.model_validate(
+        {
+            "uuid": uuids[0],
+            "summary": _estimate_summary(est, labs_unread=load.sources.get("labs") in ("missing", "error")),
+            "detail": _estimate_detail(est, load, order, ordered, update_offered),
+            "indicator": "warning" if warn else "info",
+            "source": _sources((*est.references, LANDI_2017))[1],
+            "suggestions": suggestions or None,
+            "selectionBehavior": "any" if suggestions else None,
+            "overrideReasons": list(OVERRIDE_REASONS),
+            "links": [link] if link else None,
+            "extension": estimate_extension(est, ordered),
+        }
     )
 
 
@@ -1155,8 +1182,12 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
         "avoid": list(_lowered(dmt.avoid)[0]),
         "activeConflicts": conflicts,
     }
+    uuids = _uuids(1 + len(suggestions))
+    for suggestion, uuid in zip(suggestions, uuids[1:], strict=True):
+        suggestion["uuid"] = uuid
     return Card.model_validate(
         {
+            "uuid": uuids[0],
             "summary": _dmt_summary(dmt, conflicts),
             "detail": "\n\n".join(parts),
             "indicator": "critical" if conflicts else "info",
