@@ -81,8 +81,8 @@ from cds.fhir_models import (
     _MedicationStatement,
     _MedicationUse,
     _Observation,
-    _PatientScoped,
     _Procedure,
+    _Reference,
     _Resource,
     _ServiceRequest,
 )
@@ -276,19 +276,10 @@ _lymphocyte_kind = _Memo(terms.lymphocyte_kind)
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
 
-def _other_patient(r: _PatientScoped, patient_id: str | None, seen: dict[str, bool] | None = None) -> bool:
-    """The subject names another patient; `seen` remembers references within one read."""
-    subject = r.get("subject")
-    ref = subject.get("reference") if subject else None
-    if not patient_id or not ref:
-        return False
-    if seen is not None and (known := seen.get(ref)) is not None:
-        return known
+def _other_patient(ref: str, patient_id: str) -> bool:
+    """The subject reference names another patient."""
     m = _PATIENT_REF.search(ref)
-    other = m is not None and m.group(1) != patient_id
-    if seen is not None:
-        seen[ref] = other
-    return other
+    return m is not None and m.group(1) != patient_id
 
 
 _MEDICATION_REF = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
@@ -791,7 +782,7 @@ def parse_resources(
             models = None
     if models is None:
         models = [_validate(raw, strict) for raw in candidates]
-    refs: dict[str, bool] = {}
+    refs: dict[str, bool] = {}  # subject reference -> another patient (resolved once per read)
     todo: list[tuple[Any, _Resource, _Hint | None]] = []  # (handler, resource, hint) in order
     medications: dict[str, _Medication] = {}  # all read before any handler: statements may name them
     handlers = _HANDLERS
@@ -799,9 +790,13 @@ def parse_resources(
         if model is None:
             skipped += 1
             continue
-        if _other_patient(model, patient_id, refs):  # type: ignore[arg-type]  # no subject: .get is None
-            other += 1
-            continue
+        subject: _Reference | None = model.get("subject")  # type: ignore[assignment]  # None where there is none
+        if subject and patient_id and (ref := subject.get("reference")):
+            if (known := refs.get(ref)) is None:
+                known = refs[ref] = _other_patient(ref, patient_id)
+            if known:
+                other += 1
+                continue
         rtype = model["resourceType"]  # type: ignore[typeddict-item]
         if (handler := handlers.get(rtype)) is not None:
             todo.append((handler, model, hint))
@@ -998,7 +993,8 @@ def _next_link(bundle: dict[str, Any]) -> str | None:
     return None
 
 
-def _bundle_resources(bundle: dict[str, Any]) -> list[Any] | None:
+def _bundle_resources(bundle: dict[str, Any], wanted: frozenset[str] | None = None) -> list[Any] | None:
+    """The Bundle's resources (None when `entry` is not a list); with `wanted`, as _key_resources keeps them."""
     entries = bundle.get("entry", [])
     if entries is None:
         return []
@@ -1012,7 +1008,14 @@ def _bundle_resources(bundle: dict[str, Any]) -> list[Any] | None:
         search = entry.get("search")
         if isinstance(search, dict) and search.get("mode") == "outcome":
             continue
-        out.append(entry.get("resource"))
+        r = entry.get("resource")
+        if (
+            wanted is None
+            or not isinstance(r, dict)
+            or (rtype := r.get("resourceType")) in wanted
+            or not isinstance(rtype, str)
+        ):
+            out.append(r)
     return out
 
 
@@ -1233,15 +1236,16 @@ class FhirReader:
         sources: dict[str, str] = {}
         problems: list[str] = []
         jobs: dict[str, Any] = {}
-        for key, template in prefetch_templates(s).items():
+        templates = prefetch_templates(s)
+        for key, template in templates.items():
             label = _KEY_LABELS[key]
             value = given.get(key, _ABSENT)
             rtype = value.get("resourceType") if isinstance(value, dict) else None
             if value is None:  # CDS Hooks: present and null = no data
                 collected[key], sources[key] = [], "prefetch"
                 continue
-            if rtype == "Bundle" and (resources := _bundle_resources(value)) is not None:
-                collected[key], sources[key] = _key_resources(key, resources), "prefetch"
+            if rtype == "Bundle" and (resources := _bundle_resources(value, _KEY_TYPES[key])) is not None:
+                collected[key], sources[key] = resources, "prefetch"
                 next_url = _next_link(value)
                 if next_url is not None:
                     next_url = urljoin(base + "/", next_url) if base else next_url
@@ -1290,9 +1294,10 @@ class FhirReader:
                 "neither medications nor laboratory results could be read from prefetch or the FHIR server",
                 code="fhir-data-unavailable",
             )
-        parsed = parse_resources(
-            (r for key in prefetch_templates(s) for r in collected.get(key, [])), s, patient_id=patient_id
-        )
+        in_key_order: list[Any] = []
+        for key in templates:
+            in_key_order += collected.get(key, ())
+        parsed = parse_resources(in_key_order, s, patient_id=patient_id)
         if parsed.other_patient:
             problems.append(
                 _count(parsed.other_patient, "entry", "entries") + " about another patient left out"
