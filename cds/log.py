@@ -73,6 +73,13 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 
 def redact(text: str) -> str:
     """Replace credential-looking substrings; the rest of the text is kept."""
+    # Every pattern needs one of these literals: "bearer", "token" (access_/refresh_/id_token), "secret"
+    # and "password" case-insensitively, "eyJ" and "://" as written. For ASCII text IGNORECASE matching
+    # is ASCII case folding, so str.lower() finds them exactly (~0.3 µs instead of a ~3 µs search).
+    if text.isascii() and "eyJ" not in text and "://" not in text:
+        low = text.lower()
+        if "token" not in low and "bearer" not in low and "secret" not in low and "password" not in low:
+            return text
     if not _ANY_SECRET.search(text):
         return text
     text = _SECRET_PATTERNS[0].sub("Bearer " + _REDACTED, text)
@@ -109,6 +116,9 @@ class ContextFields(logging.Filter):
         return True
 
 
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)  # what json.dumps builds per call
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -128,7 +138,7 @@ class JsonFormatter(logging.Formatter):
                 "type": exc_type.__name__,
                 "trace": redact("".join(traceback.format_tb(tb))),  # code lines, not the message
             }
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return _ENCODER.encode(out)  # = json.dumps(out, default=str, ensure_ascii=False)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
