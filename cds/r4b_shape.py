@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-__all__ = ["MAX_SHAPES", "clear", "is_known_valid", "parsed_json_key", "remember", "shape_key"]
+__all__ = ["MAX_SHAPES", "clear", "is_known_valid", "maskable", "parsed_json_key", "remember", "shape_key"]
 
 MAX_SHAPES = 1024
 
@@ -80,6 +80,12 @@ def _masked(resource: Any) -> dict[str, Any] | None:
             return None
         masked["subject"] = {"reference": m.group(1) + "/<id>"}
     return masked
+
+
+def maskable(resource: Any) -> bool:
+    """Whether `resource` has a shape key's masks (its per-request values pass their checks), without
+    encoding the key: for plain JSON values, exactly when shape_key(resource) is not None."""
+    return _masked(resource) is not None
 
 
 def shape_key(resource: Any) -> str | None:

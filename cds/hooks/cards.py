@@ -421,16 +421,14 @@ def _medication_drafts(patient_id: str, ingredients: list[str], authored_on: str
     """[_medication_request(patient_id, i, authored_on) for i in ingredients], each validated as
     validate_emitted would (see _MED_SHAPE_KEYS for how the shape keys are found)."""
     drafts: list[dict[str, Any]] = []
-    masked = False  # the first draft's key exists: patient and authoredOn are masked in every key
+    masked: bool | None = None  # patient and authoredOn are masked in every key (known from the first)
     for ingredient in ingredients:
         resource = _medication_resource(patient_id, ingredient, authored_on)
-        if masked:
-            key = _medication_shape_key(ingredient)
-            if key is None:
-                key = r4b_shape.shape_key(resource)
-        else:
+        if masked is None:
+            masked = r4b_shape.maskable(resource)  # the same checks as shape_key, without the encoding
+        key = _medication_shape_key(ingredient) if masked else None
+        if key is None:
             key = r4b_shape.shape_key(resource)
-            masked = key is not None
         drafts.append(_validate_keyed(resource, key))
     return drafts
 
