@@ -272,6 +272,7 @@ _plex_modality = _Memo(terms.plex_modality)
 _condition_kind = _Memo(terms.condition_kind)
 _identify = _Memo(drugs.identify)
 _lymphocyte_kind = _Memo(terms.lymphocyte_kind)
+_plasma_volumes = _Memo(terms.plasma_volumes)  # by the texts of a session or order (notes and names recur)
 
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
@@ -566,7 +567,7 @@ def _lymphocytes(
     ctx.acc.lymphocytes.append(LymphocyteCount(converted, at, src))
 
 
-def _plasma_volumes_from(extensions: Iterable[_Extension], texts: Iterable[str | None]) -> float | None:
+def _plasma_volumes_from(extensions: Iterable[_Extension], texts: tuple[str | None, ...]) -> float | None:
     for ext in extensions:
         url = ext["url"].lower()
         if "plasma" in url and "volume" in url:
@@ -577,7 +578,7 @@ def _plasma_volumes_from(extensions: Iterable[_Extension], texts: Iterable[str |
             vs = ext.get("valueString")
             if vs and (pv := terms.plasma_volumes([vs + " plasma volumes"])):
                 return pv
-    return terms.plasma_volumes(t for t in texts if t)
+    return _plasma_volumes(texts)  # empty texts are passed over
 
 
 def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
@@ -594,7 +595,7 @@ def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
     if when is None:
         ctx.acc.unusable.append(UnusableValue("PLEX procedure", "no date performed", _label(code), None, src))
         return
-    volumes = _plasma_volumes_from(p.get("extension", ()), [*(n["text"] for n in p.get("note", ())), *texts])
+    volumes = _plasma_volumes_from(p.get("extension", ()), (*(n["text"] for n in p.get("note", ())), *texts))
     ctx.acc.sessions.append(PlexSession(when[0], modality, volumes, src))  # type: ignore[arg-type]
 
 
@@ -882,7 +883,7 @@ def _plan(sr: _ServiceRequest, modality: str) -> PlexPlan:
         min(timing["event"]) if timing and timing.get("event") else None,
         bounds.get("start") if repeat and (bounds := repeat.get("boundsPeriod")) else None,
     )
-    volumes = _plasma_volumes_from(sr.get("extension", ()), [*texts, *_texts(sr.get("code"))])
+    volumes = _plasma_volumes_from(sr.get("extension", ()), (*texts, *_texts(sr.get("code"))))
     return PlexPlan(
         plasma_volumes_per_session=volumes or _DEFAULT_PLAN.plasma_volumes_per_session,
         interval_days=interval,

@@ -106,7 +106,7 @@ def plex_modality(codes: Iterable[Coding], texts: Iterable[str], extra: frozense
     return "immunoadsorption" if _IA_TEXT.search(text) else "plex"
 
 
-def plasma_volumes(texts: Iterable[str]) -> float | None:
+def plasma_volumes(texts: Iterable[str | None]) -> float | None:
     for text in texts:
         if text and (m := _PLASMA_VOLUMES.search(text)):
             value = float(m.group(1).replace(",", "."))
