@@ -219,10 +219,20 @@ def _label_of(codes: tuple[tuple[str, str], ...], texts: list[str]) -> str:
     return codes[0][1] if codes else ""
 
 
+def _datetime(text: str) -> tuple[datetime, str] | None:
+    """terms.parse_fhir_datetime of a value the slim model validated as a dateTime (_DateTime): there a
+    20-character value ending in Z can only be YYYY-MM-DDThh:mm:ssZ, which is read as that function
+    reads it, without matching its pattern again."""
+    if len(text) == 20 and text[19] == "Z":
+        return datetime.fromisoformat(text).astimezone(UTC), "time"
+    return terms.parse_fhir_datetime(text)
+
+
 def _when(*candidates: str | None) -> tuple[datetime, str] | None:
+    """The first date given, of validated dateTime values."""
     for c in candidates:
         if c:
-            return terms.parse_fhir_datetime(c)
+            return _datetime(c)
     return None
 
 
@@ -348,6 +358,7 @@ class _Context:
         self.plex_codes = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
         self.now = now
         self.oldest = now - MAX_OBSERVATION_AGE
+        self.latest_dose = now + timedelta(days=1)
         self.medications = medications
         self.acc = _Acc()
 
@@ -436,7 +447,7 @@ def _observation(o: _Observation, ctx: _Context, hint: _Hint | None = None) -> N
     if kind is None:
         return
     if effective := o.get("effectiveDateTime"):  # the usual case, as _when below
-        when = terms.parse_fhir_datetime(effective)
+        when = _datetime(effective)
     else:
         period = o.get("effectivePeriod")
         when = _when(
@@ -683,7 +694,7 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context, _hi
     ctx.acc.medications.append(
         MedicationUse(ingredient, label or "medication without a name", active, status, codes, at, src)
     )
-    if ingredient == "natalizumab" and given and at is not None and at <= ctx.now + timedelta(days=1):
+    if ingredient == "natalizumab" and given and at is not None and at <= ctx.latest_dose:
         dose_mg, interval = _dose_facts(dosages)
         ctx.acc.doses.append(NatalizumabDose(at, dose_mg, interval, src))
 
@@ -700,7 +711,8 @@ def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
     for site in c.get("bodySite", ()):
         descriptions.extend(_texts(site))
         body_site_codes.extend(_codings(site))
-    descriptions.extend(n["text"] for n in c.get("note", ()))
+    if notes := c.get("note"):
+        descriptions.extend(n["text"] for n in notes)
     for stage in c.get("stage", ()):
         descriptions.extend(_texts(stage.get("summary")))
     for ev in c.get("evidence", ()):
@@ -716,7 +728,7 @@ def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
             _label_of(codes, texts),
             codes,
             tuple(body_site_codes),
-            tuple(dict.fromkeys(d for d in descriptions if d.strip())),
+            tuple(dict.fromkeys(d for d in descriptions if d.strip())) if descriptions else (),
             onset[0] if onset else None,
             not (clinical & _CONDITION_INACTIVE),
             _source(c, "Condition"),
