@@ -208,8 +208,25 @@ def _texts(cc: _CC | None) -> list[str]:
     return out
 
 
+def _concept(cc: _CC | None) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """(_codings(cc), _texts(cc)) in one pass over the codings."""
+    if not cc:
+        return (), []
+    text = cc.get("text")
+    texts = [text] if text else []
+    if "coding" not in cc:
+        return (), texts
+    codes = []
+    for c in cc["coding"]:
+        if code := c.get("code"):
+            codes.append((c.get("system") or "", code))
+        if display := c.get("display"):
+            texts.append(display)
+    return tuple(codes), texts
+
+
 def _label(cc: _CC | None) -> str:
-    return _label_of(_codings(cc), _texts(cc))
+    return _label_of(*_concept(cc))
 
 
 def _label_of(codes: tuple[tuple[str, str], ...], texts: list[str]) -> str:
@@ -596,7 +613,7 @@ def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
     if p["status"] != "completed":
         return
     code = p.get("code")
-    codes, texts = _codings(code), _texts(code)
+    codes, texts = _concept(code)
     modality = _plex_modality(codes, tuple(texts), ctx.plex_codes)
     if modality is None:
         return
@@ -613,7 +630,7 @@ def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
 def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[str, str], ...], str, str]:
     """(codes, label as written, text for identification) of the medication a statement/request names."""
     if (cc := m.get("medicationCodeableConcept")) is not None:
-        concept_codes, concept_texts = _codings(cc), _texts(cc)
+        concept_codes, concept_texts = _concept(cc)
         return concept_codes, _label_of(concept_codes, concept_texts), " ".join(concept_texts)
     ref = m.get("medicationReference")
     if ref is None:
@@ -704,7 +721,7 @@ def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
     if verification & _CONDITION_EXCLUDED:
         return
     code = c.get("code")
-    codes, texts = _codings(code), _texts(code)
+    codes, texts = _concept(code)
     kind = _condition_kind(codes, " ".join(texts))
     descriptions: list[str] = []
     body_site_codes: list[tuple[str, str]] = []
