@@ -153,10 +153,24 @@ def prepare_multiprocess(workers: int, state_dir: Path | str) -> str | None:
     return path
 
 
+# Children of the per-call metrics by label values: `labels()` validates and locks on every call
+# (about 1 µs each); the child it returns for the same values is always the same object.
+_REQUEST_CHILDREN: dict[tuple[str, str], tuple[Any, Any]] = {}
+_CARD_CHILDREN: dict[tuple[str, str, str], Any] = {}
+_PREFETCH_CHILDREN: dict[tuple[str, str], Any] = {}
+_CHILDREN_MAX = 4096  # label values are bounded; this only guards against a caller that is not
+
+
 def observe_request(service_id: str, outcome: str, seconds: float) -> None:
     """outcome: "cards", "no-cards", or the error's stable code (bad-request, data-unavailable, …)."""
-    REQUESTS.labels(service_id, outcome).inc()
-    REQUEST_SECONDS.labels(service_id, outcome).observe(seconds)
+    key = (service_id, outcome)
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:
+        children = (REQUESTS.labels(service_id, outcome), REQUEST_SECONDS.labels(service_id, outcome))
+        if len(_REQUEST_CHILDREN) < _CHILDREN_MAX:
+            _REQUEST_CHILDREN[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_fhir_fetch(resource_type: str, seconds: float, error: str | None = None) -> None:
@@ -168,9 +182,19 @@ def observe_fhir_fetch(resource_type: str, seconds: float, error: str | None = N
 def count_prefetch(service_id: str, hits: int, misses: int) -> None:
     """Hit ratio in PromQL: rate(cds_prefetch_keys_total{result="hit"}[5m]) / rate(cds_prefetch_keys_total[5m])."""
     if hits:
-        PREFETCH_KEYS.labels(service_id, "hit").inc(hits)
+        _prefetch_child(service_id, "hit").inc(hits)
     if misses:
-        PREFETCH_KEYS.labels(service_id, "miss").inc(misses)
+        _prefetch_child(service_id, "miss").inc(misses)
+
+
+def _prefetch_child(service_id: str, result: str) -> Any:
+    key = (service_id, result)
+    child = _PREFETCH_CHILDREN.get(key)
+    if child is None:
+        child = PREFETCH_KEYS.labels(service_id, result)
+        if len(_PREFETCH_CHILDREN) < _CHILDREN_MAX:
+            _PREFETCH_CHILDREN[key] = child
+    return child
 
 
 def count_cache(cache: str, hit: bool) -> None:
@@ -183,7 +207,13 @@ def count_cards(service_id: str, cards: Iterable[Any]) -> None:
         data: Mapping[str, Any] = card if isinstance(card, Mapping) else _as_dict(card)
         ext = data.get("extension") or {}
         kind = (ext.get("pml-plex") or {}).get("kind") if isinstance(ext, Mapping) else None
-        CARDS.labels(service_id, str(kind or "other"), str(data.get("indicator") or "info")).inc()
+        key = (service_id, str(kind or "other"), str(data.get("indicator") or "info"))
+        child = _CARD_CHILDREN.get(key)
+        if child is None:
+            child = CARDS.labels(*key)
+            if len(_CARD_CHILDREN) < _CHILDREN_MAX:
+                _CARD_CHILDREN[key] = child
+        child.inc()
 
 
 def count_feedback(service_id: str, outcome: str, n: int = 1) -> None:

@@ -104,6 +104,11 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> None:
         raise
 
 
+_AUDIT_JSON = json.JSONEncoder(
+    default=str
+)  # = json.dumps(event, default=str), without a new encoder per event
+
+
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -223,7 +228,7 @@ class SqliteStore:
 
     # -- audit
     async def add_audit(self, event: dict[str, Any]) -> None:
-        self._audit_queue.append((str(event.get("time") or _utc_now()), json.dumps(event, default=str)))
+        self._audit_queue.append((str(event.get("time") or _utc_now()), _AUDIT_JSON.encode(event)))
         if len(self._audit_queue) >= 200 and self._wake is not None:
             self._wake.set()
 

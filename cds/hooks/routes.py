@@ -35,7 +35,7 @@ from cds.hooks.models import (
     ServiceDefinition,
 )
 from cds.hooks.services import BY_ID, CdsService
-from cds.log import log_context
+from cds.log import hook_instance_var, service_id_var
 from cds.outbound import check_fhir_server
 from cds.settings import Settings
 from cds.store import Store
@@ -179,8 +179,13 @@ async def _run(
     parsed, data = read_head(raw)
     head: HookHead | HookRequest = parsed if parsed is not None else _full(raw)  # its error is the answer
     request.state.hook_instance = head.hookInstance
-    with log_context(hook_instance=head.hookInstance, service_id=service.id):
+    # = `with log_context(hook_instance=…, service_id=…)`, without the generator context manager
+    bound = hook_instance_var.set(head.hookInstance), service_id_var.set(service.id)
+    try:
         return await _hook(service, head, data, raw, rt, claims, started)
+    finally:
+        hook_instance_var.reset(bound[0])
+        service_id_var.reset(bound[1])
 
 
 def _full(raw: bytes, data: Any = None) -> HookRequest:
