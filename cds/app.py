@@ -101,6 +101,11 @@ def _hook_instance(request: Request) -> str:
     return str(getattr(request.state, "hook_instance", "-"))
 
 
+# Responses whose __call__ is Response.__call__: start (status, raw_headers), then the whole body.
+_PLAIN_RESPONSES = frozenset({Response, JSONResponse})
+
+_BODY_KEY = "cds.edge_body"  # the body handed from serve_body to _call_endpoint (popped there)
+
 HOOK_PATH = "/cds-services/{service_id}"
 _HOOK_PREFIX = "/cds-services/"
 
@@ -121,6 +126,7 @@ class HookFastPath:
         self._fastapi = fastapi_app
         self._handle: Any = None  # built on the first request, once every handler is registered
         self._endpoint: Any = None
+        self._handlers: Any = None  # (by exception class, by status code), as ExceptionMiddleware holds them
 
     def _build(self) -> Any:
         # The hook route lives on cds.hooks.routes.router, included with no prefix or dependencies.
@@ -146,13 +152,27 @@ class HookFastPath:
         assert route is not None
         self._endpoint = route.endpoint
         handlers = {k: v for k, v in self._fastapi.exception_handlers.items() if k not in (500, Exception)}
-        return ExceptionMiddleware(self._call_endpoint, handlers=handlers, debug=self._fastapi.debug)
+        middleware = ExceptionMiddleware(self._call_endpoint, handlers=handlers, debug=self._fastapi.debug)
+        by_class = getattr(middleware, "_exception_handlers", None)
+        by_status = getattr(middleware, "_status_handlers", None)
+        if (
+            isinstance(by_class, dict)
+            and isinstance(by_status, dict)
+            and all(inspect.iscoroutinefunction(h) for h in (*by_class.values(), *by_status.values()))
+        ):
+            self._handlers = (by_class, by_status)
+        return middleware
 
     async def _call_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._endpoint(scope["path_params"]["service_id"], Request(scope, receive, send))
-        await response(scope, receive, send)
+        request = Request(scope, receive, send)
+        body = scope.pop(_BODY_KEY, None)
+        if body is not None:  # read by the edge layer (serve_body): what Request.body() keeps once read
+            request._body = body
+        response = await self._endpoint(scope["path_params"]["service_id"], request)
+        await self._send(response, scope, receive, send)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def _service_id(self, scope: dict[str, Any]) -> str | None:
+        """The service id of a request this layer answers, else None."""
         if self._handle is None:
             self._handle = self._build()
         path = scope.get("path", "")
@@ -166,11 +186,66 @@ class HookFastPath:
             and not scope.get("root_path")
             and scope.get("fastapi.telemetry") is None  # traced requests keep FastAPI's route spans
         ):
-            scope["path_params"] = {"service_id": path[len(_HOOK_PREFIX) :]}
+            return str(path[len(_HOOK_PREFIX) :])
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        service_id = self._service_id(scope)
+        if service_id is not None:
+            scope["path_params"] = {"service_id": service_id}
             scope["endpoint"] = self._endpoint
             await self._handle(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def serve_body(self, scope: dict[str, Any], body: bytes, receive: Any, send: Any) -> bool:
+        """Answer a hook call whose body the edge layer has read: False (nothing sent) if not one.
+
+        What `__call__` does through ExceptionMiddleware and the edge layer's body replay, in fewer
+        frames: the endpoint's Request holds the body; a handled exception's handler gets a Request of
+        its own (as ExceptionMiddleware's); an unhandled one propagates (ServerErrorMiddleware answers
+        it); responses go out as Response.__call__ sends them, with the edge layer's headers.
+        """
+        service_id = self._service_id(scope)
+        handlers = self._handlers
+        if service_id is None or handlers is None:
+            return False
+        scope["path_params"] = {"service_id": service_id}
+        scope["endpoint"] = self._endpoint
+        scope["starlette.exception_handlers"] = handlers
+        scope[_BODY_KEY] = body
+        try:
+            await self._call_endpoint(scope, receive, send)
+        except Exception as exc:
+            handler = handlers[1].get(exc.status_code) if isinstance(exc, StarletteHTTPException) else None
+            if handler is None:
+                for cls in type(exc).__mro__:
+                    handler = handlers[0].get(cls)
+                    if handler is not None:
+                        break
+                else:
+                    raise
+            response = await handler(Request(scope, receive, send), exc)
+            if response is not None:
+                await self._send(response, scope, receive, send)
+            exc.__traceback__ = None  # as Starlette does: reused exceptions accumulate tracebacks
+        return True
+
+    @staticmethod
+    async def _send(response: Response, scope: Scope, receive: Any, send: Any) -> None:
+        rewrite = getattr(send, "edge_headers", None)
+        server_send = getattr(send, "server_send", None)
+        if (
+            type(response) not in _PLAIN_RESPONSES
+            or response.background is not None
+            or rewrite is None
+            or server_send is None
+        ):
+            await response(scope, receive, send)
+            return
+        headers = rewrite(response.raw_headers)
+        await server_send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await server_send({"type": "http.response.body", "body": response.body})
 
 
 _GC_GEN0_THRESHOLD = 10_000

@@ -153,6 +153,10 @@ class EdgeMiddleware:
             )
             return
 
+        direct = getattr(self.app, "serve_body", None)  # cds.app.HookFastPath: hook calls, no replay
+        if direct is not None and await direct(scope, data, receive, send):
+            return
+
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -166,24 +170,32 @@ class EdgeMiddleware:
         await self.app(scope, replay, send)
 
     def _edge_send(self, send: Any, origin: str | None) -> Any:
-        """nosniff and the CORS response headers of Starlette's CORSMiddleware.simple_response."""
+        """nosniff and the CORS response headers of Starlette's CORSMiddleware.simple_response.
+
+        The wrapper carries `edge_headers(headers)`, the same rewrite of a start message's headers,
+        for a layer that sends straight to the server (`serve_body`)."""
         extra = [_NOSNIFF]
         if origin is not None and self.cors.is_allowed_origin(origin):
             allowed = "*" if self.cors.allow_all_origins else origin
             extra.append((b"access-control-allow-origin", allowed.encode("latin-1")))
 
+        def edge_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+            kept = []
+            vary = []
+            for name, value in headers or ():
+                if name.lower() == b"vary":
+                    vary.append(value)
+                elif not (len(extra) > 1 and name.lower() == b"access-control-allow-origin"):
+                    kept.append((name, value))
+            return [*kept, *extra, (b"vary", b", ".join([*vary, b"Origin"]))]
+
         async def edge_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                kept = []
-                vary = []
-                for name, value in message.get("headers") or ():
-                    if name.lower() == b"vary":
-                        vary.append(value)
-                    elif not (len(extra) > 1 and name.lower() == b"access-control-allow-origin"):
-                        kept.append((name, value))
-                message["headers"] = [*kept, *extra, (b"vary", b", ".join([*vary, b"Origin"]))]
+                message["headers"] = edge_headers(message.get("headers"))
             await send(message)
 
+        edge_send.edge_headers = edge_headers  # type: ignore[attr-defined]
+        edge_send.server_send = send  # type: ignore[attr-defined]
         return edge_send
 
 
