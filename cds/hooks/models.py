@@ -70,8 +70,6 @@ def _dict(pairs: Any) -> dict[str, Any] | None:
         if t is str:
             if v:
                 out[k] = v
-        elif t is int or t is bool:
-            out[k] = v
         elif t is dict:
             w = _dict(v.items())
             if w is None:
@@ -82,6 +80,8 @@ def _dict(pairs: Any) -> dict[str, Any] | None:
             items = _list(v)
             if items:
                 out[k] = items
+        elif t is int or t is bool:
+            out[k] = v
         elif v is not None:
             v = json_ready(v)
             if v is not None and (v or type(v) not in _CONTAINERS):
@@ -97,19 +97,22 @@ def _list(values: Any) -> list[Any]:
         if t is str:
             if v:
                 out.append(v)
-        elif t is int or t is bool:
-            out.append(v)
         elif t is dict:
             w = _dict(v.items())
             if w is None:
                 w = json_ready(v)
             if w:
                 out.append(w)
+        elif t is int or t is bool:
+            out.append(v)
         elif v is not None:
             v = json_ready(v)
             if v is not None and (v or type(v) not in _CONTAINERS):
                 out.append(v)
     return out
+
+
+_FIELD_ORDER: dict[type, tuple[str, ...]] = {}  # model class -> its fields in declaration order
 
 
 def json_ready(value: Any) -> Any:
@@ -133,7 +136,14 @@ def json_ready(value: Any) -> Any:
         return _list(value)
     elif isinstance(value, BaseModel):
         d = value.__dict__
-        return _dict([(k, d[k]) for k in type(value).__pydantic_fields__])
+        order = _FIELD_ORDER.get(t)
+        if order is None:
+            order = _FIELD_ORDER[t] = tuple(t.__pydantic_fields__)
+        if (
+            tuple(d) == order
+        ):  # a validated model holds its fields in declaration order: read them as they are
+            return _dict(d.items())
+        return _dict([(k, d[k]) for k in order])
     elif value is None:
         return None
     return json_ready(to_jsonable_python(value))
