@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -604,6 +605,23 @@ def targets(points: list[Point], soak_r: dict[str, Any] | None) -> list[tuple[st
     return rows
 
 
+SCALING_CALLS = ((10, 200), (100, 60), (1000, 12))  # (Observations, in-process calls): a few s each
+
+
+def inprocess_cpu_us(case: str, calls: int) -> float | None:
+    """CPU µs per call of the app called in-process (bench/components.py: no socket, no uvicorn)."""
+    r = subprocess.run(
+        [PY, str(BENCH / "components.py"), "--case", case, "-n", str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    m = re.search(r"calls: ([\d.]+) µs CPU", r.stdout)
+    return float(m.group(1)) if m else None
+
+
 def write_results(
     path: Path,
     ctx: dict[str, Any],
@@ -673,19 +691,26 @@ def write_results(
             "1 worker, c=1.\n"
         )
         L.append(
-            "| Observations | body bytes | req/s | p50 ms | p99 ms | CPU µs/req | CPU µs per Observation (marginal) |"
+            "| Observations | body bytes | req/s | p50 ms | p99 ms | CPU µs/req | CPU µs per Observation (marginal) "
+            "| in-process CPU µs/call (marginal per Observation) |"
         )
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("|---|---|---|---|---|---|---|---|")
+        inproc: dict[int, float | None] = ctx.get("scaling_inproc", {})
         prev: Point | None = None
         for p in scaling:
             n = int(p.case.removeprefix("obs"))
-            marg = "-"
+            marg, inp = "-", "-"
+            if inproc.get(n) is not None:
+                inp = f"{inproc[n]:,.0f}"
             if prev is not None:
                 pn = int(prev.case.removeprefix("obs"))
                 marg = f"{(p.cpu_us - prev.cpu_us) / (n - pn):.1f}"
+                now_us, prev_us = inproc.get(n), inproc.get(pn)
+                if now_us is not None and prev_us is not None:
+                    inp += f" ({(now_us - prev_us) / (n - pn):.1f})"
             L.append(
                 f"| {n} | {bodies[p.case].size:,} | {p.rps:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | "
-                f"{p.cpu_us:,.0f} | {marg} |"
+                f"{p.cpu_us:,.0f} | {marg} | {inp} |"
             )
             prev = p
         if len(scaling) == 3:
@@ -698,6 +723,15 @@ def write_results(
                 f"{'linear or better' if lin else 'worse than linear'} "
                 f"(cost(1000)/cost(10) = {c.cpu_us / max(a.cpu_us, 1):.1f}× for 100× the Observations).\n"
             )
+            i10, i100, i1000 = (inproc.get(n) for n in (10, 100, 1000))
+            if i10 is not None and i100 is not None and i1000 is not None:
+                k1, k2 = (i100 - i10) / 90, (i1000 - i100) / 900
+                L.append(
+                    f"In-process (the app called without socket or uvicorn): {k1:.1f} µs (10→100), {k2:.1f} µs "
+                    f"(100→1000) per Observation: "
+                    f"{'linear or better' if k2 <= max(k1, 0.1) * 1.5 else 'worse than linear'}. Over HTTP the "
+                    "server also receives the body (768 KB at 1000) while wrk runs on the same 2 cores.\n"
+                )
     if soak_r:
         L.append("## Memory soak\n")
         L.append(
@@ -798,6 +832,7 @@ def main() -> int:
     started: list[procs.Server] = []
     points: list[Point] = []
     scaling: list[Point] = []
+    scaling_inproc: dict[int, float | None] = {}
     soak_r: dict[str, Any] | None = None
     profile_md: str | None = None
     try:
@@ -877,6 +912,8 @@ def main() -> int:
                         scaling.append(measure(srv, bodies[f"obs{n}"], f"obs{n}", 1, duration))
                 procs.stop(srv)
                 started.remove(srv)
+                if w == workers_list[0]:
+                    scaling_inproc = {n: inprocess_cpu_us(f"obs{n}", calls) for n, calls in SCALING_CALLS}
 
                 base_after = {
                     c: measure(base, bl, "baseline (again, after the cases)", c, duration) for c in concs
@@ -972,6 +1009,7 @@ def main() -> int:
         "duration": duration,
         "warmup": warmup,
         "reply_bytes": reply_bytes,
+        "scaling_inproc": scaling_inproc,
     }
     out = Path(a.out)
     if a.soak and out.exists():
