@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -68,6 +68,7 @@ from cds.engine.domain import (
     PlexSession,
     UnusableValue,
 )
+from cds.engine.memo import Memo
 from cds.errors import BadHookRequest, DataUnavailable
 from cds.fhir_models import (
     _ALL_MODELS,
@@ -258,7 +259,6 @@ def _source(r: _Resource, rtype: str) -> str:
     return f"{rtype}/{rid}" if rid else rtype
 
 
-_MISS: Any = object()
 _MEMO_MAX_CHARS = 512  # keys with more text than this are computed every time (the memo stays small)
 
 
@@ -270,36 +270,22 @@ def _chars(key: Any) -> int:
     return 0
 
 
-class _Memo(Generic[_T]):
-    """A bounded memo of a pure classification by codes and text: laboratory, procedure, drug and
-    problem-list codes and names repeat across patients. Keys with more than `_MEMO_MAX_CHARS`
-    characters are computed every time; when `size` keys are held the memo starts over."""
-
-    def __init__(self, fn: Callable[..., _T], size: int = 2048) -> None:
-        self._fn = fn
-        self._size = size
-        self._memo: dict[tuple[Any, ...], _T] = {}
-
-    def __call__(self, *key: Any) -> _T:
-        hit = self._memo.get(key, _MISS)
-        if hit is not _MISS:
-            return hit  # type: ignore[no-any-return]
-        value = self._fn(*key)
-        if _chars(key) <= _MEMO_MAX_CHARS:
-            if len(self._memo) >= self._size:
-                self._memo.clear()
-            self._memo[key] = value
-        return value
-
-    def clear(self) -> None:
-        self._memo.clear()
+def _short(key: Any) -> bool:
+    return _chars(key) <= _MEMO_MAX_CHARS
 
 
-_plex_modality = _Memo(terms.plex_modality)
-_condition_kind = _Memo(terms.condition_kind)
-_identify = _Memo(drugs.identify)
-_lymphocyte_kind = _Memo(terms.lymphocyte_kind)
-_plasma_volumes = _Memo(terms.plasma_volumes)  # by the texts of a session or order (notes and names recur)
+def _memo(fn: Callable[..., _T]) -> Memo[tuple[Any, ...], _T]:
+    """fn(*key) remembered by its argument tuple: laboratory, procedure, drug and problem-list codes and
+    names repeat across patients (2048 keys, then it starts over; long texts are not stored)."""
+    return Memo(lambda key: fn(*key), 2048, admit=_short)
+
+
+_plex_modality = _memo(terms.plex_modality)
+_condition_kind = _memo(terms.condition_kind)
+_identify = _memo(drugs.identify)
+_lymphocyte_kind = _memo(terms.lymphocyte_kind)
+# by the texts of a session or order (notes and names recur)
+_plasma_volumes: Memo[tuple[str | None, ...], float | None] = Memo(terms.plasma_volumes, 2048, admit=_short)
 
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
@@ -407,7 +393,7 @@ def _observation_kind_uncached(
     return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None
 
 
-_observation_kind = _Memo(_observation_kind_uncached)
+_observation_kind = _memo(_observation_kind_uncached)
 
 
 _Hint = tuple[tuple[tuple[str, str], ...], str, str | None]  # (codes, text, kind) of an Observation's code
@@ -447,7 +433,7 @@ def _read_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str
             plain and isinstance(system, str) and (value is None or (isinstance(value, str) and value != ""))
         )
     codes_t, joined = tuple(codes), " ".join(texts)
-    kind = _observation_kind(codes_t, joined, level_codes)
+    kind = _observation_kind[codes_t, joined, level_codes]
     if kind is None:
         return False
     return (codes_t, joined, kind) if plain else True
@@ -460,7 +446,7 @@ def _observation(o: _Observation, ctx: _Context, hint: _Hint | None = None) -> N
         codes, text, kind = hint
     else:
         codes, text = _codings(o["code"]), " ".join(_texts(o["code"]))
-        kind = _observation_kind(codes, text, ctx.level_codes)
+        kind = _observation_kind[codes, text, ctx.level_codes]
     if kind is None:
         return
     if effective := o.get("effectiveDateTime"):  # the usual case, as _when below
@@ -558,7 +544,7 @@ def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> 
 def _lymphocytes(
     o: _Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: _Context
 ) -> None:
-    lk = _lymphocyte_kind(codes, text)
+    lk = _lymphocyte_kind[codes, text]
     num = _numeric(o)
     kind = "lymphocyte count"
     if num is None:
@@ -606,7 +592,7 @@ def _plasma_volumes_from(extensions: Iterable[_Extension], texts: tuple[str | No
             vs = ext.get("valueString")
             if vs and (pv := terms.plasma_volumes([vs + " plasma volumes"])):
                 return pv
-    return _plasma_volumes(texts)  # empty texts are passed over
+    return _plasma_volumes[texts]  # empty texts are passed over
 
 
 def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
@@ -614,7 +600,7 @@ def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
         return
     code = p.get("code")
     codes, texts = _concept(code)
-    modality = _plex_modality(codes, tuple(texts), ctx.plex_codes)
+    modality = _plex_modality[codes, tuple(texts), ctx.plex_codes]
     if modality is None:
         return
     src = _source(p, "Procedure")
@@ -690,7 +676,7 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context, _hi
     if status == "entered-in-error":
         return
     codes, label, text = _medication_concept(m, ctx)
-    ingredient = _identify(codes, text or label)
+    ingredient = _identify[codes, text or label]
     dosages: Iterable[_Dosage]
     if m["resourceType"] == "MedicationStatement":
         rtype, active, given = (
@@ -722,7 +708,7 @@ def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
         return
     code = c.get("code")
     codes, texts = _concept(code)
-    kind = _condition_kind(codes, " ".join(texts))
+    kind = _condition_kind[codes, " ".join(texts)]
     descriptions: list[str] = []
     body_site_codes: list[tuple[str, str]] = []
     for site in c.get("bodySite", ()):
@@ -957,7 +943,7 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
         if sr["status"] == "entered-in-error":
             continue
         sr_code = sr.get("code")
-        modality = _plex_modality(_codings(sr_code), tuple(_texts(sr_code)), extra)
+        modality = _plex_modality[_codings(sr_code), tuple(_texts(sr_code)), extra]
         if modality is None:
             continue
         key = r4b_shape.parsed_json_key(resource)  # draftOrders come from the request's JSON

@@ -23,6 +23,8 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
+from cds.engine.memo import Memo
+
 if TYPE_CHECKING:
     from cds.engine.domain import PatientFacts
 
@@ -154,24 +156,19 @@ def is_rxnorm(system: str) -> bool:
     return "rxnorm" in system.lower()
 
 
-_FROM_TEXT_CACHE: dict[str, str | None] = {}  # lower-cased text -> ingredient; at most 2048 entries
+def _match_text(lowered: str) -> str | None:
+    for name, pattern in _COMPILED:
+        if pattern.search(lowered):
+            return name
+    return None
+
+
+# lower-cased text -> ingredient; a speed cache of at most 2048 texts, not a clinical parameter
+_FROM_TEXT_CACHE: Memo[str, str | None] = Memo(_match_text, 2048)
 
 
 def _from_text(text: str) -> str | None:
-    lowered = text.lower()
-    try:
-        return _FROM_TEXT_CACHE[lowered]
-    except KeyError:
-        pass
-    found = None
-    for name, pattern in _COMPILED:
-        if pattern.search(lowered):
-            found = name
-            break
-    if len(_FROM_TEXT_CACHE) >= 2048:  # a speed cache, not a clinical parameter
-        _FROM_TEXT_CACHE.clear()
-    _FROM_TEXT_CACHE[lowered] = found
-    return found
+    return _FROM_TEXT_CACHE[text.lower()]
 
 
 def identify(codes: tuple[tuple[str, str], ...], text: str) -> str | None:

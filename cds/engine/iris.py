@@ -27,6 +27,7 @@ from cds.engine.domain import (
     SteroidStatement,
 )
 from cds.engine.drugs import last_natalizumab_dose
+from cds.engine.memo import Memo
 from cds.engine.references import (
     CLINICSPEAK_2014,
     CORTESE_2021,
@@ -176,18 +177,10 @@ def _scan(text: str) -> _TextFindings:
     return _TextFindings(tuple(sites.items()), tuple(widespread), frozenset(lobes), contrast)
 
 
-# the same condition texts come back on every call for a patient (and across patients): scan each once
-_FINDINGS_CACHE: dict[str, _TextFindings] = {}  # at most 2048 entries
-
-
-def _text_findings(text: str) -> _TextFindings:
-    found = _FINDINGS_CACHE.get(text)
-    if found is None:
-        found = _scan(text)
-        if len(_FINDINGS_CACHE) >= 2048:  # a speed cache (as in drugs.py), not a clinical parameter
-            _FINDINGS_CACHE.clear()
-        _FINDINGS_CACHE[text] = found
-    return found
+# the same condition texts come back on every call for a patient (and across patients): scan each once;
+# a speed cache of at most 2048 texts (as in drugs.py), not a clinical parameter
+_FINDINGS_CACHE: Memo[str, _TextFindings] = Memo(_scan, 2048)
+_text_findings = _FINDINGS_CACHE.__getitem__
 
 
 def _reasons_for(pml: list[ConditionFact]) -> list[str]:

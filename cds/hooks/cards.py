@@ -30,6 +30,7 @@ from cds.engine.domain import (
     UnusableValue,
 )
 from cds.engine.drugs import identify
+from cds.engine.memo import Memo
 from cds.fhir_io import LoadResult, PlexOrder
 from cds.hooks.models import Card, Coding, Link, Source
 
@@ -100,7 +101,6 @@ _MD_REPLACEMENTS: tuple[tuple[str, str], ...] = (
 
 # Engine sentences, steroid texts, drug names and units recur on every call: each is escaped once per
 # worker. Bounded: at most 512 texts of up to 400 characters, cleared when full.
-_ESCAPED: dict[str, str] = {}
 _ESCAPED_MAX_ENTRIES = 512
 _ESCAPED_MAX_CHARS = 400
 
@@ -112,35 +112,22 @@ def _escape(text: str) -> str:
     return " ".join(s.split())  # split(): the same whitespace as \s; no replacement adds whitespace
 
 
+_ESCAPED: Memo[str, str] = Memo(_escape, _ESCAPED_MAX_ENTRIES, admit=lambda t: len(t) <= _ESCAPED_MAX_CHARS)
+
+
 def md_escape(text: object) -> str:
     """Make FHIR-sourced text inert in GitHub-flavoured markdown (and HTML): one line, no markup."""
-    if type(text) is not str or len(text) > _ESCAPED_MAX_CHARS:
-        return _escape(str(text))
-    escaped = _ESCAPED.get(text)
-    if escaped is None:
-        escaped = _escape(text)
-        if len(_ESCAPED) >= _ESCAPED_MAX_ENTRIES:
-            _ESCAPED.clear()
-        _ESCAPED[text] = escaped
-    return escaped
+    return _ESCAPED[text] if type(text) is str else _escape(str(text))
 
 
 # Targets, plan values, half-lives and many levels recur on every call: each float is formatted once per
 # worker. Bounded (cleared when full); 0.0 is not remembered (-0.0 == 0.0 but formats as "-0").
-_NUMS: dict[float, str] = {}
 _NUMS_MAX_ENTRIES = 512
 
 
 def fmt_num(x: float) -> str:
     """25 → '25', 3.46 → '3.5', 0.456 → '0.46'."""
-    if type(x) is not float or not x:
-        return _fmt_num(x)
-    s = _NUMS.get(x)
-    if s is None:
-        if len(_NUMS) >= _NUMS_MAX_ENTRIES:
-            _NUMS.clear()
-        s = _NUMS[x] = _fmt_num(x)
-    return s
+    return _NUMS[x] if type(x) is float and x else _fmt_num(x)
 
 
 def _fmt_num(x: float) -> str:
@@ -154,29 +141,27 @@ def _fmt_num(x: float) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
+_NUMS: Memo[float, str] = Memo(_fmt_num, _NUMS_MAX_ENTRIES)
+
+
 # Dates recur within a call and across calls (engine dates, the same levels): formatted once per UTC
 # date-time (equal UTC date-times are the same instant, so the same day). Bounded, cleared when full.
-_DATES: dict[datetime, str] = {}
 _DATES_MAX_ENTRIES = 1024
 
 
 def fmt_date(dt: datetime | None) -> str:
     if not dt:
         return "unknown date"
-    if dt.tzinfo is not UTC:
-        return _fmt_date(dt)
-    s = _DATES.get(dt)
-    if s is None:
-        if len(_DATES) >= _DATES_MAX_ENTRIES:
-            _DATES.clear()
-        s = _DATES[dt] = _fmt_date(dt)
-    return s
+    return _DATES[dt] if dt.tzinfo is UTC else _fmt_date(dt)
 
 
 def _fmt_date(dt: datetime) -> str:
     day = dt.astimezone(UTC).date()
     # isoformat is 3x cheaper than strftime; they differ only before year 1000 (strftime does not pad)
     return day.isoformat() if day.year >= 1000 else day.strftime("%Y-%m-%d")
+
+
+_DATES: Memo[datetime, str] = Memo(_fmt_date, _DATES_MAX_ENTRIES)
 
 
 def fhir_datetime(dt: datetime) -> str:
@@ -955,32 +940,6 @@ def _classes(names: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-# Class lists per tuple of names: the engine's allowed and avoid lists are the same on (almost) every call.
-_CLASS_TEXTS: dict[tuple[str, ...], str] = {}
-_CLASS_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
-_CLASS_MEMO_MAX_ENTRIES = 256
-
-
-def _avoid_md(names: tuple[str, ...]) -> str:
-    """_by_class_md(names), remembered."""
-    text = _CLASS_TEXTS.get(names)
-    if text is None:
-        if len(_CLASS_TEXTS) >= _CLASS_MEMO_MAX_ENTRIES:
-            _CLASS_TEXTS.clear()
-        text = _CLASS_TEXTS[names] = _by_class_md(names)
-    return text
-
-
-def _class_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    """tuple(_classes(names)), remembered."""
-    classes = _CLASS_NAMES.get(names)
-    if classes is None:
-        if len(_CLASS_NAMES) >= _CLASS_MEMO_MAX_ENTRIES:
-            _CLASS_NAMES.clear()
-        classes = _CLASS_NAMES[names] = tuple(_classes(names))
-    return classes
-
-
 def _by_class_md(names: Iterable[str]) -> str:
     groups = []
     for cls, members in _classes(names).items():
@@ -991,6 +950,23 @@ def _by_class_md(names: Iterable[str]) -> str:
         else:
             groups.append(f"{cls} ({', '.join(members)})")
     return "; ".join(groups)
+
+
+def _lower_all(names: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(the names lower-cased, in order; the set of them)."""
+    lowered = tuple(n.lower() for n in names)
+    return lowered, frozenset(lowered)
+
+
+# Per tuple of names: the engine's allowed and avoid lists are the same on (almost) every call.
+_CLASS_MEMO_MAX_ENTRIES = 256
+_avoid_md: Memo[tuple[str, ...], str] = Memo(_by_class_md, _CLASS_MEMO_MAX_ENTRIES)
+_class_names: Memo[tuple[str, ...], tuple[str, ...]] = Memo(
+    lambda names: tuple(_classes(names)), _CLASS_MEMO_MAX_ENTRIES
+)
+_lowered: Memo[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = Memo(
+    _lower_all, _CLASS_MEMO_MAX_ENTRIES
+)
 
 
 def _lymph_text(c: ConditionalDmt) -> str:
@@ -1027,24 +1003,9 @@ def _and(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-# Lower-cased name lists per tuple of names (the engine's avoid list is the same on every call).
-_LOWERED: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}
-
-
-def _lowered(names: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(the names lower-cased, in order; the set of them), remembered."""
-    hit = _LOWERED.get(names)
-    if hit is None:
-        if len(_LOWERED) >= _CLASS_MEMO_MAX_ENTRIES:
-            _LOWERED.clear()
-        lowered = tuple(n.lower() for n in names)
-        hit = _LOWERED[names] = (lowered, frozenset(lowered))
-    return hit
-
-
 def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
     """Ingredients a draft MedicationRequest may be offered for: never one of the avoid class."""
-    avoid = _lowered(dmt.avoid)[1]
+    avoid = _lowered[dmt.avoid][1]
     ok = set(dmt.allowed) | {c.ingredient for c in dmt.conditional if c.advised}
     out = [i for i in dmt.suggestible if i in ok and i.lower() not in avoid]
     assert not (set(out) & avoid), "an avoid-class drug must never be suggested"
@@ -1052,7 +1013,7 @@ def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
 
 
 def _dmt_summary(dmt: DmtAdvice, conflicts: list[str]) -> str:
-    opts = _class_names(dmt.allowed)
+    opts = _class_names[dmt.allowed]
     fum = _fumarate_summary(dmt)
     if conflicts:
         names = _summary_names(dmt.active_conflicts)
@@ -1134,7 +1095,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     if dmt.conditional:
         parts.append(_conditional_md(dmt, len(lymph_unusable), lymph_texts))
     if dmt.avoid:
-        parts.append("**Avoid (immunosuppressive):** " + _avoid_md(dmt.avoid))
+        parts.append("**Avoid (immunosuppressive):** " + _avoid_md[dmt.avoid])
     if dmt.rebound_from or dmt.rebound_note:
         win = ""
         if dmt.rebound_from and dmt.rebound_until:
@@ -1175,9 +1136,9 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
         )
     ext = {
         "kind": "dmt",
-        "allowed": list(_lowered(dmt.allowed)[0]),
+        "allowed": list(_lowered[dmt.allowed][0]),
         "conditional": [c.ingredient.lower() for c in dmt.conditional],
-        "avoid": list(_lowered(dmt.avoid)[0]),
+        "avoid": list(_lowered[dmt.avoid][0]),
         "activeConflicts": conflicts,
     }
     uuids = _uuids(1 + len(suggestions))
