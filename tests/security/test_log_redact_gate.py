@@ -4,6 +4,7 @@ own pieces in every letter case, and on non-ASCII text (which always takes the r
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,22 @@ def test_gate_examples() -> None:
         assert log.redact(text) == _full(text)
     assert log.redact("paſſword=hunter2") == "paſſword=[redacted]"
     assert log.redact("hook pml-plex-select abc outcome=cards") == "hook pml-plex-select abc outcome=cards"
+
+
+SAMPLES = [
+    "plain hook line",
+    "Authorization: bearer abc.DEF-123",
+    "token eyJhbGciOiJFUzM4NCJ9.eyJpc3MiOiJ4In0.c2ln",
+    "ACCESS_TOKEN = 'abc'",
+    '{"client_secret": "s3cr3t"}',
+    "postgresql://cds:pw@db:5432/cds and REDIS://u:p@r:6379",
+    "password=",  # no value: nothing to redact
+    "eyJ.short.x",
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_precheck_changes_nothing(text: str) -> None:
+    assert log.redact(text) == _full(text)
+    if any(p.search(text) for p in log._SECRET_PATTERNS):
+        assert log._ANY_SECRET.search(text)
