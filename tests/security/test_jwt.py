@@ -66,19 +66,19 @@ def rs(keys: JwksServer) -> SigningKey:
     return keys.keysets["ehr"][1]
 
 
+def _valid_claims() -> dict[str, Any]:
+    """Claims a genuine EHR token would carry (the forged tokens below differ only in how they are signed)."""
+    now = int(time.time())
+    return {"iss": ISS, "aud": URL, "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex}
+
+
 def _hs256_with_public_key(k: JwksServer) -> str:
     pem = (
         es(k)
         .private_key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    payload = {
-        "iss": ISS,
-        "aud": URL,
-        "iat": int(time.time()),
-        "exp": int(time.time()) + 300,
-        "jti": uuid.uuid4().hex,
-    }
+    payload = _valid_claims()
     # PyJWT refuses PEM keys as HMAC secrets, so sign HS256 by hand, as an attacker would
     import base64
     import hashlib
@@ -98,13 +98,7 @@ def _hs256_with_public_key(k: JwksServer) -> str:
 
 
 def _alg_none(k: JwksServer) -> str:
-    payload = {
-        "iss": ISS,
-        "aud": URL,
-        "iat": int(time.time()),
-        "exp": int(time.time()) + 300,
-        "jti": uuid.uuid4().hex,
-    }
+    payload = _valid_claims()
     return jwt.encode(payload, None, algorithm="none", headers={"kid": es(k).kid})
 
 
