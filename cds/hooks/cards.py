@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from cds.engine.domain import (
 from cds.engine.drugs import identify
 from cds.engine.memo import Memo
 from cds.fhir_io import LoadResult, PlexOrder
-from cds.hooks.models import Card, Coding, Link, Source
+from cds.hooks.models import Card, Coding, Link, Source, new_uuids
 
 log = logging.getLogger("cds.hooks.cards")
 
@@ -278,20 +277,7 @@ def _an(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-# hex digit of a random UUID's variant nibble -> the nibble with the RFC 4122 variant bits (10) set
-_VARIANT_NIBBLE = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
-
-
-def _uuids(n: int) -> list[str]:
-    """n random version-4 UUIDs for a card and its suggestions, each written exactly as
-    cds.hooks.models.new_uuid writes the same 16 random bytes (version nibble 4, variant bits 10),
-    from one os.urandom call instead of one per card and suggestion."""
-    h = os.urandom(16 * n).hex()
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-{_VARIANT_NIBBLE[h[i + 16]]}"
-        f"{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * n, 32)
-    ]
+_uuids = new_uuids  # a card and its suggestions take their uuids from one os.urandom call
 
 
 # ---------------------------------------------------------------- FHIR resources we emit

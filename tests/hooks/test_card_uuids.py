@@ -14,7 +14,7 @@ def test_uuids_equal_new_uuid_on_the_same_bytes(monkeypatch: Any) -> None:
     for n in (1, 2, 8):
         for _ in range(300):
             data = rnd.randbytes(16 * n)
-            monkeypatch.setattr(cards.os, "urandom", lambda k, data=data: data[:k])
+            monkeypatch.setattr(models.os, "urandom", lambda k, data=data: data[:k])
             batch = cards._uuids(n)
             chunks = iter([data[i : i + 16] for i in range(0, 16 * n, 16)])
             monkeypatch.setattr(models.os, "urandom", lambda k, chunks=chunks: next(chunks))
