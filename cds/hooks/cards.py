@@ -214,25 +214,15 @@ def _source(refs: Iterable[Reference]) -> Source:
     return Source(label=SOURCE_LABEL, url=url)
 
 
+def _sources_of(refs: tuple[Reference, ...]) -> tuple[str, Source]:
+    return _refs_md(refs), _source(refs)
+
+
 # A card's sources (its "Sources" list and its Source) per tuple of references, and its steroid lines per
-# tuple of statements: the engine cites module-level constants, so the same objects recur on every call.
-# Keyed by the objects' ids, which is cheaper than hashing the dataclasses; each entry keeps its objects
-# alive, so no other object can take one of those ids while the entry exists. Bounded: cleared when full.
-_BY_IDS_MAX_ENTRIES = 256
-_SOURCES: dict[tuple[int, ...], tuple[tuple[Reference, ...], tuple[str, Source]]] = {}
-_STEROID_LINES: dict[tuple[int, ...], tuple[tuple[SteroidStatement, ...], str]] = {}
-
-
-def _sources(refs: tuple[Reference, ...]) -> tuple[str, Source]:
-    """(_refs_md(refs), _source(refs)); the Source is shared by every card citing the same references
-    (models are only read once built, as OVERRIDE_REASONS' Codings are)."""
-    key = tuple(map(id, refs))
-    hit = _SOURCES.get(key)
-    if hit is None:
-        if len(_SOURCES) >= _BY_IDS_MAX_ENTRIES:
-            _SOURCES.clear()
-        hit = _SOURCES[key] = (refs, (_refs_md(refs), _source(refs)))
-    return hit[1]
+# tuple of statements: the engine cites module-level constants, so the same tuples recur on every call.
+# The Source is shared by every card citing the same references (models are only read once built).
+_BY_REFS_MAX_ENTRIES = 256
+_sources: Memo[tuple[Reference, ...], tuple[str, Source]] = Memo(_sources_of, _BY_REFS_MAX_ENTRIES)
 
 
 def _unusable_lines(unusable: Iterable[UnusableValue]) -> list[str]:
@@ -372,20 +362,14 @@ def _medication_request(patient_id: str, ingredient: str, authored_on: str) -> d
 # in full, exactly as validate_emitted does.
 _STAND_IN_PATIENT = "shape-stand-in"
 _STAND_IN_AUTHORED_ON = "2000-01-01T00:00:00Z"
-_MED_SHAPE_KEYS: dict[str, str | None] = {}
-_MED_SHAPE_KEYS_MAX = 256
 
 
-def _medication_shape_key(ingredient: str) -> str | None:
-    try:
-        return _MED_SHAPE_KEYS[ingredient]
-    except KeyError:
-        pass
-    key = r4b_shape.shape_key(_medication_resource(_STAND_IN_PATIENT, ingredient, _STAND_IN_AUTHORED_ON))
-    if len(_MED_SHAPE_KEYS) >= _MED_SHAPE_KEYS_MAX:
-        _MED_SHAPE_KEYS.clear()
-    _MED_SHAPE_KEYS[ingredient] = key
-    return key
+def _stand_in_shape_key(ingredient: str) -> str | None:
+    return r4b_shape.shape_key(_medication_resource(_STAND_IN_PATIENT, ingredient, _STAND_IN_AUTHORED_ON))
+
+
+_MED_SHAPE_KEYS: Memo[str, str | None] = Memo(_stand_in_shape_key, 256)
+_medication_shape_key = _MED_SHAPE_KEYS.__getitem__
 
 
 def _medication_drafts(patient_id: str, ingredients: list[str], authored_on: str) -> list[dict[str, Any]]:
@@ -703,7 +687,7 @@ def _estimate_detail(
             f"**{remeasure[0].capitalize()}:** {remeasure[1]}; adjust the course to the measured level "
             "(same laboratory and assay for serial values)."
         )
-    parts.append("**Sources**\n\n" + _sources((*est.references, LANDI_2017))[0])
+    parts.append("**Sources**\n\n" + _sources[(*est.references, LANDI_2017)][0])
     parts.append(DISCLAIMER)
     return "\n\n".join(parts)
 
@@ -771,7 +755,7 @@ def estimate_card(
             "summary": _estimate_summary(est, labs_unread=load.sources.get("labs") in ("missing", "error")),
             "detail": _estimate_detail(est, load, order, ordered, update_offered),
             "indicator": "warning" if warn else "info",
-            "source": _sources((*est.references, LANDI_2017))[1],
+            "source": _sources[(*est.references, LANDI_2017)][1],
             "suggestions": suggestions or None,
             "selectionBehavior": "any" if suggestions else None,
             "overrideReasons": list(OVERRIDE_REASONS),
@@ -807,22 +791,16 @@ _FINDING_SHORT = {
 _STEROID_EVIDENCE = {"evidence": "Evidence (observational)", "expert opinion": "Expert opinion only"}
 
 
-def _steroids_md(steroids: tuple[SteroidStatement, ...]) -> str:
-    """The steroid section (remembered per tuple of statements, see _SOURCES)."""
-    key = tuple(map(id, steroids))
-    hit = _STEROID_LINES.get(key)
-    if hit is None:
-        lines = []
-        for s in steroids:
-            level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
-            lines.append(f"- **{level}:** {md_escape(s.text)} ({_short_ref(s.reference)})")
-        if len(_STEROID_LINES) >= _BY_IDS_MAX_ENTRIES:
-            _STEROID_LINES.clear()
-        hit = _STEROID_LINES[key] = (
-            steroids,
-            "**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines),
-        )
-    return hit[1]
+def _steroid_lines(steroids: tuple[SteroidStatement, ...]) -> str:
+    lines = []
+    for s in steroids:
+        level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
+        lines.append(f"- **{level}:** {md_escape(s.text)} ({_short_ref(s.reference)})")
+    return "**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines)
+
+
+# the steroid section per tuple of statements (module-level constants of the engine, as for _sources)
+_steroids_md: Memo[tuple[SteroidStatement, ...], str] = Memo(_steroid_lines, _BY_REFS_MAX_ENTRIES)
 
 
 def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
@@ -860,11 +838,11 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
             + (f". {md_escape(iris.watch_note)}" if iris.watch_note else "")
         )
     if iris.steroids:
-        parts.append(_steroids_md(iris.steroids))
+        parts.append(_steroids_md[iris.steroids])
     problems = _problems_md(load)
     if problems:
         parts.append("**Could not be read**\n\n" + problems)
-    refs, source = _sources((*iris.references, *[s.reference for s in iris.steroids]))
+    refs, source = _sources[(*iris.references, *[s.reference for s in iris.steroids])]
     if refs:
         parts.append("**Sources**\n\n" + refs)
     return Card(
@@ -1095,7 +1073,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
     problems = _problems_md(load, lymph_unusable)
     if problems:
         parts.append("**Could not be used or read**\n\n" + problems)
-    refs, source = _sources(dmt.references)
+    refs, source = _sources[dmt.references]
     if refs:
         parts.append("**Sources**\n\n" + refs)
     # the lymphocyte text of each conditional ingredient (the last entry of an ingredient wins)
