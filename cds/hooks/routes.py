@@ -26,7 +26,6 @@ from cds.engine import iris as iris_engine
 from cds.engine import pk
 from cds.errors import BadHookRequest, CdsError, FhirServerNotAllowed, UnknownService
 from cds.hooks import cards as card_render
-from cds.hooks.head import HookHead, read_head
 from cds.hooks.models import (
     CdsResponse,
     DiscoveryResponse,
@@ -173,52 +172,40 @@ async def call_service(service_id: str, request: Request) -> Response:
 async def _run(
     service: CdsService, request: Request, rt: Runtime, claims: Claims | None, started: float
 ) -> Response:
-    raw = await _body(request)
-    # The head (everything but the prefetch) decides whether the call is about a PLEX order at all;
-    # only then is the whole body, prefetch included, built as Python objects (cds.hooks.head).
-    parsed, data = read_head(raw)
-    head: HookHead | HookRequest = parsed if parsed is not None else _full(raw)  # its error is the answer
-    request.state.hook_instance = head.hookInstance
-    # = `with log_context(hook_instance=…, service_id=…)`, without the generator context manager
-    bound = hook_instance_var.set(head.hookInstance), service_id_var.set(service.id)
     try:
-        return await _hook(service, head, data, raw, rt, claims, started)
+        hook = HookRequest.from_body(await _body(request))  # = model_validate_json(raw), faster
+    except ValidationError as exc:
+        raise BadHookRequest(_describe(exc)) from None
+    request.state.hook_instance = hook.hookInstance
+    # = `with log_context(hook_instance=…, service_id=…)`, without the generator context manager
+    bound = hook_instance_var.set(hook.hookInstance), service_id_var.set(service.id)
+    try:
+        return await _hook(service, hook, rt, claims, started)
     finally:
         hook_instance_var.reset(bound[0])
         service_id_var.reset(bound[1])
 
 
-def _full(raw: bytes, data: Any = None) -> HookRequest:
-    try:
-        if data is not None:  # the body's JSON, already parsed by read_head
-            return HookRequest.from_data(data, raw)
-        return HookRequest.from_body(raw)  # = model_validate_json(raw), faster
-    except ValidationError as exc:
-        raise BadHookRequest(_describe(exc)) from None
-
-
 async def _hook(
     service: CdsService,
-    head: HookHead | HookRequest,
-    data: Any,
-    raw: bytes,
+    hook: HookRequest,
     rt: Runtime,
     claims: Claims | None,
     started: float,
 ) -> Response:
     settings = rt.settings
-    if head.hook != service.hook:
+    if hook.hook != service.hook:
         raise BadHookRequest(
-            f"service {service.id} answers {service.hook}, not {head.hook}", code="hook-mismatch"
+            f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch"
         )
 
-    selections = head.context.selections if service.hook == "order-select" else None
-    orders = fhir_io.plex_orders(head.context.draftOrders, selections, settings)
+    selections = hook.context.selections if service.hook == "order-select" else None
+    orders = fhir_io.plex_orders(hook.context.draftOrders, selections, settings)
     audit: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(),
         "service": service.id,
-        "hook": head.hook,
-        "hookInstance": head.hookInstance,
+        "hook": hook.hook,
+        "hookInstance": hook.hookInstance,
         "issuer": claims.iss if claims else None,
         "tenant": claims.tenant if claims else None,
         "jti": claims.jti if claims else None,
@@ -227,8 +214,6 @@ async def _hook(
         await _finish(rt, audit, started, outcome="no-plex-order", kinds=[])
         return Response(EMPTY_CARDS, media_type=JSON)
 
-    # A PLEX order: now the whole request, prefetch included (the head's fields are the same values).
-    hook = head if isinstance(head, HookRequest) else _full(raw, data)
     token = hook.fhirAuthorization.access_token.get_secret_value() if hook.fhirAuthorization else None
     expires_in = hook.fhirAuthorization.expires_in if hook.fhirAuthorization else None
     fhir_server = hook.fhirServer if (hook.fhirServer and (token or settings.allow_open_fhir)) else None
