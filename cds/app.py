@@ -22,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import Receive, Scope, Send
 
 import cds
@@ -114,21 +113,22 @@ class HookFastPath:
     """POST /cds-services/{id} straight to the route's endpoint, under the app's exception handlers.
 
     FastAPI's router, parameter solving and per-route wrappers cost about 50 µs per hook call for an
-    endpoint that takes only (service_id, request) and returns a Response. This layer sits inside the
-    edge middleware (hygiene, CORS) and outside FastAPI's ExceptionMiddleware; it handles errors with a
-    Starlette ExceptionMiddleware holding the same handlers, and leaves unhandled ones to the
-    ServerErrorMiddleware around it, as the route would. Everything else goes down the normal stack,
-    and so does every request if the route ever gains dependencies or other parameters.
+    endpoint that takes only (service_id, request) and returns a Response. The edge middleware, which
+    has read the body, hands hook calls to `serve_body`; errors go to the app's own exception handlers,
+    and unhandled ones to the ServerErrorMiddleware outside, as from the route. Everything else goes down
+    the normal stack (`__call__`), and so does every hook call if the route ever gains dependencies or
+    other parameters, or the app a handler that is not a coroutine function.
     """
 
     def __init__(self, app: Any, fastapi_app: FastAPI) -> None:
         self.app = app
         self._fastapi = fastapi_app
-        self._handle: Any = None  # built on the first request, once every handler is registered
+        self._built = False  # built on the first request, once every handler is registered
         self._endpoint: Any = None
         self._handlers: Any = None  # (by exception class, by status code), as ExceptionMiddleware holds them
 
-    def _build(self) -> Any:
+    def _build(self) -> None:
+        self._built = True
         # The hook route lives on cds.hooks.routes.router, included with no prefix or dependencies.
         route = next(
             (
@@ -138,6 +138,9 @@ class HookFastPath:
             ),
             None,
         )
+        handlers = self._fastapi.exception_handlers
+        by_class = {k: v for k, v in handlers.items() if isinstance(k, type) and k is not Exception}
+        by_status = {k: v for k, v in handlers.items() if isinstance(k, int) and k != 500}
         plain = (
             route is not None
             and not route.dependant.dependencies
@@ -145,39 +148,29 @@ class HookFastPath:
             and not self._fastapi.router.dependencies
             and list(inspect.signature(route.endpoint).parameters) == ["service_id", "request"]
             and inspect.iscoroutinefunction(route.endpoint)
+            and StarletteHTTPException in by_class
+            and all(inspect.iscoroutinefunction(h) for h in (*by_class.values(), *by_status.values()))
         )
         if not plain:
             log.warning("hook fast path off: %s is not a plain (service_id, request) endpoint", HOOK_PATH)
-            return self.app
+            return
         assert route is not None
         self._endpoint = route.endpoint
-        handlers = {k: v for k, v in self._fastapi.exception_handlers.items() if k not in (500, Exception)}
-        middleware = ExceptionMiddleware(self._call_endpoint, handlers=handlers, debug=self._fastapi.debug)
-        by_class = getattr(middleware, "_exception_handlers", None)
-        by_status = getattr(middleware, "_status_handlers", None)
-        if (
-            isinstance(by_class, dict)
-            and isinstance(by_status, dict)
-            and all(inspect.iscoroutinefunction(h) for h in (*by_class.values(), *by_status.values()))
-        ):
-            self._handlers = (by_class, by_status)
-        return middleware
+        self._handlers = (by_class, by_status)
 
     async def _call_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
-        body = scope.pop(_BODY_KEY, None)
-        if body is not None:  # read by the edge layer (serve_body): what Request.body() keeps once read
-            request._body = body
+        request._body = scope.pop(_BODY_KEY)  # read by the edge layer: what Request.body() keeps once read
         response = await self._endpoint(scope["path_params"]["service_id"], request)
         await self._send(response, scope, receive, send)
 
     def _service_id(self, scope: dict[str, Any]) -> str | None:
         """The service id of a request this layer answers, else None."""
-        if self._handle is None:
-            self._handle = self._build()
+        if not self._built:
+            self._build()
         path = scope.get("path", "")
         if (
-            self._handle is not self.app
+            self._handlers is not None
             and scope["type"] == "http"
             and scope["method"] == "POST"
             and path.startswith(_HOOK_PREFIX)
@@ -190,25 +183,19 @@ class HookFastPath:
         return None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        service_id = self._service_id(scope)
-        if service_id is not None:
-            scope["path_params"] = {"service_id": service_id}
-            scope["endpoint"] = self._endpoint
-            await self._handle(scope, receive, send)
-            return
         await self.app(scope, receive, send)
 
     async def serve_body(self, scope: dict[str, Any], body: bytes, receive: Any, send: Any) -> bool:
         """Answer a hook call whose body the edge layer has read: False (nothing sent) if not one.
 
-        What `__call__` does through ExceptionMiddleware and the edge layer's body replay, in fewer
-        frames: the endpoint's Request holds the body; a handled exception's handler gets a Request of
-        its own (as ExceptionMiddleware's); an unhandled one propagates (ServerErrorMiddleware answers
+        What FastAPI's routing and ExceptionMiddleware do for the route, in fewer frames: the endpoint's
+        Request holds the body; a handled exception's handler gets a Request of its own (as
+        ExceptionMiddleware's); an unhandled one propagates (ServerErrorMiddleware answers
         it); responses go out as Response.__call__ sends them, with the edge layer's headers.
         """
         service_id = self._service_id(scope)
         handlers = self._handlers
-        if service_id is None or handlers is None:
+        if service_id is None:
             return False
         scope["path_params"] = {"service_id": service_id}
         scope["endpoint"] = self._endpoint
