@@ -6,13 +6,13 @@ cover local codes. Everything here is pure and works on plain strings and number
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from cds.engine import units as _engine_units
+from cds.engine.memo import Memo
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -215,18 +215,18 @@ def _norm_unit(unit: str) -> str:
 
 def to_ug_per_ml(value: float, unit: str) -> float | None:
     """A mass concentration as µg/mL (= mg/L = 1000 ng/mL); None for any other unit."""
-    factor = _mass_factor(unit) if len(unit) <= _CACHED_UNIT_LEN else _mass_factor_uncached(unit)
+    factor = _mass_factor[unit]
     return value * factor if factor is not None and math.isfinite(value) else None
 
 
 def to_10e9_per_l(value: float, unit: str) -> float | None:
     """An absolute count as 10⁹/L (= 10³/µL); None for % or any unknown unit."""
-    factor = _count_factor(unit) if len(unit) <= _CACHED_UNIT_LEN else _count_factor_uncached(unit)
+    factor = _count_factor[unit]
     return value * factor if factor is not None and math.isfinite(value) else None
 
 
 def is_percent_unit(unit: str) -> bool:
-    return _percent(unit) if len(unit) <= _CACHED_UNIT_LEN else _percent_uncached(unit)
+    return _percent[unit]
 
 
 # The factor of a unit is the engine's conversion of 1 (value * factor is exactly what the engine
@@ -248,9 +248,13 @@ def _percent_uncached(unit: str) -> bool:
     return _norm_unit(unit) in {"%", "percent", "pct", "/100"}
 
 
-_mass_factor = functools.lru_cache(maxsize=256)(_mass_factor_uncached)
-_count_factor = functools.lru_cache(maxsize=256)(_count_factor_uncached)
-_percent = functools.lru_cache(maxsize=256)(_percent_uncached)
+def _short_unit(unit: str) -> bool:
+    return len(unit) <= _CACHED_UNIT_LEN
+
+
+_mass_factor: Memo[str, float | None] = Memo(_mass_factor_uncached, 256, admit=_short_unit)
+_count_factor: Memo[str, float | None] = Memo(_count_factor_uncached, 256, admit=_short_unit)
+_percent: Memo[str, bool] = Memo(_percent_uncached, 256, admit=_short_unit)
 
 
 # ---------------------------------------------------------------- dates
