@@ -113,6 +113,13 @@ def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+_AUDIT_ROWS_PER_INSERT = 250  # 500 parameters: far under SQLite's limit (999 before 3.32)
+
+
+def _audit_insert(rows: int) -> str:
+    return "INSERT INTO audit (at, event) VALUES " + ",".join(["(?, ?)"] * rows)
+
+
 class SqliteStore:
     """One connection per process, used under a lock from worker threads (asyncio.to_thread).
 
@@ -242,7 +249,12 @@ class SqliteStore:
                 return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT INTO audit (at, event) VALUES (?, ?)", batch)
+                # One statement per chunk, not executemany: every row of executemany is a separate
+                # sqlite3_step that gives up and re-takes the GIL, and each re-take waits for the busy
+                # event loop (measured: ~40 µs of sys time per hook call in this thread).
+                for i in range(0, len(batch), _AUDIT_ROWS_PER_INSERT):
+                    chunk = batch[i : i + _AUDIT_ROWS_PER_INSERT]
+                    conn.execute(_audit_insert(len(chunk)), [v for row in chunk for v in row])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -59,3 +59,20 @@ def test_paths_from_settings(tmp_path: Path) -> None:
     assert isinstance(open_store(s), SqliteStore)
     with pytest.raises(ValueError):
         open_store(Settings(_env_file=None, database_url="mysql://x"))
+
+
+@pytest.mark.parametrize("n", [1, 249, 250, 251, 737])
+async def test_audit_flush_keeps_every_event_in_order(tmp_path: Path, n: int) -> None:
+    """A flush writes its batch as multi-row INSERTs of at most 250 rows: none lost, none reordered."""
+    store = SqliteStore(tmp_path / "a.sqlite3", audit_flush_s=60)
+    await store.start()
+    try:
+        for i in range(n):
+            await store.add_audit({"time": f"2026-11-28T00:00:{i % 60:02d}Z", "hookInstance": f"h{i}"})
+        got = await store.audit(limit=n + 10)  # newest first
+    finally:
+        await store.close()
+    assert [e["hookInstance"] for e in got] == [f"h{i}" for i in reversed(range(n))]
+    with sqlite3.connect(tmp_path / "a.sqlite3") as db:
+        ats = [r[0] for r in db.execute("SELECT at FROM audit ORDER BY id")]
+    assert ats == [f"2026-11-28T00:00:{i % 60:02d}Z" for i in range(n)]
