@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from pydantic_core import to_json
 
 from cds import fhir_io, metrics
 from cds.auth import Authenticator, Claims
@@ -250,7 +250,9 @@ async def _hook(
     await _finish(rt, audit, started, outcome="cards", kinds=kinds)
     body = CdsResponse(cards=cards).to_json()
     metrics.count_cards(service.id, body["cards"])
-    return Response(to_json(body), media_type=JSON)  # pydantic-core's C encoder; prune refused NaN
+    # json_ready left str keys and plain values only (no NaN): orjson writes the same bytes as
+    # pydantic_core.to_json (tests/hooks/test_json_bytes.py), in about a fifth of the time
+    return Response(orjson.dumps(body), media_type=JSON)
 
 
 async def _finish(

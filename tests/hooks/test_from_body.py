@@ -1,5 +1,5 @@
-"""HookRequest.from_body parses with pydantic-core's from_json then validates in Python mode; it must
-accept, refuse and describe every body exactly as model_validate_json does."""
+"""HookRequest.from_body parses with orjson then validates in Python mode; it must accept, refuse and
+describe every body exactly as model_validate_json does (integers beyond 64 bits aside: see the last test)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cds.hooks.models import HookRequest
@@ -92,3 +94,52 @@ def test_from_body_of_a_demo_request() -> None:
             demo.hook_request(demo.patient(name, datetime(2025, 1, 1, tzinfo=UTC)), "order-select")
         )
         assert HookRequest.from_body(body.encode()) == HookRequest.model_validate_json(body)
+
+
+# JSON values with every integer inside the 64-bit range (beyond it see the test below)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefetch=_JSON, context_extra=_JSON, ascii_only=st.booleans())
+def test_from_body_equals_model_validate_json_on_generated_json(
+    prefetch: Any, context_extra: Any, ascii_only: bool
+) -> None:
+    body = {**BASE, "prefetch": prefetch, "context": {"patientId": "p", "x": context_extra}}
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
+    want = _outcome(lambda: HookRequest.model_validate_json(raw))
+    assert repr(_outcome(lambda: HookRequest.from_body(raw))) == repr(want)
+
+
+def test_integers_beyond_64_bits_are_read_as_floats_and_refused_where_an_integer_is_required() -> None:
+    """The one known difference from model_validate_json (orjson's reading; see from_body)."""
+    from cds.fhir_io import parse_resources
+    from cds.settings import Settings
+    from tests.fhir_io.fixtures import NOW, NTZ_LEVEL_CODE, PATIENT, iso, observation, qty
+
+    big = 10**20 + 1
+    level = observation("big-q", NTZ_LEVEL_CODE, iso(NOW), valueQuantity=qty(big, "ng/mL"))
+    counted = observation("big-i", NTZ_LEVEL_CODE, iso(NOW), valueInteger=big)
+    raw = json.dumps({**BASE, "prefetch": {"labs": [level, counted]}}).encode()
+    exact = HookRequest.model_validate_json(raw).prefetch
+    fast = HookRequest.from_body(raw).prefetch
+    assert exact is not None and fast is not None
+    assert exact["labs"][1]["valueInteger"] == big
+    assert fast["labs"][1]["valueInteger"] == float(big)
+    # a decimal reads the same number either way
+    assert float(exact["labs"][0]["valueQuantity"]["value"]) == fast["labs"][0]["valueQuantity"]["value"]
+
+    def read(resources: list[Any]) -> Any:
+        return parse_resources(resources, Settings(), patient_id=PATIENT, now=NOW)
+
+    assert read(fast["labs"][:1]) == read(exact["labs"][:1])  # named as an implausible value both ways
+    assert read(exact["labs"][1:]).skipped == 0
+    assert read(fast["labs"][1:]).skipped == 1  # not an integer any more: counted and named as malformed
