@@ -125,7 +125,22 @@ def wrk(
     raise RuntimeError(f"wrk gave no summary; see {out_file}:\n{''.join(lines)[-1500:]}")
 
 
+def settle(server: procs.Server, max_s: float = 5.0) -> None:
+    """Wait until the server is idle: wrk stops at -d with requests still in flight, and the server
+    works them off after it. Without this, the next point's CPU and first latencies carry that work
+    (8 bodies of 1000 Observations are about 0.1 s of CPU, and queue the first requests behind them)."""
+    end = time.monotonic() + max_s
+    last = server.cpu()
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = server.cpu()
+        if now - last <= 1.0 / procs.CLK_TCK:  # at most one clock tick in 0.1 s: idle
+            return
+        last = now
+
+
 def measure(server: procs.Server, body: Body, case: str, conc: int, duration: float, note: str = "") -> Point:
+    settle(server)
     wpids = server.worker_pids() if server.workers > 1 else []
     w0 = [procs.cpu_seconds([p]) for p in wpids]
     cpu0 = server.cpu()
@@ -605,7 +620,7 @@ def targets(points: list[Point], soak_r: dict[str, Any] | None) -> list[tuple[st
     return rows
 
 
-SCALING_CALLS = ((10, 200), (100, 60), (1000, 12))  # (Observations, in-process calls): a few s each
+SCALING_CALLS = ((10, 1000), (100, 300), (1000, 60))  # (Observations, in-process calls): about 1 s each
 
 
 def inprocess_cpu_us(case: str, calls: int) -> float | None:
