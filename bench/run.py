@@ -637,6 +637,19 @@ def inprocess_cpu_us(case: str, calls: int) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def stage_scaling_table() -> str:
+    """bench/stage_scaling.py's table (each stage alone, per KB of body), or "" when it fails."""
+    r = subprocess.run(
+        [PY, str(BENCH / "stage_scaling.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    return "\n".join(line for line in r.stdout.splitlines() if line.startswith("|"))
+
+
 def write_results(
     path: Path,
     ctx: dict[str, Any],
@@ -755,6 +768,14 @@ def write_results(
                     f"{'linear or better' if k2 <= max(k1, 0.1) * 1.5 else 'worse than linear'}. Over HTTP the "
                     "server also receives the body (768 KB at 1000) while wrk runs on the same 2 cores.\n"
                 )
+            stages = ctx.get("scaling_stages")
+            if stages:
+                L.append(
+                    "Each stage alone (`bench/stage_scaling.py`: best of 5 repeats on data hot in the CPU "
+                    "caches), per KB of body: flat or falling is linear or better. The whole call pays "
+                    "besides for data that no longer fits in the caches (L2 1 MB per core here).\n"
+                )
+                L.append(stages + "\n")
     if soak_r:
         L.append("## Memory soak\n")
         L.append(
@@ -857,6 +878,7 @@ def main() -> int:
     scaling: list[Point] = []
     scaling_inproc: dict[int, float | None] = {}
     scaling_used: Point | None = None
+    scaling_stages = ""
     soak_r: dict[str, Any] | None = None
     profile_md: str | None = None
     try:
@@ -948,6 +970,7 @@ def main() -> int:
                     procs.stop(fresh)
                     started.remove(fresh)
                     scaling_inproc = {n: inprocess_cpu_us(f"obs{n}", calls) for n, calls in SCALING_CALLS}
+                    scaling_stages = stage_scaling_table()
 
                 base_after = {
                     c: measure(base, bl, "baseline (again, after the cases)", c, duration) for c in concs
@@ -1045,6 +1068,7 @@ def main() -> int:
         "reply_bytes": reply_bytes,
         "scaling_inproc": scaling_inproc,
         "scaling_used": asdict(scaling_used) if scaling_used else None,
+        "scaling_stages": scaling_stages,
     }
     out = Path(a.out)
     if a.soak and out.exists():
