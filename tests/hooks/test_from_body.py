@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cds.hooks.models import HookRequest
+from tests.support.json_values import json_values
 
 BASE: dict[str, Any] = {"hook": "order-select", "hookInstance": "x", "context": {"patientId": "p"}}
 
@@ -96,16 +97,7 @@ def test_from_body_of_a_demo_request() -> None:
         assert HookRequest.from_body(body.encode()) == HookRequest.model_validate_json(body)
 
 
-# JSON values with every integer inside the 64-bit range (beyond it see the test below)
-_JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=25,
-)
+_JSON = json_values()  # integers inside the 64-bit range: beyond it see the last test
 
 
 @settings(max_examples=300, deadline=None)
