@@ -1,7 +1,7 @@
 """CPU per request of each thread of a real `cds serve` worker under wrk: where a worker's time goes
 between the event loop and its helper threads (the audit flush runs in asyncio's thread pool).
 
-    .venv/bin/python bench/threads.py [--case select] [-c 8] [-d 5] [--after large,fallback-cold]
+    .venv/bin/python bench/threads.py [--case select] [-c 8] [-d 5] [--after large,fallback-cold] [--env K=V]
 
 Starts one worker as bench/run.py does (CDS_AUTH=off, state in bench/raw/), warms it with --after's cases
 and then the case itself (c=8, 2 s each), waits until it is idle, runs wrk for -d seconds and prints
@@ -52,6 +52,9 @@ def main() -> int:
     ap.add_argument(
         "--after", default="", help="cases to run first (comma-separated), e.g. large,fallback-cold"
     )
+    ap.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the service (CDS_DATABASE_URL=…)"
+    )
     a = ap.parse_args()
     R.RAW.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
@@ -63,7 +66,8 @@ def main() -> int:
         if base:
             R.load_fhir(base, B.realistic_patient(now).resources)
         bodies = R.build_bodies(now, base)
-        server = R.start_service("threads", 1, [base] if base else [])
+        extra = dict(e.split("=", 1) for e in a.env)
+        server = R.start_service("threads", 1, [base] if base else [], **extra)
         for case in wanted:
             R.wrk(server.url, bodies[case], 8, 2, f"threads-warm-{case}")
         R.settle(server)
@@ -79,7 +83,10 @@ def main() -> int:
     n = max(1, s["requests"])
     per = 1e6 / procs.CLK_TCK / n
     total_user = total_sys = 0.0
-    print(f"{a.case}, c={a.c}, {a.d:g} s after {', '.join(wanted)}: {s['requests']} requests")
+    print(
+        f"{a.case}, c={a.c}, {a.d:g} s after {', '.join(wanted)}: {s['requests']} requests, "
+        f"p50 {s['p50_us'] / 1000:.2f} ms, p99 {s['p99_us'] / 1000:.2f} ms"
+    )
     for key in sorted(after):
         u0, s0 = before.get(key, (0, 0))
         u1, s1 = after[key]

@@ -196,3 +196,32 @@ async def test_open_store_dispatches_and_both_backends_agree(pg_dsn: str, tmp_pa
             await store.close()
     assert answers[0] == answers[1]
     assert [e["hookInstance"] for e in answers[1][1]] == ["h1", "h0"]
+
+
+async def test_audit_is_written_in_the_background_and_on_close(pg_dsn: str) -> None:
+    """add_audit only queues: the flush task writes the queue (here every 50 ms), close() the rest."""
+
+    def rows(hook: str) -> int:
+        with psycopg.connect(pg_dsn) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM cds_audit WHERE hook_instance = %s", (hook,)
+            ).fetchone()
+        return int(found[0]) if found else 0
+
+    store = PgStore(pg_dsn, audit_flush_s=0.05)
+    await store.start()
+    try:
+        await store.add_audit({"service": "pml-plex-select", "hookInstance": "bg-1"})
+        for _ in range(100):  # bounded wait for the flush task
+            if rows("bg-1"):
+                break
+            await asyncio.sleep(0.05)
+        assert rows("bg-1") == 1
+    finally:
+        await store.close()
+    store = PgStore(pg_dsn, audit_flush_s=3600)  # never on its own: only close() can write it
+    await store.start()
+    await store.add_audit({"service": "pml-plex-select", "hookInstance": "bg-2"})
+    assert rows("bg-2") == 0
+    await store.close()
+    assert rows("bg-2") == 1
