@@ -262,6 +262,27 @@ def start_baseline(workers: int, reply_bytes: int) -> procs.Server:
     )
 
 
+PG_ADMIN = os.environ.get("CDS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def bench_database() -> str | None:
+    """A new, empty database `cds_bench` on the local PostgreSQL (scripts/services.sh starts it) for
+    the PostgreSQL-store points; None, and those points skipped, when there is no server."""
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("DROP DATABASE IF EXISTS cds_bench")
+            conn.execute("CREATE DATABASE cds_bench")
+    except psycopg.Error as exc:  # only means: no PostgreSQL points in this run
+        print(
+            f"  no PostgreSQL at {PG_ADMIN} ({type(exc).__name__}): PostgreSQL-store points skipped",
+            flush=True,
+        )
+        return None
+    return PG_ADMIN.rsplit("/", 1)[0] + "/cds_bench"
+
+
 def start_fhir(port: int | None = None, reset: bool = True) -> tuple[str, str] | None:
     """The local sekmet FHIR server (tests/fhir_server.sh) on a free port (or `port`); returns (base URL,
     state dir). `reset=False` keeps the stored data (sekmet's SQLite store persists across restarts)."""
@@ -883,6 +904,7 @@ def main() -> int:
     profile_md: str | None = None
     try:
         bodies = build_bodies(now, fhir_base)
+        pg_url = None if a.soak else bench_database()
         allow = [fhir_base] if fhir_base else []
         if fhir_base:
             load_fhir(fhir_base, B.realistic_patient(now).resources)
@@ -993,6 +1015,15 @@ def main() -> int:
                         )
                     procs.stop(strict)
                     started.remove(strict)
+
+                if pg_url:  # production's store (deploy/k8s): the same select on PostgreSQL
+                    pg = start_service(f"cds-pg-w{w}", w, allow, CDS_DATABASE_URL=pg_url)
+                    started.append(pg)
+                    warm(pg, bodies["select"], warmup)
+                    for c in concs:
+                        points.append(measure(pg, bodies["select"], "select, PostgreSQL store", c, duration))
+                    procs.stop(pg)
+                    started.remove(pg)
 
                 for p in points:
                     if p.workers == w and not p.case.startswith("baseline"):
