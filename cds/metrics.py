@@ -38,6 +38,8 @@ from prometheus_client import (
     process_collector,
 )
 
+from cds.engine.memo import Memo
+
 __all__ = [
     "MULTIPROC_ENV",
     "count_cache",
@@ -154,23 +156,20 @@ def prepare_multiprocess(workers: int, state_dir: Path | str) -> str | None:
 
 
 # Children of the per-call metrics by label values: `labels()` validates and locks on every call
-# (about 1 µs each); the child it returns for the same values is always the same object.
-_REQUEST_CHILDREN: dict[tuple[str, str], tuple[Any, Any]] = {}
-_CARD_CHILDREN: dict[tuple[str, str, str], Any] = {}
-_PREFETCH_CHILDREN: dict[tuple[str, str], Any] = {}
-_CHILDREN_MAX = 4096  # label values are bounded; this only guards against a caller that is not
+# (about 1 µs each); the child it returns for the same values is always the same object. Label values
+# are bounded; the memo's size only guards against a caller whose values are not.
+_REQUEST_CHILDREN: Memo[tuple[str, str], tuple[Any, Any]] = Memo(
+    lambda key: (REQUESTS.labels(*key), REQUEST_SECONDS.labels(*key)), 4096
+)
+_CARD_CHILDREN: Memo[tuple[str, str, str], Any] = Memo(lambda key: CARDS.labels(*key), 4096)
+_PREFETCH_CHILDREN: Memo[tuple[str, str], Any] = Memo(lambda key: PREFETCH_KEYS.labels(*key), 4096)
 
 
 def observe_request(service_id: str, outcome: str, seconds: float) -> None:
     """outcome: "cards", "no-cards", or the error's stable code (bad-request, data-unavailable, …)."""
-    key = (service_id, outcome)
-    children = _REQUEST_CHILDREN.get(key)
-    if children is None:
-        children = (REQUESTS.labels(service_id, outcome), REQUEST_SECONDS.labels(service_id, outcome))
-        if len(_REQUEST_CHILDREN) < _CHILDREN_MAX:
-            _REQUEST_CHILDREN[key] = children
-    children[0].inc()
-    children[1].observe(seconds)
+    requests, request_seconds = _REQUEST_CHILDREN[service_id, outcome]
+    requests.inc()
+    request_seconds.observe(seconds)
 
 
 def observe_fhir_fetch(resource_type: str, seconds: float, error: str | None = None) -> None:
@@ -182,19 +181,9 @@ def observe_fhir_fetch(resource_type: str, seconds: float, error: str | None = N
 def count_prefetch(service_id: str, hits: int, misses: int) -> None:
     """Hit ratio in PromQL: rate(cds_prefetch_keys_total{result="hit"}[5m]) / rate(cds_prefetch_keys_total[5m])."""
     if hits:
-        _prefetch_child(service_id, "hit").inc(hits)
+        _PREFETCH_CHILDREN[service_id, "hit"].inc(hits)
     if misses:
-        _prefetch_child(service_id, "miss").inc(misses)
-
-
-def _prefetch_child(service_id: str, result: str) -> Any:
-    key = (service_id, result)
-    child = _PREFETCH_CHILDREN.get(key)
-    if child is None:
-        child = PREFETCH_KEYS.labels(service_id, result)
-        if len(_PREFETCH_CHILDREN) < _CHILDREN_MAX:
-            _PREFETCH_CHILDREN[key] = child
-    return child
+        _PREFETCH_CHILDREN[service_id, "miss"].inc(misses)
 
 
 def count_cache(cache: str, hit: bool) -> None:
@@ -207,13 +196,7 @@ def count_cards(service_id: str, cards: Iterable[Any]) -> None:
         data: Mapping[str, Any] = card if isinstance(card, Mapping) else _as_dict(card)
         ext = data.get("extension") or {}
         kind = (ext.get("pml-plex") or {}).get("kind") if isinstance(ext, Mapping) else None
-        key = (service_id, str(kind or "other"), str(data.get("indicator") or "info"))
-        child = _CARD_CHILDREN.get(key)
-        if child is None:
-            child = CARDS.labels(*key)
-            if len(_CARD_CHILDREN) < _CHILDREN_MAX:
-                _CARD_CHILDREN[key] = child
-        child.inc()
+        _CARD_CHILDREN[service_id, str(kind or "other"), str(data.get("indicator") or "info")].inc()
 
 
 def count_feedback(service_id: str, outcome: str, n: int = 1) -> None:
