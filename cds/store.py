@@ -21,10 +21,13 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger("cds.store")
+
+Row = TypeVar("Row")
 
 
 class Store(Protocol):
@@ -104,9 +107,8 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> None:
         raise
 
 
-_AUDIT_JSON = json.JSONEncoder(
-    default=str
-)  # = json.dumps(event, default=str), without a new encoder per event
+# = json.dumps(event, default=str), without a new encoder per event
+_AUDIT_JSON = json.JSONEncoder(default=str)
 
 
 def _utc_now() -> str:
@@ -120,22 +122,82 @@ def _audit_insert(rows: int) -> str:
     return "INSERT INTO audit (at, event) VALUES " + ",".join(["(?, ?)"] * rows)
 
 
+class AuditQueue(Generic[Row]):
+    """Audit rows queued by hook calls and written in batches by a background task, every `flush_s` or
+    as soon as `wake_at` rows wait: a hook call never waits on the database for its audit row (they are
+    not worth a round trip or an fsync each). One write at a time, so batches land in the order queued.
+    `flush()` writes what is queued now; `close()` stops the task and writes the rest (a process killed
+    hard loses what is still queued). Write errors of the kinds in `errors` are logged, not raised,
+    by the task and by close()."""
+
+    def __init__(
+        self,
+        write: Callable[[list[Row]], Awaitable[None]],
+        flush_s: float,
+        errors: tuple[type[BaseException], ...],
+        wake_at: int = 200,
+    ) -> None:
+        self._write = write
+        self._flush_s = flush_s
+        self._errors = errors
+        self._wake_at = wake_at
+        self._rows: list[Row] = []
+        self._writing = asyncio.Lock()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, row: Row) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self._wake_at and self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name="cds-audit-flush")
+
+    async def flush(self) -> None:
+        async with self._writing:
+            if self._rows:
+                batch, self._rows = self._rows, []
+                await self._write(batch)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except self._errors:
+            log.exception("audit flush failed")
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except self._errors:  # the trail must never stop the service
+                log.exception("audit flush failed")
+
+
 class SqliteStore:
     """One connection per process, used under a lock from worker threads (asyncio.to_thread).
 
     WAL + synchronous=FULL: `add_feedback` returns only after the commit is on disk, so an
-    acknowledged feedback survives SIGKILL. Audit events are queued and written in batches by a
-    background task (they are not worth an fsync per hook call); `close()` flushes them.
+    acknowledged feedback survives SIGKILL. Audit events go through an AuditQueue.
     """
 
     def __init__(self, path: Path | str, *, audit_flush_s: float = 0.5) -> None:
         self.path = str(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._audit_queue: list[tuple[str, str]] = []
-        self._audit_flush_s = audit_flush_s
-        self._flusher: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        self._audit: AuditQueue[tuple[str, str]] = AuditQueue(
+            lambda batch: asyncio.to_thread(self._write_audit, batch), audit_flush_s, (sqlite3.Error,)
+        )
 
     # -- lifecycle
     def _open(self) -> None:
@@ -151,16 +213,10 @@ class SqliteStore:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
-        self._wake = asyncio.Event()
-        self._flusher = asyncio.create_task(self._flush_loop(), name="cds-audit-flush")
+        self._audit.start()
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
-            self._flusher = None
-        await asyncio.to_thread(self._flush_audit)
+        await self._audit.close()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -235,14 +291,9 @@ class SqliteStore:
 
     # -- audit
     async def add_audit(self, event: dict[str, Any]) -> None:
-        self._audit_queue.append((str(event.get("time") or _utc_now()), _AUDIT_JSON.encode(event)))
-        if len(self._audit_queue) >= 200 and self._wake is not None:
-            self._wake.set()
+        self._audit.add((str(event.get("time") or _utc_now()), _AUDIT_JSON.encode(event)))
 
-    def _flush_audit(self) -> None:
-        if not self._audit_queue:
-            return
-        batch, self._audit_queue = self._audit_queue, []
+    def _write_audit(self, batch: list[tuple[str, str]]) -> None:
         with self._lock:
             conn = self._conn
             if conn is None:
@@ -260,19 +311,8 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
                 raise
 
-    async def _flush_loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._audit_flush_s)
-            self._wake.clear()
-            try:
-                await asyncio.to_thread(self._flush_audit)
-            except sqlite3.Error:
-                log.exception("audit flush failed")
-
     async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
-        await asyncio.to_thread(self._flush_audit)
+        await self._audit.flush()
 
         def _read() -> list[dict[str, Any]]:
             with self._lock:

@@ -11,18 +11,15 @@ Chosen by open_store() when CDS_DATABASE_URL is a `postgresql://` (or `postgres:
   returns after COMMIT. The ids enter the index through `cds_suggestions_key(body)` (migration 2:
   the distinct ids sorted, as a JSON array), so two suggestions of one card accepted in the same
   second are two rows, while a repeat of one item is still one.
-* Audit events are queued and written in batches by a background task (one round trip per batch, not
-  one per hook call, as in SqliteStore); `audit()` and `close()` write the queue first. They are
-  JSONB with the fields people query (time, service, hookInstance, issuer) as columns;
-  `SELECT * FROM cds_audit ORDER BY at DESC` is the trail. Callers put no PHI in events.
+* Audit events go through the same AuditQueue as SqliteStore's (one round trip per batch, not one per
+  hook call); `audit()` and `close()` write the queue first. They are JSONB with the fields people
+  query (time, service, hookInstance, issuer) as columns; `SELECT * FROM cds_audit ORDER BY at DESC`
+  is the trail. Callers put no PHI in events.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +28,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["MIGRATIONS", "PgStore", "is_postgres_url"]
+from cds.store import AuditQueue
 
-log = logging.getLogger("cds.store")
-_AUDIT_BATCH = 200  # queued events that wake the flush early (as SqliteStore)
+__all__ = ["MIGRATIONS", "PgStore", "is_postgres_url"]
 
 # An arbitrary 64-bit key that names "cds schema migrations" among advisory locks in this database.
 _MIGRATION_LOCK_KEY = 0x6364_735F_6D69_6772  # "cds_migr"
@@ -112,11 +108,9 @@ class PgStore:
             raise ValueError("PgStore needs a postgresql:// URL")
         self._dsn = dsn
         self._timeout_s = timeout_s
-        self._audit_queue: list[tuple[Any, ...]] = []
-        self._audit_flush_s = audit_flush_s
-        self._flusher: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._flushing = asyncio.Lock()  # one flush at a time: batches land in the order queued
+        self._audit: AuditQueue[tuple[Any, ...]] = AuditQueue(
+            self._write_audit, audit_flush_s, (psycopg.Error, TimeoutError, OSError)
+        )
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=min_size,
@@ -129,19 +123,10 @@ class PgStore:
     async def start(self) -> None:
         await self._pool.open(wait=True, timeout=self._timeout_s)
         await self.migrate()
-        self._wake = asyncio.Event()
-        self._flusher = asyncio.create_task(self._flush_loop(), name="cds-audit-flush-pg")
+        self._audit.start()
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
-            self._flusher = None
-        try:
-            await self._flush_audit()
-        except (psycopg.Error, TimeoutError, OSError):
-            log.exception("audit flush failed")
+        await self._audit.close()
         await self._pool.close()
 
     async def ping(self) -> bool:
@@ -215,11 +200,8 @@ class PgStore:
         ]  # the same shape as SqliteStore.feedback()
 
     async def add_audit(self, event: dict[str, Any]) -> None:
-        """Queue the event; a background task writes the queue every `audit_flush_s` (or at 200
-        events) in one round trip, as SqliteStore does: a hook call does not wait on the database
-        for its audit row. `audit()` and `close()` write what is queued first."""
         at = _parse_time(event.get("time") or event.get("at")) or datetime.now(UTC)
-        self._audit_queue.append(
+        self._audit.add(
             (
                 at,
                 _text(event.get("service_id") or event.get("service")),
@@ -228,34 +210,17 @@ class PgStore:
                 Jsonb(json.loads(json.dumps(event, default=str))),
             )
         )
-        if len(self._audit_queue) >= _AUDIT_BATCH and self._wake is not None:
-            self._wake.set()
 
-    async def _flush_audit(self) -> None:
-        async with self._flushing:
-            if not self._audit_queue:
-                return
-            batch, self._audit_queue = self._audit_queue, []
-            async with self._pool.connection() as conn, conn.cursor() as cur:  # one transaction
-                await cur.executemany(
-                    "INSERT INTO cds_audit (at, service_id, hook_instance, issuer, event)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    batch,
-                )
-
-    async def _flush_loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._audit_flush_s)
-            self._wake.clear()
-            try:
-                await self._flush_audit()
-            except (psycopg.Error, TimeoutError, OSError):  # the trail must never stop the service
-                log.exception("audit flush failed")
+    async def _write_audit(self, batch: list[tuple[Any, ...]]) -> None:
+        async with self._pool.connection() as conn, conn.cursor() as cur:  # one transaction
+            await cur.executemany(
+                "INSERT INTO cds_audit (at, service_id, hook_instance, issuer, event)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                batch,
+            )
 
     async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
-        await self._flush_audit()
+        await self._audit.flush()
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute("SELECT event FROM cds_audit ORDER BY id DESC LIMIT %s", (max(0, limit),))
