@@ -267,6 +267,9 @@ def _an(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+_uuids = new_uuids  # a card and its suggestions take their uuids from one os.urandom call
+
+
 # ---------------------------------------------------------------- FHIR resources we emit
 
 
@@ -743,7 +746,7 @@ def estimate_card(
             update_offered = True
     warn = est.basis == "none" or (r is not None and ordered is not None and ordered < r.estimate)
     link = chart_link(chart_url)
-    uuids = new_uuids(1 + len(suggestions))  # the card's and its suggestions' from one os.urandom call
+    uuids = _uuids(1 + len(suggestions))
     for suggestion, uuid in zip(suggestions, uuids[1:], strict=True):
         suggestion["uuid"] = uuid
     return Card.model_validate(
@@ -1102,7 +1105,7 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
         "avoid": list(_lowered[dmt.avoid][0]),
         "activeConflicts": conflicts,
     }
-    uuids = new_uuids(1 + len(suggestions))  # the card's and its suggestions' from one os.urandom call
+    uuids = _uuids(1 + len(suggestions))
     for suggestion, uuid in zip(suggestions, uuids[1:], strict=True):
         suggestion["uuid"] = uuid
     return Card.model_validate(
