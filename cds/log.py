@@ -27,6 +27,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 __all__ = [
     "JsonFormatter",
     "RedactSecrets",
@@ -99,9 +101,11 @@ class RedactSecrets(logging.Filter):
         clean = redact(message)
         if clean != message or record.args:
             record.msg, record.args = clean, ()
-        for key, value in list(vars(record).items()):
-            if key not in _RESERVED and isinstance(value, str):
-                setattr(record, key, redact(value))
+        fields = vars(record)
+        for key in fields.keys() - _RESERVED:  # the extras, found by one set difference in C
+            value = fields[key]
+            if isinstance(value, str):
+                fields[key] = redact(value)
         return True
 
 
@@ -117,6 +121,10 @@ class ContextFields(logging.Filter):
 
 
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)  # what json.dumps builds per call
+# orjson writes the same JSON, without the spaces, in about a tenth of the time. Datetimes and dataclasses
+# go to `default=str` as with json; NaN and infinities become null (json wrote NaN, which is not JSON);
+# what orjson refuses (non-str keys, ints beyond 64 bits, lone surrogates) json writes as before.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class JsonFormatter(logging.Formatter):
@@ -138,7 +146,10 @@ class JsonFormatter(logging.Formatter):
                 "type": exc_type.__name__,
                 "trace": redact("".join(traceback.format_tb(tb))),  # code lines, not the message
             }
-        return _ENCODER.encode(out)  # = json.dumps(out, default=str, ensure_ascii=False)
+        try:
+            return orjson.dumps(out, default=str, option=_ORJSON_OPTIONS).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            return _ENCODER.encode(out)  # = json.dumps(out, default=str, ensure_ascii=False)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:

@@ -7,6 +7,8 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +124,22 @@ def test_uvicorn_loggers_share_the_format(lines: io.StringIO) -> None:
 def test_redact_keeps_ordinary_text() -> None:
     text = "hook pml-plex-select took 12 ms, 3 cards, Patient/123 level 2.4 ug/mL"
     assert redact(text) == text
+
+
+def test_extras_orjson_cannot_write_are_written_by_json(lines: io.StringIO) -> None:
+    """Each line is one JSON object whatever the extras hold: the values orjson refuses (non-str keys,
+    integers beyond 64 bits, lone surrogates) are written by the stdlib encoder, datetimes and other
+    objects by str(), and redaction still applies to string extras."""
+    log = logging.getLogger("cds.access")
+    when = datetime(2026, 11, 28, 14, 30, tzinfo=UTC)
+    log.info("a", extra={"when": when, "obj": Path("/x"), "count": 3})
+    log.info("b", extra={"by_code": {1: "one"}})
+    log.info("c", extra={"big": 2**70})
+    log.info("d", extra={"text": "bad \ud800 surrogate"})
+    log.info("e", extra={"header": "Bearer abc.def", "n": float("nan")})
+    a, b, c, d, e = _records(lines)
+    assert (a["when"], a["obj"], a["count"]) == (str(when), "/x", 3)
+    assert b["by_code"] == {"1": "one"}
+    assert c["big"] == 2**70
+    assert d["text"] == "bad \ud800 surrogate"
+    assert e["header"] == "Bearer [redacted]" and e["n"] is None  # NaN is not JSON: written as null
