@@ -6,6 +6,11 @@ A minimal FastAPI app that answers the same requests as the service with fixed b
 `GET /cds-services` returns a small fixed discovery document. It does no parsing and no work, so every
 case of the service is reported as a ratio to it: what the service costs on top of FastAPI + uvicorn.
 
+One more route is the floor of any service that reads the hook: `POST /cds-services/json-parse` also
+parses the body with orjson (as the service does, the fastest JSON parser it has) and drops it. Its
+ratio to the baseline bounds what the full PLEX hook can reach: it parses the same body and then does
+all the work.
+
 It is served the same way as the service (bench/serve.py: same uvicorn settings, same worker count,
 TCP_NODELAY on accepted sockets), so the ratio compares like with like.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -40,7 +46,9 @@ def create_app(reply_bytes: int | None = None) -> FastAPI:
 
     @app.post("/cds-services/{service_id}")
     async def hook(service_id: str, request: Request) -> Response:
-        await request.body()
+        body = await request.body()
+        if service_id == "json-parse":
+            orjson.loads(body)
         return Response(reply, media_type="application/json")
 
     @app.get("/cds-services")

@@ -95,7 +95,7 @@ class Asgi:
         return status, b"".join(chunks)
 
 
-async def measure(case: str, n: int, prof: bool, settings_kw: dict[str, Any]) -> None:
+async def measure(case: str, n: int, prof: bool, settings_kw: dict[str, Any], dump: str = "") -> None:
     import logging
 
     from bench.run import build_bodies, concrete
@@ -130,6 +130,8 @@ async def measure(case: str, n: int, prof: bool, settings_kw: dict[str, Any]) ->
         s = io.StringIO()
         pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(35)
         print(s.getvalue())
+        if dump:
+            pr.dump_stats(dump)  # for pstats: print_callers / print_callees
 
 
 def main() -> None:
@@ -137,9 +139,10 @@ def main() -> None:
     ap.add_argument("--case", default="select")
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("--cprofile", action="store_true")
+    ap.add_argument("--dump", default="", help="with --cprofile: write the raw profile to this file")
     ap.add_argument("--strict", action="store_true")
     a = ap.parse_args()
-    asyncio.run(measure(a.case, a.n, a.cprofile, {"strict_fhir": True} if a.strict else {}))
+    asyncio.run(measure(a.case, a.n, a.cprofile, {"strict_fhir": True} if a.strict else {}, a.dump))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,11 @@ class Body:
     size: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
+
+FLOORS = {  # body -> the case name of the baseline that also parses that body
+    "select": "floor: baseline + orjson.loads of the select body",
+    "nonplex": "floor: baseline + orjson.loads of the nonplex body",
+}
 
 _salt = [int(time.time()) % 100000]
 
@@ -568,6 +573,16 @@ def targets(points: list[Point], soak_r: dict[str, Any] | None) -> list[tuple[st
 
     rows: list[tuple[str, str, str]] = []
     for w in sorted({p.workers for p in points}):
+        for name, floor_case in FLOORS.items():
+            floor = get(w, floor_case, 8)
+            if floor:
+                rows.append(
+                    (
+                        f"(reference, no target) w={w}, c=8: the baseline that also parses the {name} body",
+                        f"{fmt(floor.ratio_rps)}× baseline req/s, p50 {floor.p50_ms:.2f} ms, {floor.cpu_us:.0f} µs CPU",
+                        f"the most a hook that reads the {name} body can reach",
+                    )
+                )
         for case in ("select", "sign"):
             p = get(w, case, 8)
             if p:
@@ -714,7 +729,9 @@ def write_results(
     L.append(
         "× baseline = this case's req/s (or CPU per request) divided by the baseline's at the same worker count "
         "and concurrency. CPU = user+system time of the server's process tree per request. RSS = resident "
-        "memory of each worker after the point.\n"
+        "memory of each worker after the point. The two `floor` cases are the baseline app parsing the "
+        "select or nonplex body with orjson and dropping it (`POST /cds-services/json-parse`): the most a "
+        "hook that reads that body can reach on this stack, before it does any work.\n"
     )
     L.append(
         "| workers | case | c | req/s | × baseline req/s | p50 ms | p95 ms | p99 ms | CPU µs/req | × baseline CPU | RSS MB/worker | errors |"
@@ -866,7 +883,7 @@ def main() -> int:
     ap.add_argument(
         "--soak-max-s",
         type=float,
-        help="time cap of the soak (default 150 s in the full run, 1200 s with --soak, 30 s --quick)",
+        help="time cap of the soak (default 100 s in the full run, 1500 s with --soak, 30 s --quick)",
     )
     ap.add_argument("--no-soak", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
@@ -946,6 +963,11 @@ def main() -> int:
                 warm(base, bl, warmup)
                 base_pts = {c: measure(base, bl, "baseline", c, duration) for c in concs}
                 points.extend(base_pts.values())
+                # the floor of any hook that reads these bodies: the baseline that also parses them
+                for name, floor_case in FLOORS.items():
+                    floor = replace(bodies[name], name="json-parse", path="/cds-services/json-parse")
+                    warm(base, floor, warmup / 2)
+                    points.extend(measure(base, floor, floor_case, c, duration) for c in concs)
                 # the baseline stays up (idle) and is measured again after the cases: ratios use the mean
                 # of both, so a burst of other load on the machine hits the baseline as well
 
