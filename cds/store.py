@@ -126,9 +126,10 @@ class AuditQueue(Generic[Row]):
     """Audit rows queued by hook calls and written in batches by a background task, every `flush_s` or
     as soon as `wake_at` rows wait: a hook call never waits on the database for its audit row (they are
     not worth a round trip or an fsync each). One write at a time, so batches land in the order queued.
-    `flush()` writes what is queued now; `close()` stops the task and writes the rest (a process killed
-    hard loses what is still queued). Write errors of the kinds in `errors` are logged, not raised,
-    by the task and by close()."""
+    `flush()` writes what is queued now; `close()` lets the task finish the write it is in (cancelling
+    it there would drop the batch it holds), stops it and writes the rest (a process killed hard loses
+    what is still queued). Write errors of the kinds in `errors` are logged, not raised, by the task
+    and by close()."""
 
     def __init__(
         self,
@@ -145,6 +146,7 @@ class AuditQueue(Generic[Row]):
         self._writing = asyncio.Lock()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def add(self, row: Row) -> None:
         self._rows.append(row)
@@ -162,8 +164,9 @@ class AuditQueue(Generic[Row]):
                 await self._write(batch)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is not None and self._wake is not None:
+            self._stopping = True
+            self._wake.set()  # the task writes what it holds, sees _stopping and ends
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
@@ -174,7 +177,7 @@ class AuditQueue(Generic[Row]):
 
     async def _loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_s)
             self._wake.clear()

@@ -1,14 +1,15 @@
-"""SQLite store: durable settings, idempotent feedback, batched audit, database URL."""
+"""SQLite store: durable settings, idempotent feedback, batched audit (its queue), database URL."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from cds.settings import Settings
-from cds.store import SqliteStore, open_store, sqlite_path
+from cds.store import AuditQueue, SqliteStore, open_store, sqlite_path
 
 FB = {
     "card": "c1",
@@ -76,3 +77,24 @@ async def test_audit_flush_keeps_every_event_in_order(tmp_path: Path, n: int) ->
     with sqlite3.connect(tmp_path / "a.sqlite3") as db:
         ats = [r[0] for r in db.execute("SELECT at FROM audit ORDER BY id")]
     assert ats == [f"2026-11-28T00:00:{i % 60:02d}Z" for i in range(n)]
+
+
+async def test_close_during_a_write_loses_nothing() -> None:
+    """close() while the flush task is inside a write: that batch still lands, then the rest, in order
+    (cancelling the task there dropped the batch it held: a PostgreSQL replica lost audit rows)."""
+    written: list[list[int]] = []
+    writing = asyncio.Event()
+
+    async def write(batch: list[int]) -> None:
+        writing.set()
+        await asyncio.sleep(0.2)  # a database round trip: cancellable, as psycopg's are
+        written.append(batch)
+
+    queue: AuditQueue[int] = AuditQueue(write, flush_s=0.01, errors=(OSError,))
+    queue.start()
+    queue.add(1)
+    queue.add(2)
+    await asyncio.wait_for(writing.wait(), 5)  # the task holds [1, 2] and is writing it
+    queue.add(3)
+    await queue.close()
+    assert written == [[1, 2], [3]]
