@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
+import orjson
 from cachetools import TTLCache
 from pydantic import ValidationError
 
@@ -1094,10 +1095,24 @@ _PY_BYTES_PER_JSON_BYTE = 5
 
 
 def _resident_estimate(resources: list[Any]) -> int:
+    try:  # orjson: about a tenth of json.dumps's time (NaN written as null does not matter to a size)
+        return len(orjson.dumps(resources, default=str)) * _PY_BYTES_PER_JSON_BYTE
+    except TypeError:  # what orjson refuses (ints beyond 64 bits, lone surrogates, non-str keys)
+        pass
     try:
         return len(json.dumps(resources, separators=(",", ":"), default=str)) * _PY_BYTES_PER_JSON_BYTE
     except (TypeError, ValueError):
         return 1 << 20
+
+
+def _json_loads(raw: bytes | bytearray | str) -> Any:
+    """`json.loads(raw)`, about twice as fast: orjson reads what it can, and what it refuses (NaN and
+    Infinity, lone surrogates, invalid JSON) goes to json.loads, which accepts or rejects it as before.
+    One difference: orjson reads an integer beyond 64 bits as a float (cds/hooks/models.py from_body)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 class MemoryReadCache(ReadCache):
@@ -1180,7 +1195,7 @@ class RedisReadCache(ReadCache):
         if raw is None:
             return None
         try:
-            value = json.loads(raw)
+            value = _json_loads(raw)
         except (ValueError, RecursionError):
             return None
         return value if isinstance(value, list) else None
@@ -1538,7 +1553,7 @@ class FhirReader:
         finally:
             await response.aclose()
         try:
-            data = json.loads(body)
+            data = _json_loads(body)
         except (ValueError, RecursionError):
             raise _Unreadable("invalid JSON", "invalid-json") from None
         if not isinstance(data, dict):
