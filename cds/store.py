@@ -107,8 +107,8 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> None:
         raise
 
 
-# = json.dumps(event, default=str), without a new encoder per event
-_AUDIT_JSON = json.JSONEncoder(default=str)
+# = json.dumps(event, default=str), without a new encoder per event; both stores write events with it
+AUDIT_JSON = json.JSONEncoder(default=str)
 
 
 def _utc_now() -> str:
@@ -154,6 +154,7 @@ class AuditQueue(Generic[Row]):
             self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name="cds-audit-flush")
 
@@ -294,7 +295,7 @@ class SqliteStore:
 
     # -- audit
     async def add_audit(self, event: dict[str, Any]) -> None:
-        self._audit.add((str(event.get("time") or _utc_now()), _AUDIT_JSON.encode(event)))
+        self._audit.add((str(event.get("time") or _utc_now()), AUDIT_JSON.encode(event)))
 
     def _write_audit(self, batch: list[tuple[str, str]]) -> None:
         with self._lock:

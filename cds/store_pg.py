@@ -19,7 +19,6 @@ Chosen by open_store() when CDS_DATABASE_URL is a `postgresql://` (or `postgres:
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +27,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from cds.store import AuditQueue
+from cds.store import AUDIT_JSON, AuditQueue
 
 __all__ = ["MIGRATIONS", "PgStore", "is_postgres_url"]
 
@@ -207,7 +206,7 @@ class PgStore:
                 _text(event.get("service_id") or event.get("service")),
                 _text(event.get("hookInstance") or event.get("hook_instance")),
                 _text(event.get("issuer") or event.get("iss")),
-                Jsonb(json.loads(json.dumps(event, default=str))),
+                AUDIT_JSON.encode(event),  # once, as SqliteStore does; the INSERT casts it to jsonb
             )
         )
 
@@ -215,7 +214,7 @@ class PgStore:
         async with self._pool.connection() as conn, conn.cursor() as cur:  # one transaction
             await cur.executemany(
                 "INSERT INTO cds_audit (at, service_id, hook_instance, issuer, event)"
-                " VALUES (%s, %s, %s, %s, %s)",
+                " VALUES (%s, %s, %s, %s, %s::jsonb)",
                 batch,
             )
 
