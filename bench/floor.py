@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import procs
-from bench.run import RAW, build_bodies, check, measure, start_baseline, start_service, warm
+from bench.run import RAW, build_bodies, check, floor_body, measure, start_baseline, start_service, warm
 
 
 def main() -> int:
@@ -42,9 +41,9 @@ def main() -> int:
         started.append(base)
         cases = [
             ("baseline", base, bodies["select"]),
-            ("floor nonplex", base, replace(bodies["nonplex"], path="/cds-services/json-parse")),
+            ("floor nonplex", base, floor_body(bodies["nonplex"])),
             ("nonplex", srv, bodies["nonplex"]),
-            ("floor select", base, replace(bodies["select"], path="/cds-services/json-parse")),
+            ("floor select", base, floor_body(bodies["select"])),
             ("select", srv, bodies["select"]),
         ]
         for _, server, body in cases:

@@ -78,6 +78,12 @@ FLOORS = {  # body -> the case name of the baseline that also parses that body
     "nonplex": "floor: baseline + orjson.loads of the nonplex body",
 }
 
+
+def floor_body(body: Body) -> Body:
+    """`body` sent to the baseline's parse-only route (bench/baseline_app.py): the floor of that body."""
+    return replace(body, name=f"{body.name}-json-parse", path="/cds-services/json-parse")
+
+
 _salt = [int(time.time()) % 100000]
 
 
@@ -965,7 +971,7 @@ def main() -> int:
                 points.extend(base_pts.values())
                 # the floor of any hook that reads these bodies: the baseline that also parses them
                 for name, floor_case in FLOORS.items():
-                    floor = replace(bodies[name], name="json-parse", path="/cds-services/json-parse")
+                    floor = floor_body(bodies[name])
                     warm(base, floor, warmup / 2)
                     points.extend(measure(base, floor, floor_case, c, duration) for c in concs)
                 # the baseline stays up (idle) and is measured again after the cases: ratios use the mean
