@@ -74,8 +74,11 @@ class DataUnavailable(CdsError):
     status_code = 412
     issue_code = "incomplete"
 
-    def __init__(self, message: str, *, code: str = "data-unavailable") -> None:
+    def __init__(
+        self, message: str, *, code: str = "data-unavailable", sources: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message, code=code)
+        self.sources = sources  # prefetch key -> where it came from or "error"; for the log and audit only
 
 
 class FhirServerNotAllowed(DataUnavailable):

@@ -1324,6 +1324,7 @@ class FhirReader:
             raise DataUnavailable(
                 "neither medications nor laboratory results could be read from prefetch or the FHIR server",
                 code="fhir-data-unavailable",
+                sources=sources,
             )
         in_key_order: list[Any] = []
         for key in templates:

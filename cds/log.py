@@ -6,7 +6,7 @@ Wiring:
                                                           # so uvicorn's workers log the same way
     with log_context(hook_instance=body.hookInstance, service_id=service_id):
         ...                                               # every line inside carries both ids
-    access.info("hook", extra={"status": 200, "ms": 12.3, "cards": 3, "prefetch_hits": 5})
+    log.info("hook %s outcome=%s", service_id, outcome, extra={"ms": 4.1})  # extras become fields
 
 Fields: ts (UTC, ms), level, logger, msg, hookInstance and serviceId when bound, any `extra=`
 fields, and exc (type and traceback) for exceptions. No PHI: log ids, counts, timings and codes,
@@ -32,7 +32,6 @@ import orjson
 __all__ = [
     "JsonFormatter",
     "RedactSecrets",
-    "access",
     "configure_logging",
     "hook_instance_var",
     "log_context",
@@ -43,8 +42,6 @@ __all__ = [
 
 hook_instance_var: ContextVar[str | None] = ContextVar("cds_hook_instance", default=None)
 service_id_var: ContextVar[str | None] = ContextVar("cds_service_id", default=None)
-
-access = logging.getLogger("cds.access")  # one line per hook call
 
 _REDACTED = "[redacted]"
 _SECRET_PATTERNS = (

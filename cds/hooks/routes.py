@@ -24,7 +24,7 @@ from cds.auth import Authenticator, Claims
 from cds.engine import dmt as dmt_engine
 from cds.engine import iris as iris_engine
 from cds.engine import pk
-from cds.errors import BadHookRequest, CdsError, FhirServerNotAllowed, UnknownService
+from cds.errors import BadHookRequest, CdsError, DataUnavailable, FhirServerNotAllowed, UnknownService
 from cds.hooks import cards as card_render
 from cds.hooks.models import (
     CdsResponse,
@@ -217,14 +217,22 @@ async def _hook(
     token = hook.fhirAuthorization.access_token.get_secret_value() if hook.fhirAuthorization else None
     expires_in = hook.fhirAuthorization.expires_in if hook.fhirAuthorization else None
     fhir_server = hook.fhirServer if (hook.fhirServer and (token or settings.allow_open_fhir)) else None
-    if fhir_server:
-        try:
-            check_fhir_server(fhir_server, settings, claims)
-        except FhirServerNotAllowed:
-            if not prefetch_complete(hook.prefetch, rt.definitions[service.id].prefetch):
-                raise
-            fhir_server, token = None, None  # everything is prefetched: no call leaves the service
-    load = await rt.reader.load(hook.context.patientId, hook.prefetch, fhir_server, token, expires_in)
+    try:
+        if fhir_server:
+            try:
+                check_fhir_server(fhir_server, settings, claims)
+            except FhirServerNotAllowed:
+                if not prefetch_complete(hook.prefetch, rt.definitions[service.id].prefetch):
+                    raise
+                fhir_server, token = None, None  # everything is prefetched: no call leaves the service
+        load = await rt.reader.load(hook.context.patientId, hook.prefetch, fhir_server, token, expires_in)
+    except DataUnavailable as exc:
+        # a 412 is a hook call too: the integration engineer's log line, and an audit row (the FHIR
+        # reads before it touched the patient's record)
+        if exc.sources:
+            audit["sources"] = dict(exc.sources)
+        await _finish(rt, audit, started, outcome=exc.code, kinds=[], status=exc.status_code)
+        raise
     audit["sources"] = dict(load.sources)
     hits = sum(1 for v in load.sources.values() if v == "prefetch")
     metrics.count_prefetch(service.id, hits, len(load.sources) - hits)
@@ -256,18 +264,28 @@ async def _hook(
 
 
 async def _finish(
-    rt: Runtime, audit: dict[str, Any], started: float, *, outcome: str, kinds: list[str]
+    rt: Runtime,
+    audit: dict[str, Any],
+    started: float,
+    *,
+    outcome: str,
+    kinds: list[str],
+    status: int = 200,
 ) -> None:
+    """The hook's log line and audit row; for an error answer (`status` >= 400) call_service counts
+    the request in the metrics, with the error's code."""
     seconds = time.perf_counter() - started
     ms = round(seconds * 1000, 1)
-    metrics.observe_request(audit["service"], "cards" if kinds else "no-cards", seconds)
-    audit.update(outcome=outcome, cards=kinds, ms=ms)
+    if status < 400:
+        metrics.observe_request(audit["service"], "cards" if kinds else "no-cards", seconds)
+    audit.update(outcome=outcome, status=status, cards=kinds, ms=ms)
     event = {k: v for k, v in audit.items() if v is not None}
     log.info(
-        "hook %s %s outcome=%s cards=%d ms=%.1f sources=%s",
+        "hook %s %s outcome=%s status=%d cards=%d ms=%.1f sources=%s",
         event["service"],
         event["hookInstance"],
         outcome,
+        status,
         len(kinds),
         ms,
         event.get("sources", {}),

@@ -276,6 +276,58 @@ def test_audit_event_without_phi(client: httpx.Client, settings: Settings, state
     assert "Marwood" not in rows[0]
 
 
+def _audit_rows(state_dir: Path, hook_instance: str) -> list[dict[str, Any]]:
+    """The audit events of one call; the store writes them shortly after the answer."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        with sqlite3.connect(state_dir / "cds.sqlite3") as db:
+            rows = db.execute(
+                "SELECT event FROM audit WHERE event LIKE ?", (f"%{hook_instance}%",)
+            ).fetchall()
+        if rows or time.monotonic() > deadline:
+            return [json.loads(r[0]) for r in rows]
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("fhir_server", "outcome", "sources"),
+    [
+        pytest.param(None, "fhir-data-unavailable", {"labs": "missing"}, id="no-data"),
+        pytest.param("https://fhir.example.org/r4", "fhir-server-not-allowed", None, id="server-not-allowed"),
+    ],
+)
+def test_412_answer_is_logged_and_audited(
+    client: httpx.Client,
+    settings: Settings,
+    state_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    fhir_server: str | None,
+    outcome: str,
+    sources: dict[str, str] | None,
+) -> None:
+    body = request("high-level", "order-select", settings, prefetch=False)
+    if fhir_server:
+        body.update(fhirServer=fhir_server, fhirAuthorization={"access_token": "tok", "token_type": "Bearer"})
+    hook_instance = body["hookInstance"] = str(uuid.uuid4())
+    with caplog.at_level("INFO", logger="cds.hooks"):
+        body412 = assert_outcome(client.post(SELECT, json=body), 412)
+    assert body412["issue"][0]["diagnostics"] == outcome
+    lines = [r.getMessage() for r in caplog.records if hook_instance in r.getMessage()]
+    assert len(lines) == 1 and f"outcome={outcome} status=412 cards=0" in lines[0], lines
+    rows = _audit_rows(state_dir, hook_instance)
+    assert len(rows) == 1, rows
+    event = rows[0]
+    assert event["outcome"] == outcome and event["status"] == 412 and event["cards"] == []
+    assert event["service"] == "pml-plex-select" and event["ms"] >= 0
+    if sources is None:
+        assert "sources" not in event  # refused before any read
+    else:
+        assert sources.items() <= event["sources"].items(), event["sources"]
+    assert body["context"]["patientId"] not in json.dumps(event)
+
+
 def test_no_empty_values_even_on_odd_demo_paths(client: httpx.Client, settings: Settings) -> None:
     for hook, path in (("order-select", SELECT), ("order-sign", SIGN)):
         for name in demo.scenarios():
