@@ -168,3 +168,21 @@ def test_refusal_is_a_412_operation_outcome() -> None:
 def test_unusable_allowlist_entries_stop_startup(prefix: str) -> None:
     with pytest.raises(RuntimeError):
         validate_allowlist(settings(auth="off", fhir_server_allowlist=[prefix]))
+
+
+def test_remembered_answers_are_the_computed_ones() -> None:
+    """The URL and host memos (outbound._PARSED, _LOOPBACK) give what parsing anew gives, on every
+    call, for every URL above; a URL longer than any we would call is answered but not kept."""
+    from cds import outbound
+
+    s = settings(auth="off", fhir_server_allowlist=ALLOW)
+    for url in ALLOWED + REFUSED:
+        fresh = outbound._parse_uncached(url)
+        for _ in range(3):
+            assert outbound._parse(url) == fresh, url
+            assert (fhir_server_allowed(url, s) is None) == (url in ALLOWED), url
+        if fresh is not None:
+            assert outbound.is_loopback_host(fresh.host) == outbound._is_loopback_uncached(fresh.host)
+    huge = "https://ehr.example.org/fhir/" + "a" * 3000
+    assert fhir_server_allowed(huge, s) == "malformed fhirServer URL"
+    assert huge not in outbound._PARSED
