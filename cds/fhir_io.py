@@ -1365,6 +1365,11 @@ class FhirReader:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         out: dict[str, _Fetched] = {}
+        if pending:  # reads still queued for a connection wrote no `fhir read` line of their own
+            log.warning(
+                "fhir reads unfinished at the deadline: %s",
+                ",".join(sorted({_resource_type(k) for k, t in tasks.items() if t in pending})),
+            )
         for key, t in tasks.items():
             if t.cancelled():
                 out[key] = _Fetched([], error="timeout")

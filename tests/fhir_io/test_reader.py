@@ -354,6 +354,24 @@ async def test_overall_deadline_is_respected_with_many_slow_keys(fake: FakeFhir)
     assert time.monotonic() - started < 0.9  # 0.4 s deadline; endless paging alone would take 7.5 s
 
 
+async def test_reads_still_queued_at_the_deadline_are_logged(
+    fake: FakeFhir, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)
+        return httpx.Response(200, json=bundle())
+
+    fake.override = slow
+    with caplog.at_level("INFO", logger="cds.fhir"), pytest.raises(DataUnavailable):
+        # one connection at a time: the first read holds it past the deadline, the rest never start
+        await load(fake, None, s=settings(fhir_timeout_s=1.0, fhir_deadline_s=0.2, fhir_max_concurrency=1))
+    per_read = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fhir read ")]
+    cut = [r.getMessage() for r in caplog.records if "unfinished at the deadline" in r.getMessage()]
+    assert len(per_read) == 1 and ("status=timeout" in per_read[0] or "status=deadline" in per_read[0])
+    assert len(cut) == 1, cut
+    assert {"Observation", "MedicationStatement", "Condition"} <= set(cut[0].split(": ")[1].split(",")), cut
+
+
 async def test_deadline_keeps_what_was_read(fake: FakeFhir) -> None:
     async def slow_conditions(request: httpx.Request) -> None:
         if request.url.path.endswith("/Condition"):
