@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import orjson
+
 log = logging.getLogger("cds.store")
 
 Row = TypeVar("Row")
@@ -107,8 +109,23 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> None:
         raise
 
 
-# = json.dumps(event, default=str), without a new encoder per event; both stores write events with it
-AUDIT_JSON = json.JSONEncoder(default=str)
+class _AuditJson:
+    """Audit events as JSON text, for both stores: orjson (about 0.6 µs an event here, against 6 µs
+    for json), datetimes and dataclasses through `default=str` as json.dumps(event, default=str) does,
+    NaN and infinities as null (json wrote NaN, which PostgreSQL's jsonb refuses); what orjson refuses
+    (non-str keys, ints beyond 64 bits, lone surrogates) goes to json as before."""
+
+    _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    _STDLIB = json.JSONEncoder(default=str)
+
+    def encode(self, event: dict[str, Any]) -> str:
+        try:
+            return orjson.dumps(event, default=str, option=self._OPTIONS).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            return self._STDLIB.encode(event)
+
+
+AUDIT_JSON = _AuditJson()
 
 
 def _utc_now() -> str:

@@ -98,3 +98,35 @@ async def test_close_during_a_write_loses_nothing() -> None:
     queue.add(3)
     await queue.close()
     assert written == [[1, 2], [3]]
+
+
+def test_audit_json_reads_back_as_json_dumps_wrote_it() -> None:
+    """AUDIT_JSON (orjson first) reads back as json.dumps(event, default=str) did, except NaN and
+    infinities, which become null (JSON has no such numbers); what orjson refuses goes to json."""
+    import json
+    import math
+    import uuid
+    from datetime import UTC, datetime
+
+    from cds.store import AUDIT_JSON
+
+    when = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
+    events = [
+        {
+            "time": when.isoformat(),
+            "service": "pml-plex-select",
+            "hookInstance": str(uuid.uuid4()),
+            "outcome": "cards",
+            "status": 200,
+            "cards": ["plex-estimate", "iris", "dmt"],
+            "ms": 2.3,
+            "sources": {"labs": "prefetch", "conditions": "fhir"},
+            "skipped": 0,
+        },
+        {"at": when, "id": uuid.UUID(int=7), "note": "Zürich \u2028 µg/mL"},  # default=str, non-ASCII
+        {"big": 2**70, "n": 1},  # beyond 64 bits: orjson refuses, json writes it
+        {1: "non-str key"},  # json writes "1"
+    ]
+    for event in events:
+        assert json.loads(AUDIT_JSON.encode(event)) == json.loads(json.dumps(event, default=str)), event
+    assert json.loads(AUDIT_JSON.encode({"ms": math.nan, "x": math.inf})) == {"ms": None, "x": None}
