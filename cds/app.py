@@ -35,6 +35,7 @@ from cds.hooks.services import definitions
 from cds.middleware import install
 from cds.settings import Settings
 from cds.store import open_store
+from cds.transport import FhirTransport
 
 log = logging.getLogger("cds.app")
 
@@ -303,7 +304,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         limits = fhir_io.pool_limits(settings)  # FhirReader keeps its GETs below max_connections
         http = httpx.AsyncClient(
-            follow_redirects=False, limits=limits, timeout=httpx.Timeout(settings.fhir_timeout_s)
+            follow_redirects=False,
+            limits=limits,
+            timeout=httpx.Timeout(settings.fhir_timeout_s),
+            transport=FhirTransport(limits=limits),
         )
         store = open_store(settings)
         auth = Authenticator(settings, http)
