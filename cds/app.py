@@ -35,7 +35,7 @@ from cds.hooks.services import definitions
 from cds.middleware import install
 from cds.settings import Settings
 from cds.store import open_store
-from cds.transport import FhirTransport
+from cds.transport import http_transport
 
 log = logging.getLogger("cds.app")
 
@@ -307,7 +307,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             follow_redirects=False,
             limits=limits,
             timeout=httpx.Timeout(settings.fhir_timeout_s),
-            transport=FhirTransport(limits=limits),
+            transport=http_transport(limits),
         )
         store = open_store(settings)
         auth = Authenticator(settings, http)

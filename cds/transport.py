@@ -8,19 +8,23 @@ and a hook without prefetch makes six of them.
 httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout; here only real timeouts
 stay timeouts, a refused or dropped connection is httpx.ConnectError, and any other aiohttp error is
 an httpx.TransportError, so callers keep telling "timeout" from "connection failed" and never see an
-aiohttp exception. Proxies from the environment still go through httpx's own transports (httpx mounts
-them whatever the default transport), and TLS uses httpx's context (certifi, SSL_CERT_FILE).
+aiohttp exception. TLS uses httpx's context (certifi, SSL_CERT_FILE).
+
+httpx honours proxies from the environment (HTTPS_PROXY, ALL_PROXY, NO_PROXY …) only in its own
+transports, and aiohttp's own support looks them up in a thread on every request; so where the
+environment names a proxy, `http_transport` leaves the client on httpx's transports, as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.request import getproxies
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-__all__ = ["FhirTransport"]
+__all__ = ["FhirTransport", "http_transport"]
 
 
 def _mapped(exc: Exception) -> Exception:
@@ -63,3 +67,11 @@ class FhirTransport(AiohttpTransport):
             raise _mapped(exc) from exc.__cause__ or exc
         response.stream = _Stream(response.stream)  # type: ignore[arg-type]
         return response
+
+
+def http_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """The app client's transport: FhirTransport, or None (httpx's own, which then mounts the proxies)
+    when the environment names a proxy; read the way httpx reads it (urllib's getproxies)."""
+    if {"http", "https", "all"} & set(getproxies()):
+        return None
+    return FhirTransport(limits=limits)

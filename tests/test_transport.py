@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from cds.transport import FhirTransport
+from cds.transport import FhirTransport, http_transport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -109,3 +109,14 @@ async def test_gzip_query_and_keep_alive() -> None:
     # sent as written, up to percent-encoding (aiohttp writes "|" as %7C; servers decode both alike)
     assert [unquote(p.decode()) for p in paths] == [query] * 3
     assert len(peers) == 1  # one connection, reused
+
+
+def test_a_proxy_in_the_environment_keeps_httpx_transports(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = httpx.Limits(max_connections=4)
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(http_transport(limits), FhirTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    assert http_transport(limits) is None
+    c = httpx.AsyncClient(transport=http_transport(limits))
+    assert not isinstance(c._transport_for_url(httpx.URL("https://ehr.example.org/fhir")), FhirTransport)
