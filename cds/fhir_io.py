@@ -1522,10 +1522,13 @@ class FhirReader:
         self, url: str, headers: dict[str, str], limit: float, status: list[str]
     ) -> dict[str, Any]:
         stop = time.monotonic() + limit  # the caller stops waiting then; so does this read
-        try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=limit)
-        except TimeoutError:
-            raise _Unreadable("timeout", "timeout") from None
+        if not self._slots.locked():
+            await self._slots.acquire()  # a free slot is taken at once: no task or timer for the wait
+        else:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), timeout=limit)
+            except TimeoutError:
+                raise _Unreadable("timeout", "timeout") from None
         try:
             return await self._get_in_slot(url, headers, max(0.001, stop - time.monotonic()), stop, status)
         finally:
