@@ -35,7 +35,7 @@ from cds.hooks.services import definitions
 from cds.middleware import install
 from cds.settings import Settings
 from cds.store import open_store
-from cds.transport import http_transport
+from cds.transport import http_transport, no_cookies
 
 log = logging.getLogger("cds.app")
 
@@ -308,6 +308,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=limits,
             timeout=httpx.Timeout(settings.fhir_timeout_s),
             transport=http_transport(limits),
+            cookies=no_cookies(),
         )
         store = open_store(settings)
         auth = Authenticator(settings, http)

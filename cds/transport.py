@@ -2,7 +2,7 @@
 
 The code speaks httpx (requests, responses, timeouts, exceptions); only the bytes on the wire go
 through aiohttp, whose C parser and connection pool cost less than httpcore's: a FHIR search GET took
-about 2.0 ms of CPU here with httpcore and 0.9-1.2 ms with this transport (bench/history.md, round 7),
+about 2.2 ms of CPU here with httpcore and 1.1-1.5 ms with this transport (bench/http_client.py),
 and a hook without prefetch makes six of them.
 
 httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout; here only real timeouts
@@ -18,13 +18,14 @@ environment names a proxy, `http_transport` leaves the client on httpx's transpo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.request import getproxies
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-__all__ = ["FhirTransport", "http_transport"]
+__all__ = ["FhirTransport", "http_transport", "no_cookies"]
 
 
 def _mapped(exc: Exception) -> Exception:
@@ -60,6 +61,15 @@ class _Stream(httpx.AsyncByteStream):
 
 
 class FhirTransport(AiohttpTransport):
+    def get_client(self) -> aiohttp.ClientSession:
+        """httpx-aiohttp's session, without a cookie jar (see `no_cookies`)."""
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 0,
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await super().handle_async_request(request)
@@ -75,3 +85,9 @@ def http_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
     if {"http", "https", "all"} & set(getproxies()):
         return None
     return FhirTransport(limits=limits)
+
+
+def no_cookies() -> CookieJar:
+    """A jar that keeps no cookie, for the app client: one client serves every EHR user and patient,
+    and a cookie one FHIR server set for one token must not ride along with the next token's reads."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from cds.transport import FhirTransport, http_transport
+from cds.transport import FhirTransport, http_transport, no_cookies
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -120,3 +120,29 @@ def test_a_proxy_in_the_environment_keeps_httpx_transports(monkeypatch: pytest.M
     assert http_transport(limits) is None
     c = httpx.AsyncClient(transport=http_transport(limits))
     assert not isinstance(c._transport_for_url(httpx.URL("https://ehr.example.org/fhir")), FhirTransport)
+
+
+@pytest.mark.parametrize("with_proxy_fallback", [False, True], ids=["aiohttp", "httpx-transport"])
+async def test_no_cookie_rides_along_to_the_next_read(with_proxy_fallback: bool) -> None:
+    """One client serves every user and patient: a cookie a FHIR server sets is never sent back."""
+    cookies_seen: list[bytes] = []
+
+    async def sets_cookie(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await read_head(reader)
+            lines = head.split(b"\r\n")
+            cookies_seen.append(b"".join(ln for ln in lines if ln.lower().startswith(b"cookie:")))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nSet-Cookie: session=for-the-first-token; Path=/\r\n"
+                b"Content-Type: application/fhir+json\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+
+    limits = httpx.Limits(max_connections=4)
+    transport = None if with_proxy_fallback else FhirTransport(limits=limits)
+    client = httpx.AsyncClient(transport=transport, cookies=no_cookies(), trust_env=False)
+    async with server(sets_cookie) as (base, _), client as c:
+        for token in ("first", "second"):
+            r = await c.get(f"{base}/fhir/Patient/p1", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200
+    assert cookies_seen == [b"", b""]
