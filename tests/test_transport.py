@@ -8,6 +8,8 @@ import contextlib
 import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -146,3 +148,87 @@ async def test_no_cookie_rides_along_to_the_next_read(with_proxy_fallback: bool)
             r = await c.get(f"{base}/fhir/Patient/p1", headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200
     assert cookies_seen == [b"", b""]
+
+
+def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def build(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, ca: bool) -> Any:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            b = b.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = build("test CA", ca_key, ca_name, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build("127.0.0.1", key, ca_name, ca_key, False)
+    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+async def test_tls_is_verified_and_ssl_cert_file_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An https FHIR server whose certificate no trusted CA signed is refused (a connection error,
+    not a timeout); trusting its CA through SSL_CERT_FILE, as with httpx's own transport, lets it in."""
+    import ssl
+
+    ca, cert, key = _tls_files(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            await ok(reader, writer)
+        writer.close()
+
+    srv = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=served)
+    url = f"https://127.0.0.1:{srv.sockets[0].getsockname()[1]}/fhir/metadata"
+    limits = httpx.Limits(max_connections=4)
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        async with httpx.AsyncClient(transport=FhirTransport(limits=limits), timeout=5) as c:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await c.get(url)
+        assert not isinstance(caught.value, httpx.TimeoutException)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        async with httpx.AsyncClient(transport=FhirTransport(limits=limits), timeout=5) as c:
+            assert (await c.get(url)).status_code == 200
+    finally:
+        srv.close()
