@@ -535,6 +535,9 @@ def versions() -> dict[str, str]:
         "uvloop",
         "orjson",
         "fhir.resources",
+        "httpx",
+        "httpx-aiohttp",
+        "aiohttp",
     ):
         try:
             v[pkg] = metadata.version(pkg)
