@@ -17,7 +17,6 @@ credential (Bearer …, a JWT, access_token=…) with "[redacted]" in the messag
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import logging.config
 import re
@@ -27,7 +26,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from cds import jsontext
 
 __all__ = [
     "JsonFormatter",
@@ -117,13 +116,6 @@ class ContextFields(logging.Filter):
         return True
 
 
-_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)  # what json.dumps builds per call
-# orjson writes the same JSON, without the spaces, in about a tenth of the time. Datetimes and dataclasses
-# go to `default=str` as with json; NaN and infinities become null (json wrote NaN, which is not JSON);
-# what orjson refuses (non-str keys, ints beyond 64 bits, lone surrogates) json writes as before.
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -143,10 +135,7 @@ class JsonFormatter(logging.Formatter):
                 "type": exc_type.__name__,
                 "trace": redact("".join(traceback.format_tb(tb))),  # code lines, not the message
             }
-        try:
-            return orjson.dumps(out, default=str, option=_ORJSON_OPTIONS).decode()
-        except TypeError:  # orjson.JSONEncodeError
-            return _ENCODER.encode(out)  # = json.dumps(out, default=str, ensure_ascii=False)
+        return jsontext.dumps(out)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:

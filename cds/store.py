@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
+from cds import jsontext
 
 log = logging.getLogger("cds.store")
 
@@ -107,25 +107,6 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-
-
-class _AuditJson:
-    """Audit events as JSON text, for both stores: orjson (about 0.6 µs an event here, against 6 µs
-    for json), datetimes and dataclasses through `default=str` as json.dumps(event, default=str) does,
-    NaN and infinities as null (json wrote NaN, which PostgreSQL's jsonb refuses); what orjson refuses
-    (non-str keys, ints beyond 64 bits, lone surrogates) goes to json as before."""
-
-    _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-    _STDLIB = json.JSONEncoder(default=str)
-
-    def encode(self, event: dict[str, Any]) -> str:
-        try:
-            return orjson.dumps(event, default=str, option=self._OPTIONS).decode()
-        except TypeError:  # orjson.JSONEncodeError
-            return self._STDLIB.encode(event)
-
-
-AUDIT_JSON = _AuditJson()
 
 
 def _utc_now() -> str:
@@ -312,7 +293,7 @@ class SqliteStore:
 
     # -- audit
     async def add_audit(self, event: dict[str, Any]) -> None:
-        self._audit.add((str(event.get("time") or _utc_now()), AUDIT_JSON.encode(event)))
+        self._audit.add((str(event.get("time") or _utc_now()), jsontext.dumps(event)))
 
     def _write_audit(self, batch: list[tuple[str, str]]) -> None:
         with self._lock:

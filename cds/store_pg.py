@@ -27,7 +27,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from cds.store import AUDIT_JSON, AuditQueue
+from cds import jsontext
+from cds.store import AuditQueue
 
 __all__ = ["MIGRATIONS", "PgStore", "is_postgres_url"]
 
@@ -206,7 +207,7 @@ class PgStore:
                 _text(event.get("service_id") or event.get("service")),
                 _text(event.get("hookInstance") or event.get("hook_instance")),
                 _text(event.get("issuer") or event.get("iss")),
-                AUDIT_JSON.encode(event),  # once, as SqliteStore does; the INSERT casts it to jsonb
+                jsontext.dumps(event),  # once, as SqliteStore does; the INSERT casts it to jsonb
             )
         )
 

@@ -101,14 +101,14 @@ async def test_close_during_a_write_loses_nothing() -> None:
 
 
 def test_audit_json_reads_back_as_json_dumps_wrote_it() -> None:
-    """AUDIT_JSON (orjson first) reads back as json.dumps(event, default=str) did, except NaN and
+    """jsontext.dumps, which writes audit events (orjson first), reads back as json.dumps(event, default=str) did, except NaN and
     infinities, which become null (JSON has no such numbers); what orjson refuses goes to json."""
     import json
     import math
     import uuid
     from datetime import UTC, datetime
 
-    from cds.store import AUDIT_JSON
+    from cds.jsontext import dumps
 
     when = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
     events = [
@@ -128,5 +128,5 @@ def test_audit_json_reads_back_as_json_dumps_wrote_it() -> None:
         {1: "non-str key"},  # json writes "1"
     ]
     for event in events:
-        assert json.loads(AUDIT_JSON.encode(event)) == json.loads(json.dumps(event, default=str)), event
-    assert json.loads(AUDIT_JSON.encode({"ms": math.nan, "x": math.inf})) == {"ms": None, "x": None}
+        assert json.loads(dumps(event)) == json.loads(json.dumps(event, default=str)), event
+    assert json.loads(dumps({"ms": math.nan, "x": math.inf})) == {"ms": None, "x": None}
