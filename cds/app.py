@@ -32,6 +32,7 @@ from cds.hooks import routes
 from cds.hooks.models import DiscoveryResponse
 from cds.hooks.openapi import customise_openapi
 from cds.hooks.services import definitions
+from cds.log import log_refused
 from cds.middleware import install
 from cds.settings import Settings
 from cds.store import open_store
@@ -63,6 +64,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if exc.status_code >= 500:
             log.error("%s on %s hookInstance=%s", exc.code, request.url.path, _hook_instance(request))
+        elif exc.status_code != 412:  # a 412 has its hook line (cds/hooks/routes.py)
+            log_refused(request.method, request.url.path, exc.status_code, exc.code, _hook_instance(request))
         return JSONResponse(to_operation_outcome(exc), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)

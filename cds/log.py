@@ -34,6 +34,7 @@ __all__ = [
     "configure_logging",
     "hook_instance_var",
     "log_context",
+    "log_refused",
     "logging_config",
     "redact",
     "service_id_var",
@@ -182,3 +183,16 @@ def log_context(*, hook_instance: str | None = None, service_id: str | None = No
     finally:
         hook_instance_var.reset(t1)
         service_id_var.reset(t2)
+
+
+_refused = logging.getLogger("cds.hooks")
+
+
+def log_refused(method: str, path: str, status: int, code: str, hook_instance: str | None = None) -> None:
+    """The line an integration engineer looks for when the EHR's call was refused (400, 404, 413, 415;
+    401 and 412 have lines of their own): status, code and path, never the error's text, which may
+    quote the request's values. A path that is not short printable ASCII is not echoed."""
+    shown = path if len(path) <= 200 and path.isascii() and path.isprintable() else "(path not shown)"
+    _refused.info(
+        "refused %s %s status=%d code=%s hookInstance=%s", method, shown, status, code, hook_instance or "-"
+    )

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.middleware.cors import CORSMiddleware
 
 from cds.errors import BadHookRequest, BodyTooLarge, CdsError, UnsupportedMediaType, to_operation_outcome
+from cds.log import log_refused
 from cds.settings import Settings
 
 __all__ = ["MAX_JSON_DEPTH", "SANDBOX_ORIGIN", "EdgeMiddleware", "install", "json_depth_exceeds"]
@@ -120,16 +121,18 @@ class EdgeMiddleware:
             try:
                 declared = int(length)
             except ValueError:
-                await _reject(send, BadHookRequest("invalid Content-Length", code="bad-content-length"))
+                await _reject(
+                    scope, send, BadHookRequest("invalid Content-Length", code="bad-content-length")
+                )
                 return
             if declared > self.max_body_bytes:
-                await _reject(send, BodyTooLarge())
+                await _reject(scope, send, BodyTooLarge())
                 return
         if method not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         if not _json_content_type(headers.get(b"content-type", b"").decode("latin-1")):
-            await _reject(send, UnsupportedMediaType())
+            await _reject(scope, send, UnsupportedMediaType())
             return
 
         chunks: list[bytes] = []
@@ -142,14 +145,16 @@ class EdgeMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _reject(send, BodyTooLarge())
+                await _reject(scope, send, BodyTooLarge())
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if json_depth_exceeds(data, self.max_depth):
             await _reject(
-                send, BadHookRequest(f"JSON nested deeper than {self.max_depth} levels", code="too-deep")
+                scope,
+                send,
+                BadHookRequest(f"JSON nested deeper than {self.max_depth} levels", code="too-deep"),
             )
             return
 
@@ -208,7 +213,8 @@ def _with_nosniff(send: Any) -> Any:
     return nosniff_send
 
 
-async def _reject(send: Any, exc: CdsError) -> None:
+async def _reject(scope: dict[str, Any], send: Any, exc: CdsError) -> None:
+    log_refused(scope["method"], scope.get("path", ""), exc.status_code, exc.code)
     payload = json.dumps(to_operation_outcome(exc)).encode()
     await send(
         {

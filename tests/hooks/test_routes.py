@@ -328,6 +328,48 @@ def test_412_answer_is_logged_and_audited(
     assert body["context"]["patientId"] not in json.dumps(event)
 
 
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "status", "code"),
+    [
+        pytest.param(SELECT, b'{"hook": "order-select"', {}, 400, "bad-request", id="malformed"),
+        pytest.param(SELECT, b"[" * 65 + b"]" * 65, {}, 400, "too-deep", id="too-deep"),
+        pytest.param(
+            "/cds-services/no-such-service", b"{}", {}, 404, "unknown-service", id="unknown-service"
+        ),
+        pytest.param(SELECT, b"{}", {"content-type": "text/plain"}, 415, "media-type", id="not-json"),
+    ],
+)
+def test_a_refused_call_leaves_one_log_line_without_its_content(
+    client: httpx.Client,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    headers = {"content-type": "application/json", **headers}
+    with caplog.at_level("INFO", logger="cds.hooks"):
+        body = assert_outcome(client.post(path, content=content, headers=headers), status)
+    assert body["issue"][0]["diagnostics"] == code
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert lines == [f"refused POST {path} status={status} code={code} hookInstance=-"], lines
+
+
+def test_a_refused_parsed_call_names_its_hook_instance_not_its_patient(
+    client: httpx.Client, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = request(
+        "high-level", "order-sign", settings
+    )  # an order-sign body sent to the order-select service
+    hook_instance = body["hookInstance"] = str(uuid.uuid4())
+    with caplog.at_level("INFO", logger="cds.hooks"):
+        assert_outcome(client.post(SELECT, json=body), 400)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert lines == [f"refused POST {SELECT} status=400 code=hook-mismatch hookInstance={hook_instance}"]
+    assert body["context"]["patientId"] not in lines[0]
+
+
 def test_no_empty_values_even_on_odd_demo_paths(client: httpx.Client, settings: Settings) -> None:
     for hook, path in (("order-select", SELECT), ("order-sign", SIGN)):
         for name in demo.scenarios():
