@@ -11,8 +11,9 @@ parses the body with orjson (as the service does, the fastest JSON parser it has
 ratio to the baseline bounds what the full PLEX hook can reach: it parses the same body and then does
 all the work.
 
-It is served the same way as the service (bench/serve.py: same uvicorn settings, same worker count,
-TCP_NODELAY on accepted sockets), so the ratio compares like with like.
+It is served the same way as the service (bench/serve.py calls `cds.cli.run_server`, as `cds serve`
+does: same uvicorn settings and log configuration, same worker count and sockets), so the ratio
+compares like with like.
 """
 
 from __future__ import annotations

@@ -712,7 +712,7 @@ def write_results(
     L.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".  ")
     L.append(
         f"Service started with: `{ctx['service_how']}` (CDS_AUTH=off, CDS_WORKERS=N, FHIR allowlist = the "
-        f"local sekmet server); baseline: `bench/serve.py --app baseline` (same uvicorn settings).  "
+        f"local sekmet server); baseline: `bench/serve.py --app baseline` (the same `cds.cli.run_server` call).  "
     )
     L.append(
         f"wrk: 1 thread, {ctx['duration']} s per point after a {ctx['warmup']} s warm-up per case; "

@@ -3,10 +3,12 @@
     python bench/serve.py --app baseline --host 127.0.0.1 --port P --workers N [--reply-bytes B]
     python bench/serve.py --app service ...   (only used when `cds serve` is not there)
 
-Same uvicorn call as cds/cli.py `_serve`: factory per worker, the service's `NoDelayHTTP` protocol
-(TCP_NODELAY on every accepted socket, uvicorn issue #3149), no proxy headers, no Server header, the
-service's default log level (INFO, so uvicorn's access log is on for both). If cds.cli is missing, the
-listening socket is created with proto=IPPROTO_TCP instead, which keeps TCP_NODELAY with workers too.
+The same call as `cds serve`: `cds.cli.run_server` (factory per worker, the service's `NoDelayHTTP`
+protocol with TCP_NODELAY on every accepted socket, one SO_REUSEPORT socket per worker, the service's
+log configuration and level, no access log, no proxy headers, no Server header), so the baseline and
+the service differ only in the app. With a cds.cli older than run_server (a worktree of old code), plain
+`uvicorn.run` with those options but the shared socket; without cds.cli at all, the listening socket
+is created with proto=IPPROTO_TCP instead, which keeps TCP_NODELAY with workers too.
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ def main() -> None:
     if a.reply_bytes is not None:
         os.environ["BENCH_BASELINE_BYTES"] = str(a.reply_bytes)
 
+    factory = "bench.baseline_app:app_factory" if a.app == "baseline" else "bench.serve:service_factory"
+    try:
+        from cds.cli import run_server
+        from cds.log import configure_logging
+    except ImportError:
+        pass
+    else:
+        configure_logging(a.log_level)
+        sys.exit(run_server(factory, host=a.host, port=a.port, workers=a.workers, log_level=a.log_level))
+
     import uvicorn
     import uvicorn.config
 
@@ -64,7 +76,7 @@ def main() -> None:
     except ImportError:
         uvicorn.config.Config.bind_socket = _tcp_bind_socket  # type: ignore[method-assign]
     uvicorn.run(
-        "bench.baseline_app:app_factory" if a.app == "baseline" else "bench.serve:service_factory",
+        factory,
         factory=True,
         host=a.host,
         port=a.port,

@@ -124,9 +124,7 @@ class ReusePortMultiprocess(Multiprocess):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from cds.log import configure_logging, logging_config
+    from cds.log import configure_logging
     from cds.metrics import prepare_multiprocess
     from cds.settings import Settings
 
@@ -145,27 +143,41 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_multiprocess(workers, settings.state_dir)
     if settings.demo:
         log.info("demo page: http://%s:%d/demo", host, port)
+    return run_server(
+        "cds.app:create_app", host=host, port=port, workers=workers, log_level=settings.log_level
+    )
+
+
+def run_server(factory: str, *, host: str, port: int, workers: int, log_level: str) -> int:
+    """Serve the app that `factory` ("module:function") builds, one per worker, as `cds serve` does.
+
+    bench/serve.py serves the benchmark's baseline app through this same call, so that the baseline
+    and the service differ only in the app."""
+    import uvicorn
+
+    from cds.log import logging_config
+
     options: dict[str, Any] = {
         "factory": True,
         "host": host,
         "port": port,
         "workers": workers,
         "http": NoDelayHTTP,
-        "log_level": settings.log_level.lower(),
-        "log_config": logging_config(settings.log_level),
+        "log_level": log_level.lower(),
+        "log_config": logging_config(log_level),
         "access_log": False,
         "proxy_headers": False,
         "server_header": False,
     }
     if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
-        config = uvicorn.Config("cds.app:create_app", **options)
+        config = uvicorn.Config(factory, **options)
         try:
             ReusePortMultiprocess(config, host, port).run()
         except OSError as exc:
             print(f"cds serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return 3
         return 0
-    uvicorn.run("cds.app:create_app", **options)
+    uvicorn.run(factory, **options)
     return 0
 
 
