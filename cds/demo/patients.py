@@ -536,6 +536,7 @@ def _fingolimod(b: _Builder) -> None:
     b.pml(7, [(FRONTAL, "Right frontal lobe")], _FRONTAL_NOTE)
     b.natalizumab(30)
     b.statement("fingolimod", "Gilenya (fingolimod) 0.5 mg orally once daily", 6)
+    b.request("fingolimod", "Gilenya (fingolimod) 0.5 mg orally once daily", 6)
     b.level(1, 22)
     b.plex_order(5)
 
