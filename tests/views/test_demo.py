@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ def test_every_demo_patient_card_summary_under_140(demo_url: str, hook: str) -> 
             body = req.json()
             assert body["hook"] == hook and body["context"]["patientId"] == f"demo-{name}"
             assert body["prefetch"], "the demo page sends full prefetch"
+            body["context"]["userId"] = f"Practitioner/{uuid.uuid4()}"  # no order-select before this sign
             r = client.post(f"/cds-services/{sid}", json=body)
             assert r.status_code == 200, (name, r.text[:300])
             cards = r.json()["cards"]

@@ -173,6 +173,7 @@ def _dmt_summary(dmt: DmtAdvice, conflicts: list[str]) -> str:
         f"Next DMT without PML risk: {' or '.join(opts)} (rebound still possible); {fum}"
         if opts and fum
         else "",
+        f"Next DMT without PML risk: {' or '.join(opts)}; {fum}" if opts and fum else "",
         f"Next DMT without PML risk: {' or '.join(opts)} (rebound still possible)" if opts else "",
         f"Next DMT without PML risk: {_join(opts, 2)}" if opts else "",
         "Next DMT after natalizumab PML: see allowed, conditional and avoided therapies",
