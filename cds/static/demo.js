@@ -431,6 +431,9 @@
   async function selectPatient(p) {
     state.patient = p;
     state.extraOrders = [];
+    state.selectedKinds = [];
+    $("log").replaceChildren();  // the activity log is per patient
+    $("log-panel").hidden = true;
     for (const b of document.querySelectorAll("#patient-list button")) b.setAttribute("aria-pressed", String(b.dataset.patient === p.name));
     resetCards();
     setStatus("");
@@ -522,10 +525,11 @@
 
   // ------------------------------------------------------------------ cards
 
+  // text-presentation symbols every font has (DejaVu Sans): no emoji font needed
   const INDICATOR = {
-    info: { icon: "\u2139\ufe0f", word: "Info" },
-    warning: { icon: "\u26a0\ufe0f", word: "Warning" },
-    critical: { icon: "\u26d4", word: "Critical" },
+    info: { icon: "\u2139", word: "Info" },
+    warning: { icon: "\u26a0", word: "Warning" },
+    critical: { icon: "\u2716", word: "Critical" },
   };
 
   // RFC 3339 UTC with milliseconds: two suggestions of one card accepted within a second stay two items
@@ -687,11 +691,21 @@
     $("cards-panel").hidden = false;
     $("cards-hook").textContent = `(${hook || serviceId})`;
     box.dataset.serviceId = serviceId;
-    if (!cards.length) {
+    const kindOf = (c) => (c.extension && c.extension["pml-plex"] && c.extension["pml-plex"].kind) || "";
+    if (hook === "order-select") state.selectedKinds = cards.map(kindOf);
+    // order-sign after order-select leaves out the info cards that did not change: say so
+    const shown = new Set(cards.map(kindOf));
+    const notRepeated = hook === "order-sign" ? (state.selectedKinds || []).filter((k) => !shown.has(k)) : [];
+    if (!cards.length && !notRepeated.length) {
       box.append(el("p", { class: "no-cards" }, "No decision support for this order."));
       return;
     }
     for (const c of cards) box.append(renderCard(serviceId, c));
+    if (notRepeated.length) {
+      box.append(el("p", { class: "not-repeated", "data-not-repeated": String(notRepeated.length) },
+        `${notRepeated.length} card${notRepeated.length === 1 ? "" : "s"} unchanged since the order was selected `
+        + "(information only) not repeated at signing."));
+    }
   }
 
   window.cdsDemo = { renderMarkdown, renderCards, fireHook, safeUrl, state, selectPatient, withDraftOrders };

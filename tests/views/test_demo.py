@@ -79,5 +79,10 @@ def test_demo_off_hides_the_page() -> None:
         tempfile.TemporaryDirectory(prefix="cds-demo-off-") as state,
         serve_service(Settings(auth="off", demo=False, state_dir=Path(state))) as url,
     ):
-        for path in ("/demo", "/demo/static/demo.js", "/demo/request/high-level", "/demo/scenarios"):
+        for path in ("/", "/demo", "/demo/static/demo.js", "/demo/request/high-level", "/demo/scenarios"):
             assert httpx.get(url + path).status_code == 404, path
+
+
+def test_root_points_to_the_demo(demo_url: str) -> None:
+    r = httpx.get(demo_url + "/")
+    assert r.status_code == 307 and r.headers["location"] == "/demo"
