@@ -530,7 +530,7 @@ def _legend() -> str:
             _triangle(c3 + 7, y2, True, "legend-done")
             + _triangle(c3 + 22, y2, False, "legend-planned")
             + _triangle(c3 + 37, y2, False, "legend-beyond", dashed=True),
-            "PLEX done / ordered / estimate only",
+            "PLEX done/ordered/estimate",
         ),
         (
             c1,

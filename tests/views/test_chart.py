@@ -91,7 +91,7 @@ def test_legend_names_every_series(estimate, sessions, now):
         "target",
         "projected after each session",
         "projected range",
-        "PLEX done / ordered / estimate only",
+        "PLEX done/ordered/estimate",
         "re-measure the level",
     ):
         assert w in words
