@@ -666,3 +666,21 @@ def test_suggestions_labelled_and_never_avoid_class() -> None:
     avoid = set(dmt().avoid)
     for s in card(body, "dmt")["suggestions"]:
         assert s["actions"][0]["resource"]["medicationCodeableConcept"]["text"] not in avoid
+
+
+def test_post_session_sample_note_agrees_with_the_headline() -> None:
+    notes = (
+        "The latest level was drawn 8 h after a session, before re-equilibration; it was multiplied by 1.75 "
+        "(range 1.5-2). Please redraw the level before the next session.",
+        "The level from 2024-05-09 was decayed to now with a half-life of 11 days (US label); with the EU "
+        "steady-state half-life of 16 days it would be 7.3 µg/mL.",
+    )
+    est = estimate(notes=notes, flags=("post-session-sample", "decayed"), adjusted_level_ug_per_ml=13.0)
+    page = full("plex-estimate", est=est)
+    # the EU figure leaves out the post-session factor (engine): not shown beside a corrected headline
+    assert "it would be 7.3" not in page
+    # the hours are counted from the session's start: said so
+    assert "drawn 8 h after a session started, before re-equilibration" in page
+    assert "corrected for re-equilibration" in card(render(est=est), "plex-estimate")["detail"]
+    # without a post-session sample, the EU half-life note stays
+    assert "it would be 7.3" in full("plex-estimate", est=estimate(notes=notes[1:]))

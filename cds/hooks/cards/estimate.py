@@ -140,10 +140,15 @@ _ESTIMATE_UNUSABLE_KINDS = ("natalizumab antibody result", "PLEX procedure")
 _SENSITIVITY_NOTE = "with the EU steady-state half-life"
 
 
+# The engine counts a post-session sample's hours from the session's start (PlexSession.performed_at);
+# a lab counts from its end. Said as what it is until the engine counts from the end.
+_HOURS_AFTER = re.compile(r"drawn (\d+) h after a session,")
+
+
 def _engine_notes(est: PlexEstimate) -> list[str]:
     post_session = "post-session-sample" in est.flags
     return [
-        n
+        _HOURS_AFTER.sub(r"drawn \1 h after a session started,", n)
         for n in est.notes
         if not n.startswith(_NOTES_SHOWN_ELSEWHERE)
         and not _NOTE_UNUSABLE.match(n)
@@ -284,6 +289,8 @@ def _based_on_md(est: PlexEstimate) -> str | None:
     bits = []
     if est.basis == "measured" and latest is not None:
         bits.append(f"level {_level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}")
+        if "post-session-sample" in est.flags:
+            bits[-1] += " (drawn soon after a session: corrected for re-equilibration)"
     adj = est.adjusted_level_ug_per_ml
     if adj is not None:
         how = "from dosing history" if est.basis == "dosing-history" else "now"
