@@ -670,10 +670,14 @@ def test_suggestions_labelled_and_never_avoid_class() -> None:
 
 def test_post_session_sample_note_agrees_with_the_headline() -> None:
     notes = (
-        "The latest level was drawn 8 h after a session, before re-equilibration; it was multiplied by 1.75 "
-        "(range 1.5-2). Please redraw the level before the next session.",
-        "The level from 2024-05-09 was decayed to now with a half-life of 11 days (US label); with the EU "
-        "steady-state half-life of 16 days it would be 7.3 µg/mL.",
+        (
+            "The latest level was drawn 8 h after a session, before re-equilibration; it was multiplied by 1.75 "
+            "(range 1.5-2). Please redraw the level before the next session."
+        ),
+        (
+            "The level from 2024-05-09 was decayed to now with a half-life of 11 days (US label); with the EU "
+            "steady-state half-life of 16 days it would be 7.3 µg/mL."
+        ),
     )
     est = estimate(notes=notes, flags=("post-session-sample", "decayed"), adjusted_level_ug_per_ml=13.0)
     page = full("plex-estimate", est=est)
