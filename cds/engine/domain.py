@@ -232,12 +232,16 @@ class PlexEstimate:
 @dataclass(frozen=True, slots=True)
 class SteroidStatement:
     text: str
-    evidence: Literal["evidence", "expert opinion"]
-    reference: Reference
+    # "evidence": an observational cohort; "case report"; "expert practice": usual practice with no
+    # single source; "expert opinion": stated by an expert, no data
+    evidence: Literal["evidence", "case report", "expert practice", "expert opinion"]
+    reference: Reference | None
 
 
 @dataclass(frozen=True, slots=True)
 class IrisAssessment:
+    """IRIS follows washout in most patients; `risk` is the risk of *severe* IRIS ("high": raised)."""
+
     risk: Literal["high", "standard"]
     reasons: tuple[str, ...]  # plain engine text, e.g. "brainstem involvement (pons)"
     watch_from: datetime | None
@@ -246,14 +250,17 @@ class IrisAssessment:
     steroids: tuple[SteroidStatement, ...]
     pml_on_record: bool
     references: tuple[Reference, ...] = ()
+    iris_on_record: bool = False
+    reason_codes: tuple[str, ...] = ()  # "brainstem", "infratentorial", "widespread", "enhancement", "multilobar"
 
 
 @dataclass(frozen=True, slots=True)
 class ConditionalDmt:
     ingredient: str
-    advised: bool  # True only with a lymphocyte count ≥ 0.5 × 10⁹/L on record
+    advised: bool  # True only with a recent count ≥ 0.5 × 10⁹/L drawn after the last natalizumab dose
     reason: str
     lymphocytes: LymphocyteCount | None = None
+    reason_code: str = ""  # "no-count", "no-count-after-last-dose", "low-count", "ok", "pregnancy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,3 +275,4 @@ class DmtAdvice:
     rebound_note: str
     suggestible: tuple[str, ...] = field(default=())  # ingredients a draft order may be offered for
     references: tuple[Reference, ...] = ()
+    blocked_by: tuple[str, ...] = ()  # "pregnancy", "breastfeeding": no DMT is drafted, each is named
