@@ -153,6 +153,13 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
         rebound_until=rebound_until,
         rebound_note=" ".join(notes),
         suggestible=suggestible,
-        references=(CLINICSPEAK_2014, FOX_2014, REBOUND_2017, PAPEIX_2016, TECFIDERA_US_PI, US_PI_LYMPHOCYTES),
+        references=(
+            CLINICSPEAK_2014,
+            FOX_2014,
+            REBOUND_2017,
+            PAPEIX_2016,
+            TECFIDERA_US_PI,
+            US_PI_LYMPHOCYTES,
+        ),
         blocked_by=blocked,
     )

@@ -51,7 +51,9 @@ class UnusableValue:
     reported: str = ""  # the value as reported, e.g. "25 IU/mL" (FHIR text: escape before markdown)
     at: datetime | None = None
     source: str = ""
-    code: str = ""  # stable machine code of the reason, e.g. "unit-conflict", "specimen", "qualitative-no-limit"
+    code: str = (
+        ""  # stable machine code of the reason, e.g. "unit-conflict", "specimen", "qualitative-no-limit"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +230,16 @@ class PlexEstimate:
     references: tuple[Reference, ...] = ()
     conclusion: Conclusion = "sessions-needed"
 
+    def __post_init__(self) -> None:
+        # the safety invariant's shape (docs/safety.md H1): a 0 is only ever shown as its conclusion
+        zero = self.remaining is not None and self.remaining.estimate == 0
+        if zero != (self.conclusion == "at-or-below-target"):
+            raise ValueError("0 sessions and 'at-or-below-target' come only together")
+        if self.conclusion == "at-or-below-target" and self.remaining != SessionRange(0, 0, 0):
+            raise ValueError("'at-or-below-target' has the range 0/0/0")
+        if self.conclusion == "measure-first" and self.remaining is not None:
+            raise ValueError("'measure-first' has no session count")
+
 
 @dataclass(frozen=True, slots=True)
 class SteroidStatement:
@@ -251,7 +263,9 @@ class IrisAssessment:
     pml_on_record: bool
     references: tuple[Reference, ...] = ()
     iris_on_record: bool = False
-    reason_codes: tuple[str, ...] = ()  # "brainstem", "infratentorial", "widespread", "enhancement", "multilobar"
+    reason_codes: tuple[
+        str, ...
+    ] = ()  # "brainstem", "infratentorial", "widespread", "enhancement", "multilobar"
 
 
 @dataclass(frozen=True, slots=True)

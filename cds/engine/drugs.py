@@ -232,9 +232,7 @@ def last_dose(facts: PatientFacts, now: datetime) -> LastDose:
     ]
     if latest is None:
         return LastDose(None, None, known=not courses)
-    newer_course = any(
-        m.active and (m.last_date is None or m.last_date > latest.given_at) for m in courses
-    )
+    newer_course = any(m.active and (m.last_date is None or m.last_date > latest.given_at) for m in courses)
     return LastDose(latest.given_at, latest.dose_mg, known=not newer_course, date_only=latest.date_only)
 
 

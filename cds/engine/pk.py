@@ -85,8 +85,12 @@ __all__ = [
 DEFAULT_TARGET_UG_PER_ML = 1.0  # α4 saturation < 50% only below 1 µg/mL (Khatri 2009)
 ALTERNATIVE_TARGET_UG_PER_ML = 2.0  # "therapeutic" trough in EID studies (Zhovtis Ryerson 2020)
 HALF_LIFE_DAYS = 11.0  # elimination t½ 11 ± 4 d, US PI §12.3 [V]; the central value everywhere
-HALF_LIFE_SHORT_DAYS = 7.0  # 11 - 4 d, low end of the US label's t½ (US PI §12.3) [V]: low end of a carried level
-HALF_LIFE_LONG_DAYS = 28.2  # median t½ of the EU label's population model (CL 6.08 mL/h, V 5.96 L) [R]: high end
+HALF_LIFE_SHORT_DAYS = (
+    7.0  # 11 - 4 d, low end of the US label's t½ (US PI §12.3) [V]: low end of a carried level
+)
+HALF_LIFE_LONG_DAYS = (
+    28.2  # median t½ of the EU label's population model (CL 6.08 mL/h, V 5.96 L) [R]: high end
+)
 HALF_LIFE_DOSING_DAYS = 12.4  # effective t½ that reproduces both label anchors of the dosing history [D]
 INTRAVASCULAR_FRACTION = 0.55  # ≈ plasma volume / Vd ≈ 3 L / 5.7 L [D], clinical-reference §1.3
 REFERENCE_PLASMA_VOLUMES = 1.5  # reference schedule: 1.5 PV every other day (Khatri 2009; reference §7)
@@ -96,16 +100,22 @@ R_HIGH_REFERENCE = 0.60
 R_FIT_MIN = 0.3  # bounds on a patient-fitted r, clinical-reference §7.1
 R_FIT_MAX = 0.8
 R_FIT_HALF_WIDTH = 0.05  # range r_fit ± 0.05, clinical-reference §7.1
-FIT_PRE_COURSE_DAYS = 2.0  # a level counts in the fit when drawn at most one reference interval before the course [D]
+FIT_PRE_COURSE_DAYS = (
+    2.0  # a level counts in the fit when drawn at most one reference interval before the course [D]
+)
 POST_SESSION_WINDOW_HOURS = 24.0  # a sample < 24 h after a session is not re-equilibrated (reference §7.1)
-STEADY_STATE_CMAX_UG_PER_ML = 110.0  # steady-state Cmax 110 ± 52 µg/mL, 300 mg IV q4w, US PI §12.3 / EU SmPC §5.2 [R]
+STEADY_STATE_CMAX_UG_PER_ML = (
+    110.0  # steady-state Cmax 110 ± 52 µg/mL, 300 mg IV q4w, US PI §12.3 / EU SmPC §5.2 [R]
+)
 STEADY_STATE_CMAX_SD_UG_PER_ML = 52.0  # its SD, same source [R]
 LABEL_INTERVAL_DAYS = 28.0  # the label's dosing interval (q4w) at which Cmax was measured [R]
 MAX_PLAUSIBLE_UG_PER_ML = 266.0  # Cmax + 3 SD = 110 + 3 × 52: above it a result is implausible [D]
 MIN_PLAUSIBLE_NG_PER_ML = 100.0  # a quantitative result under 100 "ng/mL" reads as a µg/mL slip [D]
 STANDARD_DOSE_MG = 300.0  # 300 mg IV q4w (label)
 PERSISTENT_ANTIBODY_DAYS = 42.0  # "persistent" = positive twice ≥ 6 weeks apart (label definition) [R]
-ADULT_AGE_YEARS = 18  # the label's PK data come from adults (US PI §8.4: safety and efficacy not established < 18) [R]
+ADULT_AGE_YEARS = (
+    18  # the label's PK data come from adults (US PI §8.4: safety and efficacy not established < 18) [R]
+)
 ORDERED_EXCESS_SESSIONS = 2  # an ordered course ≥ high end + 2 is called "much longer" (engine choice)
 REMEASURE_AFTER_SESSIONS = 2  # re-measure pre-session after at most 2 sessions (Vennegoor 2015) [D]
 MAX_SESSIONS = 50  # arithmetic cap; far beyond any real course (5-10 sessions, ClinicSpeak 2014)
@@ -179,7 +189,9 @@ def session_remaining_fraction(
     )
 
 
-def post_session_factor(plasma_volumes: float, intravascular_fraction: float = INTRAVASCULAR_FRACTION) -> float:
+def post_session_factor(
+    plasma_volumes: float, intravascular_fraction: float = INTRAVASCULAR_FRACTION
+) -> float:
     """Equilibrated / immediately-post-session level after one exchange of `plasma_volumes`.
 
     By the model's two compartments: right after the session the plasma holds e^-PV of its drug;
@@ -335,7 +347,9 @@ def _screen_levels(
         elif v < 0:
             unusable.append(_screened(lv, "negative", "negative concentration"))
         elif v == 0 and lv.comparator is None:
-            unusable.append(_screened(lv, "zero", "zero without a '<' comparator (no assay gives a true zero)"))
+            unusable.append(
+                _screened(lv, "zero", "zero without a '<' comparator (no assay gives a true zero)")
+            )
         elif v > MAX_PLAUSIBLE_UG_PER_ML and lv.comparator not in ("<", "<="):
             unusable.append(
                 _screened(
@@ -764,7 +778,9 @@ def _latest_of(levels: list[NatalizumabLevel], flags: list[str], notes: list[str
 
 def _same_time_above(latest: NatalizumabLevel, ctx: _Context) -> bool:
     return any(
-        lv.drawn_at == latest.drawn_at and lv.value_ug_per_ml > ctx.target and lv.comparator not in ("<", "<=")
+        lv.drawn_at == latest.drawn_at
+        and lv.value_ug_per_ml > ctx.target
+        and lv.comparator not in ("<", "<=")
         for lv in ctx.levels
     )
 
@@ -870,9 +886,7 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context) -> PlexEstimate:
     )
     if below_target_confirmed(evidence):
         refs.append(VENNEGOOR_2015)
-        return _finish(
-            ctx, "measured", SessionRange(0, 0, 0), latest, starts[1], ctx.levels, confirmed=True
-        )
+        return _finish(ctx, "measured", SessionRange(0, 0, 0), latest, starts[1], ctx.levels, confirmed=True)
     return _estimate(tuple(starts), latest, ctx, basis="measured", remeasure_now=remeasure_now, upper=upper)
 
 
@@ -933,7 +947,11 @@ def _finish(
     builds the PlexEstimate (with `ctx.common`). `confirmed` only from below_target_confirmed."""
     flags, notes, plan, first_at, lead = ctx.flags, ctx.notes, ctx.plan, ctx.first_at, ctx.lead
     conclusion: Conclusion = (
-        "at-or-below-target" if confirmed else "measure-first" if (measure or rng is None) else "sessions-needed"
+        "at-or-below-target"
+        if confirmed
+        else "measure-first"
+        if (measure or rng is None)
+        else "sessions-needed"
     )
     step = timedelta(days=ctx.interval)
     projection: list[ProjectedPoint] = []

@@ -60,7 +60,9 @@ def _counted(e: PlexEstimate) -> SessionRange | None:
 
 @settings(max_examples=300)
 @given(facts(), plans, targets)
-def test_below_target_only_from_a_level_at_or_below_target(f: PatientFacts, plan: PlexPlan, target: float) -> None:
+def test_below_target_only_from_a_level_at_or_below_target(
+    f: PatientFacts, plan: PlexPlan, target: float
+) -> None:
     e = estimate_remaining(f, plan, target, NOW)
     if e.conclusion == "at-or-below-target":
         lv = e.starting_level
@@ -99,7 +101,10 @@ def test_more_drug_never_needs_fewer_sessions(
     def run(v: float):  # type: ignore[no-untyped-def]
         return _counted(
             estimate_remaining(
-                PatientFacts(levels=(NatalizumabLevel(v, NOW - days(age)),), sessions=sessions), plan, target, NOW
+                PatientFacts(levels=(NatalizumabLevel(v, NOW - days(age)),), sessions=sessions),
+                plan,
+                target,
+                NOW,
             )
         )
 

@@ -136,13 +136,25 @@ def test_item14_implausible_values_are_named_not_used(value: float, unit: str, c
 
 
 def test_a_newer_unusable_result_blocks_the_conclusion() -> None:
-    newer = UnusableValue("natalizumab level", "qualitative, no limit", "Not detected", NOW - days(1), code="qualitative-no-limit")
+    newer = UnusableValue(
+        "natalizumab level",
+        "qualitative, no limit",
+        "Not detected",
+        NOW - days(1),
+        code="qualitative-no-limit",
+    )
     e = est(PatientFacts(levels=(level(0.5, 5),), unusable=(newer,)))
     assert "newer-unusable-result" in e.flags and e.conclusion == "measure-first"
 
 
 def test_a_newer_unusable_result_stops_the_dosing_history_projection() -> None:
-    newer = UnusableValue("natalizumab level", "qualitative, no limit", "Not detected", NOW - days(1), code="qualitative-no-limit")
+    newer = UnusableValue(
+        "natalizumab level",
+        "qualitative, no limit",
+        "Not detected",
+        NOW - days(1),
+        code="qualitative-no-limit",
+    )
     e = est(PatientFacts(doses=(dose(20),), unusable=(newer,)))
     assert e.conclusion == "measure-first" and e.remaining is None
 
@@ -174,4 +186,3 @@ def test_sessions_after_the_level_are_counted_from_their_end() -> None:
     e = est(PatientFacts(levels=(NatalizumabLevel(3.0, NOW - timedelta(hours=0)),), sessions=(s,)))
     assert "post-session-sample" in e.flags
     assert any("6 h after a session ended" in n for n in e.notes)
-
