@@ -10,10 +10,11 @@ renderer escapes the latter before it reaches markdown.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 Comparator = Literal["<", "<=", ">", ">="]
+Specimen = Literal["serum", "plasma", "unspecified"]  # what fhir_io lets through as a level; never CSF etc.
 Coding = tuple[str, str]  # (system, code), e.g. ("http://snomed.info/sct", "22255007")
 
 
@@ -22,7 +23,13 @@ Coding = tuple[str, str]  # (system, code), e.g. ("http://snomed.info/sct", "222
 
 @dataclass(frozen=True, slots=True)
 class NatalizumabLevel:
-    """One serum natalizumab result, already converted to µg/mL (= mg/L = 1000 ng/mL)."""
+    """One serum or plasma natalizumab result, already converted to µg/mL (= mg/L = 1000 ng/mL).
+
+    fhir_io lets a result through only when its specimen is serum, plasma or not stated (a drug
+    level's default matrix), and, when quantitative, when its unit text and UCUM code agree on a
+    mass concentration. A qualitative "not detected" with a known assay limit arrives as
+    comparator "<" and the limit as the value, with `qualitative` set.
+    """
 
     value_ug_per_ml: float
     drawn_at: datetime
@@ -30,6 +37,9 @@ class NatalizumabLevel:
     reported_value: float | None = None  # as the lab sent it, for the card
     reported_unit: str = "ug/mL"
     source: str = ""  # "Observation/123"
+    specimen: Specimen = "unspecified"
+    date_only: bool = False  # the sample time is known to the day only (before/after a dose is unknown)
+    qualitative: str = ""  # the lab's own words for a qualitative result ("Not detected"), else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,9 @@ class UnusableValue:
     reported: str = ""  # the value as reported, e.g. "25 IU/mL" (FHIR text: escape before markdown)
     at: datetime | None = None
     source: str = ""
+    code: str = (
+        ""  # stable machine code of the reason, e.g. "unit-conflict", "specimen", "qualitative-no-limit"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +64,27 @@ class PlexSession:
     modality: Literal["plex", "immunoadsorption"] = "plex"
     plasma_volumes: float | None = None  # exchange volume in plasma volumes, when recorded
     source: str = ""
+    ended_at: datetime | None = None  # performedPeriod.end when given (post-session timing counts from it)
+    date_only: bool = False  # performed date known to the day only
 
 
 @dataclass(frozen=True, slots=True)
 class NatalizumabDose:
-    """A natalizumab infusion (or, from a MedicationStatement/Request, the last known dose)."""
+    """A natalizumab infusion given: from MedicationAdministration, or the end / date of a
+    MedicationStatement's effective time. Never from a MedicationRequest (authoredOn is when an
+    order was written, not when a dose was given)."""
 
     given_at: datetime
     dose_mg: float | None = None
     interval_days: float | None = None  # dosing interval when known (28 = q4w)
     source: str = ""
+    date_only: bool = False  # given date known to the day only
 
 
 @dataclass(frozen=True, slots=True)
 class AntibodyResult:
-    """Anti-natalizumab antibody result (LOINC 58012-6 or local code)."""
+    """Anti-natalizumab (anti-drug) antibody result: LOINC 58012-6 or explicit anti-natalizumab /
+    anti-drug wording. JC virus antibody results (LOINC 100977-8, 70173-0) never arrive here."""
 
     positive: bool
     tested_at: datetime
@@ -83,15 +102,16 @@ class LymphocyteCount:
 
 @dataclass(frozen=True, slots=True)
 class MedicationUse:
-    """A medication on record (MedicationStatement or MedicationRequest)."""
+    """A medication on record (MedicationStatement, MedicationRequest or MedicationAdministration)."""
 
     ingredient: str | None  # lower-case ingredient from engine.drugs.identify(), None if unknown
     text: str  # name as written on the resource (FHIR text: escape before markdown)
     active: bool
     status: str = ""
     codes: tuple[Coding, ...] = ()
-    last_date: datetime | None = None  # effective / authored / last dose date when known
+    last_date: datetime | None = None  # effective / authored / administered date when known
     source: str = ""
+    record: Literal["statement", "request", "administration"] = "statement"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +129,23 @@ class ConditionFact:
 
 
 @dataclass(frozen=True, slots=True)
+class PatientDetails:
+    """What the Patient resource and status observations say that changes the advice.
+
+    `pregnant` / `breastfeeding`: True when recorded as such, False when recorded as not, None when
+    nothing is on record. Weight in kg from the latest body-weight Observation (LOINC 29463-7).
+    """
+
+    birth_date: date | None = None
+    pregnant: bool | None = None
+    pregnancy_source: str = ""
+    breastfeeding: bool | None = None
+    breastfeeding_source: str = ""
+    weight_kg: float | None = None
+    weight_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PatientFacts:
     """Everything fhir_io could read about the patient, already typed and unit-normalised."""
 
@@ -120,6 +157,7 @@ class PatientFacts:
     lymphocytes: tuple[LymphocyteCount, ...] = ()
     conditions: tuple[ConditionFact, ...] = ()
     unusable: tuple[UnusableValue, ...] = ()
+    patient: PatientDetails = field(default_factory=PatientDetails)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +201,9 @@ class ProjectedPoint:
 
 
 Basis = Literal["measured", "dosing-history", "none"]
+# What the estimate concludes. "at-or-below-target" comes only from pk.below_target_confirmed (the
+# safety invariant, docs/safety.md); "measure-first" whenever the data cannot support a count.
+Conclusion = Literal["sessions-needed", "at-or-below-target", "measure-first"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,17 +228,32 @@ class PlexEstimate:
     flags: tuple[str, ...] = ()  # machine codes, see pk.py FLAGS
     notes: tuple[str, ...] = ()  # plain sentences written by the engine
     references: tuple[Reference, ...] = ()
+    conclusion: Conclusion = "sessions-needed"
+
+    def __post_init__(self) -> None:
+        # the safety invariant's shape (docs/safety.md H1): a 0 is only ever shown as its conclusion
+        zero = self.remaining is not None and self.remaining.estimate == 0
+        if zero != (self.conclusion == "at-or-below-target"):
+            raise ValueError("0 sessions and 'at-or-below-target' come only together")
+        if self.conclusion == "at-or-below-target" and self.remaining != SessionRange(0, 0, 0):
+            raise ValueError("'at-or-below-target' has the range 0/0/0")
+        if self.conclusion == "measure-first" and self.remaining is not None:
+            raise ValueError("'measure-first' has no session count")
 
 
 @dataclass(frozen=True, slots=True)
 class SteroidStatement:
     text: str
-    evidence: Literal["evidence", "expert opinion"]
-    reference: Reference
+    # "evidence": an observational cohort; "case report"; "expert practice": usual practice with no
+    # single source; "expert opinion": stated by an expert, no data
+    evidence: Literal["evidence", "case report", "expert practice", "expert opinion"]
+    reference: Reference | None
 
 
 @dataclass(frozen=True, slots=True)
 class IrisAssessment:
+    """IRIS follows washout in most patients; `risk` is the risk of *severe* IRIS ("high": raised)."""
+
     risk: Literal["high", "standard"]
     reasons: tuple[str, ...]  # plain engine text, e.g. "brainstem involvement (pons)"
     watch_from: datetime | None
@@ -206,14 +262,19 @@ class IrisAssessment:
     steroids: tuple[SteroidStatement, ...]
     pml_on_record: bool
     references: tuple[Reference, ...] = ()
+    iris_on_record: bool = False
+    reason_codes: tuple[
+        str, ...
+    ] = ()  # "brainstem", "infratentorial", "widespread", "enhancement", "multilobar"
 
 
 @dataclass(frozen=True, slots=True)
 class ConditionalDmt:
     ingredient: str
-    advised: bool  # True only with a lymphocyte count ≥ 0.5 × 10⁹/L on record
+    advised: bool  # True only with a recent count ≥ 0.5 × 10⁹/L drawn after the last natalizumab dose
     reason: str
     lymphocytes: LymphocyteCount | None = None
+    reason_code: str = ""  # "no-count", "no-count-after-last-dose", "low-count", "ok", "pregnancy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,3 +289,4 @@ class DmtAdvice:
     rebound_note: str
     suggestible: tuple[str, ...] = field(default=())  # ingredients a draft order may be offered for
     references: tuple[Reference, ...] = ()
+    blocked_by: tuple[str, ...] = ()  # "pregnancy", "breastfeeding": no DMT is drafted, each is named

@@ -331,6 +331,10 @@ def dmt_draft(
     )
     if regimens:
         short.append(f"**Drafts offered:** {regimens}.")
+    if dmt.blocked_by:
+        blocked = f"**No DMT drafted:** {md_escape(', '.join(dmt.blocked_by))} on record; decide with the specialist."
+        short.append(blocked)
+        full.append(blocked)
     full.append(f"**Allowed (immunomodulators, no added PML risk):** {allowed}. {start}")
     if regimens:
         full.append(f"**Drafts offered (label regimens):** {regimens}.")
@@ -388,6 +392,10 @@ def dmt_draft(
         "avoid": list(_lowered[dmt.avoid][0]),
         "activeConflicts": conflicts,
     }
+    if dmt.blocked_by:
+        ext["blockedBy"] = list(dmt.blocked_by)
+    if dmt.conditional and dmt.conditional[0].reason_code:
+        ext["fumarateReason"] = dmt.conditional[0].reason_code
     return CardDraft(
         kind="dmt",
         title="Next disease-modifying therapy after natalizumab PML",

@@ -41,7 +41,7 @@ def _latest_level(est: PlexEstimate) -> NatalizumabLevel | None:
 
 
 def estimate_extension(est: PlexEstimate, ordered: int | None) -> dict[str, Any]:
-    ext: dict[str, Any] = {"kind": "plex-estimate", "basis": est.basis}
+    ext: dict[str, Any] = {"kind": "plex-estimate", "basis": est.basis, "conclusion": est.conclusion}
     latest = _latest_level(est)
     if est.basis == "measured" and latest is not None:
         lvl: dict[str, Any] = {"value": round(latest.value_ug_per_ml, 4)}
@@ -61,7 +61,35 @@ def estimate_extension(est: PlexEstimate, ordered: int | None) -> dict[str, Any]
         ext["remainingSessions"] = {"estimate": r.estimate, "low": r.low, "high": r.high}
     if ordered is not None:
         ext["orderedSessions"] = ordered
+    if est.flags:
+        ext["flags"] = list(est.flags)
+    if est.unusable:
+        ext["unusable"] = [{"kind": u.kind, "code": u.code or "unusable"} for u in est.unusable]
     return {EXTENSION_KEY: ext}
+
+
+# why the estimate asks for a measurement instead of a count (engine flag -> summary clause)
+_MEASURE_FIRST_WHY = (
+    ("last-dose-unknown", "the last infusion date is unknown"),
+    ("antibodies-no-level", "antibodies are on record but no usable level"),
+    ("newer-unusable-result", "the latest natalizumab result could not be used"),
+    ("projected-below-target", "projected below target, not measured"),
+    ("date-ambiguous", "the sample time is ambiguous"),
+)
+
+
+def _measure_first_summary(est: PlexEstimate, no_level: str) -> str:
+    why = [text for flag, text in _MEASURE_FIRST_WHY if flag in est.flags]
+    if not why:
+        return _fit(
+            f"Measure serum natalizumab: {no_level.lower()} and no dosing history to estimate PLEX sessions",
+            "Measure serum natalizumab: remaining PLEX sessions cannot be estimated",
+        )
+    return _fit(
+        f"Measure serum natalizumab before deciding the PLEX course: {'; '.join(why)}",
+        f"Measure serum natalizumab before deciding the PLEX course: {why[0]}",
+        "Measure serum natalizumab before deciding the PLEX course",
+    )
 
 
 def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
@@ -70,21 +98,12 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     r = est.remaining
     latest = _latest_level(est)
     adj = est.adjusted_level_ug_per_ml
-    if est.basis == "none" or r is None:
-        return _fit(
-            f"{no_level} and no dosing history: remaining PLEX sessions cannot be estimated; order a serum level",
-            "No usable natalizumab level or dosing history: remaining PLEX sessions cannot be estimated; order a serum level",
-            "Remaining PLEX sessions cannot be estimated: order a natalizumab serum level",
-        )
+    if est.conclusion == "measure-first" or est.basis == "none" or r is None:
+        return _measure_first_summary(est, no_level)
     rng = f" (range {r.low}-{r.high})" if r.low != r.high else ""
     sessions = "session" if r.estimate == 1 else "sessions"
     if est.basis == "dosing-history":
         now_txt = f"; dosing history suggests about {fmt_num(adj)} µg/mL now" if adj is not None else ""
-        if r.estimate == 0:
-            return _fit(
-                f"{no_level}{now_txt}, likely below {target} µg/mL: measure to confirm",
-                f"{no_level}; likely below {target} µg/mL from dosing history",
-            )
         return _fit(
             f"{no_level}{now_txt}: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL{rng}, from dosing history",
             f"No natalizumab level: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL{rng}, from dosing history",
@@ -96,10 +115,11 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     adj_txt = fmt_num(adj) if adj is not None else lvl
     decayed = (
         adj is not None
+        and latest.comparator is None  # a censored value is shown as censored, never as "about X"
         and latest.value_ug_per_ml > 0
         and abs(adj - latest.value_ug_per_ml) / latest.value_ug_per_ml > 0.1
     )
-    if r.estimate == 0:
+    if est.conclusion == "at-or-below-target":
         if decayed:
             return _fit(
                 f"Natalizumab about {adj_txt} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for clearance",
@@ -179,15 +199,18 @@ def _plan_md(est: PlexEstimate, order: PlexOrder) -> str:
     r = est.remaining
     target = fmt_num(est.target_ug_per_ml)
     remeasure = _remeasure_when(est)
-    if est.basis == "none" or r is None:
+    if est.conclusion == "measure-first" or est.basis == "none" or r is None:
+        why = [text for flag, text in _MEASURE_FIRST_WHY if flag in est.flags]
+        because = f" ({'; '.join(why)})" if why else ""
         return (
-            "**Plan:** The sessions needed cannot be estimated without a natalizumab level or dosing history: "
-            "measure serum natalizumab before the next session."
+            f"**Plan:** Measure serum natalizumab before the next session: the record cannot support a "
+            f"session count{because}. Do not shorten the course on this card's word."
         )
-    if r.estimate == 0:
+    if est.conclusion == "at-or-below-target":
+        latest = _latest_level(est)
         now_txt = (
-            f": natalizumab about {fmt_num(est.adjusted_level_ug_per_ml)} µg/mL now"
-            if est.adjusted_level_ug_per_ml is not None
+            f": natalizumab {_level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}"
+            if latest is not None
             else ""
         )
         line = (
@@ -227,9 +250,9 @@ def _ordered_md(est: PlexEstimate, order: PlexOrder, ordered: int | None, action
     line = f"**Ordered course:** {what}, {_n_sessions(ordered, more=False)}"
     if r is None or est.basis == "none":
         return line + "."
-    if r.estimate == 0 and ordered > 0:
-        why = "no more sessions are needed for drug clearance"
-        return line + f", but {why}" + (f": {action}." if action else ".")
+    if est.conclusion == "at-or-below-target" and ordered > 0:
+        line += ": a serum level already confirms the target"
+        return line + (f"; {action}." if action else "; consider shortening or cancelling the course.")
     if ordered < r.estimate:
         line += f", shorter than the estimate ({r.estimate})"
         return line + (f": {action}." if action else ".")
@@ -246,12 +269,16 @@ def _levels_table(est: PlexEstimate) -> str | None:
         return None
     rows = ["| Value | Unit | Date | Kind |", "|---|---|---|---|"]
     for lv in sorted(est.levels_used, key=lambda x: x.drawn_at):
-        kind = "measured"
-        if lv.reported_value is not None and md_escape(lv.reported_unit) not in ("ug/mL", "µg/mL"):
+        kind = f"measured, {lv.specimen if lv.specimen != 'unspecified' else 'specimen not stated (taken as serum)'}"
+        if lv.qualitative:
+            kind += f" ('{md_escape(lv.qualitative)}', below the assay limit)"
+        elif lv.reported_value is not None and md_escape(lv.reported_unit) not in ("ug/mL", "µg/mL"):
             kind += f" (reported {fmt_num(lv.reported_value)} {md_escape(lv.reported_unit)})"
         value = md_escape(lv.comparator or "") + fmt_num(lv.value_ug_per_ml)
         rows.append(f"| {value} | µg/mL | {fmt_date(lv.drawn_at)} | {kind} |")
-    if est.adjusted_level_ug_per_ml is not None:
+    latest = _latest_level(est)
+    censored = latest is not None and latest.comparator is not None and est.basis == "measured"
+    if est.adjusted_level_ug_per_ml is not None and not censored:
         how = (
             "estimated from dosing history (not measured)"
             if est.basis == "dosing-history"
@@ -292,7 +319,8 @@ def _based_on_md(est: PlexEstimate) -> str | None:
         if "post-session-sample" in est.flags:
             bits[-1] += " (drawn soon after a session: corrected for re-equilibration)"
     adj = est.adjusted_level_ug_per_ml
-    if adj is not None:
+    censored = latest is not None and latest.comparator is not None and est.basis == "measured"
+    if adj is not None and not censored:  # a censored value is shown as censored, never as "about X"
         how = "from dosing history" if est.basis == "dosing-history" else "now"
         bits.append(f"about {fmt_num(adj)} µg/mL {how}")
     if est.basis == "none":
@@ -384,11 +412,9 @@ def _level_suggestion(
 
 
 def _no_clearance_needed(est: PlexEstimate) -> bool:
-    """Below target from a usable measured level, or persistent antibodies: no session helps clearance."""
-    r = est.remaining
-    if r is None or r.estimate != 0:
-        return False
-    return est.basis == "measured" or "persistent-antibodies" in est.flags
+    """At or below target: only ever concluded from a usable serum or plasma level after the last known
+    dose (the engine's safety invariant, docs/safety.md H1)."""
+    return est.conclusion == "at-or-below-target"
 
 
 def _course_suggestion(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from cds.engine.domain import IrisAssessment, SteroidStatement
 from cds.engine.memo import Memo
@@ -20,6 +21,7 @@ from cds.hooks.cards import (
     _short_ref,
     _sources,
     _unique_refs,
+    fhir_datetime,
     fmt_date,
     md_escape,
 )
@@ -48,14 +50,20 @@ _FINDING_SHORT = {
     "widespread PML": "widespread",
     "contrast enhancement at diagnosis": "contrast enhancement",
 }
-_STEROID_EVIDENCE = {"evidence": "Evidence (observational)", "expert opinion": "Expert opinion only"}
+_STEROID_EVIDENCE = {
+    "evidence": "Evidence (observational)",
+    "case report": "Case report",
+    "expert practice": "Expert practice (no single source)",
+    "expert opinion": "Expert opinion only",
+}
 
 
 def _steroid_lines(steroids: tuple[SteroidStatement, ...]) -> str:
     lines = []
     for s in steroids:
         level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
-        lines.append(f"- **{level}:** {md_escape(s.text)} ({_short_ref(s.reference)})")
+        ref = f" ({_short_ref(s.reference)})" if s.reference is not None else ""
+        lines.append(f"- **{level}:** {md_escape(s.text)}{ref}")
     return "**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines)
 
 
@@ -63,24 +71,47 @@ def _steroid_lines(steroids: tuple[SteroidStatement, ...]) -> str:
 _steroids_md: Memo[tuple[SteroidStatement, ...], str] = Memo(_steroid_lines, _BY_REFS_MAX_ENTRIES)
 
 
+def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
+    ext: dict[str, Any] = {
+        "kind": "iris",
+        "risk": iris.risk,
+        "severeIrisRisk": "raised" if iris.risk == "high" else "not-raised",
+        "irisOnRecord": iris.iris_on_record,
+    }
+    if iris.reason_codes:
+        ext["reasons"] = list(iris.reason_codes)
+    if iris.watch_from is not None:
+        ext["watchFrom"] = fhir_datetime(iris.watch_from)
+    return ext
+
+
 def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
     findings = _findings(iris.reasons)
     names = [_FINDING_SHORT.get(f, f) for f in findings]
-    window = ""
-    if iris.watch_from and iris.watch_until:
-        window = f"{fmt_date(iris.watch_from)} to {fmt_date(iris.watch_until)}"
-    if iris.risk == "high":
+    window = f"from {fmt_date(iris.watch_from)}" if iris.watch_from else ""
+    if iris.iris_on_record:
         summary = _fit(
-            f"High PML-IRIS risk ({', '.join(names)}): watch closely {window}" if window and names else "",
-            f"High PML-IRIS risk ({_join(names, 2)}): watch closely {window}" if window and names else "",
-            f"High PML-IRIS risk ({_join(names, 1)})" if names else "",
-            f"High PML-IRIS risk: watch closely {window}" if window else "",
-            "High PML-IRIS risk after natalizumab washout: watch closely",
+            f"IRIS is on record: manage as PML-IRIS during washout ({', '.join(names)})" if names else "",
+            "IRIS is on record: manage as PML-IRIS during natalizumab washout",
+        )
+    elif iris.risk == "high":
+        summary = _fit(
+            f"Raised risk of severe PML-IRIS ({', '.join(names)}): watch closely {window}"
+            if window and names
+            else "",
+            f"Raised risk of severe PML-IRIS ({_join(names, 2)}): watch closely {window}"
+            if window and names
+            else "",
+            f"Raised risk of severe PML-IRIS ({_join(names, 1)})" if names else "",
+            f"Raised risk of severe PML-IRIS: watch closely {window}" if window else "",
+            "Raised risk of severe PML-IRIS after natalizumab washout: watch closely",
         )
     else:
         summary = _fit(
-            f"Standard PML-IRIS risk: watch for IRIS {window}" if window else "",
-            "Standard PML-IRIS risk: watch for IRIS after natalizumab washout",
+            f"IRIS follows washout in most patients; no sign of raised severe-IRIS risk: watch {window}"
+            if window
+            else "",
+            "IRIS follows washout in most patients; no sign of raised severe-IRIS risk: watch for it",
         )
     full = []
     if not iris.pml_on_record:
@@ -89,12 +120,12 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         lines = [
             f"- {md_escape(f)}" + (f" ({md_escape('; '.join(d))})" if d else "") for f, d in findings.items()
         ]
-        full.append(f"**Risk: {iris.risk}.** Findings that raised the risk:\n\n" + "\n".join(lines))
+        full.append("**Risk of severe IRIS: raised.** Findings that raise it:\n\n" + "\n".join(lines))
     else:
-        full.append(f"**Risk: {iris.risk}.**")
+        full.append("**Risk of severe IRIS: not raised by the record.** IRIS itself is still expected.")
     watch = ""
     if window or iris.watch_note:
-        watch = f"**Watch window:** {window or 'see note'}" + (
+        watch = f"**Watch:** {window + ', no end date' if window else 'see note'}" + (
             f". {md_escape(iris.watch_note)}" if iris.watch_note else ""
         )
         full.append(watch)
@@ -103,20 +134,25 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
     problems = _problems_md(load)
     if problems:
         full.append("**Could not be read**\n\n" + problems)
-    refs_all = _unique_refs((*iris.references, *[s.reference for s in iris.steroids]))
-    source = _sources[(*iris.references, *[s.reference for s in iris.steroids])][1]
+    steroid_refs = [s.reference for s in iris.steroids if s.reference is not None]
+    refs_all = _unique_refs((*iris.references, *steroid_refs))
+    source = _sources[(*iris.references, *steroid_refs)][1]
     if refs_all:
         full.append("**Sources**\n\n" + _refs_md(refs_all))
     # the detail: what to do (watch, when), what raised the risk, PLEX's effect, one or two sources
-    todo = (
-        f"**Watch for IRIS {window}:** new or worsening deficits, new contrast enhancement or swelling on MRI."
-        if window
-        else "**Watch for IRIS** after natalizumab washout: new or worsening deficits, new contrast enhancement."
-    )
+    if iris.iris_on_record:
+        todo = "**IRIS is on record:** manage it as PML-IRIS while natalizumab washes out."
+    else:
+        todo = (
+            f"**Watch for IRIS {window}, no end date:** new or worsening deficits, new contrast enhancement or "
+            "swelling on MRI."
+            if window
+            else "**Watch for IRIS** after natalizumab washout: new or worsening deficits, new contrast enhancement."
+        )
     raised = (
-        f"**Risk {iris.risk}:** " + "; ".join(md_escape(f) for f in findings) + "."
+        "**Risk of severe IRIS raised:** " + "; ".join(md_escape(f) for f in findings) + "."
         if findings
-        else f"**Risk {iris.risk}:** no finding on record raised it."
+        else "**Risk of severe IRIS not raised by the record;** IRIS itself is still expected."
     )
     steroid_hint = (
         "**Steroids:** evidence is observational or expert opinion; see the full page before starting."
@@ -142,10 +178,10 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         title="PML-IRIS risk and watch window",
         fields={
             "summary": summary,
-            "indicator": "warning" if iris.risk == "high" else "info",
+            "indicator": "warning" if iris.risk == "high" or iris.iris_on_record else "info",
             "source": source,
             "overrideReasons": list(OVERRIDE_REASONS),
-            "extension": {EXTENSION_KEY: {"kind": "iris", "risk": iris.risk, "reasons": list(iris.reasons)}},
+            "extension": {EXTENSION_KEY: _iris_extension(iris)},
         },
         short=short,
         full=full,
