@@ -696,3 +696,19 @@ def test_post_session_sample_note_agrees_with_the_headline() -> None:
     assert "corrected for re-equilibration" in card(render(est=est), "plex-estimate")["detail"]
     # without a post-session sample, the EU half-life note stays
     assert "it would be 7.3" in full("plex-estimate", est=estimate(notes=notes[1:]))
+
+
+def test_fumarate_count_from_before_the_last_dose_is_not_called_low() -> None:
+    old_count = LymphocyteCount(1.8, NOW - timedelta(days=60))
+    da = dmt(
+        conditional=(
+            ConditionalDmt(
+                "dimethyl fumarate", False, "count before last dose", old_count, "no-count-after-last-dose"
+            ),
+        )
+    )
+    c = card(render(da=da), "dmt")
+    assert "no fumarate yet (no lymphocyte count since the last natalizumab dose)" in c["summary"]
+    assert "below 0.5" not in c["summary"]
+    page = full("dmt", da=da)
+    assert "is from before the last natalizumab dose" in page and "below 0.5 ×10⁹/L)" not in page

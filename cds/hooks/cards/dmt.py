@@ -121,8 +121,13 @@ def _fumarate_summary(dmt: DmtAdvice) -> str:
         return ""
     advised = [c for c in dmt.conditional if c.advised]
     counted = next((c.lymphocytes for c in dmt.conditional if c.lymphocytes is not None), None)
+    code = dmt.conditional[0].reason_code
     if advised and counted is not None:
         return f"fumarate possible (lymphocytes {fmt_num(counted.value_10e9_per_l)} ×10⁹/L)"
+    if code == "no-count-after-last-dose":  # a count exists, but from before the last natalizumab dose
+        return "no fumarate yet (no lymphocyte count since the last natalizumab dose)"
+    if code == "pregnancy":
+        return "no fumarate (pregnancy)"
     if counted is not None:
         return f"no fumarate (lymphocytes {fmt_num(counted.value_10e9_per_l)} ×10⁹/L, below {thr})"
     return f"fumarate only if lymphocytes ≥{thr} (none on record)"
@@ -202,11 +207,21 @@ def _conditional_md(dmt: DmtAdvice, unusable_counts: int, lymph_texts: list[str]
     groups: dict[tuple[bool, str], list[str]] = {}
     if lymph_texts is None:
         lymph_texts = _lymph_texts(dmt.conditional)
+    codes: dict[tuple[bool, str], str] = {}
     for c, lc in zip(dmt.conditional, lymph_texts, strict=True):
         groups.setdefault((c.advised, lc), []).append(md_escape(c.ingredient))
+        codes.setdefault((c.advised, lc), c.reason_code)
     lines = []
     for (advised, lc), names in groups.items():
-        if advised:
+        code = codes[(advised, lc)]
+        if not advised and code == "no-count-after-last-dose":
+            why = (
+                f"not advised now (the count on record{' (' + lc + ')' if lc else ''} is from before the last "
+                f"natalizumab dose; a new count of at least {thr} ×10⁹/L is required)"
+            )
+        elif not advised and code == "pregnancy":
+            why = "not advised now (pregnancy)"
+        elif advised:
             why = (
                 f"possible ({lc}, at or above {thr} ×10⁹/L), with their own PML warning: monitor the count; "
                 "never drafted here"
