@@ -334,6 +334,9 @@ def test_audit_trail_is_queryable_in_postgres_without_phi(cluster: Cluster) -> N
             fhir_server=cluster.fhir_base,
             token=access,
         )
+        # a clinician per call: an order-sign after an order-select of the same order by the same
+        # clinician leaves out unchanged info cards (issue 17), and this test needs cards in both rows
+        body["context"]["userId"] = f"Practitioner/{hook}-clinician"
         headers = cluster.bearer(path)
         jwts.append(headers["Authorization"].split()[1])
         assert _post(proc.base, path, body, headers).status_code == 200
