@@ -1,10 +1,15 @@
 """Engine results → CDS Hooks cards (pure: no I/O, `now` passed in).
 
-Three cards for a PLEX order on a natalizumab-exposed patient: the remaining-PLEX estimate, the IRIS
-card and the rebound-safe DMT card. Every piece of text that did not originate in this module (FHIR
-text, and engine sentences, which may quote FHIR values) goes through `md_escape` before it enters
-markdown. Every FHIR resource a suggestion carries is validated with the
-fhir.resources R4B models (`validate_emitted`); the DMT suggestions never name a drug of the avoid class.
+Three cards for a PLEX order on a natalizumab-exposed patient: the remaining-PLEX estimate
+(cards/estimate.py), the IRIS card (cards/iris.py) and the next-DMT card (cards/dmt.py). Each builder
+returns a `CardDraft`; cards/layout.py orders them most severe first, cuts each detail to 1,000
+characters with a link to the card's full page, and adds links[], source.topic and uuids. This module
+holds what they share: text helpers, the FHIR resources suggestions carry, and `render`.
+
+Every piece of text that did not originate in this package (FHIR text, and engine sentences, which may
+quote FHIR values) goes through `md_escape` before it enters markdown. Every FHIR resource a suggestion
+carries is validated with the fhir.resources R4B models (`validate_emitted`); the DMT suggestions never
+name a drug of the avoid class or a fumarate.
 """
 
 from __future__ import annotations
