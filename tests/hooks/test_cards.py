@@ -712,3 +712,15 @@ def test_fumarate_count_from_before_the_last_dose_is_not_called_low() -> None:
     assert "below 0.5" not in c["summary"]
     page = full("dmt", da=da)
     assert "is from before the last natalizumab dose" in page and "below 0.5 ×10⁹/L)" not in page
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"basis": "dosing-history", "starting_level": None, "levels_used": (), "remeasure_at": None},
+        {"flags": ("lower-bound",)},
+    ],
+)
+def test_no_shortening_without_a_measured_level(over: dict[str, Any]) -> None:
+    c = card(render(est=estimate(**over), o=order(ordered=9)), "plex-estimate")
+    assert not [s for s in c.get("suggestions", []) if s["actions"][0]["type"] in ("update", "delete")]

@@ -441,6 +441,9 @@ def _course_suggestion(
         )
     if ordered is None or r.estimate == 0 or r.estimate <= ordered <= r.high:
         return None, None
+    if ordered > r.high and (est.basis != "measured" or "lower-bound" in est.flags):
+        # shortening rests on a measured level, never on a dosing-history projection or a lower bound
+        return None, None
     updated = course_update(order, r.estimate)
     if updated is None:
         return None, None
