@@ -724,3 +724,32 @@ def test_fumarate_count_from_before_the_last_dose_is_not_called_low() -> None:
 def test_no_shortening_without_a_measured_level(over: dict[str, Any]) -> None:
     c = card(render(est=estimate(**over), o=order(ordered=9)), "plex-estimate")
     assert not [s for s in c.get("suggestions", []) if s["actions"][0]["type"] in ("update", "delete")]
+
+
+def test_fit_detail_keeps_the_limit_and_the_page_link() -> None:
+    from cds.hooks.cards.layout import fit_detail
+
+    url = "https://cds.example/cards/" + "x" * 43
+    parts = ["**Do this:** first.", "y" * 2000, "**Then:** second.", ""]
+    out = fit_detail(parts, url)
+    assert len(out) <= 1000 and out.endswith(f"]({url})")
+    assert out.startswith("**Do this:** first.\n\n**Then:** second.")  # the long part is left to the page
+    cut = fit_detail(["z " * 900], url)
+    assert len(cut) <= 1000 and cut.endswith(f"]({url})") and "..." in cut
+    assert fit_detail(["a", "b"], None) == "a\n\nb"
+
+
+def test_most_severe_first_then_fixed_order() -> None:
+    conflict = MedicationUse("fingolimod", "Gilenya", True, status="active")
+    body = render(da=dmt(active_conflicts=(conflict,)), ia=iris(risk="standard", reasons=(), reason_codes=()))
+    assert [(ext_kind(c), c["indicator"]) for c in body["cards"]] == [
+        ("dmt", "critical"),
+        ("plex-estimate", "warning"),
+        ("iris", "info"),
+    ]
+    body = render(o=order(ordered=5), ia=iris(risk="standard", reasons=(), reason_codes=()))
+    assert [ext_kind(c) for c in body["cards"]] == ["plex-estimate", "iris", "dmt"]  # all info: fixed order
+
+
+def ext_kind(c: dict[str, Any]) -> str:
+    return str(c["extension"]["pml-plex"]["kind"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ def order_drafts(drafts: Iterable[CardDraft]) -> list[CardDraft]:
     return sorted(drafts, key=lambda d: (SEVERITY_ORDER[d.indicator], KIND_ORDER.get(d.kind, 99)))
 
 
-def fit_detail(parts: Iterable[str], page_url: str | None, limit: int = DETAIL_MAX_CHARS) -> str:
+def fit_detail(parts: Sequence[str], page_url: str | None, limit: int = DETAIL_MAX_CHARS) -> str:
     """The parts, in order, that fit in `limit` characters with the link to the full page at the end.
 
     A part that does not fit is left for the page (every part is on it); later, shorter parts may still fit.
@@ -106,7 +106,9 @@ def order_suggestions(suggestions: list[dict[str, Any]]) -> list[dict[str, Any]]
     return ordered[:MAX_SUGGESTIONS]
 
 
-def finish(drafts: Iterable[CardDraft], page_urls: Mapping[str, str], new_uuids: Any) -> list[Card]:
+def finish(
+    drafts: Iterable[CardDraft], page_urls: Mapping[str, str], new_uuids: Callable[[int], list[str]]
+) -> list[Card]:
     """Cards from drafts: ordered by severity, detail ≤ 1,000 characters, links[], topic, uuids."""
     cards = []
     for d in order_drafts(drafts):
