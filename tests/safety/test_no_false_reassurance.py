@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +45,7 @@ from cds.hooks import cards
 from cds.hooks.models import CdsResponse
 from cds.settings import Settings
 from tests.safety import records as fhir
+from tests.safety.invariant import assert_not_reassuring, estimate_card
 
 PID = "safety-prop"
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -60,10 +60,6 @@ SAFETY = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
-
-# the words of a conclusion that the drug is cleared (contract15: only with "at-or-below-target")
-REASSURANCE = re.compile(r"no more plex needed|likely below|below the [^.;\n]{0,25}target", re.IGNORECASE)
-
 
 # ---------------------------------------------------------------- the real pipeline, in process
 
@@ -87,24 +83,9 @@ def run_pipeline(resources: list[dict[str, Any]], order: dict[str, Any]) -> tupl
     return estimate, CdsResponse(cards=rendered).to_json()["cards"]
 
 
-def estimate_card(body_cards: list[Any]) -> dict[str, Any]:
-    found = [c for c in body_cards if c["extension"]["pml-plex"]["kind"] == "plex-estimate"]
-    assert len(found) == 1, [c["extension"]["pml-plex"]["kind"] for c in body_cards]
-    return found[0]
-
-
 def assert_no_false_reassurance(estimate: pk.PlexEstimate, body_cards: list[Any], why: str) -> None:
-    card = estimate_card(body_cards)
-    ext = card["extension"]["pml-plex"]
-    assert ext.get("conclusion") != "at-or-below-target", f"conclusion at-or-below-target: {why}"
     assert estimate.conclusion != "at-or-below-target", f"PlexEstimate.conclusion: {why}"
-    remaining = ext.get("remainingSessions")
-    assert remaining is None or remaining["estimate"] != 0, f"0 sessions remaining ({remaining}): {why}"
-    text = f"{card['summary']}\n{card.get('detail', '')}"
-    found = REASSURANCE.search(text)
-    assert found is None, f"estimate card says {found.group(0)!r} ({card['summary']!r}): {why}"
-    for other in body_cards:  # nor may another card say the drug is cleared
-        assert not re.search("no more plex needed", other["summary"], re.IGNORECASE), other["summary"]
+    assert_not_reassuring(body_cards, why)
 
 
 # ---------------------------------------------------------------- the base patient
