@@ -158,7 +158,6 @@ def test_item03_infusions_are_read_from_medication_administration(hook: Call) ->
     assert_not_reassuring(body["cards"], "infusion 20 days ago beside a 3-year-old order")
     e = estimate(body)
     assert e["basis"] == "dosing-history" and "last-dose-unknown" not in flags(e), e
-    assert e["remainingSessions"]["estimate"] >= 1, e
     watch_from = instant(ext(body, "iris")["watchFrom"])
     given = datetime.now(UTC) - timedelta(days=20)
     assert given - timedelta(days=1) <= watch_from <= given + timedelta(days=20), watch_from

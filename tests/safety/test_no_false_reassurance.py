@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -505,8 +506,11 @@ class Case:
             f"added:\n{added}"
         )
 
-    def __repr__(self) -> str:  # what Hypothesis prints for a failing case
+    def __repr__(self) -> str:
         return f"Case({self.describe()})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # what Hypothesis prints for a failing case
+        printer.text(repr(self))
 
 
 @st.composite
@@ -518,6 +522,77 @@ def cases(draw: st.DrawFn) -> Case:
         added.append((make.__name__, tuple(draw(make(f"adv{i}", base)))))
     everything = [*base.resources, *(r for _, rs in added for r in rs)]
     return Case(base, tuple(added), tuple(draw(st.permutations(everything))))
+
+
+# ---------------------------------------------------------------- the generator's own check
+
+# µg/mL per unit, for the oracle below (written out here, independent of cds.engine.units)
+_MASS_UNITS = {
+    "ug/mL": 1.0,
+    "µg/mL": 1.0,
+    "mg/L": 1.0,
+    "ng/mL": 0.001,
+    "ug/L": 0.001,
+    "mg/mL": 1000.0,
+    "g/L": 1000.0,
+}
+_PLAIN_VALUE = re.compile(r"^\s*(<=|<|≤)?\s*([0-9]+(?:[.,][0-9]+)?)\s*([A-Za-zµ/]*)\s*$", re.ASCII)
+_QUALITATIVE_LOW = re.compile(r"not detected|negative|below|undetect|<", re.IGNORECASE)
+_NOT_SERUM = re.compile(r"csf|cerebrospinal|urine", re.IGNORECASE)
+_NOT_A_LEVEL = re.compile(r"antibod|\bjcv?\b|jc virus|\bada\b", re.IGNORECASE)
+
+
+def _could_be_low(o: dict[str, Any]) -> bool:
+    """Whether some reasonable reading of the value is a usable result at or below target (generous
+    on purpose; a zero, a negative number and a plain number without a unit are never usable)."""
+    if (q := o.get("valueQuantity")) is not None:
+        factor = _MASS_UNITS.get(q.get("code") or "") if q.get("code") == q.get("unit") else None
+        low = factor is not None and 0 < q["value"] * factor <= TARGET
+        return low and q.get("comparator") in (None, "<", "<=")
+    if (text := o.get("valueString")) is not None:
+        if m := _PLAIN_VALUE.match(text):
+            comparator, number, unit = m.groups()
+            grouped = re.fullmatch(r"[0-9]{1,3},[0-9]{3}", number)  # "1,100": a grouping comma
+            value = float(number.replace(",", "" if grouped else "."))
+            factor = _MASS_UNITS.get(unit) if unit else (1.0 if comparator else None)  # "<0.1": qualitative
+            return factor is not None and 0 < value * factor <= TARGET
+        return bool(_QUALITATIVE_LOW.search(text))
+    if (concept := o.get("valueCodeableConcept")) is not None:
+        return bool(_QUALITATIVE_LOW.search(json.dumps(concept)))
+    return False
+
+
+def genuine_low_serum_results(resources: tuple[dict[str, Any], ...], base: Base) -> list[dict[str, Any]]:
+    """Natalizumab results that could be a genuine serum level at or below target after the last dose:
+    not withdrawn, no other specimen named, a possibly-low value, a precise time after the last
+    infusion and not in the future, not at the time of the 12 µg/mL level, not within 24 h after a
+    completed PLEX session, and (date-only) not on the day of an infusion or a completed session.
+    The generator must never add one: the property would then test nothing but a false alarm."""
+    sessions = [
+        datetime.fromisoformat(r.get("performedDateTime") or r["performedPeriod"]["start"])
+        for r in resources
+        if r["resourceType"] == "Procedure" and r["status"] == "completed"
+    ]
+    busy_days = {fhir.day(at) for at in (*DOSES, *sessions)}
+    found = []
+    for r in resources:
+        if r["resourceType"] != "Observation" or r["status"] in ("entered-in-error", "cancelled"):
+            continue
+        words = json.dumps([r["code"], r.get("specimen"), r.get("contained")], ensure_ascii=False)
+        if _NOT_A_LEVEL.search(words) or _NOT_SERUM.search(words) or not _could_be_low(r):
+            continue
+        when = r.get("effectiveDateTime")
+        if when is None or len(when) < 10:  # no time, or a year or month only
+            continue
+        if len(when) == 10:  # date-only
+            if when not in busy_days and fhir.day(LAST_DOSE) < when <= fhir.day(NOW):
+                found.append(r)
+            continue
+        at = datetime.fromisoformat(when)
+        post_session = any(s < at < s + timedelta(hours=24) for s in sessions)
+        if LAST_DOSE <= at <= NOW and at != base.level_at and not post_session:
+            found.append(r)
+    return found
 
 
 # ---------------------------------------------------------------- the tests
@@ -547,6 +622,7 @@ def test_positive_control_a_genuine_low_serum_level_after_the_last_dose_reaches_
     and the last infusion, with no session since: the conclusion the property forbids is reachable."""
     base = base_patient(days_ago=5, hours=0, sessions_before=2, twelve=TWELVE[0])
     low = fhir.serum_level("ntz-low", PID, fhir.iso(NOW - timedelta(hours=6)), **genuine)
+    assert genuine_low_serum_results((*base.resources, low), base) == [low]  # the oracle sees it
     estimate, body = run_pipeline([*base.resources, low], ORDER)
     card = estimate_card(body)
     ext = card["extension"]["pml-plex"]
@@ -555,6 +631,14 @@ def test_positive_control_a_genuine_low_serum_level_after_the_last_dose_reaches_
     assert ext["remainingSessions"] == {"estimate": 0, "low": 0, "high": 0}
     if "comparator" in genuine["valueQuantity"]:
         assert "<0.5 µg/mL" in card["summary"] and "about 0.4" not in card["summary"], card["summary"]
+
+
+@SAFETY
+@given(case=cases())
+def test_generator_adds_no_genuine_low_serum_result(case: Case) -> None:
+    """The property's precondition on its own (no pipeline): every low value the generator adds is
+    disqualified by specimen, format, unit, date or timing. Passes whatever the service does."""
+    assert not genuine_low_serum_results(case.resources, case.base)
 
 
 def test_property_no_adversarial_record_reaches_at_or_below_target(
@@ -568,6 +652,8 @@ def test_property_no_adversarial_record_reaches_at_or_below_target(
     def check(case: Case) -> None:
         nonlocal ran
         ran += 1
+        genuine = genuine_low_serum_results(case.resources, case.base)
+        assert not genuine, f"generator bug: a genuine low serum result was added: {genuine}"
         estimate, body = run_pipeline(list(case.resources), ORDER)
         assert_no_false_reassurance(estimate, body, case.describe())
 
