@@ -507,9 +507,9 @@ class Case:
         )
 
     def __repr__(self) -> str:
-        return f"Case({self.describe()})"
+        return f"Case({self.describe()!r})"  # one line: Hypothesis prints it for a failing case
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # what Hypothesis prints for a failing case
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
 
 
