@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,7 +49,7 @@ def hook(
     fhir_server: FhirServer,
     running: tuple[str, Settings],
     patients: dict[str, demo.DemoPatient],
-) -> Iterator[Call]:
+) -> Call:
     """call(scenario name) -> the service's 200 response, by prefetch or by FHIR-server reads."""
     url, settings = running
 
@@ -62,7 +62,7 @@ def hook(
             body = svc.without_prefetch(fhir_server, p, HOOK)
         return svc.post_hook(url, HOOK, body, 200)
 
-    yield call
+    return call
 
 
 # ---------------------------------------------------------------- helpers
@@ -104,9 +104,8 @@ def assert_measure_first(body: dict[str, Any]) -> None:
     e = estimate(body)
     assert e.get("conclusion") == "measure-first", e
     assert "remainingSessions" not in e, e
-    assert card(body, "plex-estimate")["summary"].startswith("Measure serum natalizumab"), card(
-        body, "plex-estimate"
-    )["summary"]
+    summary = card(body, "plex-estimate")["summary"]
+    assert summary.startswith("Measure serum natalizumab"), summary
 
 
 def instant(fhir_date_or_datetime: str) -> datetime:
