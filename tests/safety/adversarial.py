@@ -237,7 +237,7 @@ def other_specimen(draw: st.DrawFn, rid: str, base: Base) -> list[dict[str, Any]
     """A natalizumab result on CSF or urine (about 100-fold below serum), drawn after the last dose."""
     name = draw(st.sampled_from(sorted(OTHER_SPECIMENS)))
     display, sct, sct_display, words = OTHER_SPECIMENS[name]
-    at = draw(_minutes_between(LAST_DOSE + timedelta(hours=1), NOW))
+    at = draw(st.one_of(_minutes_between(base.level_at, NOW), _minutes_between(LAST_DOSE, NOW)))
     value = draw(low_values())
     neutral = {"coding": [{"system": fhir.LOCAL_LAB, "code": "NTZ"}], "text": "Natalizumab concentration"}
     where = draw(st.sampled_from(["code-text", "code-display", "specimen-display", "contained-specimen"]))
@@ -274,12 +274,13 @@ ANTIBODY_CODES = (
 
 @st.composite
 def antibody_series(draw: st.DrawFn, rid: str, base: Base) -> list[dict[str, Any]]:
-    """1-3 antibody results of one kind over time (two positives ≥ 6 weeks apart included)."""
+    """1-3 antibody results of one kind over time; often "persistent": positives ≥ 6 weeks apart."""
     code = draw(st.sampled_from(ANTIBODY_CODES))
-    at = NOW - timedelta(days=draw(st.integers(0, 700)))
+    persistent = draw(st.booleans())
+    at = NOW - timedelta(days=draw(st.integers(42, 700) if persistent else st.integers(0, 700)))
     out = []
-    for i in range(draw(st.integers(1, 3))):
-        positive = draw(st.booleans())
+    for i in range(draw(st.integers(2 if persistent else 1, 3))):
+        positive = persistent or draw(st.booleans())
         value = draw(
             st.sampled_from(
                 [
@@ -299,7 +300,7 @@ def antibody_series(draw: st.DrawFn, rid: str, base: Base) -> list[dict[str, Any
             )
         )
         out.append(fhir.lab(f"{rid}-{i}", PID, code, fhir.iso(min(at, NOW)), **value))
-        at += timedelta(days=draw(st.integers(1, 200)))
+        at += timedelta(days=draw(st.integers(42 if persistent else 1, 200)))
     return out
 
 
