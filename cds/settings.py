@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 5 * 1024 * 1024
     demo: bool = False  # serve /demo and the packaged demo patients
+    api_docs: bool = False  # serve /docs and /openapi.json (off: they describe the service to anyone)
+    max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers; larger heads are refused
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection must send its whole head within this
+    body_timeout_s: float = Field(30.0, gt=0)  # and its whole body within this after the head
+    max_connections: int | None = Field(None, ge=1)  # per worker; over it new requests get 503
 
     # trust
     auth: Literal["jwt", "off"] = "jwt"
