@@ -137,6 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         validate_startup(settings)  # create_app checks again in each worker; say why here, once, cleanly
+        check_replay_store(settings, workers)
     except RuntimeError as exc:
         print(f"cds serve: refusing to start: {exc}", file=sys.stderr)
         return 2
@@ -146,6 +147,18 @@ def _serve(args: argparse.Namespace) -> int:
     return run_server(
         "cds.app:create_app", host=host, port=port, workers=workers, log_level=settings.log_level
     )
+
+
+def check_replay_store(settings: Any, workers: int) -> None:
+    """JWT on and several workers need one jti store they all see (Redis); refuse to start without it.
+
+    Each worker's in-memory store knows only the tokens that worker saw, so a replay sent to another
+    worker was accepted (19 of 20 replays with 2 workers, issue 18)."""
+    if settings.auth == "jwt" and workers > 1 and not settings.redis_url:
+        raise RuntimeError(
+            f"CDS_AUTH=jwt with {workers} workers needs a shared jti replay store: set CDS_REDIS_URL "
+            "(or CDS_WORKERS=1); per-worker memory would accept a token replayed to another worker"
+        )
 
 
 def run_server(factory: str, *, host: str, port: int, workers: int, log_level: str) -> int:
