@@ -44,10 +44,10 @@ def test_serve_refuses_jwt_with_workers_and_no_redis(tmp_path: Path) -> None:
         cwd=str(ROOT),
     )
     try:
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.terminate()
-        out, err = proc.communicate(timeout=30)
+        proc.communicate(timeout=30)
         pytest.fail("cds serve started with JWT on, 2 workers and no shared jti store")
     assert proc.returncode == 2
     lines = err.strip().splitlines()
@@ -73,7 +73,8 @@ def test_two_workers_with_redis_refuse_every_replay(tmp_path: Path) -> None:
             for _ in range(20):  # a new connection each time: the kernel spreads them over both workers
                 with httpx.Client() as client:
                     statuses.append(
-                        client.get(svc.base + "/cds-services", headers={"Authorization": f"Bearer {token}"})
-                        .status_code
+                        client.get(
+                            svc.base + "/cds-services", headers={"Authorization": f"Bearer {token}"}
+                        ).status_code
                     )
     assert statuses.count(200) == 1 and statuses.count(401) == 19, statuses
