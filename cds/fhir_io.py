@@ -88,6 +88,7 @@ from cds.fhir_models import (
     _Resource,
     _ServiceRequest,
 )
+from cds.outbound import normalise_url
 from cds.settings import Settings
 
 log = logging.getLogger("cds.fhir")
@@ -1043,6 +1044,9 @@ def _default_port(scheme: str) -> int | None:
 
 def same_base(url: str, base: str) -> bool:
     """True when `url` has the scheme, host, port and base path of `base` (where the token may go)."""
+    plain = normalise_url(url)  # as a server that decodes %2e and resolves `..` reads it: inside too
+    if plain is None or (plain != url and not same_base(plain, base)):
+        return False
     try:
         u, b = urlsplit(url), urlsplit(base)
         u_port, b_port = u.port or _default_port(u.scheme.lower()), b.port or _default_port(b.scheme.lower())
