@@ -35,7 +35,13 @@ from cds.engine.memo import Memo
 from cds.errors import FhirServerNotAllowed
 from cds.settings import Settings
 
-__all__ = ["check_fhir_server", "fhir_server_allowed", "is_loopback_host", "normalise_url", "validate_allowlist"]
+__all__ = [
+    "check_fhir_server",
+    "fhir_server_allowed",
+    "is_loopback_host",
+    "normalise_url",
+    "validate_allowlist",
+]
 
 _DEFAULT_PORT = {"http": 80, "https": 443}
 _BAD_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
