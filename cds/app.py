@@ -100,7 +100,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             _hook_instance(request),
             exc_info=exc,
         )
-        return _outcome(500, "exception", "internal error", "internal")
+        response = _outcome(500, "exception", "internal error", "internal")
+        # Starlette re-raises after this response and uvicorn then closes the connection: say so, or a
+        # keep-alive client sends its next request into a closed socket (a read error, issue 18).
+        response.headers["Connection"] = "close"
+        return response
 
 
 def _slash_redirect(app: FastAPI, request: Request) -> str | None:
