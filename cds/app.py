@@ -117,11 +117,12 @@ def _slash_redirect(app: FastAPI, request: Request) -> str | None:
     path = request.url.path
     if len(path) < 2 or not path.endswith("/") or path.startswith("//"):
         return None
-    scope = {**request.scope, "path": path.rstrip("/")}
-    if not scope["path"] or not any(route.matches(scope)[0] != Match.NONE for route in app.router.routes):
+    target = path.rstrip("/")
+    scope = {**request.scope, "path": target}
+    if not target or not any(route.matches(scope)[0] != Match.NONE for route in app.router.routes):
         return None
     query = request.url.query
-    return scope["path"] + (f"?{query}" if query else "")
+    return target + (f"?{query}" if query else "")
 
 
 def _hook_instance(request: Request) -> str:
@@ -308,7 +309,7 @@ def _chart_store(app: FastAPI, settings: Settings) -> None:
         from cds.views.charts import open_chart_store
     except ImportError:
         return
-    app.state.chart_store = open_chart_store(settings, ttl_s=900, max_entries=2048)
+    app.state.chart_store = open_chart_store(settings, ttl_s=900, max_entries=settings.chart_max_entries)
 
 
 def _demo_routes(app: FastAPI) -> None:

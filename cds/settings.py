@@ -69,4 +69,5 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".state")
     database_url: str | None = None  # postgresql://… ; SQLite under state_dir otherwise
     redis_url: str | None = None  # jti replay store, FHIR read cache, chart links; in-process otherwise
+    chart_max_entries: int = Field(10_000, ge=1)  # live chart links per worker without Redis (~2 KB each)
     redis_key_prefix: str = "cds:"  # every Redis key starts with it (several services on one Redis)
