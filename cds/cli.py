@@ -254,7 +254,6 @@ class Supervisor:
         log.info(
             "%d workers listening on %s:%d, one SO_REUSEPORT socket each", self.workers, self.host, self.port
         )
-        code = 0
         try:
             while not self._stop.wait(0.5):
                 for i, proc in enumerate(procs):
@@ -267,7 +266,7 @@ class Supervisor:
                     procs[i] = self._start()
         finally:
             self._stop_all(procs)
-        return code
+        return 0
 
     def _stop_all(self, procs: list[Any]) -> None:
         for proc in procs:
