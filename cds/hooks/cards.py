@@ -851,7 +851,7 @@ def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
     if iris.reason_codes:
         ext["reasons"] = list(iris.reason_codes)
     if iris.watch_from is not None:
-        ext["watchFrom"] = fhir_datetime(iris.watch_from)
+        ext["watchFrom"] = iris.watch_from.date().isoformat()  # a day: the card speaks in days
     return ext
 
 
