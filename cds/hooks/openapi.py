@@ -87,7 +87,7 @@ PML_PLEX_EXTENSION: dict[str, Any] = {
                 "severeIrisRisk": {"enum": ["raised", "not-raised"]},
                 "irisOnRecord": {"type": "boolean"},
                 "reasons": _CODES,
-                "watchFrom": {"type": "string", "format": "date-time"},
+                "watchFrom": {"type": "string", "format": "date"},
             },
         },
         {

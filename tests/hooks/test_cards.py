@@ -200,7 +200,7 @@ def test_three_cards_with_expected_extensions() -> None:
         "severeIrisRisk": "raised",
         "irisOnRecord": False,
         "reasons": ["brainstem", "enhancement"],
-        "watchFrom": "2024-05-10T12:00:00Z",
+        "watchFrom": "2024-05-10",
     }
     assert ext(body, "dmt") == {
         "kind": "dmt",

@@ -21,7 +21,6 @@ from cds.hooks.cards import (
     _short_ref,
     _sources,
     _unique_refs,
-    fhir_datetime,
     fmt_date,
     md_escape,
 )
@@ -81,7 +80,7 @@ def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
     if iris.reason_codes:
         ext["reasons"] = list(iris.reason_codes)
     if iris.watch_from is not None:
-        ext["watchFrom"] = fhir_datetime(iris.watch_from)
+        ext["watchFrom"] = iris.watch_from.date().isoformat()  # a day: the card speaks in days
     return ext
 
 
@@ -154,8 +153,10 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         if findings
         else "**Risk of severe IRIS not raised by the record;** IRIS itself is still expected."
     )
+    kinds = list(dict.fromkeys(_STEROID_EVIDENCE.get(s.evidence, "unrated").lower() for s in iris.steroids))
     steroid_hint = (
-        "**Steroids:** evidence is observational or expert opinion; see the full page before starting."
+        f"**Steroids:** {len(iris.steroids)} statement{'s' if len(iris.steroids) != 1 else ''} "
+        f"({'; '.join(kinds)}) on the full page; read them before starting."
         if iris.steroids
         else ""
     )
