@@ -317,7 +317,9 @@ def _based_on_md(est: PlexEstimate) -> str | None:
     if est.basis == "measured" and latest is not None:
         bits.append(f"level {_level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}")
         if "post-session-sample" in est.flags:
-            bits[-1] += " (drawn soon after a session: corrected for re-equilibration)"
+            bits[-1] += (
+                " (drawn soon after a session: corrected for re-equilibration; redraw it before the next session)"
+            )
     adj = est.adjusted_level_ug_per_ml
     censored = latest is not None and latest.comparator is not None and est.basis == "measured"
     if adj is not None and not censored:  # a censored value is shown as censored, never as "about X"
