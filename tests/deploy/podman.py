@@ -96,6 +96,7 @@ def set_up() -> Podman | PodmanMissing:
 
 def manifest(name: str) -> dict[str, Any]:
     (doc,) = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    assert isinstance(doc, dict), name
     return doc
 
 

@@ -283,11 +283,14 @@ def test_sigterm_stops_it_within_the_grace_period(container: Container, image: I
 class Kube:
     base: str
     public_base: str
-    pods: list[str]
+    containers: list[str]  # ids of the service containers, one per pod (infra containers left out)
     pm: podman.Podman
 
+    def running(self) -> bool:
+        return all(self.pm.inspect("container", c, "{{.State.Running}}") == "true" for c in self.containers)
+
     def logs(self) -> str:
-        return "\n".join(self.pm.logs(f"{pod}-cds") for pod in self.pods)
+        return "\n".join(self.pm.logs(c) for c in self.containers)
 
 
 @pytest.fixture(scope="module")
@@ -323,16 +326,22 @@ def kube(
             cleanup.callback(pm, "secret", "rm", secret, check=False)
             pm("secret", "create", secret, str(secret_file))
         cleanup.callback(_kube_down, pm, played)
-        pm("kube", "play", "--network=host", str(played), timeout=180)
-        deployment = docs[1]
-        pods = [f"{deployment['metadata']['name']}-pod-{i}" for i in range(deployment["spec"]["replicas"])]
-        box = Kube(f"http://127.0.0.1:{port}", CONFIG["CDS_PUBLIC_BASE_URL"], pods, pm)
-
-        def all_running() -> bool:
-            return all(pm.inspect("container", f"{p}-cds", "{{.State.Running}}") == "true" for p in pods)
-
-        _wait_ready(box.base, "/readyz", all_running, box.logs)
+        out = pm("kube", "play", "--network=host", str(played), timeout=180).stdout
+        box = Kube(f"http://127.0.0.1:{port}", CONFIG["CDS_PUBLIC_BASE_URL"], _played_containers(out), pm)
+        _wait_ready(box.base, "/readyz", box.running, box.logs)
         yield box
+
+
+def _played_containers(kube_play_output: str) -> list[str]:
+    """The container ids `podman kube play` lists (under "Container:"; pods are listed under "Pod:")."""
+    ids: list[str] = []
+    heading = ""
+    for line in map(str.strip, kube_play_output.splitlines()):
+        if line.endswith(":"):
+            heading = line
+        elif line and heading == "Container:":
+            ids.append(line)
+    return ids
 
 
 def _kube_down(pm: podman.Podman, played: Path) -> None:
@@ -347,10 +356,10 @@ def _kube_down(pm: podman.Podman, played: Path) -> None:
 def test_kube_play_runs_the_deployment_as_written(kube: Kube, image: Image) -> None:
     pm = kube.pm
     spec = podman.manifest("deployment.yaml")["spec"]
-    assert len(kube.pods) == spec["replicas"]
+    # podman 4.3 starts every replica (newer podman starts one: it says so and caps the count)
+    assert 1 <= len(kube.containers) <= spec["replicas"]
     run_as = str(spec["template"]["spec"]["securityContext"]["runAsUser"])
-    for pod in kube.pods:
-        name = f"{pod}-cds"
+    for name in kube.containers:
         assert pm.inspect("container", name, "{{.Image}}") == image.id
         assert pm.inspect("container", name, "{{.HostConfig.ReadonlyRootfs}}") == "true"
         assert pm.inspect("container", name, "{{.Config.User}}").split(":")[0] == run_as
