@@ -102,13 +102,17 @@ build_base() {
   podman import --quiet \
     --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
     "$tarball" "$image" >/dev/null
-  # older bases (another recipe) and their tarballs are dead weight
+  # older bases (another recipe) lose their name, their tarballs go; an image built on one keeps
+  # its layers until `podman image prune` (no --force here: nothing in use is pulled away)
   podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/cds-base:' | grep -vxF "$image" |
-    xargs -r podman rmi --force >/dev/null 2>&1 || true
+    xargs -r -n1 podman untag >/dev/null 2>&1 || true
   find "$CACHE" -maxdepth 1 -name '*.tar' ! -name "${image##*:}.tar" -delete
 }
 
 install_packages
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+flock 9  # two test runs at once on one machine: one builds the base, the other waits for it
 write_containers_conf
 build_base
 printf 'export CONTAINERS_CONF=%q\nexport CDS_BASE_IMAGE=%q\n' "$CONTAINERS_CONF" "$CDS_BASE_IMAGE"
