@@ -22,11 +22,10 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -122,7 +121,9 @@ def ehr() -> Iterator[Ehr]:
         yield Ehr(key, keys.url("ehr"))
 
 
-def _wait_ready(base: str, path: str, alive: Any, logs: Any, timeout_s: float = 120) -> None:
+def _wait_ready(
+    base: str, path: str, alive: Callable[[], bool], logs: Callable[[], str], timeout_s: float = 120
+) -> None:
     """Poll `base + path` until it answers 200; fail early with the logs when the container died."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
