@@ -105,11 +105,11 @@ def kube_play_copy(*, run_id: str, image: str, port: int, config: dict[str, str]
 
     - the image is the one just built (by id: no registry here);
     - container `ports` are left out: the pods share the host's network, which refuses port mappings;
-      the replicas all listen on one port (`cds serve` opens it with SO_REUSEPORT, so the kernel
-      spreads connections over them as a Service would over pods);
+    - one replica: on the host's network every replica would want the same port, and `cds serve`
+      refuses a port another process holds (it exits; podman would restart it over and over);
     - names get `run_id` appended (Deployment, ConfigMap, Secret reference, emptyDir volumes): podman
-      turns each emptyDir into a volume named after it, shared by every replica and by anything
-      else on the machine with that name;
+      turns each emptyDir into a volume named after it, which anything else on the machine with that
+      name would share;
     - `config` overrides ConfigMap keys (the port, loopback, this run's Redis key prefix).
     The Secret is not played (podman 4.3 reads neither a Secret document nor stringData): the caller
     creates it with `podman secret create` under the name `cds-secrets-<run_id>`.
@@ -120,6 +120,7 @@ def kube_play_copy(*, run_id: str, image: str, port: int, config: dict[str, str]
     cm["metadata"]["name"] = cm_name
     cm["data"].update(config, CDS_PORT=str(port))
     dep["metadata"]["name"] = f"{dep['metadata']['name']}-{run_id}"
+    dep["spec"]["replicas"] = 1
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     container["image"] = image
