@@ -8,6 +8,7 @@
   x UnknownService                404  no service with that id
   x DataUnavailable               412  neither prefetch nor the FHIR server gave what we need
     · FhirServerNotAllowed             fhirServer is not on the allowlist (no request is sent)
+  x StoreUnavailable              503  the database did not answer in time (a fault of ours, not the EHR's)
 Each class sets status_code and issue_code; each instance a stable `code`.
 "Cannot compute" is an engine result rendered as a card, never an HTTP error.
 """
@@ -84,6 +85,16 @@ class DataUnavailable(CdsError):
 class FhirServerNotAllowed(DataUnavailable):
     def __init__(self, message: str = "fhirServer is not on this service's allowlist") -> None:
         super().__init__(message, code="fhir-server-not-allowed")
+
+
+class StoreUnavailable(CdsError):
+    status_code = 503
+    issue_code = "transient"
+
+    def __init__(
+        self, message: str = "the database is not reachable; try again", *, code: str = "store-unavailable"
+    ) -> None:
+        super().__init__(message, code=code)
 
 
 def to_operation_outcome(exc: CdsError) -> dict[str, Any]:
