@@ -8,8 +8,9 @@ The fault tests pause (SIGSTOP), crash and restart a PostgreSQL server of this m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +41,19 @@ def own_dsn(own_pg: OwnPostgres) -> Iterator[str]:
     own_pg.resume()
 
 
+@contextlib.asynccontextmanager
+async def started(store: PgStore, server: OwnPostgres | None = None) -> AsyncIterator[PgStore]:
+    """The store, started; closed in the end however the test ends (a store left open hangs the test)."""
+    await store.start()
+    try:
+        yield store
+    finally:
+        if server is not None:
+            server.resume()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(store.close(), 20)  # a second close() does nothing
+
+
 def _lost(reason: str) -> float:
     return metrics.registry().get_sample_value("cds_audit_rows_lost_total", {"reason": reason}) or 0.0
 
@@ -60,15 +74,14 @@ async def test_a_refused_row_does_not_take_the_rest_of_its_batch(pg_dsn: str) ->
     """One batch: 20 good rows, one with NUL (stored, as U+FFFD) and one PostgreSQL cannot encode at all
     (a lone surrogate): 21 rows land and the one refused is counted. Before: the batch was lost whole."""
     before = _lost("rejected")
-    store = PgStore(pg_dsn, timeout_s=2.0)
-    await store.start()
-    for i in range(10):
-        await store.add_audit(_event("refused", i))
-    await store.add_audit(_event("refused", 10, note="a\x00b", service="pml\x00plex"))
-    await store.add_audit(_event("refused", 11, note="\ud800"))
-    for i in range(12, 22):
-        await store.add_audit(_event("refused", i))
-    await store.close()
+    async with started(PgStore(pg_dsn, timeout_s=2.0)) as store:
+        for i in range(10):
+            await store.add_audit(_event("refused", i))
+        await store.add_audit(_event("refused", 10, note="a\x00b", service="pml\x00plex"))
+        await store.add_audit(_event("refused", 11, note="\ud800"))
+        for i in range(12, 22):
+            await store.add_audit(_event("refused", i))
+        await store.close()
 
     assert _rows(pg_dsn, "refused") == 21
     assert _lost("rejected") - before == 1
@@ -80,32 +93,30 @@ async def test_a_refused_row_does_not_take_the_rest_of_its_batch(pg_dsn: str) ->
 
 
 async def test_a_pause_longer_than_the_timeout_loses_no_row(own_pg: OwnPostgres, own_dsn: str) -> None:
-    """The server hangs for 4 s (timeout 1 s) while a feedback read holds the pool's connection and hook
-    calls keep queueing rows: the read answers StoreUnavailable, and every row lands after the pause.
-    Before: the flush's PoolTimeout dropped its batch, and the read hung for the whole pause."""
+    """The server hangs for 4 s (timeout 1 s) while feedback reads hold the pool's connections and hook
+    calls keep queueing rows: the reads answer StoreUnavailable, and every row lands after the pause.
+    Before: the flush's PoolTimeout dropped its batch, and the reads hung for the whole pause."""
     lost_before = _lost("queue-full") + _lost("rejected") + _lost("shutdown")
-    store = PgStore(own_dsn, timeout_s=1.0, max_size=2)
-    await store.start()
     added = 0
-    try:
+    async with started(PgStore(own_dsn, timeout_s=1.0, max_size=2), own_pg) as store:
         for _ in range(50):
             await store.add_audit(_event("pause", added))
             added += 1
         await asyncio.sleep(1.0)  # written: the pause below begins with an idle pool
         own_pg.pause()
         began = time.monotonic()
-        reads = [asyncio.create_task(store.feedback()) for _ in range(2)]  # holds every connection
+        reads = [asyncio.create_task(store.feedback()) for _ in range(2)]  # hold every connection
         while time.monotonic() - began < 4.0:
             for _ in range(20):
                 await store.add_audit(_event("pause", added))
                 added += 1
             await asyncio.sleep(0.1)
-        results = await asyncio.wait_for(asyncio.gather(*reads, return_exceptions=True), 1.0)
-        assert all(isinstance(r, StoreUnavailable) for r in results), results
-    finally:
+        done, _ = await asyncio.wait(reads, timeout=1.0)
+        assert len(done) == 2, "feedback reads still waiting on the hung server"
+        assert all(isinstance(r.exception(), StoreUnavailable) for r in done)
         own_pg.resume()
-    await asyncio.sleep(3.0)  # the queue is retried after the pause
-    await store.close()
+        await asyncio.sleep(3.0)  # the queue is retried after the pause
+        await store.close()
     assert _rows(own_dsn, "pause") == added
     assert _lost("queue-full") + _lost("rejected") + _lost("shutdown") == lost_before
 
@@ -113,20 +124,18 @@ async def test_a_pause_longer_than_the_timeout_loses_no_row(own_pg: OwnPostgres,
 async def test_a_crash_and_restart_under_load_loses_no_row(own_pg: OwnPostgres, own_dsn: str) -> None:
     """Rows keep coming while the server crashes (immediate stop) and starts again: every row lands.
     Before: each flush during the outage dropped its batch."""
-    store = PgStore(own_dsn, timeout_s=1.0)
-    await store.start()
     added = 0
+    async with started(PgStore(own_dsn, timeout_s=1.0)) as store:
 
-    async def load(seconds: float) -> None:
-        nonlocal added
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for _ in range(10):
-                await store.add_audit(_event("crash", added))
-                added += 1
-            await asyncio.sleep(0.05)
+        async def load(seconds: float) -> None:
+            nonlocal added
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for _ in range(10):
+                    await store.add_audit(_event("crash", added))
+                    added += 1
+                await asyncio.sleep(0.05)
 
-    try:
         await load(1.0)
         await asyncio.to_thread(own_pg.crash)
         await load(1.5)
@@ -135,7 +144,6 @@ async def test_a_crash_and_restart_under_load_loses_no_row(own_pg: OwnPostgres, 
         await restart
         await load(1.0)
         await asyncio.sleep(2.5)  # the pool reconnects; the queue is retried
-    finally:
         await store.close()
     assert _rows(own_dsn, "crash") == added
 
@@ -144,41 +152,31 @@ async def test_the_queue_is_bounded_and_what_it_sheds_is_counted(own_pg: OwnPost
     """With the server hung, 250 rows against a bound of 100: 150 counted lost at once, the 100 kept
     land once it answers again."""
     before = _lost("queue-full")
-    store = PgStore(own_dsn, timeout_s=1.0, audit_queue_max=100)
-    await store.start()
-    own_pg.pause()
-    try:
-        for i in range(250):  # no await between: the flush task cannot take any of them yet
-            store._audit.add(_row(i))
+    async with started(PgStore(own_dsn, timeout_s=1.0, audit_queue_max=100), own_pg) as store:
+        own_pg.pause()
+        for i in range(250):  # add_audit never yields: the flush task takes none of them meanwhile
+            await store.add_audit(_event("bounded", i))
         assert _lost("queue-full") - before == 150
         await asyncio.sleep(1.5)  # a write times out; its rows go back to the head of the queue
-    finally:
         own_pg.resume()
-    await store.close()
+        await store.close()
     assert _rows(own_dsn, "bounded") == 100
     assert _lost("queue-full") - before == 150
-
-
-def _row(i: int) -> tuple[object, ...]:
-    import uuid
-
-    return (uuid.uuid4(), datetime.now(UTC), "s", f"bounded-{i}", None, "{}")
 
 
 async def test_close_ends_in_its_allowance_while_the_server_hangs(own_pg: OwnPostgres, own_dsn: str) -> None:
     """close() with the server hung: it ends after its allowance (2 s) and counts the 100 unwritten rows.
     Before: close() waited on the hung write for ever (SIGTERM never completed)."""
     before = _lost("shutdown")
-    store = PgStore(own_dsn, timeout_s=1.0, shutdown_timeout_s=2.0)
-    await store.start()
-    own_pg.pause()
-    try:
+    async with started(PgStore(own_dsn, timeout_s=1.0, shutdown_timeout_s=2.0), own_pg) as store:
+        own_pg.pause()
         for i in range(100):
             await store.add_audit(_event("close", i))
         began = time.monotonic()
-        await asyncio.wait_for(store.close(), 8.0)
+        closing = asyncio.create_task(store.close())
+        done, _ = await asyncio.wait({closing}, timeout=8.0)
         took = time.monotonic() - began
-    finally:
+        assert done, "close() still waiting on the hung server after 8 s"
         own_pg.resume()
     assert took < 6.0, took  # allowance 2 s + closing the pool (at most 2 s)
     assert _lost("shutdown") - before == 100
@@ -201,7 +199,7 @@ def _feedback(comment: str) -> dict[str, object]:
 def test_nul_in_feedback_or_hook_instance_is_never_a_500(pg_dsn: str, tmp_path: Path) -> None:
     """Feedback with a NUL is stored (NUL as U+FFFD; before: 500); a hookInstance that is not a UUID, NUL
     or not, is a 400 with an OperationOutcome (before: 200, and its audit row took its batch down)."""
-    settings = Settings(auth="off", database_url=pg_dsn, state_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(auth="off", database_url=pg_dsn, state_dir=tmp_path, _env_file=None)
     with serve_service(settings) as base, httpx.Client(timeout=10) as http:
         r = http.post(f"{base}/cds-services/pml-plex-select/feedback", json=_feedback("declined\x00twice"))
         assert r.status_code == 200, r.text
