@@ -51,7 +51,9 @@ class UnusableValue:
     reported: str = ""  # the value as reported, e.g. "25 IU/mL" (FHIR text: escape before markdown)
     at: datetime | None = None
     source: str = ""
-    code: str = ""  # stable machine code of the reason, e.g. "unit-conflict", "specimen", "qualitative-no-limit"
+    code: str = (
+        ""  # stable machine code of the reason, e.g. "unit-conflict", "specimen", "qualitative-no-limit"
+    )
 
 
 @dataclass(frozen=True, slots=True)
