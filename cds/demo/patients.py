@@ -269,7 +269,11 @@ class _Builder:
     def natalizumab(
         self, last_dose_days: float, *, start_days: float = 3 * 365.25, stopped: bool = True
     ) -> None:
-        """Natalizumab q4w since `start_days`, last infusion `last_dose_days` ago (statement + request)."""
+        """Natalizumab q4w since `start_days`, last infusion `last_dose_days` ago.
+
+        The infusions are MedicationAdministration records (the last three, 28 days apart: what gives
+        the dose dates); the statement says the course and its end, and the standing order written at
+        the start is a MedicationRequest whose authoredOn is never a dose date."""
         timing = {"repeat": {"frequency": 1, "period": 4, "periodUnit": "wk"}}
         dose = [{"doseQuantity": {"value": 300, "unit": "mg", "system": UCUM, "code": "mg"}}]
         route = {
@@ -313,6 +317,22 @@ class _Builder:
                 ],
             }
         )
+        for days in (last_dose_days + 56, last_dose_days + 28, last_dose_days):
+            self._add(
+                {
+                    "resourceType": "MedicationAdministration",
+                    "id": self._id("ma"),
+                    "status": "completed",
+                    "medicationCodeableConcept": self._med("natalizumab", NATALIZUMAB_TEXT),
+                    "subject": self.subject,
+                    "effectivePeriod": {"start": self.at(days + 1 / 24), "end": self.at(days)},
+                    "dosage": {
+                        "text": "300 mg IV over 1 hour",
+                        "route": route,
+                        "dose": {"value": 300, "unit": "mg", "system": UCUM, "code": "mg"},
+                    },
+                }
+            )
 
     def statement(self, ingredient: str, text: str, start_days: float, status: str = "active") -> None:
         self._add(
