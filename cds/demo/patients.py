@@ -206,6 +206,35 @@ class _Builder:
         if note:
             res["note"] = [{"text": note}]
 
+    def _status(
+        self, kind: str, days: float, category: str, code: tuple[str, str], value: dict[str, Any]
+    ) -> None:
+        self._add(
+            {
+                "resourceType": "Observation",
+                "id": self._id(kind),
+                "status": "final",
+                "category": [{"coding": [{"system": CAT_SYSTEM, "code": category}]}],
+                "code": {"coding": [{"system": LOINC, "code": code[0], "display": code[1]}], "text": code[1]},
+                "subject": self.subject,
+                "effectiveDateTime": self.at(days),
+                **value,
+            }
+        )
+
+    def weight(self, days: float, kg: float) -> None:
+        """Body weight, LOINC 29463-7 (cited in cds/fhir_terms.py)."""
+        quantity = {"value": kg, "unit": "kg", "system": UCUM, "code": "kg"}
+        self._status("wt", days, "vital-signs", ("29463-7", "Body weight"), {"valueQuantity": quantity})
+
+    def pregnancy_status(self, days: float, pregnant: bool) -> None:
+        """Pregnancy status, LOINC 82810-3, answered with LOINC LA15173-0 / LA26683-5 (cds/fhir_terms.py)."""
+        answer = ("LA15173-0", "Pregnant") if pregnant else ("LA26683-5", "Not pregnant")
+        concept = {"coding": [{"system": LOINC, "code": answer[0], "display": answer[1]}], "text": answer[1]}
+        self._status(
+            "preg", days, "social-history", ("82810-3", "Pregnancy status"), {"valueCodeableConcept": concept}
+        )
+
     def lymphocytes(self, days: float, value: float, unit: str = "10*9/L") -> None:
         self._lab(
             "lym",
@@ -556,6 +585,8 @@ def _fingolimod(b: _Builder) -> None:
     b.pml(7, [(FRONTAL, "Right frontal lobe")], _FRONTAL_NOTE)
     b.natalizumab(30)
     b.statement("fingolimod", "Gilenya (fingolimod) 0.5 mg orally once daily", 6)
+    b.weight(6.3, 64.5)
+    b.pregnancy_status(6.2, pregnant=False)
     b.level(1, 22)
     b.plex_order(5)
 

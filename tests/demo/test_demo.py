@@ -279,9 +279,11 @@ def test_prefetch_holds_what_it_should(name: str) -> None:
     assert set(_ids(pf["medicationStatements"])) == by_type["MedicationStatement"]
     assert set(_ids(pf["medicationRequests"])) == by_type["MedicationRequest"]
     assert set(_ids(pf["medicationAdministrations"])) == by_type["MedicationAdministration"]
-    assert (
-        pf["patientStatus"]["total"] == 0
-    )  # no demo patient has a pregnancy, breastfeeding or weight record
+    assert set(_ids(pf["patientStatus"])) == {
+        r["id"]
+        for r in p.resources
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] in ("82810-3", "29463-7")
+    }
     assert set(_ids(pf["conditions"])) == by_type["Condition"]
     assert set(_ids(pf["procedures"])) == by_type["Procedure"]
     for key, value in pf.items():
