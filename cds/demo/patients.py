@@ -527,6 +527,7 @@ def _mid_course(b: _Builder) -> None:
     _common(b)
     b.pml(10, [(OCCIPITAL, "Right occipital lobe")], "Right occipital lesion, unilobar; no enhancement")
     b.natalizumab(18)
+    b.weight(7.3, 82.0)
     b.level(7.1, 32, "mg/L", note="Pre-session 1")
     b.plex_done(7, 5, 3)
     b.level(1, 4.8, "mg/L", note="Pre-session 4, 2 days after session 3")
