@@ -7,7 +7,7 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -669,3 +669,48 @@ async def test_prefetch_is_not_mutated(fake: FakeFhir) -> None:
     before = copy.deepcopy(prefetch)
     await load(fake, prefetch)
     assert prefetch == before
+
+
+# ---------------------------------------------------------------- issue 15: the patient and new keys
+
+
+async def test_absent_patient_is_read_from_the_server(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    del prefetch["patient"]
+    result = await load(fake, prefetch)
+    assert [r.url.path for r in fake.requests] == [f"/fhir/Patient/{PATIENT}"]
+    assert result.sources["patient"] == "fhir"
+    assert result.facts.patient.birth_date == date(1984, 2, 11)
+
+
+async def test_a_patient_that_cannot_be_read_is_named_not_412(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    del prefetch["patient"]
+    fake.override = lambda request: httpx.Response(
+        404, json={"resourceType": "OperationOutcome", "issue": []}
+    )
+    result = await load(fake, prefetch)
+    assert result.sources["patient"] == "error"
+    assert result.problems == ("the patient record could not be read from the FHIR server (HTTP 404)",)
+    assert result.facts.patient.birth_date is None
+
+
+async def test_a_patient_key_missing_without_server_access_is_named(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    del prefetch["patient"], prefetch["patientStatus"]
+    result = await load(fake, prefetch, token=None)
+    assert fake.requests == []
+    assert result.problems == (
+        "the patient record was not prefetched and the FHIR server could not be asked",
+        "pregnancy, breastfeeding and weight observations were not prefetched and the FHIR server could not be asked",
+    )
+
+
+async def test_administrations_alone_are_medications_read_no_412(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    for key in ("labs", "medicationStatements", "medicationRequests"):
+        del prefetch[key]
+    result = await load(fake, prefetch, token=None)
+    assert result.sources["medicationAdministrations"] == "prefetch"
+    assert [d.source for d in result.facts.doses] == ["MedicationAdministration/ma-ntz"]
+    assert result.exposure is True
