@@ -97,7 +97,6 @@ _VALUE_STRING = re.compile(
     rf"([0-9.][0-9.,]*(?:[{_SPACES}][0-9]{{3}}(?![0-9*^])[0-9.,]*)*)\s*(.*?)\s*$",
     re.DOTALL,
 )
-_ANY_DIGIT_START = re.compile(r"^\s*(?:<=|>=|<|>|≤|≥)?\s*-?\s*\d", re.UNICODE)
 
 
 def split_value_string(text: str) -> tuple[str | None, float, str] | Problem | None:
@@ -106,13 +105,11 @@ def split_value_string(text: str) -> tuple[str | None, float, str] | Problem | N
     None when the text does not start with a number (e.g. "Not detected"); a Problem when it does but
     the number cannot be read one way only.
     """
+    if other_script_digit(text):  # wherever it stands: never read, never taken for words
+        return Problem("number-format", f"the number in '{text.strip()}' uses digits other than 0-9")
     m = _VALUE_STRING.match(text)
     if m is None:
-        if _ANY_DIGIT_START.match(text) and other_script_digit(text):
-            return Problem("number-format", f"the number in '{text.strip()}' uses digits other than 0-9")
         return None
-    if other_script_digit(text):
-        return Problem("number-format", f"the number in '{text.strip()}' uses digits other than 0-9")
     number = parse_number(m.group(3))
     if isinstance(number, Problem):
         return number
@@ -142,8 +139,8 @@ def _human_mass_unit(text: str) -> str | Problem | None:
     if m := _LONG_FORM.fullmatch(t.lower()):
         code = f"{_LONG_PREFIX[m.group(1)]}/{'mL' if m.group(2) else 'L'}"
         return code if _units.to_ug_per_ml(1.0, code) is not None else None
-    for micro in ("µ", "μ"):  # micro sign, Greek mu
-        t = t.replace(micro, "u")
+    t = re.sub(r"[µμ](?=[A-Z])", "U", t)  # micro sign or Greek mu in an all-caps unit: "µG/ML"
+    t = re.sub(r"[µμ]", "u", t)
     t = re.sub(r"^mcg", "ug", t)
     t = re.sub(r"^MCG", "UG", t)
     num, sep, den = t.partition("/")

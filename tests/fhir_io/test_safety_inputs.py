@@ -286,6 +286,8 @@ def test_any_other_specimen_is_named_never_a_level(extra: dict[str, Any], code_t
         ("28 μg/mL", 28.0),
         ("28 mcg/mL", 28.0),
         ("28 UG/ML", 28.0),
+        ("28 µG/ML", 28.0),
+        ("28 ug/ml", 28.0),
         ("28 MG/L", 28.0),
         ("28000 NG/ML", 28.0),
     ],
@@ -328,6 +330,7 @@ def test_parse_number_refuses_what_reads_two_ways(token: str) -> None:
         ("12\u0665 ug/mL", "number-format"),
         ("\u0967\u0968 ug/mL", "number-format"),  # Devanagari digits
         ("12 Mg/L", "unit-ambiguous"),
+        ("12 nG/mL", "unit-ambiguous"),
         ("12", "no-unit"),
         ("12 IU/mL", "unit"),
     ],
