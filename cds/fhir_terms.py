@@ -304,8 +304,9 @@ def weight_kg(value: float, unit: str) -> float | None:
 
 
 # ---------------------------------------------------------------- units
-# cds/engine/units.py is the one source of truth for the factors; here only UCUM annotations
-# ({cells}) and percent units are handled.
+# cds/engine/units.py is the one unit converter; here only lymphocyte-count units (UCUM annotations
+# such as {cells}, and percent). Natalizumab levels: cds/fhir_values.py mass_concentration, which
+# decides which unit a Quantity names and converts with cds/engine/units.py.
 
 _ANNOTATION = re.compile(r"\{[^}]*\}")
 
@@ -317,12 +318,6 @@ def _strip_annotations(unit: str) -> str:
 
 def _norm_unit(unit: str) -> str:
     return _strip_annotations(unit).replace(" ", "").lower()
-
-
-def to_ug_per_ml(value: float, unit: str) -> float | None:
-    """A mass concentration as µg/mL (= mg/L = 1000 ng/mL); None for any other unit."""
-    factor = _mass_factor[unit]
-    return value * factor if factor is not None and math.isfinite(value) else None
 
 
 def to_10e9_per_l(value: float, unit: str) -> float | None:
@@ -340,10 +335,6 @@ def is_percent_unit(unit: str) -> bool:
 _CACHED_UNIT_LEN = 64
 
 
-def _mass_factor_uncached(unit: str) -> float | None:
-    return _engine_units.to_ug_per_ml(1.0, _strip_annotations(unit))
-
-
 def _count_factor_uncached(unit: str) -> float | None:
     if _percent_uncached(unit):
         return None
@@ -358,7 +349,6 @@ def _short_unit(unit: str) -> bool:
     return len(unit) <= _CACHED_UNIT_LEN
 
 
-_mass_factor: Memo[str, float | None] = Memo(_mass_factor_uncached, 256, admit=_short_unit)
 _count_factor: Memo[str, float | None] = Memo(_count_factor_uncached, 256, admit=_short_unit)
 _percent: Memo[str, bool] = Memo(_percent_uncached, 256, admit=_short_unit)
 
