@@ -1011,6 +1011,8 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context, _hi
         )
     )
     if record == "statement" and ingredient == "natalizumab" and status in _STATEMENT_GIVEN and when:
+        if when[0] > ctx.latest_dose:
+            return  # a statement's period may end in the future: a plan, not a dose
         dose_mg, interval = _dose_facts(m.get("dosage", ()))  # type: ignore[arg-type]
         _dose(when, dose_mg, interval, src, label, ctx)
 
@@ -1059,7 +1061,8 @@ def _dose(
     label: str,
     ctx: _Context,
 ) -> None:
-    """A natalizumab dose given at `when`; one dated in the future or only to the month is named, not used."""
+    """A natalizumab dose given at `when`; one dated in the future (an administration: a data error) or
+    only to the month is named, not used."""
     at, precision = when
     if at > ctx.latest_dose:
         ctx.acc.unusable.append(UnusableValue(_DOSE, "dated in the future", label, at, src, "future-date"))

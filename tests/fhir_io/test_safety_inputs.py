@@ -626,3 +626,15 @@ def test_the_latest_body_weight_is_used_and_a_wrong_unit_is_named() -> None:
     ).facts
     assert facts.patient.weight_kg == 72
     assert [(u.kind, u.source) for u in facts.unusable] == [("body weight", "Observation/w3")]
+
+
+def test_a_statement_whose_period_ends_in_the_future_is_a_plan_not_a_dose() -> None:
+    facts = parse(
+        medication_statement(
+            "plan",
+            rx("354770", "natalizumab"),
+            "active",
+            effectivePeriod={"start": day(100), "end": day(-60)},
+        )
+    ).facts
+    assert facts.doses == () and facts.unusable == ()
