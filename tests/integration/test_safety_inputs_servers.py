@@ -18,153 +18,27 @@ from cds.fhir_io import FhirReader, LoadResult, prefetch_templates
 from cds.settings import Settings
 from tests.integration.service_support import FHIR_TIMEOUTS_S
 from tests.support.fhir import FhirServer, load_resources, prefetch_from_server, run_suffix, with_id_suffix
+from tests.support.safety_records import PID, records
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-UCUM = "http://unitsofmeasure.org"
-LAB = "http://example.org/fhir/CodeSystem/local-lab"
-CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-PID = "safety-inputs"
-
-
-def at(days: float) -> str:
-    return (NOW - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _obs(
-    oid: str, days: float, code: dict[str, Any], category: str = "laboratory", **value: Any
-) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": f"{PID}-{oid}",
-        "status": "final",
-        "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
-        "code": code,
-        "subject": {"reference": f"Patient/{PID}"},
-        "effectiveDateTime": at(days),
-        **value,
-    }
-
-
-NTZ = {"coding": [{"system": LAB, "code": "NTZ-LVL", "display": "Natalizumab serum concentration"}]}
-TYSABRI = {
-    "coding": [{"system": RXNORM, "code": "354770", "display": "natalizumab"}],
-    "text": "Tysabri 300 mg IV",
-}
-
-
-def resources() -> list[dict[str, Any]]:
-    subject = {"reference": f"Patient/{PID}"}
-    return [
-        {"resourceType": "Patient", "id": PID, "gender": "female", "birthDate": "2009"},
-        # item 2: a JC virus index that names Tysabri; an explicit anti-drug antibody result
-        _obs("jcv", 9, {"text": "JC virus antibody index (Tysabri monitoring)"}, valueString="positive"),
-        _obs(
-            "ada",
-            8,
-            {"coding": [{"system": LOINC, "code": "58012-6"}], "text": "Natalizumab Antibodies"},
-            valueString="negative",
-        ),
-        # item 4: a CSF result
-        _obs(
-            "csf",
-            7,
-            {"text": "Natalizumab, CSF"},
-            valueQuantity={"value": 0.2, "unit": "ug/mL", "system": UCUM, "code": "ug/mL"},
-        ),
-        # item 5: grouping comma, unit conflict
-        _obs("comma", 6, NTZ, valueString="12,500 ng/mL"),
-        _obs(
-            "conflict",
-            5.5,
-            NTZ,
-            valueQuantity={"value": 28, "unit": "ug/mL", "system": UCUM, "code": "ng/mL"},
-        ),
-        # item 6: not detected with a referenceRange
-        _obs(
-            "nd",
-            1,
-            NTZ,
-            valueString="Not detected",
-            referenceRange=[{"high": {"value": 0.5, "unit": "ug/mL", "system": UCUM, "code": "ug/mL"}}],
-        ),
-        # item 14 (input): two results at one time
-        _obs("same-a", 3, NTZ, valueQuantity={"value": 9, "unit": "ug/mL", "system": UCUM, "code": "ug/mL"}),
-        {
-            **_obs(
-                "same-b",
-                3,
-                NTZ,
-                valueQuantity={"value": 0.9, "unit": "ug/mL", "system": UCUM, "code": "ug/mL"},
-            ),
-        },
-        # item 3: a 3-year-old standing order, and the infusions actually given
-        {
-            "resourceType": "MedicationRequest",
-            "id": f"{PID}-order",
-            "status": "active",
-            "intent": "order",
-            "medicationCodeableConcept": TYSABRI,
-            "subject": subject,
-            "authoredOn": at(3 * 365),
-        },
-        {
-            "resourceType": "MedicationAdministration",
-            "id": f"{PID}-given",
-            "status": "completed",
-            "medicationCodeableConcept": TYSABRI,
-            "subject": subject,
-            "effectiveDateTime": (NOW - timedelta(days=20)).date().isoformat(),  # item 8: day only
-            "dosage": {"dose": {"value": 300, "unit": "mg", "system": UCUM, "code": "mg"}},
-        },
-        {
-            "resourceType": "MedicationAdministration",
-            "id": f"{PID}-not-given",
-            "status": "not-done",
-            "medicationCodeableConcept": TYSABRI,
-            "subject": subject,
-            "effectiveDateTime": at(2),
-        },
-        # item 8: a session with its period
-        {
-            "resourceType": "Procedure",
-            "id": f"{PID}-plex",
-            "status": "completed",
-            "code": {"text": "Therapeutic plasma exchange"},
-            "subject": subject,
-            "performedPeriod": {"start": at(4), "end": at(3.9)},
-        },
-        # item 15: pregnancy status and weight
-        _obs(
-            "preg",
-            2,
-            {"coding": [{"system": LOINC, "code": "82810-3", "display": "Pregnancy status"}]},
-            "social-history",
-            valueCodeableConcept={"coding": [{"system": LOINC, "code": "LA15173-0", "display": "Pregnant"}]},
-        ),
-        _obs(
-            "weight",
-            2.5,
-            {"coding": [{"system": LOINC, "code": "29463-7", "display": "Body weight"}]},
-            "vital-signs",
-            valueQuantity={"value": 110, "unit": "lbs", "system": UCUM, "code": "[lb_av]"},
-        ),
-    ]
 
 
 @pytest.fixture(scope="module")
 def stored(fhir_server: FhirServer) -> tuple[FhirServer, str]:
     suffix = run_suffix("safety")
-    load_resources(fhir_server, with_id_suffix(resources(), suffix))
+    load_resources(fhir_server, with_id_suffix(records(NOW), suffix))
     return fhir_server, PID + suffix
 
 
 def _settings(server: FhirServer) -> Settings:
     timeout_s, deadline_s = FHIR_TIMEOUTS_S.get(server.kind, FHIR_TIMEOUTS_S["default"])
     return Settings(
-        _env_file=None, auth="off", fhir_timeout_s=timeout_s, fhir_deadline_s=deadline_s, cache_ttl_s=0
+        _env_file=None,
+        auth="off",
+        fhir_timeout_s=timeout_s,
+        fhir_deadline_s=deadline_s,
+        cache_ttl_s=0,
+        allow_open_fhir=not server.token,  # a sandbox without a token of ours
     )
 
 
