@@ -459,12 +459,12 @@ def _observation_kind_uncached(
     for wanted, kind in _STATUS_KINDS:
         if terms.codes_match(codes, wanted):
             return kind
+    if terms.is_unclear_antibody(codes, text):
+        return "unclear-antibody"
     if terms.is_jc_virus_result(codes, text):
         return None
     if terms.is_natalizumab_antibody(codes, text):
         return "antibody"
-    if terms.is_unclear_antibody(codes, text):
-        return "unclear-antibody"
     if terms.is_natalizumab_level(codes, text, level_codes):
         return "level"
     return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None

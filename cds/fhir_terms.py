@@ -161,21 +161,30 @@ def is_natalizumab_level(codes: tuple[Coding, ...], text: str, level_codes: froz
     return bool(_NATALIZUMAB_TEXT.search(text)) and not _ANTIBODY_TEXT.search(text)
 
 
+def _anti_drug_wording(text: str) -> bool:
+    if _ANTI_DRUG_TEXT.search(text):
+        return True
+    return bool(_ANTI_DRUG_GENERIC.search(text)) and bool(_NATALIZUMAB_TEXT.search(text))
+
+
 def is_natalizumab_antibody(codes: tuple[Coding, ...], text: str) -> bool:
     """LOINC 58012-6, or explicit anti-natalizumab / anti-drug wording; never a JC virus result."""
     if codes_match(codes, NATALIZUMAB_ANTIBODY_CODES):
         return True
     if is_jc_virus_result(codes, text):
         return False
-    if _ANTI_DRUG_TEXT.search(text):
-        return True
-    return bool(_ANTI_DRUG_GENERIC.search(text)) and bool(_NATALIZUMAB_TEXT.search(text))
+    return _anti_drug_wording(text)
 
 
 def is_unclear_antibody(codes: tuple[Coding, ...], text: str) -> bool:
-    """Names natalizumab and an antibody but is neither an anti-drug antibody test nor a JCV result:
-    named on the card as not used, never read as a level or as antibodies."""
-    if is_jc_virus_result(codes, text) or is_natalizumab_antibody(codes, text):
+    """Named on the card as not used, never read as a level or as antibodies: a result that names
+    natalizumab and an antibody but is not an anti-drug antibody test, or one that names both JC virus
+    and anti-natalizumab antibodies (which of the two it is cannot be told)."""
+    if codes_match(codes, NATALIZUMAB_ANTIBODY_CODES):
+        return False
+    if is_jc_virus_result(codes, text):
+        return _anti_drug_wording(text)
+    if _anti_drug_wording(text):
         return False
     return bool(_NATALIZUMAB_TEXT.search(text)) and bool(_ANTIBODY_TEXT.search(text))
 

@@ -85,10 +85,16 @@ def test_antibody_code_58012_6_is_an_antibody_result_whatever_its_text() -> None
     assert [a.positive for a in facts.antibodies] == [False]
 
 
-def test_an_antibody_that_is_not_clearly_anti_drug_is_named_not_used() -> None:
-    facts = parse(
-        observation("x", {"text": "Antibody panel (on Tysabri)"}, day(2), valueString="positive")
-    ).facts
+@pytest.mark.parametrize(
+    "code",
+    [
+        {"text": "Antibody panel (on Tysabri)"},
+        {"text": "Anti-natalizumab antibodies / JCV index"},
+        {"coding": [{"system": LOINC, "code": "100977-8"}], "text": "Anti-natalizumab antibodies"},
+    ],
+)
+def test_an_antibody_that_is_not_clearly_anti_drug_is_named_not_used(code: dict[str, Any]) -> None:
+    facts = parse(observation("x", code, day(2), valueString="positive")).facts
     assert facts.antibodies == () and facts.levels == ()
     (u,) = facts.unusable
     assert (u.kind, u.code) == ("natalizumab antibody result", "antibody-unclear")
