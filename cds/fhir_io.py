@@ -29,13 +29,15 @@ non-completed procedures are left out.
 Decisions: a MedicationStatement is active when `active`, `intended` or `on-hold`; a
 MedicationRequest when `active` or `on-hold` (a `draft` on the server is not yet a treatment); a
 MedicationAdministration when `in-progress` or `on-hold`. A natalizumab dose (NatalizumabDose) comes
-only from what says a dose was given: a MedicationAdministration that was started (`completed`,
-`in-progress`, `on-hold`, `stopped`: drug may be in the blood; never `not-done`, `entered-in-error`
-or `unknown`), dated effectiveDateTime, else effectivePeriod.end, else its start; or a
+only from what says a dose was or may have been given: a MedicationAdministration `completed`,
+`in-progress`, `on-hold`, `stopped` or `unknown` (drug may be in the blood: a dose taken for given is
+the cautious error, as a level drawn before it no longer counts as drawn after the last dose; never
+`not-done` or `entered-in-error`), dated effectiveDateTime, else effectivePeriod.end, else its start; or a
 MedicationStatement (active/completed/stopped/on-hold) dated effectiveDateTime or effectivePeriod.end
 (never a period start or dateAsserted). A MedicationRequest is an order: its authoredOn is when it was
 written, so it becomes MedicationUse(record="request", last_date=authoredOn) and never a dose. A dose
-dated in the future, or only to the month or year, is not a dose (the latter is named as unusable).
+dated only to the month or year is named as unusable; so is an administration dated in the future (a
+statement's period may end in the future: a plan, not a dose).
 
 Laboratory values (cds/fhir_values.py has the rules): a natalizumab level counts only from serum,
 plasma or an unstated specimen; its number is read with grouping separators and decimal commas told
@@ -376,9 +378,9 @@ _STATEMENT_ACTIVE = frozenset({"active", "intended", "on-hold"})
 _REQUEST_ACTIVE = frozenset({"active", "on-hold"})
 _ADMINISTRATION_ACTIVE = frozenset({"in-progress", "on-hold"})
 _STATEMENT_GIVEN = frozenset({"active", "completed", "stopped", "on-hold"})
-# an administration that was started: some drug may be in the blood (R4 `stopped` = halted before
-# all of it occurred); `not-done` never started, `unknown` says nothing
-_ADMINISTRATION_GIVEN = frozenset({"completed", "in-progress", "on-hold", "stopped"})
+# an administration that was or may have been started: some drug may be in the blood (R4 `stopped` =
+# halted before all of it occurred; `unknown` = the status is not known); only `not-done` says no drug
+_ADMINISTRATION_GIVEN = frozenset({"completed", "in-progress", "on-hold", "stopped", "unknown"})
 _CONDITION_INACTIVE = frozenset({"inactive", "remission", "resolved"})
 _CONDITION_EXCLUDED = frozenset({"refuted", "entered-in-error"})
 _LEVEL = "natalizumab level"

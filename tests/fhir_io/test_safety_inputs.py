@@ -148,7 +148,15 @@ def test_a_completed_administration_is_a_dose_dated_by_its_end() -> None:
 
 @pytest.mark.parametrize(
     ("status", "dose"),
-    [("completed", True), ("in-progress", True), ("not-done", False), ("entered-in-error", False)],
+    [
+        ("completed", True),
+        ("in-progress", True),
+        ("on-hold", True),
+        ("stopped", True),  # halted before all of it was given: some drug may be in the blood
+        ("unknown", True),  # the cautious reading: a level drawn before it is not "after the last dose"
+        ("not-done", False),
+        ("entered-in-error", False),
+    ],
 )
 def test_administration_status_decides_whether_a_dose_was_given(status: str, dose: bool) -> None:
     facts = parse(administration("a", status, effectiveDateTime=day(5))).facts
