@@ -33,7 +33,7 @@ only from what says a dose was or may have been given: a MedicationAdministratio
 `in-progress`, `on-hold`, `stopped` or `unknown` (drug may be in the blood: a dose taken for given is
 the cautious error, as a level drawn before it no longer counts as drawn after the last dose; never
 `not-done` or `entered-in-error`), dated effectiveDateTime, else effectivePeriod.end, else its start; or a
-MedicationStatement (active/completed/stopped/on-hold) dated effectiveDateTime or effectivePeriod.end
+MedicationStatement (active/completed/stopped/on-hold/unknown) dated effectiveDateTime or effectivePeriod.end
 (never a period start or dateAsserted). A MedicationRequest is an order: its authoredOn is when it was
 written, so it becomes MedicationUse(record="request", last_date=authoredOn) and never a dose. A dose
 dated only to the month or year is named as unusable; so is an administration dated in the future (a
@@ -377,7 +377,9 @@ _WEIGHT_KG_RANGE = (0.5, 500.0)  # outside: a unit or typing error, named rather
 _STATEMENT_ACTIVE = frozenset({"active", "intended", "on-hold"})
 _REQUEST_ACTIVE = frozenset({"active", "on-hold"})
 _ADMINISTRATION_ACTIVE = frozenset({"in-progress", "on-hold"})
-_STATEMENT_GIVEN = frozenset({"active", "completed", "stopped", "on-hold"})
+# a statement of a dose that was or may have been taken (`unknown`: the cautious reading, as for
+# administrations); never `intended` (a plan), `not-taken` or `entered-in-error`
+_STATEMENT_GIVEN = frozenset({"active", "completed", "stopped", "on-hold", "unknown"})
 # an administration that was or may have been started: some drug may be in the blood (R4 `stopped` =
 # halted before all of it occurred; `unknown` = the status is not known); only `not-done` says no drug
 _ADMINISTRATION_GIVEN = frozenset({"completed", "in-progress", "on-hold", "stopped", "unknown"})

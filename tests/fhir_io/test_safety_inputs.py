@@ -652,3 +652,14 @@ def test_a_statement_whose_period_ends_in_the_future_is_a_plan_not_a_dose() -> N
         )
     ).facts
     assert facts.doses == () and facts.unusable == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "dose"),
+    [("completed", True), ("unknown", True), ("intended", False), ("not-taken", False)],
+)
+def test_statement_status_decides_whether_its_date_is_a_dose(status: str, dose: bool) -> None:
+    facts = parse(
+        medication_statement("s", rx("354770", "natalizumab"), status, effectiveDateTime=day(9))
+    ).facts
+    assert bool(facts.doses) is dose
