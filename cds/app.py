@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 import cds
@@ -80,6 +81,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 401:
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if exc.status_code == 404 and (location := _slash_redirect(app, request)) is not None:
+            return Response(status_code=307, headers={"Location": location})
         text = exc.detail if isinstance(exc.detail, str) else "request failed"
         resp = _outcome(
             exc.status_code, _HTTP_ISSUE.get(exc.status_code, "processing"), text, f"http-{exc.status_code}"
@@ -97,7 +100,29 @@ def _install_error_handlers(app: FastAPI) -> None:
             _hook_instance(request),
             exc_info=exc,
         )
-        return _outcome(500, "exception", "internal error", "internal")
+        response = _outcome(500, "exception", "internal error", "internal")
+        # Starlette re-raises after this response and uvicorn then closes the connection: say so, or a
+        # keep-alive client sends its next request into a closed socket (a read error, issue 18).
+        response.headers["Connection"] = "close"
+        return response
+
+
+def _slash_redirect(app: FastAPI, request: Request) -> str | None:
+    """`/cds-services/` -> `/cds-services`: a path-only Location, never built from the Host header.
+
+    Starlette's own trailing-slash redirect (off here) writes an absolute URL from the Host header, so
+    `Host: evil.example` sent the EHR elsewhere. Only a path that one of our routes serves, without
+    its trailing slash, is redirected; `//host/` is never (a Location of `//host` leaves the site).
+    """
+    path = request.url.path
+    if len(path) < 2 or not path.endswith("/") or path.startswith("//"):
+        return None
+    target = path.rstrip("/")
+    scope = {**request.scope, "path": target}
+    if not target or not any(route.matches(scope)[0] != Match.NONE for route in app.router.routes):
+        return None
+    query = request.url.query
+    return target + (f"?{query}" if query else "")
 
 
 def _hook_instance(request: Request) -> str:
@@ -284,7 +309,7 @@ def _chart_store(app: FastAPI, settings: Settings) -> None:
         from cds.views.charts import open_chart_store
     except ImportError:
         return
-    app.state.chart_store = open_chart_store(settings, ttl_s=900, max_entries=2048)
+    app.state.chart_store = open_chart_store(settings, ttl_s=900, max_entries=settings.chart_max_entries)
 
 
 def _demo_routes(app: FastAPI) -> None:
@@ -355,8 +380,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "IRIS risk, rebound-safe DMT)."
         ),
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs" if settings.api_docs else None,  # CDS_API_DOCS: off unless asked for
+        openapi_url="/openapi.json" if settings.api_docs else None,
         redoc_url=None,
+        redirect_slashes=False,  # its redirect reflects the Host header; _slash_redirect is path-only
     )
     _install_error_handlers(app)
     app.add_middleware(HookFastPath, fastapi_app=app)  # added first: runs inside the edge layer

@@ -2,8 +2,10 @@
 
 CONTRACT (signatures are fixed):
     Authenticator(settings, http).check(request, endpoint_url) -> Claims | None
-        raises cds.errors.Unauthorized on any failure (the response is a bare 401; the reason
-        goes to the log, never the token). With settings.auth == "off" it returns None.
+        raises cds.errors.Unauthorized on any failure of the token (the response is a bare 401; the
+        reason goes to the log, never the token), cds.errors.ReplayStoreUnavailable (503) when the jti
+        store cannot answer (a fault of ours, not the EHR's credentials). With settings.auth == "off"
+        it returns None.
     validate_startup(settings) -> None
         raises RuntimeError when the trust configuration cannot work (CDS_AUTH=jwt with no issuer,
         an issuer without keys, an unreadable JWKS file, plain-http key or FHIR URLs off loopback);
@@ -13,8 +15,9 @@ What a token must satisfy (https://cds-hooks.hl7.org/2.0/#trusting-cds-clients a
   * `Authorization: Bearer <JWT>`;
   * header `alg` in ES384, RS384, ES256, RS256 (never `none` or HMAC), `kid` present, `typ` JWT if sent;
   * `iss` in CDS_JWT_ISSUERS; a `jku` header, if sent, in that issuer's `allowed_jku` (its `jwks_url`
-    counts as allowed) and the keys are then fetched from that `jku`; otherwise the issuer's `jwks`
-    inline, `jwks_file`, then `jwks_url`;
+    counts as allowed); the `kid` is looked up first in the issuer's pinned keys (`jwks` inline,
+    `jwks_file`), with no network (air-gapped sites pin the keys of an EHR that always sends `jku`),
+    then fetched from that `jku`; without `jku`: pinned keys, then `jwks_url`;
   * `aud` equal to `endpoint_url` (string, or an array that contains it); `endpoint_url` is built by
     the routes from CDS_PUBLIC_BASE_URL, never from the Host header;
   * `exp`, `iat`, `nbf` checked with CDS_JWT_CLOCK_SKEW_S leeway; `exp - iat` at most
@@ -40,7 +43,7 @@ import httpx
 import jwt
 from cachetools import TTLCache
 
-from cds.errors import Unauthorized
+from cds.errors import ReplayStoreUnavailable, Unauthorized
 from cds.outbound import is_loopback_host, validate_allowlist
 from cds.replay import ReplayStore, open_replay_store
 from cds.settings import IssuerConfig, Settings
@@ -231,6 +234,8 @@ class Authenticator:
         except _Reject as reason:
             log.warning("jwt rejected", extra={"reason": str(reason), "endpoint": endpoint_url, **context})
             raise Unauthorized(str(reason)) from None
+        except ReplayStoreUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
             log.error(
                 "jwt check failed", extra={"error": type(exc).__name__, "endpoint": endpoint_url, **context}
@@ -295,9 +300,17 @@ class Authenticator:
         if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI_CHARS:
             raise _Reject("jti missing or invalid")
         context["jti"] = jti
-        if not await self.replay.first_use(iss, jti, int(exp) + skew):
+        if not await self._first_use(iss, jti, int(exp) + skew, context):
             raise _Reject("jti replayed")
         return Claims(iss=iss, jti=jti, tenant=tenant)
+
+    async def _first_use(self, iss: str, jti: str, expires_at: int, context: dict[str, Any]) -> bool:
+        """The replay store's answer; its failure (Redis down, full) is a 503, never a 401."""
+        try:
+            return await self.replay.first_use(iss, jti, expires_at)
+        except Exception as exc:  # noqa: BLE001 - any store error: we cannot tell, and it is our fault
+            log.error("jti replay store unavailable", extra={"error": type(exc).__name__, **context})
+            raise ReplayStoreUnavailable() from None
 
     async def _key(self, cfg: IssuerConfig, iss: str, header: dict[str, Any], kid: str) -> jwt.PyJWK:
         jku = header.get("jku")
@@ -305,13 +318,13 @@ class Authenticator:
             allowed = set(cfg.allowed_jku) | ({cfg.jwks_url} if cfg.jwks_url else set())
             if not isinstance(jku, str) or jku not in allowed:
                 raise _Reject("jku not allowlisted")
+        if iss not in self._static:
+            self._static[iss] = _static_keys(cfg)
+        found = self._static[iss].get(kid)  # a pinned key needs no network, jku or not
+        if found is None and jku is not None:
             found = await self.jwks.key(jku, kid)
-        else:
-            if iss not in self._static:
-                self._static[iss] = _static_keys(cfg)
-            found = self._static[iss].get(kid)
-            if found is None and cfg.jwks_url:
-                found = await self.jwks.key(cfg.jwks_url, kid)
+        elif found is None and cfg.jwks_url:
+            found = await self.jwks.key(cfg.jwks_url, kid)
         if found is None:
             raise _Reject("unknown kid")
         return found

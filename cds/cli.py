@@ -2,39 +2,82 @@
 
 TCP_NODELAY: uvicorn's multi-worker mode hands each worker a socket rebuilt from a file descriptor,
 whose `proto` is 0, so asyncio no longer sets TCP_NODELAY on accepted connections (uvicorn #3149; a
-44 ms p50 was measured here). We therefore serve with `NoDelayHTTP`, uvicorn's own HTTP protocol with
-one addition: it sets TCP_NODELAY on every accepted socket in `connection_made`. That works the same
-with one worker or many, whatever created the listening socket, and needs no process manager.
+44 ms p50 was measured here). We therefore serve with `EdgeHTTP`, uvicorn's own HTTP protocol with
+additions: it sets TCP_NODELAY on every accepted socket in `connection_made`, and it bounds what a
+client may hold (issue 18):
+  * the request head (request line and headers) to CDS_MAX_HEADER_BYTES: beyond it 431 and close
+    (4 sockets each sending a 64 MB header took RSS from 94 to 410 MB; httptools keeps a header whole);
+  * the time to send the head to CDS_HEADER_TIMEOUT_S from its first byte (or from the connection),
+    and the body to CDS_BODY_TIMEOUT_S after the head: beyond it the connection is closed (200
+    slowloris sockets were held for 45 s). Idle keep-alive connections keep uvicorn's own timeout.
+It hooks the parser callbacks `on_headers_complete` / `on_message_complete` of uvicorn's httptools
+protocol (the httptools callback interface) and counts head bytes before they reach the parser.
 
-Several workers: uvicorn's supervisor hands every worker the same listening socket, and on Linux the
-worker that happens to be awake takes nearly every connection (one worker took 97-100% of the CPU in
-bench/results.md). `ReusePortMultiprocess` keeps uvicorn's supervisor (health checks, restarts, signals)
-but gives each worker its own `SO_REUSEPORT` listening socket on the same address, so the kernel
-spreads connections across workers. The parent closes its copy once the worker has it.
+Several workers: `Supervisor` starts each worker with its own `SO_REUSEPORT` listening socket on the
+same address, so the kernel spreads connections across workers (uvicorn's shared socket let one worker
+take 97-100% of the CPU, bench/results.md), restarts a worker that dies, and stops them all on SIGTERM
+or SIGINT. Public APIs only: multiprocessing, uvicorn.Config and uvicorn.Server.run(sockets).
+  * A worker exits when the supervisor dies (Linux PR_SET_PDEATHSIG, and a parent-pid check every
+    second elsewhere): after a SIGKILL of the supervisor its workers used to keep serving.
+  * The supervisor refuses to start when anything already listens on the port (e.g. an older
+    generation's workers): with SO_REUSEPORT a new generation used to share the port silently, and
+    119 of 200 requests were answered by the old one with the old settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import functools
 import logging
+import multiprocessing
+import os
+import signal
 import socket
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
-from uvicorn.supervisors import Multiprocess
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # httptools: a dependency
 
 log = logging.getLogger("cds.cli")
 
 
-class NoDelayHTTP(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-    """uvicorn's HTTP protocol (httptools or h11, as uvicorn picks) with TCP_NODELAY on each connection."""
+def _raw_response(status: bytes, text: bytes) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection (sent before any ASGI cycle exists)."""
+    return (
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: "
+        + str(len(text)).encode()
+        + b"\r\nconnection: close\r\n\r\n"
+        + text
+    )
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        set_nodelay(transport)
-        super().connection_made(transport)
+
+_TOO_LARGE = _raw_response(b"431 Request Header Fields Too Large", b"request head too large\n")
+_TOO_SLOW = _raw_response(b"408 Request Timeout", b"request head not received in time\n")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int | None
+
+
+@functools.cache
+def edge_limits() -> EdgeLimits:
+    """From the settings, once per process (every worker reads its own environment)."""
+    from cds.settings import Settings
+
+    s = Settings()
+    return EdgeLimits(s.max_header_bytes, s.header_timeout_s, s.body_timeout_s, s.max_connections)
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -45,6 +88,75 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+class EdgeHTTP(HttpToolsProtocol):
+    """uvicorn's httptools protocol with TCP_NODELAY, a bounded request head and read deadlines.
+
+    State per connection: `_in_head` (the bytes arriving belong to a request head), `_head_bytes`
+    counted so far (the last 3 bytes kept to find a CRLFCRLF split across reads), one timer.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        set_nodelay(transport)
+        super().connection_made(transport)
+        self._limits = edge_limits()
+        self._in_head = True
+        self._head_bytes = 0
+        self._tail = b""
+        self._deadline: asyncio.TimerHandle | None = None
+        self._arm(self._limits.header_timeout_s)  # a connection that never says anything
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            if self._deadline is None:
+                self._arm(self._limits.header_timeout_s)  # the first byte of a new head
+            seen = self._tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end + 4 - len(self._tail)
+            self._tail = seen[-3:]
+            if self._head_bytes > self._limits.max_header_bytes:
+                self._refuse(_TOO_LARGE)
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._arm(self._limits.body_timeout_s)  # the body, if any, within this
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()  # the request is in; the app's time is not bounded here
+        self._in_head, self._head_bytes, self._tail = True, 0, b""
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = asyncio.get_running_loop().call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        # in a head nothing has been answered yet: say 408; in a body the app may be answering
+        self._refuse(_TOO_SLOW if self._in_head else b"")
+
+    def _refuse(self, response: bytes) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            if response:
+                self.transport.write(response)
+            self.transport.close()
+
+
+NoDelayHTTP = EdgeHTTP  # its former name (bench/ and tests import it)
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -62,65 +174,110 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class ReusePortMultiprocess(Multiprocess):
-    """uvicorn's Multiprocess supervisor, but every worker it starts gets a fresh SO_REUSEPORT socket.
+def claim_port(host: str, port: int) -> int:
+    """The port (port 0: a free one), after checking that nothing listens there, SO_REUSEPORT or not.
 
-    uvicorn builds each worker as `Process(self.config, self.sockets)` (at start, on restart, on a
-    dead worker, on SIGTTIN), so `sockets` is a property that binds a new socket per read; after each
-    supervisor step the parent closes the sockets it handed out (the started worker holds its own fd),
-    so no listening socket is left in the parent where the kernel would queue connections nobody takes.
-    """
+    A socket without SO_REUSEPORT cannot bind where any socket listens, so this bind fails while an
+    older generation's workers still hold the port; closed again before the workers bind theirs."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family=family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
 
-    def __init__(self, config: Any, host: str, port: int) -> None:
-        self._host = host
-        self._port = port
-        self._handed_out: list[socket.socket] = []
-        super().__init__(config, sockets=[])
 
-    @property
-    def sockets(self) -> list[socket.socket]:
-        sock = reuseport_socket(self._host, self._port)
-        self._port = sock.getsockname()[1]  # port 0: every worker on the port the first one got
-        self._handed_out.append(sock)
-        return [sock]
+_PR_SET_PDEATHSIG = 1
 
-    @sockets.setter
-    def sockets(self, value: list[socket.socket]) -> None:
-        pass  # one socket per worker, made on demand
 
-    def _close_handed_out(self) -> None:
-        while self._handed_out:
-            self._handed_out.pop().close()
-
-    def init_processes(self) -> None:
+def exit_with_parent(parent: int) -> None:
+    """SIGTERM this process (uvicorn's graceful exit) when `parent` is no longer its parent."""
+    if sys.platform.startswith("linux"):
         try:
-            super().init_processes()
-        finally:
-            self._close_handed_out()
-        log.info(
-            "%d workers listening on %s:%d, one SO_REUSEPORT socket each",
-            self.processes_num,
-            self._host,
-            self._port,
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the check below still runs
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(1.0)
+
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+    threading.Thread(target=watch, name="cds-parent-watch", daemon=True).start()
+
+
+def _worker(config: Any, host: str, port: int, parent: int) -> None:
+    """One worker process: its own SO_REUSEPORT socket, the app, until SIGTERM or its parent's death."""
+    import uvicorn
+
+    exit_with_parent(parent)
+    config.configure_logging()
+    sock = reuseport_socket(host, port)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+_STARTUP_FAILURE = 3  # uvicorn.Server exits with it when the app or the socket cannot start
+
+
+class Supervisor:
+    """`workers` processes serving `config`'s app on host:port; a worker that dies is restarted."""
+
+    def __init__(self, config: Any, host: str, port: int, workers: int, stop_timeout_s: float = 30.0) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self.stop_timeout_s = stop_timeout_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stop = threading.Event()
+
+    def _start(self) -> Any:
+        proc = self._ctx.Process(
+            target=_worker, args=(self.config, self.host, self.port, os.getpid()), name="cds-worker"
         )
+        proc.start()
+        return proc
 
-    def keep_subprocess_alive(self) -> None:
-        try:
-            super().keep_subprocess_alive()
-        finally:
-            self._close_handed_out()
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop.set()
 
-    def restart_all(self) -> None:
+    def run(self) -> int:
+        """Raises OSError when the port is taken (by anything, an older generation included)."""
+        self.port = claim_port(self.host, self.port)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        procs = [self._start() for _ in range(self.workers)]
+        log.info(
+            "%d workers listening on %s:%d, one SO_REUSEPORT socket each", self.workers, self.host, self.port
+        )
         try:
-            super().restart_all()
+            while not self._stop.wait(0.5):
+                for i, proc in enumerate(procs):
+                    if proc.is_alive():
+                        continue
+                    if proc.exitcode == _STARTUP_FAILURE:
+                        log.error("worker %s could not start; stopping", proc.pid)
+                        return 1
+                    log.warning("worker %s exited with %s; starting another", proc.pid, proc.exitcode)
+                    procs[i] = self._start()
         finally:
-            self._close_handed_out()
+            self._stop_all(procs)
+        return 0
 
-    def handle_ttin(self) -> None:
-        try:
-            super().handle_ttin()
-        finally:
-            self._close_handed_out()
+    def _stop_all(self, procs: list[Any]) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -137,6 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         validate_startup(settings)  # create_app checks again in each worker; say why here, once, cleanly
+        check_replay_store(settings, workers)
     except RuntimeError as exc:
         print(f"cds serve: refusing to start: {exc}", file=sys.stderr)
         return 2
@@ -148,6 +306,18 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
+def check_replay_store(settings: Any, workers: int) -> None:
+    """JWT on and several workers need one jti store they all see (Redis); refuse to start without it.
+
+    Each worker's in-memory store knows only the tokens that worker saw, so a replay sent to another
+    worker was accepted (19 of 20 replays with 2 workers, issue 18)."""
+    if settings.auth == "jwt" and workers > 1 and not settings.redis_url:
+        raise RuntimeError(
+            f"CDS_AUTH=jwt with {workers} workers needs a shared jti replay store: set CDS_REDIS_URL "
+            "(or CDS_WORKERS=1); per-worker memory would accept a token replayed to another worker"
+        )
+
+
 def run_server(factory: str, *, host: str, port: int, workers: int, log_level: str) -> int:
     """Serve the app that `factory` ("module:function") builds, one per worker, as `cds serve` does.
 
@@ -157,27 +327,32 @@ def run_server(factory: str, *, host: str, port: int, workers: int, log_level: s
 
     from cds.log import logging_config
 
+    limits = edge_limits()
     options: dict[str, Any] = {
         "factory": True,
         "host": host,
         "port": port,
-        "workers": workers,
-        "http": NoDelayHTTP,
+        "http": EdgeHTTP,
         "log_level": log_level.lower(),
         "log_config": logging_config(log_level),
         "access_log": False,
         "proxy_headers": False,
         "server_header": False,
+        "h11_max_incomplete_event_size": limits.max_header_bytes,  # if uvicorn ever serves with h11
+        "limit_concurrency": limits.max_connections,
     }
     if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
         config = uvicorn.Config(factory, **options)
         try:
-            ReusePortMultiprocess(config, host, port).run()
+            return Supervisor(config, host, port, workers).run()
         except OSError as exc:
-            print(f"cds serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+            print(
+                f"cds serve: cannot listen on {host}:{port}: {exc} (another process, perhaps an older "
+                "cds serve's workers, holds it)",
+                file=sys.stderr,
+            )
             return 3
-        return 0
-    uvicorn.run(factory, **options)
+    uvicorn.run(factory, workers=workers, **options)
     return 0
 
 

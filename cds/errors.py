@@ -8,6 +8,7 @@
   x UnknownService                404  no service with that id
   x DataUnavailable               412  neither prefetch nor the FHIR server gave what we need
     · FhirServerNotAllowed             fhirServer is not on the allowlist (no request is sent)
+  x ReplayStoreUnavailable        503  the jti replay store (Redis) cannot answer: our fault, not the EHR's
 Each class sets status_code and issue_code; each instance a stable `code`.
 "Cannot compute" is an engine result rendered as a card, never an HTTP error.
 """
@@ -84,6 +85,16 @@ class DataUnavailable(CdsError):
 class FhirServerNotAllowed(DataUnavailable):
     def __init__(self, message: str = "fhirServer is not on this service's allowlist") -> None:
         super().__init__(message, code="fhir-server-not-allowed")
+
+
+class ReplayStoreUnavailable(CdsError):
+    """The token may be fine, but whether its jti was seen cannot be told: refuse it as a fault of ours."""
+
+    status_code = 503
+    issue_code = "transient"
+
+    def __init__(self, message: str = "the service cannot check tokens right now; try again") -> None:
+        super().__init__(message, code="replay-store-unavailable")
 
 
 def to_operation_outcome(exc: CdsError) -> dict[str, Any]:

@@ -111,6 +111,7 @@ from cds.fhir_models import (
     _Resource,
     _ServiceRequest,
 )
+from cds.outbound import normalise_url
 from cds.settings import Settings
 
 log = logging.getLogger("cds.fhir")
@@ -1159,9 +1160,10 @@ def parse_resources(
     skipped = other = 0
     for raw in resources:
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+        if not isinstance(rtype, str):  # a list or object here must not reach the dict lookup
+            skipped += 1  # not a resource at all
+            continue
         if rtype not in _MODELS:
-            if not isinstance(rtype, str):
-                skipped += 1  # not a resource at all
             continue  # a resource type nothing here reads
         rid = raw.get("id")
         if isinstance(rid, str):
@@ -1452,8 +1454,8 @@ def _bundle_resources(bundle: dict[str, Any], wanted: frozenset[str] | None = No
         if (
             wanted is None
             or not isinstance(r, dict)
-            or (rtype := r.get("resourceType")) in wanted
-            or not isinstance(rtype, str)
+            or not isinstance(rtype := r.get("resourceType"), str)  # kept, counted as skipped when parsed
+            or rtype in wanted
         ):
             out.append(r)
     return out
@@ -1465,6 +1467,9 @@ def _default_port(scheme: str) -> int | None:
 
 def same_base(url: str, base: str) -> bool:
     """True when `url` has the scheme, host, port and base path of `base` (where the token may go)."""
+    plain = normalise_url(url)  # as a server that decodes %2e and resolves `..` reads it: inside too
+    if plain is None or (plain != url and not same_base(plain, base)):
+        return False
     try:
         u, b = urlsplit(url), urlsplit(base)
         u_port, b_port = u.port or _default_port(u.scheme.lower()), b.port or _default_port(b.scheme.lower())
@@ -1492,8 +1497,8 @@ def _key_resources(key: str, resources: list[Any]) -> list[Any]:
         r
         for r in resources
         if not isinstance(r, dict)
-        or r.get("resourceType") in wanted
         or not isinstance(r.get("resourceType"), str)
+        or r.get("resourceType") in wanted
     ]
 
 
@@ -1871,7 +1876,7 @@ class FhirReader:
             rtype = body.get("resourceType")
             if rtype == "Bundle" and (found := _bundle_resources(body)) is not None:
                 resources.extend(found)
-            elif rtype in _KEY_TYPES[key] and pages == 1:
+            elif isinstance(rtype, str) and rtype in _KEY_TYPES[key] and pages == 1:
                 return _Fetched([body])
             else:
                 reason = (

@@ -19,6 +19,8 @@ The decision:
     `https://ehr.example.org.evil.com/fhir` or `https://ehr.example.org@evil.com/fhir`.
 validate_allowlist(settings) (run by cds.auth.validate_startup) refuses prefixes that could never
 be called: malformed ones and plain http off loopback.
+normalise_url(url) -> str | None: the URL as a decoding server reads it (`%2e` decoded, dot segments
+resolved); cds.fhir_io.same_base checks a `link[next]` in that form too before sending the token.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from cds.engine.memo import Memo
 from cds.errors import FhirServerNotAllowed
 from cds.settings import Settings
 
-__all__ = ["check_fhir_server", "fhir_server_allowed", "is_loopback_host", "validate_allowlist"]
+__all__ = [
+    "check_fhir_server",
+    "fhir_server_allowed",
+    "is_loopback_host",
+    "normalise_url",
+    "validate_allowlist",
+]
 
 _DEFAULT_PORT = {"http": 80, "https": 443}
 _BAD_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
@@ -104,6 +112,39 @@ def _parse_uncached(url: str) -> _Url | None:
 # (about 25 µs a check when parsed anew). Both functions are pure; the memos start over when full.
 _PARSED: Memo[str, _Url | None] = Memo(_parse_uncached, 256, admit=lambda url: len(url) <= 2048)
 _LOOPBACK: Memo[str, bool] = Memo(_is_loopback_uncached, 256, admit=lambda host: len(host) <= 255)
+
+
+_ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
+_NEVER_PLAIN = re.compile(r"%(2f|5c|00)|%25(2e|2f|5c|00)", re.IGNORECASE)
+
+
+def normalise_url(url: str) -> str | None:
+    """`url` as a server that decodes `%2e` and resolves dot segments reads it (RFC 3986 §5.2.4), or
+    None when no plain reading exists: an encoded slash, backslash or NUL (or one encoded twice),
+    whitespace or control characters, an unparsable URL.
+
+    A `link[next]` of `…/fhir/%2e%2e/other-tenant/Observation` looks inside `…/fhir` until the server
+    decodes it; check where it really goes (issue 18): the base check runs on this form.
+    """
+    if not isinstance(url, str) or _BAD_CHARS.search(url):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if _NEVER_PLAIN.search(parts.path):
+        return None
+    segments = _ENCODED_DOT.sub(".", parts.path).split("/")
+    kept: list[str] = []
+    for i, segment in enumerate(segments):
+        if segment in (".", ".."):
+            if segment == ".." and len(kept) > 1:
+                kept.pop()
+            if i == len(segments) - 1:
+                kept.append("")  # `a/b/..` is the directory `a/`
+        else:
+            kept.append(segment)
+    return urlunsplit((parts.scheme, parts.netloc, "/".join(kept), parts.query, parts.fragment))
 
 
 def _matches(target: _Url, prefixes: list[str]) -> bool:

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 5 * 1024 * 1024
     demo: bool = False  # serve /demo and the packaged demo patients
+    api_docs: bool = False  # serve /docs and /openapi.json (off: they describe the service to anyone)
+    max_header_bytes: int = Field(64 * 1024, ge=4096)  # request line + headers; larger heads are refused
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection must send its whole head within this
+    body_timeout_s: float = Field(30.0, gt=0)  # and its whole body within this after the head
+    max_connections: int | None = Field(None, ge=1)  # per worker; over it new requests get 503
 
     # trust
     auth: Literal["jwt", "off"] = "jwt"
@@ -67,4 +72,5 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".state")
     database_url: str | None = None  # postgresql://… ; SQLite under state_dir otherwise
     redis_url: str | None = None  # jti replay store, FHIR read cache, chart links; in-process otherwise
+    chart_max_entries: int = Field(10_000, ge=1)  # live chart links per worker without Redis (~2 KB each)
     redis_key_prefix: str = "cds:"  # every Redis key starts with it (several services on one Redis)

@@ -2,9 +2,12 @@
 
 Classes (engine.drugs, clinical-reference.md §5.2): immunomodulators allowed; fumarates conditional on
 an absolute lymphocyte count ≥ 0.5 × 10⁹/L (ClinicSpeak 2014 "possibly DMF ... unless it causes a very
-low lymphocyte count"; EU SmPC/US PI threshold [R]); everything immunosuppressive avoided, natalizumab
-included. The engine never offers an avoid-class drug: `suggestible` holds only allowed ingredients and
-fumarates that are advised.
+low lymphocyte count"; EU SmPC/US PI threshold [R]) drawn after the last natalizumab dose (natalizumab
+raises circulating lymphocytes, US PI §6, so a count on it overstates the count off it) and within
+182 days (the fumarate label asks for a count within 6 months before starting, Tecfidera US PI §2.1);
+everything immunosuppressive avoided, natalizumab included. The engine never offers an avoid-class
+drug: `suggestible` holds only allowed ingredients (fumarates are never drafted: clarifications.md),
+and nothing at all in pregnancy or breastfeeding (`blocked_by`, named on the card).
 
 Rebound window after the last natalizumab dose: relapses from 4 weeks (RESTORE, Fox 2014), severe
 rebound a mean 3.5 months after stopping (Brain Behav 2017), most activity within about 6 months;
@@ -18,10 +21,18 @@ import math
 from datetime import datetime, timedelta
 
 from cds.engine.domain import ConditionalDmt, DmtAdvice, LymphocyteCount, MedicationUse, PatientFacts
-from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, drug_class, identify, last_natalizumab_dose
-from cds.engine.references import CLINICSPEAK_2014, FOX_2014, PAPEIX_2016, REBOUND_2017
+from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, LastDose, drug_class, identify, last_dose
+from cds.engine.references import (
+    CLINICSPEAK_2014,
+    FOX_2014,
+    PAPEIX_2016,
+    REBOUND_2017,
+    TECFIDERA_US_PI,
+    US_PI_LYMPHOCYTES,
+)
 
 __all__ = [
+    "LYMPHOCYTE_MAX_AGE_DAYS",
     "LYMPHOCYTE_THRESHOLD_10E9_PER_L",
     "REBOUND_FROM_DAYS",
     "REBOUND_PEAK_DAYS",
@@ -30,6 +41,7 @@ __all__ = [
 ]
 
 LYMPHOCYTE_THRESHOLD_10E9_PER_L = 0.5  # fumarates not advised below 0.5 × 10⁹/L (EU SmPC / US PI) [R]
+LYMPHOCYTE_MAX_AGE_DAYS = 182.0  # a count within 6 months before a fumarate starts (Tecfidera US PI §2.1) [R]
 REBOUND_FROM_DAYS = 28.0  # relapses as early as 4-8 weeks after the last dose (RESTORE, Fox 2014) [V]
 REBOUND_PEAK_DAYS = 105.0  # severe rebound a mean 3.5 months (≈ 105 d) after stopping (Brain Behav 2017) [V]
 REBOUND_UNTIL_DAYS = 182.0  # about 6 months (clinical-reference §5.1 engine rule) [D]
@@ -44,18 +56,37 @@ def _latest_count(facts: PatientFacts, now: datetime) -> LymphocyteCount | None:
     return max(counts, key=lambda c: c.drawn_at) if counts else None
 
 
-def _fumarate_advice(count: LymphocyteCount | None, unusable: int) -> tuple[bool, str]:
-    """(advised, reason) for a fumarate: the same for every fumarate, so worked out once per call."""
+def _fumarate_advice(
+    count: LymphocyteCount | None, unusable: int, dose: LastDose, now: datetime
+) -> tuple[bool, str, str]:
+    """(advised, reason code, reason) for a fumarate: the same for every fumarate, worked out once."""
     threshold = f"{LYMPHOCYTE_THRESHOLD_10E9_PER_L:g} × 10⁹/L"
     if count is None:
         extra = f" ({unusable} lymphocyte result(s) could not be used)" if unusable else ""
         reason = f"Not advised: no absolute lymphocyte count on record{extra}; a count of at least {threshold} is required."
-        return False, reason
+        return False, "no-count", reason
     shown = f"{count.value_10e9_per_l:.2g} × 10⁹/L on {count.drawn_at:%Y-%m-%d}"
+    after_dose = dose.known and (dose.at is None or count.drawn_at > dose.at)
+    recent = (now - count.drawn_at) <= timedelta(days=LYMPHOCYTE_MAX_AGE_DAYS)
+    if not (after_dose and recent):
+        why = "is not from after the last natalizumab dose" if not after_dose else "is older than 6 months"
+        reason = (
+            f"Not advised yet: the latest count ({shown}) {why}. Natalizumab raises circulating "
+            f"lymphocytes, so a count drawn on it overstates the count off it: draw a new count "
+            f"(at least {threshold} required)."
+        )
+        return False, "no-count-after-last-dose", reason
     if count.value_10e9_per_l >= LYMPHOCYTE_THRESHOLD_10E9_PER_L:
         reason = f"Possible: latest absolute lymphocyte count {shown} is at or above {threshold}; monitor the count."
-        return True, reason
-    return False, f"Not advised: latest absolute lymphocyte count {shown} is below {threshold}."
+        return True, "ok", reason
+    return False, "low-count", f"Not advised: latest absolute lymphocyte count {shown} is below {threshold}."
+
+
+def _blocked_by(facts: PatientFacts) -> tuple[str, ...]:
+    p = facts.patient
+    return tuple(
+        name for name, recorded in (("pregnancy", p.pregnant), ("breastfeeding", p.breastfeeding)) if recorded
+    )
 
 
 def _conflicts(medications: tuple[MedicationUse, ...]) -> tuple[MedicationUse, ...]:
@@ -71,28 +102,33 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
     """Allowed / conditional / avoid DMTs, active avoid-class conflicts and the rebound window."""
     count = _latest_count(facts, now)
     unusable = sum(1 for u in facts.unusable if u.kind == "lymphocyte count")
-    advised, reason = _fumarate_advice(count, unusable)
-    conditional = tuple(ConditionalDmt(f, advised, reason, count) for f in FUMARATES)
-    suggestible = ALLOWED + tuple(c.ingredient for c in conditional if c.advised)
+    dose = last_dose(facts, now)
+    blocked = _blocked_by(facts)
+    advised, code, reason = _fumarate_advice(count, unusable, dose, now)
+    if blocked:
+        advised, code = False, blocked[0]
+        reason = f"Not advised: {' and '.join(blocked)} on record; decide with the patient and obstetrics."
+    conditional = tuple(ConditionalDmt(f, advised, reason, count, code) for f in FUMARATES)
+    suggestible = () if blocked else ALLOWED
 
-    last_dose, _ = last_natalizumab_dose(facts, now)
+    last = dose.at if dose.known else None
     first_plex = min(
         (
             s.performed_at
             for s in facts.sessions
-            if s.performed_at <= now and (last_dose is None or s.performed_at > last_dose)
+            if s.performed_at <= now and (dose.at is None or s.performed_at > dose.at)
         ),
         default=None,
     )
     notes: list[str] = []
     rebound_from = rebound_peak = rebound_until = None
-    if last_dose is not None:
-        rebound_from = last_dose + timedelta(days=REBOUND_FROM_DAYS)
-        rebound_peak = last_dose + timedelta(days=REBOUND_PEAK_DAYS)
-        rebound_until = last_dose + timedelta(days=REBOUND_UNTIL_DAYS)
+    if last is not None:
+        rebound_from = last + timedelta(days=REBOUND_FROM_DAYS)
+        rebound_peak = last + timedelta(days=REBOUND_PEAK_DAYS)
+        rebound_until = last + timedelta(days=REBOUND_UNTIL_DAYS)
         notes.append(
             f"MS activity may return from about 4 weeks after the last natalizumab dose "
-            f"({last_dose:%Y-%m-%d}), peaking around 3-4 months and lasting to about 6 months."
+            f"({last:%Y-%m-%d}), peaking around 3-4 months and lasting to about 6 months."
         )
         if first_plex is not None and first_plex < rebound_from:
             rebound_from = first_plex
@@ -105,6 +141,8 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
             "start of plasma exchange, peaking around 3-4 months after the last dose."
         )
     notes.append("About 45% relapse within a year of stopping natalizumab.")
+    if blocked:
+        notes.append(f"{' and '.join(blocked).capitalize()} on record: no DMT order is drafted.")
     return DmtAdvice(
         allowed=ALLOWED,
         conditional=conditional,
@@ -115,5 +153,13 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
         rebound_until=rebound_until,
         rebound_note=" ".join(notes),
         suggestible=suggestible,
-        references=(CLINICSPEAK_2014, FOX_2014, REBOUND_2017, PAPEIX_2016),
+        references=(
+            CLINICSPEAK_2014,
+            FOX_2014,
+            REBOUND_2017,
+            PAPEIX_2016,
+            TECFIDERA_US_PI,
+            US_PI_LYMPHOCYTES,
+        ),
+        blocked_by=blocked,
     )

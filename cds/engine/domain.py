@@ -230,16 +230,30 @@ class PlexEstimate:
     references: tuple[Reference, ...] = ()
     conclusion: Conclusion = "sessions-needed"
 
+    def __post_init__(self) -> None:
+        # the safety invariant's shape (docs/safety.md H1): a 0 is only ever shown as its conclusion
+        zero = self.remaining is not None and self.remaining.estimate == 0
+        if zero != (self.conclusion == "at-or-below-target"):
+            raise ValueError("0 sessions and 'at-or-below-target' come only together")
+        if self.conclusion == "at-or-below-target" and self.remaining != SessionRange(0, 0, 0):
+            raise ValueError("'at-or-below-target' has the range 0/0/0")
+        if self.conclusion == "measure-first" and self.remaining is not None:
+            raise ValueError("'measure-first' has no session count")
+
 
 @dataclass(frozen=True, slots=True)
 class SteroidStatement:
     text: str
-    evidence: Literal["evidence", "expert opinion"]
-    reference: Reference
+    # "evidence": an observational cohort; "case report"; "expert practice": usual practice with no
+    # single source; "expert opinion": stated by an expert, no data
+    evidence: Literal["evidence", "case report", "expert practice", "expert opinion"]
+    reference: Reference | None
 
 
 @dataclass(frozen=True, slots=True)
 class IrisAssessment:
+    """IRIS follows washout in most patients; `risk` is the risk of *severe* IRIS ("high": raised)."""
+
     risk: Literal["high", "standard"]
     reasons: tuple[str, ...]  # plain engine text, e.g. "brainstem involvement (pons)"
     watch_from: datetime | None
@@ -248,14 +262,19 @@ class IrisAssessment:
     steroids: tuple[SteroidStatement, ...]
     pml_on_record: bool
     references: tuple[Reference, ...] = ()
+    iris_on_record: bool = False
+    reason_codes: tuple[
+        str, ...
+    ] = ()  # "brainstem", "infratentorial", "widespread", "enhancement", "multilobar"
 
 
 @dataclass(frozen=True, slots=True)
 class ConditionalDmt:
     ingredient: str
-    advised: bool  # True only with a lymphocyte count ≥ 0.5 × 10⁹/L on record
+    advised: bool  # True only with a recent count ≥ 0.5 × 10⁹/L drawn after the last natalizumab dose
     reason: str
     lymphocytes: LymphocyteCount | None = None
+    reason_code: str = ""  # "no-count", "no-count-after-last-dose", "low-count", "ok", "pregnancy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,3 +289,4 @@ class DmtAdvice:
     rebound_note: str
     suggestible: tuple[str, ...] = field(default=())  # ingredients a draft order may be offered for
     references: tuple[Reference, ...] = ()
+    blocked_by: tuple[str, ...] = ()  # "pregnancy", "breastfeeding": no DMT is drafted, each is named

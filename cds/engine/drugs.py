@@ -20,6 +20,7 @@ the text when the text says which, else the generic "interferon beta".
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -35,10 +36,12 @@ __all__ = [
     "FUMARATES",
     "RXNORM_INGREDIENTS",
     "DrugClass",
+    "LastDose",
     "drug_class",
     "has_natalizumab_exposure",
     "identify",
     "is_rxnorm",
+    "last_dose",
     "last_natalizumab_dose",
 ]
 
@@ -201,17 +204,40 @@ def has_natalizumab_exposure(facts: PatientFacts) -> bool:
     return any((m.ingredient or identify(m.codes, m.text)) == "natalizumab" for m in facts.medications)
 
 
-def last_natalizumab_dose(facts: PatientFacts, now: datetime) -> tuple[datetime | None, float | None]:
-    """Time and dose (mg) of the last natalizumab infusion up to `now`: from `facts.doses`, else the
-    latest `last_date` of a natalizumab medication on record; (None, None) when neither is known."""
+@dataclass(frozen=True, slots=True)
+class LastDose:
+    """The last natalizumab infusion given up to `now`, and whether it is known.
+
+    `at` comes only from doses given (MedicationAdministration, or a MedicationStatement's effective
+    date): an order's authoredOn is when it was written, never a dose date. `known` is False when
+    natalizumab is on record but no dose date is, or when an active natalizumab order or statement is
+    newer than the last dose on record (a later infusion may be missing): the last dose is then
+    unknown, and no level, projection or date may be taken as following it.
+    """
+
+    at: datetime | None
+    dose_mg: float | None
+    known: bool
+    date_only: bool = False
+
+
+def last_dose(facts: PatientFacts, now: datetime) -> LastDose:
+    """See LastDose. With no natalizumab on record at all: LastDose(None, None, known=True)."""
     doses = sorted((d for d in facts.doses if d.given_at <= now), key=lambda d: d.given_at)
-    if doses:
-        return doses[-1].given_at, doses[-1].dose_mg
-    dates = [
-        m.last_date
+    latest = doses[-1] if doses else None
+    courses = [
+        m
         for m in facts.medications
-        if m.last_date is not None
-        and m.last_date <= now
-        and (m.ingredient or identify(m.codes, m.text)) == "natalizumab"
+        if m.record != "administration" and (m.ingredient or identify(m.codes, m.text)) == "natalizumab"
     ]
-    return (max(dates), None) if dates else (None, None)
+    if latest is None:
+        return LastDose(None, None, known=not courses)
+    newer_course = any(m.active and (m.last_date is None or m.last_date > latest.given_at) for m in courses)
+    return LastDose(latest.given_at, latest.dose_mg, known=not newer_course, date_only=latest.date_only)
+
+
+def last_natalizumab_dose(facts: PatientFacts, now: datetime) -> tuple[datetime | None, float | None]:
+    """Time and dose (mg) of the last natalizumab infusion known to have been given up to `now`, or
+    (None, None). Use `last_dose` where it matters whether a later dose may be missing."""
+    found = last_dose(facts, now)
+    return found.at, found.dose_mg

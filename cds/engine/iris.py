@@ -1,16 +1,19 @@
 """Risk of PML-IRIS after natalizumab washout, its watch window and the steroid evidence.
 
-Risk is "high" when the PML on record (clinical-reference.md §4, rule table):
+IRIS follows washout in most patients (42/42, Tan 2011; 15/17, Stefoski 2019): what the record can
+change is the risk of *severe* IRIS. It is raised ("high") when the PML on record
 * involves the brainstem or other infratentorial structures ("very dangerous", ClinicSpeak 2014),
-* is widespread: multilobar, bilateral, or two or more distinct lobes named (Vermersch 2011), or
+* is widespread: "widespread", "extensive" or bilateral disease (Vermersch 2011 grades unilobar /
+  multilobar / widespread as outcome predictors; multilobar alone is named but does not raise it), or
 * shows contrast (gadolinium) enhancement at diagnosis: earlier, more severe IRIS (Tan 2011).
-Otherwise "standard" (still monitor). Matching uses SNOMED CT body-site codes and free text of the
-PML condition only; negated mentions ("non-enhancing", "no brainstem involvement", "sparing the
-pons") do not count. Reasons are engine-written: they name the matched term, never copy FHIR text.
+Otherwise it is not raised (IRIS is still expected; monitor). Matching uses SNOMED CT body-site codes
+and free text of the PML condition only; negated or unassessed mentions ("non-enhancing", "no brainstem
+involvement", "enhancement not assessed") and history or MS plaques ("old MS plaques in the pons") do
+not count. Reasons are engine-written: they name the matched term, never copy FHIR text.
 
 Watch window: IRIS came a mean 57.4 ± 21.2 days after the last infusion (Stefoski 2019); the engine
-watches from mean - 2 SD to mean + 2 SD (15-100 days, "weeks to about 3 months"), and from the start
-of PLEX when that is earlier, because PLEX/IA may accelerate IRIS (Tan 2011).
+watches from mean - 2 SD (about 15 days), or from the start of PLEX when that is earlier, because
+PLEX/IA may accelerate IRIS (Tan 2011). The window has no hard end: later IRIS is described.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from cds.engine.domain import (
     PlexPlan,
     SteroidStatement,
 )
-from cds.engine.drugs import last_natalizumab_dose
+from cds.engine.drugs import last_dose
 from cds.engine.memo import Memo
 from cds.engine.references import (
     CLINICSPEAK_2014,
@@ -70,7 +73,6 @@ _SITE_TERMS: tuple[tuple[str, str, str], ...] = (
     (r"posterior fossa", "infratentorial", "posterior fossa"),
 )
 _WIDESPREAD_TERMS: tuple[tuple[str, str], ...] = (
-    (r"multi[\s-]?lobar", "multilobar"),
     (r"bilateral(?:ly)?|both hemispheres", "bilateral"),
     (r"widespread", "widespread"),
     (r"extensive (?:pml|lesions?|disease|involvement|white matter)", "extensive"),
@@ -99,9 +101,15 @@ _NEG_BEFORE = re.compile(
     r"[\s-]+(?:\S+[\s-]+){0,3}$"
 )
 _NEG_AFTER = re.compile(
-    r"^[\s:-]*(?:\S+\s+){0,2}(?:absent|not (?:seen|present|detected|involved)|none|negative|spared|ruled out|uninvolved|normal"
-    r"|unremarkable|intact)\b"
+    r"^[\s:-]*(?:\S+\s+){0,2}(?:absent|not (?:seen|present|detected|involved|assessed|evaluated|performed|done|known|given)"
+    r"|none|negative|spared|ruled out|uninvolved|normal|unremarkable|intact|unknown|pending|n/?a\b)\b"
 )
+# A site named in a clause about MS or history is not PML ("old MS plaques in the pons").
+_NOT_PML_CONTEXT = re.compile(
+    r"(?<![a-z])(?:ms|multiple sclerosis|demyelinat\w*|plaques?|old|chronic|previous|prior|known|history of|"
+    r"pre-?existing|longstanding|remote)(?![a-z])"
+)
+_MULTILOBAR = re.compile(r"(?<![a-z0-9])multi[\s-]?lobar")
 _CLAUSE_SPLIT = re.compile(r"[.,;\n()\[\]]|\bbut\b|\bhowever\b|\bwhereas\b")
 _LEFT = r"(?<![a-z0-9])"
 
@@ -153,6 +161,7 @@ class _TextFindings:
     widespread: tuple[str, ...]
     lobes: frozenset[str]
     contrast: bool
+    multilobar: bool = False
 
 
 def _scan(text: str) -> _TextFindings:
@@ -160,11 +169,15 @@ def _scan(text: str) -> _TextFindings:
     widespread: list[str] = []
     lobes: set[str] = set()
     contrast = False
+    multilobar = False
     for clause in _clauses(text):
+        if _MULTILOBAR.search(clause) and _find(r"multi[\s-]?lobar", clause):
+            multilobar = True
         if _ANY_TERM.search(clause) is None:
             continue
+        history = _NOT_PML_CONTEXT.search(clause) is not None
         for pattern, category, term in _SITE_TERMS:
-            if _find(pattern, clause):
+            if not history and _find(pattern, clause):
                 sites.setdefault(term, category)
         for pattern, term in _WIDESPREAD_TERMS:
             if term not in widespread and _find(pattern, clause):
@@ -174,7 +187,7 @@ def _scan(text: str) -> _TextFindings:
                 lobes.add(lobe)
         if any(_find(p, clause) for p, _ in _CONTRAST_TERMS):
             contrast = True
-    return _TextFindings(tuple(sites.items()), tuple(widespread), frozenset(lobes), contrast)
+    return _TextFindings(tuple(sites.items()), tuple(widespread), frozenset(lobes), contrast, multilobar)
 
 
 # the same condition texts come back on every call for a patient (and across patients): scan each once;
@@ -183,12 +196,15 @@ _FINDINGS_CACHE: Memo[str, _TextFindings] = Memo(_scan, 2048)
 _text_findings = _FINDINGS_CACHE.__getitem__
 
 
-def _reasons_for(pml: list[ConditionFact]) -> list[str]:
+def _reasons_for(pml: list[ConditionFact]) -> tuple[list[str], list[str], bool]:
+    """(reasons that raise the risk of severe IRIS, their codes, multilobar named)."""
     reasons: list[str] = []
+    codes: list[str] = []
     sites: dict[str, str] = {}
     widespread: list[str] = []
     lobes: set[str] = set()
     contrast = False
+    multilobar = False
     for c in pml:
         for system, code in (*c.body_site_codes, *c.codes):
             if not _is_sct(system):
@@ -207,31 +223,38 @@ def _reasons_for(pml: list[ConditionFact]) -> list[str]:
                     widespread.append(term)
             lobes |= found.lobes
             contrast = contrast or found.contrast
+            multilobar = multilobar or found.multilobar
     for term, category in sites.items():
         label = "brainstem involvement" if category == "brainstem" else "infratentorial involvement"
         reasons.append(f"{label} ({term})")
-    if len(lobes) >= MIN_LOBES_WIDESPREAD:
-        order = ("frontal", "parietal", "temporal", "occipital")
-        named = [lobe for lobe in order if lobe in lobes]
-        widespread.append(" and ".join([", ".join(named[:-1]), named[-1]]) + " lobes")
+        codes.append(category)
     if widespread:
         reasons.append(f"widespread PML ({', '.join(widespread)})")
+        codes.append("widespread")
     if contrast:
         reasons.append("contrast enhancement at diagnosis (earlier, more severe IRIS)")
-    return reasons
+        codes.append("enhancement")
+    multilobar = multilobar or len(lobes) >= MIN_LOBES_WIDESPREAD
+    return reasons, list(dict.fromkeys(codes)), multilobar
 
 
 # The steroid statements are the same for every patient of a risk level: built once (the cards remember
 # their text per tuple of statements).
 _TREAT = SteroidStatement(
-    text="If IRIS develops, corticosteroids (an IV methylprednisolone pulse, commonly 1 g/day for 3-5 days "
-    "then a taper) were associated with a better disability outcome.",
+    text="If IRIS develops, corticosteroids were associated with a better disability outcome "
+    "(retrospective series of 42 cases).",
     evidence="evidence",
     reference=TAN_2011,
 )
+_REGIMEN = SteroidStatement(
+    text="The usual pulse is IV methylprednisolone 1 g/day for 3-5 days, then an oral taper: common "
+    "practice, with no single source for natalizumab-PML-IRIS.",
+    evidence="expert practice",
+    reference=None,
+)
 _WENNING = SteroidStatement(
-    text="A steroid pulse stabilised life-threatening IRIS after plasma exchange in the first detailed case.",
-    evidence="evidence",
+    text="A steroid pulse stabilised life-threatening IRIS after plasma exchange in one reported case.",
+    evidence="case report",
     reference=WENNING_2009,
 )
 _PROPHYLAXIS_HIGH = SteroidStatement(
@@ -241,8 +264,8 @@ _PROPHYLAXIS_HIGH = SteroidStatement(
     reference=CLINICSPEAK_2014,
 )
 _PROPHYLAXIS_STANDARD = SteroidStatement(
-    text="Prophylactic steroids are not supported at standard risk: they are expert opinion only, "
-    "even in high-risk PML.",
+    text="Prophylactic steroids are not supported when the risk of severe IRIS is not raised: they are "
+    "expert opinion only, even in high-risk PML.",
     evidence="expert opinion",
     reference=CLINICSPEAK_2014,
 )
@@ -251,8 +274,8 @@ _CAUTION = SteroidStatement(
     evidence="expert opinion",
     reference=CORTESE_2021,
 )
-_STEROIDS_HIGH = (_TREAT, _WENNING, _PROPHYLAXIS_HIGH, _CAUTION)
-_STEROIDS_STANDARD = (_TREAT, _WENNING, _PROPHYLAXIS_STANDARD, _CAUTION)
+_STEROIDS_HIGH = (_TREAT, _REGIMEN, _WENNING, _PROPHYLAXIS_HIGH, _CAUTION)
+_STEROIDS_STANDARD = (_TREAT, _REGIMEN, _WENNING, _PROPHYLAXIS_STANDARD, _CAUTION)
 _REFERENCES = (TAN_2011, STEFOSKI_2019, VERMERSCH_2011, CLINICSPEAK_2014, WENNING_2009, CORTESE_2021)
 
 
@@ -261,56 +284,65 @@ def _steroids(high: bool) -> tuple[SteroidStatement, ...]:
 
 
 def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAssessment:
-    """IRIS risk (high / standard) with reasons, watch window and steroid statements.
+    """Risk of severe IRIS (high / standard) with reasons, watch start and steroid statements.
 
-    Watch window: last infusion + (57.4 - 2 × 21.2) days to last infusion + (57.4 + 2 × 21.2) days
-    (Stefoski 2019), starting at the first PLEX session instead when that is earlier (Tan 2011).
+    Watch from last infusion + (57.4 - 2 × 21.2) days (Stefoski 2019), or from the first PLEX session
+    when that is earlier (Tan 2011); no end date. With the last dose unknown, no date is computed from it.
     """
     pml = [c for c in facts.conditions if c.kind == "pml"]
-    reasons = _reasons_for(pml)
+    reasons, codes, multilobar = _reasons_for(pml)
     high = bool(reasons)
-    last_infusion, _ = last_natalizumab_dose(facts, now)
+    if multilobar:
+        codes.append("multilobar")
+    dose = last_dose(facts, now)
+    last_infusion = dose.at if dose.known else None
     plex_start = min(
-        [s.performed_at for s in facts.sessions if last_infusion is None or s.performed_at > last_infusion]
+        [s.performed_at for s in facts.sessions if dose.at is None or s.performed_at > dose.at]
         + [plan.first_session_at or now]
     )
     spread = WATCH_SD_MULTIPLE * IRIS_ONSET_SD_DAYS
-    notes: list[str] = []
+    notes: list[str] = ["IRIS follows natalizumab washout in most patients (42 of 42; 15 of 17)."]
+    iris_on_record = any(c.kind == "iris" and c.active for c in facts.conditions)
+    if iris_on_record:
+        notes.append("IRIS is already recorded for this patient: manage it as IRIS, not as a risk.")
     if last_infusion is not None:
         watch_from = last_infusion + timedelta(days=IRIS_ONSET_MEAN_DAYS - spread)
-        watch_until: datetime | None = last_infusion + timedelta(days=IRIS_ONSET_MEAN_DAYS + spread)
         notes.append(
-            f"IRIS usually appears weeks to about 3 months after the last infusion "
-            f"({last_infusion:%Y-%m-%d}); mean {IRIS_ONSET_MEAN_DAYS:g} ± {IRIS_ONSET_SD_DAYS:g} days."
+            f"It usually appears weeks to about 3 months after the last infusion "
+            f"({last_infusion:%Y-%m-%d}; mean {IRIS_ONSET_MEAN_DAYS:g} ± {IRIS_ONSET_SD_DAYS:g} days), "
+            "and later onset is possible: there is no safe end date."
         )
         if plex_start < watch_from:
             watch_from = plex_start
             notes.append("Plasma exchange may bring IRIS forward: watch from the start of PLEX.")
     else:
-        watch_from, watch_until = plex_start, None
+        watch_from = plex_start
         notes.append(
             "The date of the last infusion is unknown: watch from the start of PLEX; "
-            "IRIS may come weeks to about 3 months after the last infusion."
+            "IRIS may come weeks to months after the last infusion."
         )
-    if any(c.kind == "iris" and c.active for c in facts.conditions):
-        notes.append("IRIS is already recorded for this patient.")
     if not pml:
         notes.append("No PML diagnosis is on record, so no imaging description could be assessed.")
     elif high:
         notes.append(
-            "High risk: watch closely for clinical and MRI worsening during and after plasma exchange."
+            "Risk of severe IRIS raised: watch closely for clinical and MRI worsening during and after "
+            "plasma exchange."
         )
     else:
+        lobar = " Multilobar PML is named; alone it does not raise the risk." if multilobar else ""
         notes.append(
-            "Standard risk: no brainstem, widespread or enhancing PML was found in the record; still monitor."
+            "Risk of severe IRIS not raised by the record (no brainstem, widespread or enhancing PML "
+            f"found); IRIS itself is still expected: monitor.{lobar}"
         )
     return IrisAssessment(
         risk="high" if high else "standard",
         reasons=tuple(reasons),
         watch_from=watch_from,
-        watch_until=watch_until,
+        watch_until=None,
         watch_note=" ".join(notes),
         steroids=_steroids(high),
         pml_on_record=bool(pml),
         references=_REFERENCES,
+        iris_on_record=iris_on_record,
+        reason_codes=tuple(codes),
     )

@@ -19,6 +19,15 @@ per-session removal is fitted to all of them (least squares on log level after c
 natural decay; with two levels this is the reference's (C_later/C_earlier)^(1/k)), clipped to
 [0.3, 0.8], and takes precedence; the range is then r_fit ± 0.05 (clipped), so it always contains
 the estimate. Every number is listed with its source in docs/clinical-model.md.
+
+THE SAFETY INVARIANT (docs/safety.md, hazard H1). The estimate concludes "at or below target"
+(0 sessions, "no more PLEX needed") only in `below_target_confirmed`, and only from a usable serum or
+plasma natalizumab result drawn after the last known dose: quantitative in a mass-concentration unit
+whose text and code agree (fhir_io lets no other through), or "<X" / qualitative below the assay's
+limit X, with the value (or X) at or below the target. Not when the last dose is unknown, the sample
+was drawn within 24 h after a session or on the same (date-only) day as a session or dose, a result
+at the same time is above target, or a newer natalizumab result could not be used. Every other path
+that would give 0 sessions concludes "measure-first" instead: the card says what to measure.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import TypedDict, TypeGuard
 from cds.engine.domain import (
     AntibodyResult,
     Basis,
+    Conclusion,
     NatalizumabLevel,
     PatientFacts,
     PlexEstimate,
@@ -41,7 +51,7 @@ from cds.engine.domain import (
     SessionRange,
     UnusableValue,
 )
-from cds.engine.drugs import last_natalizumab_dose
+from cds.engine.drugs import LastDose, last_dose
 from cds.engine.references import (
     HANAFUSA_2014,
     KHATRI_2009,
@@ -57,10 +67,15 @@ __all__ = [
     "DEFAULT_TARGET_UG_PER_ML",
     "FLAGS",
     "HALF_LIFE_DAYS",
-    "HALF_LIFE_SENSITIVITY_DAYS",
+    "HALF_LIFE_LONG_DAYS",
+    "HALF_LIFE_SHORT_DAYS",
     "INTRAVASCULAR_FRACTION",
+    "BelowTargetEvidence",
+    "below_target_confirmed",
     "decay_factor",
+    "dosing_history_levels",
     "estimate_remaining",
+    "post_session_factor",
     "removal_per_session",
     "session_remaining_fraction",
 ]
@@ -69,8 +84,14 @@ __all__ = [
 
 DEFAULT_TARGET_UG_PER_ML = 1.0  # α4 saturation < 50% only below 1 µg/mL (Khatri 2009)
 ALTERNATIVE_TARGET_UG_PER_ML = 2.0  # "therapeutic" trough in EID studies (Zhovtis Ryerson 2020)
-HALF_LIFE_DAYS = 11.0  # elimination t½ 11 ± 4 d, US PI §12.3 [V]
-HALF_LIFE_SENSITIVITY_DAYS = 16.0  # steady-state t½ 16 ± 4 d, EU SmPC §5.2 [R]
+HALF_LIFE_DAYS = 11.0  # elimination t½ 11 ± 4 d, US PI §12.3 [V]; the central value everywhere
+HALF_LIFE_SHORT_DAYS = (
+    7.0  # 11 - 4 d, low end of the US label's t½ (US PI §12.3) [V]: low end of a carried level
+)
+HALF_LIFE_LONG_DAYS = (
+    28.2  # median t½ of the EU label's population model (CL 6.08 mL/h, V 5.96 L) [R]: high end
+)
+HALF_LIFE_DOSING_DAYS = 12.4  # effective t½ that reproduces both label anchors of the dosing history [D]
 INTRAVASCULAR_FRACTION = 0.55  # ≈ plasma volume / Vd ≈ 3 L / 5.7 L [D], clinical-reference §1.3
 REFERENCE_PLASMA_VOLUMES = 1.5  # reference schedule: 1.5 PV every other day (Khatri 2009; reference §7)
 REFERENCE_INTERVAL_DAYS = 2.0
@@ -79,25 +100,43 @@ R_HIGH_REFERENCE = 0.60
 R_FIT_MIN = 0.3  # bounds on a patient-fitted r, clinical-reference §7.1
 R_FIT_MAX = 0.8
 R_FIT_HALF_WIDTH = 0.05  # range r_fit ± 0.05, clinical-reference §7.1
+FIT_PRE_COURSE_DAYS = (
+    2.0  # a level counts in the fit when drawn at most one reference interval before the course [D]
+)
 POST_SESSION_WINDOW_HOURS = 24.0  # a sample < 24 h after a session is not re-equilibrated (reference §7.1)
-POST_SESSION_FACTOR_LOW = 1.5  # equilibrated ≈ 1.5-2.0 × post-session level (Hanafusa 2014: 1/3-1/4 vs 1/2)
-POST_SESSION_FACTOR_HIGH = 2.0
-POST_SESSION_FACTOR = 1.75  # central value of that range [D]
-MAX_PLAUSIBLE_UG_PER_ML = 1000.0  # ≈ 9 × the steady-state Cmax of 110 ± 52 µg/mL (US PI) [D]
-STEADY_STATE_CMAX_UG_PER_ML = 110.0  # 300 mg IV q4w, US PI §12.3 / EU SmPC §5.2 [R]
+STEADY_STATE_CMAX_UG_PER_ML = (
+    110.0  # steady-state Cmax 110 ± 52 µg/mL, 300 mg IV q4w, US PI §12.3 / EU SmPC §5.2 [R]
+)
+STEADY_STATE_CMAX_SD_UG_PER_ML = 52.0  # its SD, same source [R]
+LABEL_INTERVAL_DAYS = 28.0  # the label's dosing interval (q4w) at which Cmax was measured [R]
+MAX_PLAUSIBLE_UG_PER_ML = 266.0  # Cmax + 3 SD = 110 + 3 × 52: above it a result is implausible [D]
+MIN_PLAUSIBLE_NG_PER_ML = 100.0  # a quantitative result under 100 "ng/mL" reads as a µg/mL slip [D]
 STANDARD_DOSE_MG = 300.0  # 300 mg IV q4w (label)
 PERSISTENT_ANTIBODY_DAYS = 42.0  # "persistent" = positive twice ≥ 6 weeks apart (label definition) [R]
+ADULT_AGE_YEARS = (
+    18  # the label's PK data come from adults (US PI §8.4: safety and efficacy not established < 18) [R]
+)
 ORDERED_EXCESS_SESSIONS = 2  # an ordered course ≥ high end + 2 is called "much longer" (engine choice)
 REMEASURE_AFTER_SESSIONS = 2  # re-measure pre-session after at most 2 sessions (Vennegoor 2015) [D]
 MAX_SESSIONS = 50  # arithmetic cap; far beyond any real course (5-10 sessions, ClinicSpeak 2014)
 
 FLAGS: dict[str, str] = {
-    "post-session-sample": "level drawn < 24 h after a session; corrected, ask for a pre-session redraw",
-    "below-limit": "level below the assay limit, at or below the target: no sessions for clearance",
+    "post-session-sample": "level drawn < 24 h after a session; corrected by the volume-derived factor, redraw",
+    "below-limit": "level below the assay limit, at or below the target",
     "upper-bound": "level reported as '<X' with X above target: the estimate is an upper bound",
     "lower-bound": "level reported as '>X': the estimate is a lower bound",
-    "persistent-antibodies": "persistent anti-natalizumab antibodies: no sessions for clearance",
-    "single-positive-antibody": "one positive antibody result: persistence not shown, estimate unchanged",
+    "persistent-antibodies": "persistent anti-natalizumab antibodies on record (they never replace a level)",
+    "single-positive-antibody": "one positive antibody result: persistence not shown",
+    "antibody-level-discordance": "antibody-positive with a measurable level above target: re-test both",
+    "antibodies-no-level": "antibody-positive and no usable level: measure the level",
+    "last-dose-unknown": "natalizumab on record without a dose date, or an active course newer than the last dose",
+    "date-ambiguous": "a date-only sample on the day of a session or dose: before/after unknown, range widened",
+    "discordant-same-time": "results at the same time disagree: the highest was used",
+    "newer-unusable-result": "a natalizumab result newer than the level used could not be used",
+    "projected-below-target": "projected at or below target, not measured: confirm with a level",
+    "fit-excluded-old-level": "levels drawn before the course were left out of the patient fit",
+    "outside-population-age": "younger than 18: outside the population the PK data come from",
+    "weight-not-modelled": "body weight is a clearance covariate the model does not use",
     "dosing-history": "no usable level: low-confidence projection from the dosing history",
     "no-data": "neither a level nor a dosing history: no estimate",
     "decayed": "level carried to now with natural decay (and sessions since, if any)",
@@ -148,6 +187,54 @@ def session_remaining_fraction(
     return removal_per_session(plasma_volumes, intravascular_fraction) * decay_factor(
         interval_days, half_life_days
     )
+
+
+def post_session_factor(
+    plasma_volumes: float, intravascular_fraction: float = INTRAVASCULAR_FRACTION
+) -> float:
+    """Equilibrated / immediately-post-session level after one exchange of `plasma_volumes`.
+
+    By the model's two compartments: right after the session the plasma holds e^-PV of its drug;
+    once the extravascular drug has flowed back, the level is 1 - f·(1 - e^-PV) of the pre-session
+    level (removal_per_session). The ratio (1 - f·(1 - e^-PV)) / e^-PV is about 1.8 at 1.0 PV, 2.6 at
+    1.5 PV and 6.0 at 2.5 PV (immunoadsorption) with f = 0.55. Hanafusa 2014 (about 1/3-1/4 of IgG
+    right after 1-1.5 PV, about 1/2 after re-equilibration: a factor of 1.5-2) agrees at 1.0 PV.
+    """
+    remaining_plasma = math.exp(-plasma_volumes)
+    return removal_per_session(plasma_volumes, intravascular_fraction) / remaining_plasma
+
+
+def _peak(peak_q4w: float, interval_days: float, half_life_days: float) -> float:
+    """Steady-state peak for another dosing interval: Cmax(τ) = Cmax(28 d)·(1 - e^-28k)/(1 - e^-τk).
+
+    One-compartment accumulation (each dose adds the same amount on top of what is left)."""
+    k = _LN2 / half_life_days
+    return peak_q4w * (1.0 - math.exp(-LABEL_INTERVAL_DAYS * k)) / (1.0 - math.exp(-interval_days * k))
+
+
+def dosing_history_levels(
+    days_since_dose: float, dose_mg: float | None = None, interval_days: float | None = None
+) -> tuple[float, float, float]:
+    """(low, central, high) serum level in µg/mL, `days_since_dose` after a steady-state infusion.
+
+    Central: the label's peak of 110 µg/mL (300 mg q4w) decayed with HALF_LIFE_DOSING_DAYS = 12.4 d,
+    the one linear half-life that reproduces both label anchors: the q4w trough of 23-29 µg/mL
+    (gives 23.0) and every-6-week troughs 60-70% lower (gives 60%). Low: peak 110 - 52 decayed with
+    7 d; high: peak 110 + 52 decayed with 28.2 d (EU population model), so the range spans the
+    published half-lives. Another recorded dose scales linearly; another interval changes the peak
+    by accumulation (`_peak`). Low confidence by nature: never a basis for "below target".
+    """
+    scale = dose_mg / STANDARD_DOSE_MG if _positive(dose_mg) else 1.0
+    tau = interval_days if _positive(interval_days) else LABEL_INTERVAL_DAYS
+    cases = (
+        (STEADY_STATE_CMAX_UG_PER_ML - STEADY_STATE_CMAX_SD_UG_PER_ML, HALF_LIFE_SHORT_DAYS),
+        (STEADY_STATE_CMAX_UG_PER_ML, HALF_LIFE_DOSING_DAYS),
+        (STEADY_STATE_CMAX_UG_PER_ML + STEADY_STATE_CMAX_SD_UG_PER_ML, HALF_LIFE_LONG_DAYS),
+    )
+    low, mid, high = (
+        scale * _peak(peak, tau, t_half) * decay_factor(days_since_dose, t_half) for peak, t_half in cases
+    )
+    return low, mid, high
 
 
 def _fraction_for_reference_r(r_reference: float) -> float:
@@ -231,35 +318,64 @@ def _sessions_needed(start: float, target: float, r: float) -> tuple[int, bool]:
 # ---------------------------------------------------------------- input screening
 
 
+def _screened(lv: NatalizumabLevel, code: str, reason: str) -> UnusableValue:
+    shown = lv.reported_value if lv.reported_value is not None else lv.value_ug_per_ml
+    return UnusableValue(
+        kind="natalizumab level",
+        reason=reason,
+        reported=f"{lv.comparator or ''}{shown:g} {lv.reported_unit}",
+        at=lv.drawn_at,
+        source=lv.source,
+        code=code,
+    )
+
+
+def _in_ng_per_ml(unit: str) -> bool:
+    return unit.replace(" ", "").lower() in ("ng/ml", "ug/l", "µg/l", "μg/l", "mcg/l")
+
+
 def _screen_levels(
     levels: tuple[NatalizumabLevel, ...], now: datetime
 ) -> tuple[list[NatalizumabLevel], list[UnusableValue]]:
+    """Usable levels (oldest first) and the rest, each named with a code and a reason."""
     usable: list[NatalizumabLevel] = []
     unusable: list[UnusableValue] = []
     for lv in levels:
         v = lv.value_ug_per_ml
-        reason = ""
         if not math.isfinite(v):
-            reason = "value is not a number"
+            unusable.append(_screened(lv, "nan", "value is not a number"))
         elif v < 0:
-            reason = "negative concentration"
+            unusable.append(_screened(lv, "negative", "negative concentration"))
         elif v == 0 and lv.comparator is None:
-            reason = "zero without a '<' comparator (no assay gives a true zero)"
-        elif v > MAX_PLAUSIBLE_UG_PER_ML:
-            reason = f"above {MAX_PLAUSIBLE_UG_PER_ML:g} µg/mL, implausible for natalizumab"
-        elif lv.drawn_at > now:
-            reason = "drawn after the time of this request"
-        if reason:
-            shown = lv.reported_value if lv.reported_value is not None else v
             unusable.append(
-                UnusableValue(
-                    kind="natalizumab level",
-                    reason=reason,
-                    reported=f"{lv.comparator or ''}{shown:g} {lv.reported_unit}",
-                    at=lv.drawn_at,
-                    source=lv.source,
+                _screened(lv, "zero", "zero without a '<' comparator (no assay gives a true zero)")
+            )
+        elif v > MAX_PLAUSIBLE_UG_PER_ML and lv.comparator not in ("<", "<="):
+            unusable.append(
+                _screened(
+                    lv,
+                    "implausible-high",
+                    f"above {MAX_PLAUSIBLE_UG_PER_ML:g} µg/mL (label peak 110 ± 52 + 3 SD): implausible, "
+                    "check the unit with the lab",
                 )
             )
+        elif (
+            lv.comparator is None
+            and not lv.qualitative
+            and lv.reported_value is not None
+            and _in_ng_per_ml(lv.reported_unit)
+            and lv.reported_value < MIN_PLAUSIBLE_NG_PER_ML
+        ):
+            unusable.append(
+                _screened(
+                    lv,
+                    "implausible-low-for-unit",
+                    f"under {MIN_PLAUSIBLE_NG_PER_ML:g} ng/mL: reads like a µg/mL value with the wrong unit; "
+                    "confirm the unit with the lab",
+                )
+            )
+        elif lv.drawn_at > now:
+            unusable.append(_screened(lv, "future", "drawn after the time of this request"))
         else:
             usable.append(lv)
     usable.sort(key=lambda lv: lv.drawn_at)
@@ -269,11 +385,24 @@ def _screen_levels(
 _POST_SESSION_WINDOW = timedelta(hours=POST_SESSION_WINDOW_HOURS)
 
 
+def _session_end(s: PlexSession) -> datetime:
+    return s.ended_at if s.ended_at is not None and s.ended_at >= s.performed_at else s.performed_at
+
+
 def _post_session(level: NatalizumabLevel, sessions: tuple[PlexSession, ...]) -> PlexSession | None:
+    """The session a level was drawn within 24 h after (counted from the session's end)."""
     drawn_at = level.drawn_at
     for s in sessions:
-        at = s.performed_at
-        if at < drawn_at < at + _POST_SESSION_WINDOW:
+        if s.performed_at < drawn_at < _session_end(s) + _POST_SESSION_WINDOW:
+            return s
+    return None
+
+
+def _same_day_session(level: NatalizumabLevel, sessions: tuple[PlexSession, ...]) -> PlexSession | None:
+    """A session on the same calendar day as the level, when either time is known to the day only."""
+    day = level.drawn_at.date()
+    for s in sessions:
+        if s.performed_at.date() == day and (level.date_only or s.date_only):
             return s
     return None
 
@@ -320,6 +449,47 @@ def _fit_removal(
     return math.exp(slope), len(levels)
 
 
+# ---------------------------------------------------------------- the safety invariant
+
+
+@dataclass(frozen=True, slots=True)
+class BelowTargetEvidence:
+    """What `below_target_confirmed` needs to know about the latest level and its surroundings."""
+
+    level: NatalizumabLevel | None
+    target_ug_per_ml: float
+    dose: LastDose
+    now: datetime
+    post_session: bool = False
+    ambiguous_day: bool = False
+    same_time_above_target: bool = False
+    newer_unusable: bool = False
+
+
+def below_target_confirmed(e: BelowTargetEvidence) -> bool:
+    """THE one place that may conclude "at or below target" (docs/safety.md, invariant of H1).
+
+    True only for a usable serum or plasma natalizumab result (fhir_io admits no other specimen and
+    no unit whose text and code disagree; _screen_levels removes implausible values) drawn after the
+    last known dose, either quantitative with value ≤ target, or "<X" (a censored or qualitative
+    result below the assay's limit X) with X ≤ target; and never when the last dose is unknown, the
+    sample is a post-session or same-day-ambiguous one, a same-time result is above target, or a
+    newer natalizumab result could not be used.
+    """
+    lv = e.level
+    if lv is None or lv.specimen not in ("serum", "plasma", "unspecified"):
+        return False
+    if lv.drawn_at > e.now or not e.dose.known:
+        return False
+    if e.dose.at is not None and lv.drawn_at <= e.dose.at:
+        return False
+    if e.post_session or e.ambiguous_day or e.same_time_above_target or e.newer_unusable:
+        return False
+    if lv.comparator in (">", ">="):
+        return False
+    return math.isfinite(lv.value_ug_per_ml) and 0 < lv.value_ug_per_ml <= e.target_ug_per_ml
+
+
 # ---------------------------------------------------------------- public entry point
 
 
@@ -338,9 +508,7 @@ class _Common(TypedDict):
 
 @dataclass(slots=True)
 class _Context:
-    """Per-call state shared by the estimate paths; flags, notes and refs are appended to in place.
-
-    Private and never reassigned after construction (not frozen: cheaper to build once per call)."""
+    """Per-call state shared by the estimate paths; flags, notes and refs are appended to in place."""
 
     levels: tuple[NatalizumabLevel, ...]
     sessions: tuple[PlexSession, ...]
@@ -352,10 +520,40 @@ class _Context:
     now: datetime
     target: float
     plan: PlexPlan
+    dose: LastDose
+    dose_interval_days: float | None
     flags: list[str]
     notes: list[str]
     refs: list[Reference]
     common: _Common
+    newer_unusable: bool = False
+
+
+def _last_dose_interval(facts: PatientFacts, dose: LastDose) -> float | None:
+    for d in facts.doses:
+        if d.given_at == dose.at and d.interval_days is not None:
+            return d.interval_days
+    return None
+
+
+def _population_notes(facts: PatientFacts, now: datetime, flags: list[str], notes: list[str]) -> None:
+    """Age and weight: named when they put the patient outside what the model rests on."""
+    born = facts.patient.birth_date
+    if born is not None:
+        today = now.date()
+        age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+        if 0 <= age < ADULT_AGE_YEARS:
+            flags.append("outside-population-age")
+            notes.append(
+                f"The patient is {age} years old: natalizumab's PK data come from adults, so the "
+                "estimate is outside the population it rests on."
+            )
+    if facts.patient.weight_kg is not None:
+        flags.append("weight-not-modelled")
+        notes.append(
+            f"Body weight {facts.patient.weight_kg:.0f} kg: weight changes natalizumab clearance "
+            "(Muralidharan 2017); the model uses population values."
+        )
 
 
 def estimate_remaining(
@@ -365,8 +563,8 @@ def estimate_remaining(
 
     Units: µg/mL, days; `now` timezone-aware. Basis "measured" (a usable level; `starting_level` is
     then always set), "dosing-history" (no usable level; low confidence, never shown as measured), or
-    "none" (remaining is None). Persistent anti-natalizumab antibodies give 0/0/0 sessions on either
-    of the first two bases. Implausible levels are excluded and returned in `unusable`.
+    "none". `conclusion` is "at-or-below-target" only through `below_target_confirmed`; a count of 0
+    from any other path becomes "measure-first" with `remaining` None. Antibodies never replace a level.
     """
     if not (math.isfinite(target_ug_per_ml) and target_ug_per_ml > 0):
         raise ValueError("target_ug_per_ml must be a positive number")
@@ -392,14 +590,21 @@ def estimate_remaining(
         )
     first_at = plan.first_session_at if plan.first_session_at and plan.first_session_at > now else now
     lead = decay_factor(_days(now, first_at))
+    _population_notes(facts, now, flags, notes)
 
     # -- history
-    last_dose_at, last_dose_mg = last_natalizumab_dose(facts, now)
+    dose = last_dose(facts, now)
+    if not dose.known:
+        flags.append("last-dose-unknown")
+        notes.append(
+            "The date of the last natalizumab infusion is unknown (an order or course on record without "
+            "an administration after it): no level can be shown to follow the last dose."
+        )
     sessions = tuple(
         sorted((s for s in facts.sessions if s.performed_at <= now), key=lambda s: s.performed_at)
     )
-    if last_dose_at is not None:
-        sessions = tuple(s for s in sessions if s.performed_at > last_dose_at)
+    if dose.at is not None:
+        sessions = tuple(s for s in sessions if s.performed_at > dose.at)
     levels, unusable = _screen_levels(facts.levels, now)
     unusable += [u for u in facts.unusable if u.kind == "natalizumab level"]
     if unusable:
@@ -409,14 +614,27 @@ def estimate_remaining(
             + "; ".join(f"{u.reported or 'value'} ({u.reason})" for u in unusable)
             + "."
         )
-    if last_dose_at is not None:
-        before = [lv for lv in levels if lv.drawn_at < last_dose_at]
+    if dose.at is not None:
+        before = [lv for lv in levels if lv.drawn_at < dose.at]
         if before:
             notes.append(f"{len(before)} level(s) drawn before the last infusion were not used.")
-        levels = [lv for lv in levels if lv.drawn_at >= last_dose_at]
+        levels = [lv for lv in levels if lv.drawn_at >= dose.at]
+    latest = _latest_of(levels, flags, notes)
+    newer_unusable = any(
+        u.at is None
+        or (latest is not None and u.at >= latest.drawn_at)
+        or (latest is None and (dose.at is None or u.at > dose.at))
+        for u in unusable
+        if u.code != "future"
+    )
+    if newer_unusable:
+        flags.append("newer-unusable-result")
+        notes.append(
+            "A natalizumab result newer than any level used could not be used: ask the lab for a "
+            "quantitative serum result before deciding on the course."
+        )
 
     # -- population and fitted removal
-    # session_remaining_fraction(plan_pv, interval, f) = removal_per_session(plan_pv, f) · decay(interval)
     interval_decay = decay_factor(interval)
     r_population = removal_per_session(plan_pv) * interval_decay
     population: tuple[_Scenario, ...] = (
@@ -425,10 +643,23 @@ def estimate_remaining(
         _Scenario(None, _F_IV_SLOW, removal_per_session(plan_pv, _F_IV_SLOW) * interval_decay),
     )
     scenarios = population
-    equilibrated = [lv for lv in levels if lv.comparator is None and _post_session(lv, sessions) is None]
-    fit = _fit_removal(equilibrated, sessions)
+    course_start = sessions[0].performed_at - timedelta(days=FIT_PRE_COURSE_DAYS) if sessions else now
+    equilibrated = [
+        lv
+        for lv in levels
+        if lv.comparator is None and _post_session(lv, sessions) is None and not lv.date_only
+    ]
+    in_course = [lv for lv in equilibrated if lv.drawn_at >= course_start]
+    fit = _fit_removal(in_course, sessions)
     r_fitted: float | None = None
     if fit is not None:
+        left_out = len(equilibrated) - len(in_course)
+        if left_out:
+            flags.append("fit-excluded-old-level")
+            notes.append(
+                f"{left_out} level(s) drawn more than {FIT_PRE_COURSE_DAYS:g} days before the first session "
+                "were left out of the patient fit: natural decay over that time is too uncertain."
+            )
         q, used = fit
         raw = q * interval_decay
         r_fitted = min(max(raw, R_FIT_MIN), R_FIT_MAX)
@@ -469,144 +700,194 @@ def estimate_remaining(
         now=now,
         target=target,
         plan=plan,
+        dose=dose,
+        dose_interval_days=_last_dose_interval(facts, dose),
         flags=flags,
         notes=notes,
         refs=refs,
         common=common,
+        newer_unusable=newer_unusable,
     )
 
-    # -- persistent antibodies: drug effect abolished, clearance ≈ 3-fold (Muralidharan 2017, label)
+    # -- antibodies: they raise clearance; they never replace a measurement (Muralidharan 2017, EU SmPC)
     persistent, single = _persistent_antibodies(facts.antibodies, now)
-    if single:
-        flags.append("single-positive-antibody")
-        notes.append(
-            "One positive anti-natalizumab antibody result: persistence (two positives at least "
-            "6 weeks apart) is not shown, so the estimate is unchanged."
-        )
-    latest = levels[-1] if levels else None
-    if persistent:
-        flags.append("persistent-antibodies")
-        notes.append(
-            "Persistent anti-natalizumab antibodies: drug effect is abolished and clearance is about "
-            "3-fold faster, so no sessions are needed for drug clearance."
-        )
+    if persistent or single:
+        flags.append("persistent-antibodies" if persistent else "single-positive-antibody")
         refs.extend([MURALIDHARAN_2017, SMPC_EU])
+        if latest is None:
+            flags.append("antibodies-no-level")
+            notes.append(
+                "Anti-natalizumab antibodies are on record but no usable level: antibodies raise "
+                "clearance (about 2.45-fold) but do not show the drug is gone. Measure serum natalizumab."
+            )
+            return _finish(ctx, "none", None, None, None, (), remeasure_at=now, measure=True)
+        if latest.comparator is None and latest.value_ug_per_ml > target:
+            flags.append("antibody-level-discordance")
+            notes.append(
+                "Anti-natalizumab antibodies are on record, yet the level is measurable above the target: "
+                "the two disagree. The level decides the estimate; re-test both."
+            )
 
-    # -- starting level
     if latest is not None:
-        return _from_level(latest, ctx, zero=persistent)
+        return _from_level(latest, ctx)
 
-    if last_dose_at is None:
+    if not dose.known or newer_unusable:
+        refs.append(VENNEGOOR_2015)
+        notes.append("Measure serum natalizumab before the first session.")
+        return _finish(ctx, "none", None, None, None, (), remeasure_at=now, measure=True)
+
+    if dose.at is None:
         flags.append("no-data")
         notes.append(
             "No natalizumab level and no dosing history on record: the sessions needed cannot be "
             "estimated. Measure serum natalizumab before the first session."
         )
         refs.append(VENNEGOOR_2015)
-        return _finish(ctx, "none", None, None, None, (), remeasure_at=now)
+        return _finish(ctx, "none", None, None, None, (), remeasure_at=now, measure=True)
 
-    # -- dosing history only: steady-state Cmax decayed since the last infusion
+    # -- dosing history only: the label's steady state decayed since the last infusion
     flags.append("dosing-history")
-    scale = last_dose_mg / STANDARD_DOSE_MG if _positive(last_dose_mg) else 1.0
-    cmax = STEADY_STATE_CMAX_UG_PER_ML * scale
-    elapsed = _days(last_dose_at, now)
-    products = _products([s for s in sessions if s.performed_at > last_dose_at], scenarios, plan_pv)
-    central_decay = decay_factor(elapsed)
-    starts = (
-        cmax * central_decay * products[0],
-        cmax * central_decay * products[1],
-        cmax * decay_factor(elapsed, HALF_LIFE_SENSITIVITY_DAYS) * products[2],
-    )
+    low, mid, high = dosing_history_levels(_days(dose.at, now), dose.dose_mg, ctx.dose_interval_days)
+    products = _products(list(sessions), scenarios, plan_pv)
+    starts = (low * products[0], mid * products[1], high * products[2])
     notes.append(
-        f"No usable natalizumab level: projected from the last infusion ({_ymd(last_dose_at)}) "
-        f"using the steady-state peak of {cmax:g} µg/mL decayed with a half-life of {HALF_LIFE_DAYS:g} days "
-        f"({HALF_LIFE_SENSITIVITY_DAYS:g} days for the high end). Low confidence, not a measurement: "
-        "measure serum natalizumab before the first session."
+        f"No usable natalizumab level: projected from the last infusion ({_ymd(dose.at)}) from the label's "
+        f"steady state (peak {STEADY_STATE_CMAX_UG_PER_ML:g} ± {STEADY_STATE_CMAX_SD_UG_PER_ML:g} µg/mL; "
+        f"half-lives {HALF_LIFE_SHORT_DAYS:g}-{HALF_LIFE_LONG_DAYS:g} days). Low confidence, not a "
+        "measurement: measure serum natalizumab before the first session."
     )
     refs.extend([SMPC_EU, VENNEGOOR_2015])
-    return _estimate(
-        starts,
-        None,
-        ctx,
-        basis="dosing-history",
-        remeasure_now=not persistent,
-        zero=persistent,
+    return _estimate(starts, None, ctx, basis="dosing-history", remeasure_now=True)
+
+
+def _latest_of(levels: list[NatalizumabLevel], flags: list[str], notes: list[str]) -> NatalizumabLevel | None:
+    """The latest level; among results at the same time, the highest (never the first in input order)."""
+    if not levels:
+        return None
+    newest = levels[-1].drawn_at
+    same_time = [lv for lv in levels if lv.drawn_at == newest]
+    highest = max(same_time, key=lambda lv: (lv.comparator is None, lv.value_ug_per_ml))
+    if len({(lv.comparator, round(lv.value_ug_per_ml, 6)) for lv in same_time}) > 1:
+        flags.append("discordant-same-time")
+        notes.append(
+            f"{len(same_time)} results drawn at the same time disagree: the highest was used; ask the lab "
+            "which one stands."
+        )
+    return highest
+
+
+def _same_time_above(latest: NatalizumabLevel, ctx: _Context) -> bool:
+    return any(
+        lv.drawn_at == latest.drawn_at
+        and lv.value_ug_per_ml > ctx.target
+        and lv.comparator not in ("<", "<=")
+        for lv in ctx.levels
     )
 
 
-def _from_level(latest: NatalizumabLevel, ctx: _Context, zero: bool = False) -> PlexEstimate:
+def _from_level(latest: NatalizumabLevel, ctx: _Context) -> PlexEstimate:
     sessions, scenarios, now, target = ctx.sessions, ctx.scenarios, ctx.now, ctx.target
     flags, notes, refs = ctx.flags, ctx.notes, ctx.refs
     value = latest.value_ug_per_ml
     age_days = _days(latest.drawn_at, now)
     factors = (1.0, 1.0, 1.0)
-    remeasure_now = False
+    remeasure_now = ctx.newer_unusable or not ctx.dose.known
+    since = [s for s in sessions if s.performed_at > latest.drawn_at]  # all in (drawn_at, now]
     post = _post_session(latest, sessions)
+    same_day = _same_day_session(latest, sessions)
+    ambiguous = same_day is not None or (
+        ctx.dose.at is not None
+        and ctx.dose.at.date() == latest.drawn_at.date()
+        and (latest.date_only or ctx.dose.date_only)
+    )
     if post is not None and latest.comparator is None:
         flags.append("post-session-sample")
-        hours = (latest.drawn_at - post.performed_at) / timedelta(hours=1)
+        pv = post.plasma_volumes if _positive(post.plasma_volumes) else ctx.plan_pv
+        factors = tuple(post_session_factor(pv, sc.intravascular_fraction) for sc in scenarios)  # type: ignore[assignment]
+        hours = (latest.drawn_at - _session_end(post)) / timedelta(hours=1)
         notes.append(
-            f"The latest level was drawn {hours:.0f} h after a session, before re-equilibration; it was "
-            f"multiplied by {POST_SESSION_FACTOR:g} (range {POST_SESSION_FACTOR_LOW:g}-"
-            f"{POST_SESSION_FACTOR_HIGH:g}). Please redraw the level before the next session."
+            f"The latest level was drawn {max(hours, 0):.0f} h after a session ended, before re-equilibration: "
+            f"the equilibrated level is about {factors[1]:.1f} times higher after {pv:g} plasma volumes "
+            f"(range {min(factors):.1f}-{max(factors):.1f}). Redraw the level before the next session."
         )
-        factors = (POST_SESSION_FACTOR_LOW, POST_SESSION_FACTOR, POST_SESSION_FACTOR_HIGH)
         refs.append(HANAFUSA_2014)
         remeasure_now = True
-    since = [s for s in sessions if s.performed_at > latest.drawn_at]  # all in (drawn_at, now]
-    decay = decay_factor(age_days)
-    starts = tuple(
-        value * f * decay * product for f, product in zip(factors, _products(since, scenarios, ctx.plan_pv))
-    )
-    if age_days > 0 and not since:
-        flags.append("decayed")
+    elif ambiguous:
+        flags.append("date-ambiguous")
+        remeasure_now = True
         notes.append(
-            f"The level from {_ymd(latest.drawn_at)} was decayed to now with a half-life of "
-            f"{HALF_LIFE_DAYS:g} days (US label); with the EU steady-state half-life of "
-            f"{HALF_LIFE_SENSITIVITY_DAYS:g} days it would be "
-            f"{value * decay_factor(age_days, HALF_LIFE_SENSITIVITY_DAYS):.2g} µg/mL."
+            f"The level from {_ymd(latest.drawn_at)} has a date but no time, on the same day as a "
+            "session or an infusion: whether it was drawn before or after is unknown, so the range "
+            "covers both. Record the draw time or redraw."
         )
-    elif since:
+        if same_day is not None:
+            pv = same_day.plasma_volumes if _positive(same_day.plasma_volumes) else ctx.plan_pv
+            factor_high = post_session_factor(pv, scenarios[2].intravascular_fraction)
+            factors = (1.0, 1.0, factor_high)
+    decays = (
+        decay_factor(age_days, HALF_LIFE_SHORT_DAYS),
+        decay_factor(age_days),
+        decay_factor(age_days, HALF_LIFE_LONG_DAYS),
+    )
+    products = _products(since, scenarios, ctx.plan_pv)
+    if ambiguous and same_day is not None:
+        # high end: drawn just after the same-day session, which then is not "since" the sample
+        products[2] = _products([s for s in since if s is not same_day], scenarios, ctx.plan_pv)[2]
+    starts = [value * f * d * p for f, d, p in zip(factors, decays, products)]
+    if ambiguous and ctx.dose.at is not None and ctx.dose.at.date() == latest.drawn_at.date():
+        # the sample may predate the infusion: the high end is then the dose's projection
+        dh = dosing_history_levels(_days(ctx.dose.at, now), ctx.dose.dose_mg, ctx.dose_interval_days)
+        starts[2] = max(starts[2], dh[2] * products[2])
+    if age_days > 0:
         flags.append("decayed")
+        carried = f" through {len(since)} session(s) since then and" if since else ""
         notes.append(
-            f"The level from {_ymd(latest.drawn_at)} was carried through {len(since)} session(s) "
-            f"since then and natural decay (half-life {HALF_LIFE_DAYS:g} days)."
+            f"The level from {_ymd(latest.drawn_at)} was carried to now{carried} with natural decay "
+            f"(half-life {HALF_LIFE_DAYS:g} days; the range uses {HALF_LIFE_SHORT_DAYS:g}-"
+            f"{HALF_LIFE_LONG_DAYS:g} days): about {starts[1]:.2g} µg/mL now "
+            f"(range {min(starts):.2g}-{max(starts):.2g})."
         )
     if age_days > HALF_LIFE_DAYS:
         flags.append("old-level")
         remeasure_now = True
         notes.append(f"The level is {age_days:.0f} days old: a fresh pre-session level is advised.")
 
-    upper = None
+    upper = False
     if latest.comparator in ("<", "<="):
         if value <= target:
             flags.append("below-limit")
+            words = f"'{latest.qualitative}', " if latest.qualitative else ""
             notes.append(
-                f"The level is below the assay limit ({latest.comparator}{value:g} µg/mL), at or below the "
-                f"target of {target:g} µg/mL: no sessions are needed for drug clearance."
+                f"The level is below the assay limit ({words}{latest.comparator}{value:g} µg/mL), at or "
+                f"below the target of {target:g} µg/mL."
             )
-            return _finish(ctx, "measured", SessionRange(0, 0, 0), latest, starts[1], ctx.levels)
-        flags.append("upper-bound")
-        upper = True
-        notes.append(
-            f"The level is reported as {latest.comparator}{value:g} µg/mL, above the target: it was used "
-            "as an upper bound, so the estimate is a maximum and the low end is 0."
-        )
+        else:
+            flags.append("upper-bound")
+            upper = True
+            notes.append(
+                f"The level is reported as {latest.comparator}{value:g} µg/mL, above the target: it was used "
+                "as an upper bound, so the estimate is a maximum and the low end is 0."
+            )
     elif latest.comparator in (">", ">="):
         flags.append("lower-bound")
         notes.append(
             f"The level is reported as {latest.comparator}{value:g} µg/mL: the true level may be higher, "
             "so the estimate is a minimum. Ask for a quantified result."
         )
-    return _estimate(
-        starts,
-        latest,
-        ctx,
-        basis="measured",
-        remeasure_now=remeasure_now and not zero,
-        upper=bool(upper),
-        zero=zero,
+    evidence = BelowTargetEvidence(
+        level=latest,
+        target_ug_per_ml=target,
+        dose=ctx.dose,
+        now=now,
+        post_session=post is not None,
+        ambiguous_day=ambiguous,
+        same_time_above_target=_same_time_above(latest, ctx),
+        newer_unusable=ctx.newer_unusable,
     )
+    if below_target_confirmed(evidence):
+        refs.append(VENNEGOOR_2015)
+        return _finish(ctx, "measured", SessionRange(0, 0, 0), latest, starts[1], ctx.levels, confirmed=True)
+    return _estimate(tuple(starts), latest, ctx, basis="measured", remeasure_now=remeasure_now, upper=upper)
 
 
 def _estimate(
@@ -616,12 +897,9 @@ def _estimate(
     basis: Basis,
     remeasure_now: bool,
     upper: bool = False,
-    zero: bool = False,
 ) -> PlexEstimate:
-    """`zero`: persistent antibodies, no sessions needed whatever the level (the level is still shown)."""
     counts = [
-        (0, False) if zero else _sessions_needed(start * ctx.lead, ctx.target, sc.r_plan)
-        for start, sc in zip(starts, ctx.scenarios)
+        _sessions_needed(start * ctx.lead, ctx.target, sc.r_plan) for start, sc in zip(starts, ctx.scenarios)
     ]
     if any(capped for _, capped in counts):
         ctx.flags.append("capped")
@@ -632,15 +910,24 @@ def _estimate(
     if upper:
         low = 0
     remaining = SessionRange(estimate=est, low=min(low, est), high=max(high, est))
+    measure = remaining.estimate == 0
+    if measure:
+        ctx.flags.append("projected-below-target")
+        ctx.notes.append(
+            f"Projected at about {starts[1]:.2g} µg/mL, at or below the {ctx.target:g} µg/mL target, but not "
+            f"measured so: confirm with a serum level drawn now (high end of the range {max(starts):.2g} µg/mL, "
+            f"{remaining.high} session(s))."
+        )
     return _finish(
         ctx,
         basis,
-        remaining,
+        None if measure else remaining,
         latest,
         starts[1],
         ctx.levels,
-        starts=starts,
-        remeasure_at=ctx.now if remeasure_now else None,
+        starts=None if measure else starts,
+        remeasure_at=ctx.now if (remeasure_now or measure) else None,
+        measure=measure,
     )
 
 
@@ -653,13 +940,19 @@ def _finish(
     levels_used: tuple[NatalizumabLevel, ...],
     starts: tuple[float, ...] | None = None,
     remeasure_at: datetime | None = None,
+    confirmed: bool = False,
+    measure: bool = False,
 ) -> PlexEstimate:
     """Projection per planned session, expected target date, re-measurement, ordered-course check;
-    builds the PlexEstimate (with `ctx.common`).
-
-    `starts` (levels at now, before `ctx.lead`) is given when there is a projection to draw.
-    """
+    builds the PlexEstimate (with `ctx.common`). `confirmed` only from below_target_confirmed."""
     flags, notes, plan, first_at, lead = ctx.flags, ctx.notes, ctx.plan, ctx.first_at, ctx.lead
+    conclusion: Conclusion = (
+        "at-or-below-target"
+        if confirmed
+        else "measure-first"
+        if (measure or rng is None)
+        else "sessions-needed"
+    )
     step = timedelta(days=ctx.interval)
     projection: list[ProjectedPoint] = []
     target_at = None
@@ -669,15 +962,14 @@ def _finish(
             [s * lead for s in starts],
             [sc.r_plan for sc in ctx.scenarios],
         )
-        at = first_at
         for j in range(1, count + 1):
             a, b, c = low0 * r_low**j, mid0 * r_mid**j, high0 * r_high**j
-            at += step  # = first_at + step * j (timedelta arithmetic is exact)
             projection.append(
                 ProjectedPoint(
                     session_number=j,
-                    # equilibrated: when the next session (and a pre-session draw) would be
-                    at=at,
+                    # session j happens at first_at + (j-1)·step; its equilibrated level is
+                    # what the next pre-session draw would show, one interval later
+                    at=first_at + step * j,
                     level_ug_per_ml=b,
                     low_ug_per_ml=min(a, b, c),
                     high_ug_per_ml=max(a, b, c),
@@ -709,7 +1001,7 @@ def _finish(
             flags.append("ordered-course-long")
             notes.append(
                 f"The order is for {ordered} session(s), at least {ORDERED_EXCESS_SESSIONS} more than the "
-                f"high end of the estimate ({rng.high}); consider stopping once a level confirms the target."
+                f"high end of the estimate ({rng.high})."
             )
     notes.append(
         "This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome."
@@ -727,5 +1019,6 @@ def _finish(
         flags=tuple(dict.fromkeys(flags)),
         notes=tuple(notes),
         references=tuple(dict.fromkeys(ctx.refs)),
+        conclusion=conclusion,
         **ctx.common,
     )

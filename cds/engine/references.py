@@ -70,3 +70,13 @@ PAPEIX_2016 = Reference(
     "Papeix C et al. (TYSEDMUS) Neurol Neuroimmunol Neuroinflamm 2016 (relapse after natalizumab withdrawal)",
     "https://www.ncbi.nlm.nih.gov/pmc/articles/PMC5087255/",
 )
+TECFIDERA_US_PI = Reference(
+    "TECFIDERA (dimethyl fumarate) US Prescribing Information, sections 2.1 and 5.4 (a CBC with "
+    "lymphocyte count within 6 months before starting; lymphopenia and PML)",
+    "https://api.fda.gov/drug/label.json?search=openfda.generic_name:%22dimethyl+fumarate%22",
+)
+US_PI_LYMPHOCYTES = Reference(
+    "TYSABRI (natalizumab) US Prescribing Information, section 6 (increases in circulating lymphocytes "
+    "on natalizumab)",
+    "https://api.fda.gov/drug/label.json?search=openfda.generic_name:%22natalizumab%22",
+)

@@ -450,7 +450,7 @@ def _latest_level(est: PlexEstimate) -> NatalizumabLevel | None:
 
 
 def estimate_extension(est: PlexEstimate, ordered: int | None) -> dict[str, Any]:
-    ext: dict[str, Any] = {"kind": "plex-estimate", "basis": est.basis}
+    ext: dict[str, Any] = {"kind": "plex-estimate", "basis": est.basis, "conclusion": est.conclusion}
     latest = _latest_level(est)
     if est.basis == "measured" and latest is not None:
         lvl: dict[str, Any] = {"value": round(latest.value_ug_per_ml, 4)}
@@ -470,7 +470,35 @@ def estimate_extension(est: PlexEstimate, ordered: int | None) -> dict[str, Any]
         ext["remainingSessions"] = {"estimate": r.estimate, "low": r.low, "high": r.high}
     if ordered is not None:
         ext["orderedSessions"] = ordered
+    if est.flags:
+        ext["flags"] = list(est.flags)
+    if est.unusable:
+        ext["unusable"] = [{"kind": u.kind, "code": u.code or "unusable"} for u in est.unusable]
     return {EXTENSION_KEY: ext}
+
+
+# why the estimate asks for a measurement instead of a count (engine flag -> summary clause)
+_MEASURE_FIRST_WHY = (
+    ("last-dose-unknown", "the last infusion date is unknown"),
+    ("antibodies-no-level", "antibodies are on record but no usable level"),
+    ("newer-unusable-result", "the latest natalizumab result could not be used"),
+    ("projected-below-target", "projected below target, not measured"),
+    ("date-ambiguous", "the sample time is ambiguous"),
+)
+
+
+def _measure_first_summary(est: PlexEstimate, no_level: str) -> str:
+    why = [text for flag, text in _MEASURE_FIRST_WHY if flag in est.flags]
+    if not why:
+        return _fit(
+            f"Measure serum natalizumab: {no_level.lower()} and no dosing history to estimate PLEX sessions",
+            "Measure serum natalizumab: remaining PLEX sessions cannot be estimated",
+        )
+    return _fit(
+        f"Measure serum natalizumab before deciding the PLEX course: {'; '.join(why)}",
+        f"Measure serum natalizumab before deciding the PLEX course: {why[0]}",
+        "Measure serum natalizumab before deciding the PLEX course",
+    )
 
 
 def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
@@ -479,21 +507,12 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     r = est.remaining
     latest = _latest_level(est)
     adj = est.adjusted_level_ug_per_ml
-    if est.basis == "none" or r is None:
-        return _fit(
-            f"{no_level} and no dosing history: remaining PLEX sessions cannot be estimated; order a serum level",
-            "No usable natalizumab level or dosing history: remaining PLEX sessions cannot be estimated; order a serum level",
-            "Remaining PLEX sessions cannot be estimated: order a natalizumab serum level",
-        )
+    if est.conclusion == "measure-first" or est.basis == "none" or r is None:
+        return _measure_first_summary(est, no_level)
     rng = f"range {r.low}-{r.high}" if r.low != r.high else f"range {r.low}"
     sessions = "session" if r.estimate == 1 else "sessions"
     if est.basis == "dosing-history":
         now_txt = f" (about {fmt_num(adj)} µg/mL now)" if adj is not None else ""
-        if r.estimate == 0:
-            return _fit(
-                f"{no_level}; from dosing history likely below {target} µg/mL{now_txt}: measure to confirm",
-                f"{no_level}; likely below {target} µg/mL from dosing history",
-            )
         return _fit(
             f"{no_level}{now_txt}: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng}), from dosing history",
             f"No natalizumab level: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL ({rng}), from dosing history",
@@ -505,10 +524,11 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     adj_txt = fmt_num(adj) if adj is not None else lvl
     decayed = (
         adj is not None
+        and latest.comparator is None  # a censored value is shown as censored, never as "about X"
         and latest.value_ug_per_ml > 0
         and abs(adj - latest.value_ug_per_ml) / latest.value_ug_per_ml > 0.1
     )
-    if r.estimate == 0:
+    if est.conclusion == "at-or-below-target":
         if decayed:
             return _fit(
                 f"Natalizumab about {adj_txt} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for clearance",
@@ -570,15 +590,18 @@ def _plan_md(est: PlexEstimate, order: PlexOrder) -> str:
     r = est.remaining
     target = fmt_num(est.target_ug_per_ml)
     remeasure = _remeasure_when(est)
-    if est.basis == "none" or r is None:
+    if est.conclusion == "measure-first" or est.basis == "none" or r is None:
+        why = [text for flag, text in _MEASURE_FIRST_WHY if flag in est.flags]
+        because = f" ({'; '.join(why)})" if why else ""
         return (
-            "**Plan:** The sessions needed cannot be estimated without a natalizumab level or dosing history: "
-            "measure serum natalizumab before the next session."
+            f"**Plan:** Measure serum natalizumab before the next session: the record cannot support a "
+            f"session count{because}. Do not shorten the course on this card's word."
         )
-    if r.estimate == 0:
+    if est.conclusion == "at-or-below-target":
+        latest = _latest_level(est)
         now_txt = (
-            f": natalizumab about {fmt_num(est.adjusted_level_ug_per_ml)} µg/mL now"
-            if est.adjusted_level_ug_per_ml is not None
+            f": natalizumab {_level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}"
+            if latest is not None
             else ""
         )
         line = (
@@ -611,6 +634,11 @@ def _ordered_md(est: PlexEstimate, order: PlexOrder, ordered: int | None, update
     if ordered < r.estimate:
         line += f", shorter than the estimate ({r.estimate})"
         return line + (f": a suggestion below updates the order to {r.estimate}." if update_offered else ".")
+    if est.conclusion == "at-or-below-target" and ordered > 0:
+        return (
+            line
+            + ": a serum level already confirms the target; consider shortening or cancelling the course."
+        )
     if ordered > r.high:
         return (
             line
@@ -624,12 +652,16 @@ def _levels_table(est: PlexEstimate) -> str | None:
         return None
     rows = ["| Value | Unit | Date | Kind |", "|---|---|---|---|"]
     for lv in sorted(est.levels_used, key=lambda x: x.drawn_at):
-        kind = "measured"
-        if lv.reported_value is not None and md_escape(lv.reported_unit) not in ("ug/mL", "µg/mL"):
+        kind = f"measured, {lv.specimen if lv.specimen != 'unspecified' else 'specimen not stated (taken as serum)'}"
+        if lv.qualitative:
+            kind += f" ('{md_escape(lv.qualitative)}', below the assay limit)"
+        elif lv.reported_value is not None and md_escape(lv.reported_unit) not in ("ug/mL", "µg/mL"):
             kind += f" (reported {fmt_num(lv.reported_value)} {md_escape(lv.reported_unit)})"
         value = md_escape(lv.comparator or "") + fmt_num(lv.value_ug_per_ml)
         rows.append(f"| {value} | µg/mL | {fmt_date(lv.drawn_at)} | {kind} |")
-    if est.adjusted_level_ug_per_ml is not None:
+    latest = _latest_level(est)
+    censored = latest is not None and latest.comparator is not None and est.basis == "measured"
+    if est.adjusted_level_ug_per_ml is not None and not censored:
         how = (
             "estimated from dosing history (not measured)"
             if est.basis == "dosing-history"
@@ -788,14 +820,20 @@ _FINDING_SHORT = {
     "widespread PML": "widespread",
     "contrast enhancement at diagnosis": "contrast enhancement",
 }
-_STEROID_EVIDENCE = {"evidence": "Evidence (observational)", "expert opinion": "Expert opinion only"}
+_STEROID_EVIDENCE = {
+    "evidence": "Evidence (observational)",
+    "case report": "Case report",
+    "expert practice": "Expert practice (no single source)",
+    "expert opinion": "Expert opinion only",
+}
 
 
 def _steroid_lines(steroids: tuple[SteroidStatement, ...]) -> str:
     lines = []
     for s in steroids:
         level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
-        lines.append(f"- **{level}:** {md_escape(s.text)} ({_short_ref(s.reference)})")
+        ref = f" ({_short_ref(s.reference)})" if s.reference is not None else ""
+        lines.append(f"- **{level}:** {md_escape(s.text)}{ref}")
     return "**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines)
 
 
@@ -803,24 +841,47 @@ def _steroid_lines(steroids: tuple[SteroidStatement, ...]) -> str:
 _steroids_md: Memo[tuple[SteroidStatement, ...], str] = Memo(_steroid_lines, _BY_REFS_MAX_ENTRIES)
 
 
+def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
+    ext: dict[str, Any] = {
+        "kind": "iris",
+        "risk": iris.risk,
+        "severeIrisRisk": "raised" if iris.risk == "high" else "not-raised",
+        "irisOnRecord": iris.iris_on_record,
+    }
+    if iris.reason_codes:
+        ext["reasons"] = list(iris.reason_codes)
+    if iris.watch_from is not None:
+        ext["watchFrom"] = iris.watch_from.date().isoformat()  # a day: the card speaks in days
+    return ext
+
+
 def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
     findings = _findings(iris.reasons)
     names = [_FINDING_SHORT.get(f, f) for f in findings]
-    window = ""
-    if iris.watch_from and iris.watch_until:
-        window = f"{fmt_date(iris.watch_from)} to {fmt_date(iris.watch_until)}"
-    if iris.risk == "high":
+    window = f"from {fmt_date(iris.watch_from)}" if iris.watch_from else ""
+    if iris.iris_on_record:
         summary = _fit(
-            f"High PML-IRIS risk ({', '.join(names)}): watch closely {window}" if window and names else "",
-            f"High PML-IRIS risk ({_join(names, 2)}): watch closely {window}" if window and names else "",
-            f"High PML-IRIS risk ({_join(names, 1)})" if names else "",
-            f"High PML-IRIS risk: watch closely {window}" if window else "",
-            "High PML-IRIS risk after natalizumab washout: watch closely",
+            f"IRIS is on record: manage as PML-IRIS during washout ({', '.join(names)})" if names else "",
+            "IRIS is on record: manage as PML-IRIS during natalizumab washout",
+        )
+    elif iris.risk == "high":
+        summary = _fit(
+            f"Raised risk of severe PML-IRIS ({', '.join(names)}): watch closely {window}"
+            if window and names
+            else "",
+            f"Raised risk of severe PML-IRIS ({_join(names, 2)}): watch closely {window}"
+            if window and names
+            else "",
+            f"Raised risk of severe PML-IRIS ({_join(names, 1)})" if names else "",
+            f"Raised risk of severe PML-IRIS: watch closely {window}" if window else "",
+            "Raised risk of severe PML-IRIS after natalizumab washout: watch closely",
         )
     else:
         summary = _fit(
-            f"Standard PML-IRIS risk: watch for IRIS {window}" if window else "",
-            "Standard PML-IRIS risk: watch for IRIS after natalizumab washout",
+            f"IRIS follows washout in most patients; no sign of raised severe-IRIS risk: watch {window}"
+            if window
+            else "",
+            "IRIS follows washout in most patients; no sign of raised severe-IRIS risk: watch for it",
         )
     parts = []
     if not iris.pml_on_record:
@@ -829,12 +890,12 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
         lines = [
             f"- {md_escape(f)}" + (f" ({md_escape('; '.join(d))})" if d else "") for f, d in findings.items()
         ]
-        parts.append(f"**Risk: {iris.risk}.** Findings that raised the risk:\n\n" + "\n".join(lines))
+        parts.append("**Risk of severe IRIS: raised.** Findings that raise it:\n\n" + "\n".join(lines))
     else:
-        parts.append(f"**Risk: {iris.risk}.**")
+        parts.append("**Risk of severe IRIS: not raised by the record.** IRIS itself is still expected.")
     if window or iris.watch_note:
         parts.append(
-            f"**Watch window:** {window or 'see note'}"
+            f"**Watch:** {window + ', no end date' if window else 'see note'}"
             + (f". {md_escape(iris.watch_note)}" if iris.watch_note else "")
         )
     if iris.steroids:
@@ -842,16 +903,18 @@ def iris_card(iris: IrisAssessment, load: LoadResult) -> Card:
     problems = _problems_md(load)
     if problems:
         parts.append("**Could not be read**\n\n" + problems)
-    refs, source = _sources[(*iris.references, *[s.reference for s in iris.steroids])]
+    refs, source = _sources[
+        (*iris.references, *[s.reference for s in iris.steroids if s.reference is not None])
+    ]
     if refs:
         parts.append("**Sources**\n\n" + refs)
     return Card(
         summary=summary,
         detail="\n\n".join(parts),
-        indicator="warning" if iris.risk == "high" else "info",
+        indicator="warning" if iris.risk == "high" or iris.iris_on_record else "info",
         source=source,
         overrideReasons=list(OVERRIDE_REASONS),
-        extension={EXTENSION_KEY: {"kind": "iris", "risk": iris.risk, "reasons": list(iris.reasons)}},
+        extension={EXTENSION_KEY: _iris_extension(iris)},
     )
 
 
@@ -1105,6 +1168,10 @@ def dmt_card(dmt: DmtAdvice, load: LoadResult, patient_id: str, now: datetime) -
         "avoid": list(_lowered[dmt.avoid][0]),
         "activeConflicts": conflicts,
     }
+    if dmt.blocked_by:
+        ext["blockedBy"] = list(dmt.blocked_by)
+    if dmt.conditional and dmt.conditional[0].reason_code:
+        ext["fumarateReason"] = dmt.conditional[0].reason_code
     uuids = _uuids(1 + len(suggestions))
     for suggestion, uuid in zip(suggestions, uuids[1:], strict=True):
         suggestion["uuid"] = uuid

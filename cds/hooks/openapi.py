@@ -22,6 +22,7 @@ _RANGE = {
     },
 }
 _NAMES = {"type": "array", "items": {"type": "string", "pattern": "^[^A-Z]+$", "minLength": 1}}
+_CODES = {"type": "array", "items": {"type": "string", "pattern": "^[a-z0-9-]+$", "minLength": 1}}
 
 PML_PLEX_EXTENSION: dict[str, Any] = {
     "title": "PmlPlexExtension",
@@ -30,10 +31,26 @@ PML_PLEX_EXTENSION: dict[str, Any] = {
         {
             "type": "object",
             "additionalProperties": False,
-            "required": ["kind", "basis", "target", "sessionsCompleted"],
+            "required": ["kind", "basis", "conclusion", "target", "sessionsCompleted"],
             "properties": {
                 "kind": {"const": "plex-estimate"},
                 "basis": {"enum": ["measured", "dosing-history", "none"]},
+                # "at-or-below-target" only from the safety invariant (docs/safety.md); with
+                # "measure-first" remainingSessions is absent
+                "conclusion": {"enum": ["sessions-needed", "at-or-below-target", "measure-first"]},
+                "flags": _CODES,
+                "unusable": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["kind", "code"],
+                        "properties": {
+                            "kind": {"type": "string"},
+                            "code": {"type": "string", "minLength": 1},
+                        },
+                    },
+                },
                 "latestLevel": {
                     "type": "object",
                     "additionalProperties": False,
@@ -67,7 +84,10 @@ PML_PLEX_EXTENSION: dict[str, Any] = {
             "properties": {
                 "kind": {"const": "iris"},
                 "risk": {"enum": ["high", "standard"]},
-                "reasons": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "severeIrisRisk": {"enum": ["raised", "not-raised"]},
+                "irisOnRecord": {"type": "boolean"},
+                "reasons": _CODES,
+                "watchFrom": {"type": "string", "format": "date"},
             },
         },
         {
@@ -80,6 +100,8 @@ PML_PLEX_EXTENSION: dict[str, Any] = {
                 "conditional": _NAMES,
                 "avoid": _NAMES,
                 "activeConflicts": _NAMES,
+                "blockedBy": {"type": "array", "items": {"enum": ["pregnancy", "breastfeeding"]}},
+                "fumarateReason": {"type": "string", "minLength": 1},
             },
         },
     ],

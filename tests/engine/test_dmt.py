@@ -39,7 +39,34 @@ def test_fumarates_conditional_on_lymphocytes(
     for c in a.conditional:
         assert c.advised is advised
         assert reason_part in c.reason
-    assert set(FUMARATES) <= set(a.suggestible) if advised else not set(FUMARATES) & set(a.suggestible)
+    assert not set(FUMARATES) & set(a.suggestible)  # never drafted (clarifications.md), advised or not
+
+
+def test_a_count_drawn_on_natalizumab_does_not_qualify() -> None:
+    # issue 15 item 11: natalizumab raises circulating lymphocytes; the count must follow the last dose
+    a = advise_dmt(PatientFacts(lymphocytes=(count(0.9, 20),), doses=(dose(10),)), NOW)
+    assert all(not c.advised and c.reason_code == "no-count-after-last-dose" for c in a.conditional)
+    assert "raises circulating lymphocytes" in a.conditional[0].reason
+    after = advise_dmt(PatientFacts(lymphocytes=(count(0.9, 5),), doses=(dose(10),)), NOW)
+    assert all(c.advised and c.reason_code == "ok" for c in after.conditional)
+
+
+def test_an_old_count_does_not_qualify() -> None:
+    a = advise_dmt(PatientFacts(lymphocytes=(count(0.9, 200),)), NOW)
+    assert all(not c.advised and c.reason_code == "no-count-after-last-dose" for c in a.conditional)
+
+
+@pytest.mark.parametrize("field", ["pregnant", "breastfeeding"])
+def test_pregnancy_or_breastfeeding_blocks_every_draft(field: str) -> None:
+    # issue 15 item 15
+    from dataclasses import replace
+
+    from cds.engine.domain import PatientDetails
+
+    details = replace(PatientDetails(), **{field: True})
+    a = advise_dmt(PatientFacts(lymphocytes=(count(0.9),), patient=details), NOW)
+    assert a.suggestible == () and a.blocked_by == ("pregnancy" if field == "pregnant" else "breastfeeding",)
+    assert all(not c.advised for c in a.conditional)
 
 
 def test_unusable_lymphocyte_results_are_mentioned() -> None:
@@ -159,8 +186,7 @@ def test_never_suggests_an_avoid_class_drug(
     for ingredient in a.suggestible:
         assert drug_class(ingredient) in ("allowed", "conditional")
         assert ingredient not in a.avoid
-    advised = {c.ingredient for c in a.conditional if c.advised}
-    assert set(a.suggestible) == set(a.allowed) | advised
+    assert set(a.suggestible) == set(a.allowed)
     for c in a.conditional:
         assert not c.advised or (c.lymphocytes is not None and c.lymphocytes.value_10e9_per_l >= 0.5)
     for m in a.active_conflicts:

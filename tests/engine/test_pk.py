@@ -18,7 +18,9 @@ from cds.engine.domain import (
 from cds.engine.pk import (
     HALF_LIFE_DAYS,
     decay_factor,
+    dosing_history_levels,
     estimate_remaining,
+    post_session_factor,
     removal_per_session,
     session_remaining_fraction,
 )
@@ -121,8 +123,10 @@ def test_old_level_decays_with_label_half_life() -> None:
     assert e.adjusted_level_ug_per_ml == pytest.approx(10.0, rel=1e-9)
     assert "decayed" in e.flags
     assert e.remaining is not None and e.remaining.estimate == reference_n(10.0, 1, 0.505)
-    # sensitivity with t½ 16 d (EU SmPC): 20·2^(−11/16) = 12.4 µg/mL, stated in the notes
-    assert any("16 days" in n and "12 µg/mL" in n for n in e.notes)
+    # the range spans the published half-lives: 7 d (US 11 - 4) to 28.2 d (EU population model)
+    assert any("7-28.2 days" in n for n in e.notes)
+    hi = est(PatientFacts(levels=(level(20.0, days_ago=11),)))
+    assert e.remaining.high == reference_n(20 * 2 ** (-11 / 28.2), 1, 0.60) == hi.remaining.high
 
 
 def test_level_older_than_a_half_life_asks_for_a_fresh_level() -> None:
@@ -206,20 +210,30 @@ def test_post_session_levels_are_not_fitted() -> None:
 # ---------------------------------------------------------------- post-session sample
 
 
+@pytest.mark.parametrize(("pv", "factor"), [(1.0, 1.77), (1.5, 2.57), (2.5, 6.03)])
+def test_post_session_factor_follows_the_exchanged_volume(pv: float, factor: float) -> None:
+    # (1 - f·(1 - e^-PV)) / e^-PV with f = 0.55: the model's own two compartments (issue 15 item 7)
+    assert post_session_factor(pv) == pytest.approx(factor, abs=0.01)
+
+
 def test_post_session_sample_is_corrected_and_flagged() -> None:
-    # §7.1 (Hanafusa): equilibrated ≈ 1.5–2.0 × a level drawn < 24 h after a session; central 1.75.
     hours = 1 / 24
     facts = PatientFacts(levels=(level(4.0, days_ago=2 * hours),), sessions=(session(8 * hours),))
     e = est(facts)
     assert "post-session-sample" in e.flags
-    assert e.adjusted_level_ug_per_ml == pytest.approx(4.0 * 1.75 * decay_factor(2 * hours), rel=1e-9)
-    assert e.remaining == SessionRange(
-        estimate=reference_n(7.0 * decay_factor(2 * hours), 1, 0.505),  # 3
-        low=reference_n(6.0 * decay_factor(2 * hours), 1, 0.45),  # 3
-        high=reference_n(8.0 * decay_factor(2 * hours), 1, 0.60),  # 5
-    )
+    factor = post_session_factor(1.5)  # the session has no volume: the plan's 1.5 PV
+    assert e.adjusted_level_ug_per_ml == pytest.approx(4.0 * factor * decay_factor(2 * hours), rel=1e-9)
+    assert e.remaining is not None
+    assert e.remaining.estimate == reference_n(4.0 * factor * decay_factor(2 * hours), 1, 0.505)
     assert e.remeasure_at == NOW  # ask for a pre-session redraw
-    assert any("redraw" in n for n in e.notes)
+    assert any("Redraw" in n for n in e.notes)
+
+
+def test_post_session_sample_below_target_is_never_confirmed() -> None:
+    hours = 1 / 24
+    facts = PatientFacts(levels=(level(0.2, days_ago=2 * hours),), sessions=(session(8 * hours),))
+    e = est(facts)
+    assert e.conclusion != "at-or-below-target"
 
 
 def test_sample_24h_after_session_is_equilibrated() -> None:
@@ -252,23 +266,22 @@ def test_greater_than_result_is_a_lower_bound() -> None:
     assert e.remaining is not None and e.remaining.estimate == reference_n(100, 1, 0.505)
 
 
-def test_persistent_antibodies_need_no_sessions() -> None:
-    # persistent = positive twice ≥ 6 weeks apart (label); drug effect abolished (§1.1 covariates)
+def test_persistent_antibodies_never_override_a_measured_level() -> None:
+    # issue 15 item 1: antibodies raise clearance; the measured level decides; discordance flagged
     ab = (AntibodyResult(True, NOW - days(60)), AntibodyResult(True, NOW - days(10)))
     e = est(PatientFacts(levels=(level(8.0),), antibodies=ab))
-    assert e.remaining == SessionRange(0, 0, 0)
-    assert "persistent-antibodies" in e.flags
-    assert e.basis == "measured" and e.starting_level is not None
-    assert e.adjusted_level_ug_per_ml == pytest.approx(8.0)
+    assert e.remaining is not None and e.remaining.estimate == reference_n(8, 1, 0.505) == 4
+    assert {"persistent-antibodies", "antibody-level-discordance"} <= set(e.flags)
+    assert e.conclusion == "sessions-needed" and e.remeasure_at is None or e.remaining.estimate > 0
 
 
-def test_persistent_antibodies_without_a_level() -> None:
+def test_persistent_antibodies_without_a_level_ask_for_a_measurement() -> None:
     ab = (AntibodyResult(True, NOW - days(60)), AntibodyResult(True, NOW - days(10)))
     e = est(PatientFacts(doses=(dose(70),), antibodies=ab))
-    assert e.basis == "dosing-history" and e.starting_level is None
-    assert e.remaining == SessionRange(0, 0, 0)
+    assert e.conclusion == "measure-first" and e.remaining is None and e.remeasure_at == NOW
+    assert "antibodies-no-level" in e.flags
     none = est(PatientFacts(antibodies=ab))
-    assert none.basis == "none" and none.remaining is None and "persistent-antibodies" in none.flags
+    assert none.basis == "none" and none.remaining is None and none.conclusion == "measure-first"
 
 
 @pytest.mark.parametrize(
@@ -296,33 +309,51 @@ def test_latest_negative_antibody_is_not_flagged() -> None:
 # ---------------------------------------------------------------- no level
 
 
+def test_dosing_history_reproduces_the_label_steady_state() -> None:
+    # issue 15 item 10: peak 110 ± 52 µg/mL; q4w trough 23-29 µg/mL; q6w troughs 60-70% lower
+    low, mid, high = dosing_history_levels(0)
+    assert (low, mid, high) == pytest.approx((58.0, 110.0, 162.0))
+    q4w = dosing_history_levels(28)[1]
+    q6w = dosing_history_levels(42, interval_days=42)[1]
+    assert 23.0 <= round(q4w, 1) <= 29.0
+    assert 0.60 <= round(1 - q6w / q4w, 2) <= 0.70
+    # the range spans the published half-lives (7 d low end, 28.2 d high end)
+    assert dosing_history_levels(90)[0] < dosing_history_levels(90)[1] < dosing_history_levels(90)[2]
+    assert dosing_history_levels(90)[2] == pytest.approx(162 * 2 ** (-90 / 28.2), rel=1e-9)
+
+
 def test_dosing_history_projection_is_low_confidence() -> None:
-    # §7.1 "No level": steady-state peak 110 µg/mL (§1.1) decayed with t½ 11 d since the last infusion:
-    # 28 days → 110·2^(−28/11) = 18.7 µg/mL (the reference's note: ≈ 19).
     e = est(PatientFacts(doses=(dose(28),)))
     assert e.basis == "dosing-history"
     assert e.starting_level is None and e.levels_used == ()
-    assert e.adjusted_level_ug_per_ml == pytest.approx(110 * 2 ** (-28 / 11), rel=1e-9)
-    assert e.adjusted_level_ug_per_ml == pytest.approx(19, abs=0.5)
+    assert e.adjusted_level_ug_per_ml == pytest.approx(dosing_history_levels(28)[1], rel=1e-9)
     assert "dosing-history" in e.flags
     assert e.remeasure_at == NOW
     assert e.remaining is not None
-    assert e.remaining.estimate == reference_n(18.7, 1, 0.505) == 5
-    # high end from t½ 16 d: 110·2^(−28/16) = 32.7 µg/mL (brackets the 23–29 trough of §1.1)
-    assert e.remaining.high == reference_n(110 * 2 ** (-28 / 16), 1, 0.60) == 7
+    assert e.remaining.estimate == reference_n(dosing_history_levels(28)[1], 1, 0.505) == 5
+    assert e.remaining.high == reference_n(dosing_history_levels(28)[2], 1, 0.60)
     assert any("not a measurement" in n for n in e.notes)
 
 
-def test_dosing_history_from_medication_date() -> None:
-    med = MedicationUse(ingredient="natalizumab", text="Tysabri", active=True, last_date=NOW - days(28))
+def test_a_dosing_history_below_target_is_never_a_conclusion() -> None:
+    e = est(PatientFacts(doses=(dose(200),)))
+    assert e.basis == "dosing-history" and e.conclusion == "measure-first" and e.remaining is None
+    assert "projected-below-target" in e.flags
+
+
+def test_an_order_date_is_never_a_dose_date() -> None:
+    # issue 15 item 3: a standing order's authoredOn is when it was written, not when a dose was given
+    med = MedicationUse(
+        ingredient="natalizumab", text="Tysabri", active=True, last_date=NOW - days(1000), record="request"
+    )
     e = est(PatientFacts(medications=(med,)))
-    assert e.basis == "dosing-history"
-    assert e.adjusted_level_ug_per_ml == pytest.approx(110 * 2 ** (-28 / 11), rel=1e-9)
+    assert e.basis == "none" and e.conclusion == "measure-first" and "last-dose-unknown" in e.flags
+    assert e.remeasure_at == NOW
 
 
 def test_half_dose_halves_the_projection() -> None:
     e = est(PatientFacts(doses=(dose(28, mg=150.0),)))
-    assert e.adjusted_level_ug_per_ml == pytest.approx(55 * 2 ** (-28 / 11), rel=1e-9)
+    assert e.adjusted_level_ug_per_ml == pytest.approx(dosing_history_levels(28)[1] / 2, rel=1e-9)
 
 
 def test_nothing_usable_gives_basis_none() -> None:
@@ -347,7 +378,8 @@ def test_level_before_last_infusion_is_not_used() -> None:
     [
         (-3.0, None, 1, "negative"),
         (0.0, None, 1, "zero"),
-        (1500.0, None, 1, "1000"),  # > 1000 µg/mL: ≈ 9 × Cmax 110 (§1.1)
+        (1500.0, None, 1, "266"),  # > Cmax + 3 SD = 110 + 3 × 52 (label)
+        (300.0, None, 1, "266"),
         (float("nan"), None, 1, "not a number"),
         (12.0, None, -1, "after"),  # drawn in the future
     ],
@@ -363,9 +395,10 @@ def test_implausible_values_are_excluded_and_named(
     assert e.starting_level == good
 
 
-def test_zero_with_comparator_is_usable() -> None:
+def test_a_censored_zero_is_not_a_limit() -> None:
+    # "<0" names no assay limit: not below target, measure
     e = est(PatientFacts(levels=(level(0.0, comparator="<"),)))
-    assert e.unusable == () and e.remaining == SessionRange(0, 0, 0)
+    assert e.unusable == () and e.conclusion == "measure-first"
 
 
 def test_unusable_values_from_fhir_io_are_passed_on() -> None:

@@ -7,12 +7,20 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds.engine.domain import AntibodyResult, NatalizumabLevel, PatientFacts, PlexPlan, PlexSession
+from cds.engine.domain import (
+    AntibodyResult,
+    NatalizumabLevel,
+    PatientFacts,
+    PlexEstimate,
+    PlexPlan,
+    PlexSession,
+    SessionRange,
+)
 from cds.engine.pk import estimate_remaining
 
 from .conftest import NOW, days
 
-values = st.floats(min_value=0.01, max_value=999.0, allow_nan=False)
+values = st.floats(min_value=0.01, max_value=260.0, allow_nan=False)  # within MAX_PLAUSIBLE_UG_PER_ML
 targets = st.floats(min_value=0.1, max_value=5.0, allow_nan=False)
 ages = st.floats(min_value=0.0, max_value=60.0, allow_nan=False)
 plans = st.builds(
@@ -43,14 +51,34 @@ def facts(draw: st.DrawFn) -> PatientFacts:
     return PatientFacts(levels=levels, sessions=sessions, antibodies=antibodies)
 
 
+def _counted(e: PlexEstimate) -> SessionRange | None:
+    """The range, with "measure-first" (a projected 0, not confirmed) counted as 0 sessions."""
+    if e.remaining is None and e.conclusion == "measure-first" and e.basis != "none":
+        return SessionRange(0, 0, 0)
+    return e.remaining
+
+
+@settings(max_examples=300)
+@given(facts(), plans, targets)
+def test_below_target_only_from_a_level_at_or_below_target(
+    f: PatientFacts, plan: PlexPlan, target: float
+) -> None:
+    e = estimate_remaining(f, plan, target, NOW)
+    if e.conclusion == "at-or-below-target":
+        lv = e.starting_level
+        assert lv is not None and lv.value_ug_per_ml <= target and lv.comparator not in (">", ">=")
+        assert e.remaining == SessionRange(0, 0, 0)
+    elif e.remaining is not None:
+        assert e.remaining.estimate > 0  # a 0 is never shown without the invariant
+
+
 @settings(max_examples=300)
 @given(facts(), plans, targets)
 def test_range_always_contains_the_estimate(f: PatientFacts, plan: PlexPlan, target: float) -> None:
     e = estimate_remaining(f, plan, target, NOW)
-    if e.basis == "none":
-        assert e.remaining is None
+    if e.basis == "none" or e.remaining is None:
+        assert e.remaining is None and e.conclusion == "measure-first"
         return
-    assert e.remaining is not None
     if e.basis == "measured":
         assert e.starting_level is not None and e.starting_level in e.levels_used  # cards rely on it
     else:
@@ -59,7 +87,7 @@ def test_range_always_contains_the_estimate(f: PatientFacts, plan: PlexPlan, tar
     for p in e.projection:
         assert p.low_ug_per_ml <= p.level_ug_per_ml <= p.high_ug_per_ml
     if e.remaining.estimate == 0:
-        assert e.target_expected_at is None
+        assert e.target_expected_at is None and e.conclusion == "at-or-below-target"
 
 
 @settings(max_examples=300)
@@ -71,9 +99,14 @@ def test_more_drug_never_needs_fewer_sessions(
     sessions = tuple(PlexSession(NOW - days(s)) for s in past)
 
     def run(v: float):  # type: ignore[no-untyped-def]
-        return estimate_remaining(
-            PatientFacts(levels=(NatalizumabLevel(v, NOW - days(age)),), sessions=sessions), plan, target, NOW
-        ).remaining
+        return _counted(
+            estimate_remaining(
+                PatientFacts(levels=(NatalizumabLevel(v, NOW - days(age)),), sessions=sessions),
+                plan,
+                target,
+                NOW,
+            )
+        )
 
     r_low, r_high = run(low), run(high)
     assert r_low is not None and r_high is not None
@@ -87,12 +120,13 @@ def test_more_drug_never_needs_fewer_sessions(
 def test_higher_target_never_needs_more(f: PatientFacts, plan: PlexPlan, t1: float, t2: float) -> None:
     lo, hi = sorted((t1, t2))
     e_lo, e_hi = estimate_remaining(f, plan, lo, NOW), estimate_remaining(f, plan, hi, NOW)
-    if e_lo.remaining is None:
-        assert e_hi.remaining is None
+    r_lo, r_hi = _counted(e_lo), _counted(e_hi)
+    if r_lo is None:
+        assert r_hi is None
         return
-    assert e_hi.remaining is not None
-    assert e_hi.remaining.estimate <= e_lo.remaining.estimate
-    assert e_hi.remaining.high <= e_lo.remaining.high
+    assert r_hi is not None
+    assert r_hi.estimate <= r_lo.estimate
+    assert r_hi.high <= r_lo.high
 
 
 @given(values, ages, targets)

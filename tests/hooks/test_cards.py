@@ -86,13 +86,14 @@ def iris(**over: Any) -> IrisAssessment:
         risk="high",
         reasons=("brainstem involvement (pons)", "contrast enhancement"),
         watch_from=NOW,
-        watch_until=NOW + timedelta(days=42),
+        watch_until=None,
         watch_note="IRIS usually follows washout by weeks.",
         steroids=(
             SteroidStatement("Consider methylprednisolone for IRIS with mass effect.", "expert opinion", REF),
         ),
         pml_on_record=True,
         references=(REF,),
+        reason_codes=("brainstem", "enhancement"),
     )
     base.update(over)
     return IrisAssessment(**base)
@@ -159,6 +160,7 @@ def test_three_cards_with_expected_extensions() -> None:
     assert e == {
         "kind": "plex-estimate",
         "basis": "measured",
+        "conclusion": "sessions-needed",
         "latestLevel": {"value": 25.0, "adjusted": 24.0, "unit": "ug/mL", "date": "2024-05-09T12:00:00Z"},
         "target": {"value": 1.0, "unit": "ug/mL"},
         "sessionsCompleted": 0,
@@ -168,7 +170,10 @@ def test_three_cards_with_expected_extensions() -> None:
     assert ext(body, "iris") == {
         "kind": "iris",
         "risk": "high",
-        "reasons": ["brainstem involvement (pons)", "contrast enhancement"],
+        "severeIrisRisk": "raised",
+        "irisOnRecord": False,
+        "reasons": ["brainstem", "enhancement"],
+        "watchFrom": "2024-05-10",
     }
     assert ext(body, "dmt") == {
         "kind": "dmt",
@@ -257,6 +262,7 @@ def test_below_target_zero_sessions_and_comparator() -> None:
         adjusted_level_ug_per_ml=0.5,
         sessions_completed=5,
         remeasure_at=None,
+        conclusion="at-or-below-target",
     )
     body = render(est=est, o=order(ordered=2))
     e = ext(body, "plex-estimate")
@@ -290,12 +296,13 @@ def test_basis_none_omits_remaining() -> None:
         levels_used=(),
         adjusted_level_ug_per_ml=None,
         remeasure_at=None,
+        conclusion="measure-first",
     )
     body = render(est=est)
     e = ext(body, "plex-estimate")
-    assert "remainingSessions" not in e and "latestLevel" not in e
+    assert "remainingSessions" not in e and "latestLevel" not in e and e["conclusion"] == "measure-first"
     c = card(body, "plex-estimate")
-    assert c["indicator"] == "warning" and "cannot be estimated" in c["summary"]
+    assert c["indicator"] == "warning" and c["summary"].startswith("Measure serum natalizumab")
 
 
 def test_fhir_text_is_escaped_everywhere() -> None:
@@ -354,11 +361,11 @@ def test_dmt_suggestions_only_allowed_never_avoid() -> None:
 
 def test_iris_card() -> None:
     c = card(render(), "iris")
-    assert c["indicator"] == "warning" and c["summary"].startswith("High PML-IRIS risk")
+    assert c["indicator"] == "warning" and c["summary"].startswith("Raised risk of severe PML-IRIS")
     assert (
-        "**Expert opinion only:** Consider methylprednisolone" in c["detail"] and "2024-06-21" in c["detail"]
+        "**Expert opinion only:** Consider methylprednisolone" in c["detail"] and "no end date" in c["detail"]
     )
-    c = card(render(ia=iris(risk="standard", reasons=())), "iris")
+    c = card(render(ia=iris(risk="standard", reasons=(), reason_codes=())), "iris")
     assert c["indicator"] == "info" and "reasons" not in c["extension"]["pml-plex"]
 
 
@@ -518,15 +525,16 @@ def test_iris_findings_grouped_and_evidence_levels() -> None:
     assert c["indicator"] == "warning"
     assert (
         c["summary"]
-        == "High PML-IRIS risk (brainstem, contrast enhancement): watch closely 2024-05-10 to 2024-06-21"
+        == "Raised risk of severe PML-IRIS (brainstem, contrast enhancement): watch closely from 2024-05-10"
     )
     d = c["detail"]
     assert "- brainstem involvement (pons; brain stem)\n" in d
     assert "**Evidence (observational):** Corticosteroids during IRIS" in d
     assert "**Expert opinion only:** Prophylactic steroids" in d
-    assert c["extension"]["pml-plex"]["reasons"] == list(ia.reasons)  # pinned: engine reasons as they are
-    c = card(render(ia=iris(risk="standard", reasons=())), "iris")
-    assert c["indicator"] == "info" and c["summary"].startswith("Standard PML-IRIS risk")
+    assert c["extension"]["pml-plex"]["reasons"] == list(ia.reason_codes)  # codes, not engine prose
+    c = card(render(ia=iris(risk="standard", reasons=(), reason_codes=())), "iris")
+    assert c["indicator"] == "info" and c["summary"].startswith("IRIS follows washout in most patients")
+    assert "standard risk" not in c["summary"].lower() and "standard risk" not in c["detail"].lower()
 
 
 def test_dmt_summary_by_class_and_article() -> None:

@@ -103,7 +103,7 @@ def test_serve_multi_worker_and_demo(served: str) -> None:
         check=False,
     )
     assert r.returncode == 0, r.stderr
-    assert "3 card(s)" in r.stdout and "High PML-IRIS risk" in r.stdout
+    assert "3 card(s)" in r.stdout and "Raised risk of severe PML-IRIS" in r.stdout
     r = subprocess.run(
         [*cmd, "demo", "--url", served, "--patient", "nobody"],
         capture_output=True,

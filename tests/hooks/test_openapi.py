@@ -91,6 +91,9 @@ VALID = [
     {
         "kind": "plex-estimate",
         "basis": "measured",
+        "conclusion": "sessions-needed",
+        "flags": ["upper-bound"],
+        "unusable": [{"kind": "natalizumab level", "code": "specimen"}],
         "latestLevel": {
             "value": 25.0,
             "adjusted": 24.1,
@@ -106,6 +109,7 @@ VALID = [
     {
         "kind": "plex-estimate",
         "basis": "dosing-history",
+        "conclusion": "sessions-needed",
         "latestLevel": {"adjusted": 40.0, "unit": "ug/mL"},
         "target": {"value": 1.0, "unit": "ug/mL"},
         "sessionsCompleted": 0,
@@ -114,10 +118,17 @@ VALID = [
     {
         "kind": "plex-estimate",
         "basis": "none",
+        "conclusion": "measure-first",
         "target": {"value": 1.0, "unit": "ug/mL"},
         "sessionsCompleted": 2,
     },
-    {"kind": "iris", "risk": "high", "reasons": ["brainstem involvement"]},
+    {
+        "kind": "iris",
+        "risk": "high",
+        "severeIrisRisk": "raised",
+        "irisOnRecord": False,
+        "reasons": ["brainstem"],
+    },
     {"kind": "iris", "risk": "standard"},
     {
         "kind": "dmt",

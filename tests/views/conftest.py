@@ -39,7 +39,13 @@ def make_estimate(
         basis=basis,  # type: ignore[arg-type]
         target_ug_per_ml=1.0,
         sessions_completed=done,
-        remaining=SessionRange(n_proj, n_proj, n_proj + 2) if basis != "none" else None,
+        remaining=(
+            None
+            if basis == "none"
+            else SessionRange(0, 0, 0)
+            if n_proj == 0
+            else SessionRange(n_proj, n_proj, n_proj + 2)
+        ),
         starting_level=levels[-1] if levels else None,
         adjusted_level_ug_per_ml=start if basis != "none" else None,
         removal_fraction=0.55,
@@ -49,6 +55,11 @@ def make_estimate(
         projection=tuple(proj),
         target_expected_at=proj[-1].at if proj else None,
         levels_used=levels,
+        conclusion="measure-first"
+        if basis == "none"
+        else "at-or-below-target"
+        if n_proj == 0
+        else "sessions-needed",
     )
 
 
