@@ -198,7 +198,8 @@ def r4b_valid(resource: dict[str, Any]) -> bool:
         TypeError,
         KeyError,
         AttributeError,
-    ):  # fhir-core raises the latter too
+        OverflowError,
+    ):  # fhir-core raises the latter too (OverflowError: a year-1 dateTime with a + offset)
         return False
     return True
 
@@ -1272,7 +1273,7 @@ def _norm_selection(value: str) -> str:
 def _safe_when(*candidates: str | None) -> datetime | None:
     try:
         found = _when(*candidates)
-    except ValueError:
+    except (ValueError, OverflowError):  # impossible dates; year 1 with a +hh:mm offset is before UTC year 1
         return None
     return found[0] if found else None
 
