@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # clinical
     plex_target_ug_per_ml: float = Field(1.0, gt=0, le=100)
+    # the natalizumab assay's lower limit: a "not detected" result without a referenceRange is read as
+    # "< this"; unset = such a result is named as unusable (never taken as zero)
+    natalizumab_assay_limit_ug_per_ml: float | None = Field(None, gt=0, le=100)
 
     # serving
     host: str = "127.0.0.1"
