@@ -9,6 +9,7 @@
   x DataUnavailable               412  neither prefetch nor the FHIR server gave what we need
     · FhirServerNotAllowed             fhirServer is not on the allowlist (no request is sent)
   x ReplayStoreUnavailable        503  the jti replay store (Redis) cannot answer: our fault, not the EHR's
+  x StoreUnavailable              503  the database did not answer in time (a fault of ours, not the EHR's)
 Each class sets status_code and issue_code; each instance a stable `code`.
 "Cannot compute" is an engine result rendered as a card, never an HTTP error.
 """
@@ -95,6 +96,18 @@ class ReplayStoreUnavailable(CdsError):
 
     def __init__(self, message: str = "the service cannot check tokens right now; try again") -> None:
         super().__init__(message, code="replay-store-unavailable")
+
+
+class StoreUnavailable(CdsError):
+    """The feedback or audit database did not answer in time: a fault of ours, never the EHR's."""
+
+    status_code = 503
+    issue_code = "transient"
+
+    def __init__(
+        self, message: str = "the database is not reachable; try again", *, code: str = "store-unavailable"
+    ) -> None:
+        super().__init__(message, code=code)
 
 
 def to_operation_outcome(exc: CdsError) -> dict[str, Any]:

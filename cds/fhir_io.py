@@ -11,8 +11,9 @@ keys at once under a Semaphore, each page within `fhir_timeout_s`, everything wi
 `fhir_deadline_s`. `link[next]` is followed up to `fhir_max_pages`, and only to the same scheme,
 host, port and base path as fhirServer, so the token never leaves it; redirects are never followed;
 bodies are read as a stream and dropped past `fhir_max_response_bytes`. A key that fails becomes a
-plain-text problem and `sources[key] = "error"`. The `patient` key is never fetched: nothing reads it.
-`DataUnavailable` (412) only when neither medications (statements or requests) nor labs could be read.
+plain-text problem and `sources[key] = "error"`. The `patient` key is a read (`Patient/{id}`), fetched
+like the searches when it is not prefetched. `DataUnavailable` (412) only when neither medications
+(statements, requests or administrations) nor labs could be read.
 
 Caching. A successful search is kept under (fhirServer, query, SHA-256 of the token) for
 min(`cache_ttl_s`, the token's `expires_in`), so it never widens what a token may read: in-process
@@ -26,16 +27,32 @@ dropped (a 2.0 template cannot say so); entries about another patient, `entered-
 non-completed procedures are left out.
 
 Decisions: a MedicationStatement is active when `active`, `intended` or `on-hold`; a
-MedicationRequest when `active` or `on-hold` (a `draft` on the server is not yet a treatment).
-Medication dates are dose dates only: effectiveDateTime, else effectivePeriod.end (statements),
-authoredOn (requests); a period start or dateAsserted is not taken for a last dose. A natalizumab
-dose comes from statements active/completed/stopped/on-hold and requests of the same statuses,
-never dated in the future.
+MedicationRequest when `active` or `on-hold` (a `draft` on the server is not yet a treatment); a
+MedicationAdministration when `in-progress` or `on-hold`. A natalizumab dose (NatalizumabDose) comes
+only from what says a dose was or may have been given: a MedicationAdministration `completed`,
+`in-progress`, `on-hold`, `stopped` or `unknown` (drug may be in the blood: a dose taken for given is
+the cautious error, as a level drawn before it no longer counts as drawn after the last dose; never
+`not-done` or `entered-in-error`), dated effectiveDateTime, else effectivePeriod.end, else its start; or a
+MedicationStatement (active/completed/stopped/on-hold/unknown) dated effectiveDateTime or effectivePeriod.end
+(never a period start or dateAsserted). A MedicationRequest is an order: its authoredOn is when it was
+written, so it becomes MedicationUse(record="request", last_date=authoredOn) and never a dose. A dose
+dated only to the month or year is named as unusable; so is an administration dated in the future (a
+statement's period may end in the future: a plan, not a dose).
+
+Laboratory values (cds/fhir_values.py has the rules): a natalizumab level counts only from serum,
+plasma or an unstated specimen; its number is read with grouping separators and decimal commas told
+apart; its unit text and UCUM code must agree on a mass concentration. A qualitative result below the
+assay's limit ("Not detected", "<LLOQ", "<0.1" without a unit) becomes a level "<" the limit from its
+referenceRange or `natalizumab_assay_limit_ug_per_ml`; without a limit, or when the drug is
+"detected" without a number, it is named as unusable. JC virus results are never natalizumab
+antibodies or levels. Results that share a code and a time are all kept (the engine weighs them).
+A value given to the day only carries `date_only`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hashlib
 import json
 import logging
@@ -45,7 +62,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -55,6 +72,7 @@ from cachetools import TTLCache
 from pydantic import ValidationError
 
 from cds import fhir_terms as terms
+from cds import fhir_values as values
 from cds import metrics, r4b_shape
 from cds.engine import drugs
 from cds.engine.domain import (
@@ -64,6 +82,7 @@ from cds.engine.domain import (
     MedicationUse,
     NatalizumabDose,
     NatalizumabLevel,
+    PatientDetails,
     PatientFacts,
     PlexPlan,
     PlexSession,
@@ -75,15 +94,19 @@ from cds.fhir_models import (
     _ALL_MODELS,
     _CC,
     _MODELS,
+    SPECIMEN,
     _Condition,
     _Dosage,
     _Extension,
     _Medication,
+    _MedicationAdministration,
     _MedicationRequest,
     _MedicationStatement,
     _MedicationUse,
     _Observation,
+    _Patient,
     _Procedure,
+    _Quantity,
     _Reference,
     _Resource,
     _ServiceRequest,
@@ -116,6 +139,8 @@ class LoadResult:
 
 _LYMPHOCYTE_CODES = "http://loinc.org|731-0,http://loinc.org|26474-7,http://loinc.org|732-8"
 NATALIZUMAB_ANTIBODY_CODE = "http://loinc.org|58012-6"
+# pregnancy status, breastfeeding status, body weight (codes cited in cds/fhir_terms.py)
+_PATIENT_STATUS_CODES = "http://loinc.org|82810-3,http://loinc.org|63895-7,http://loinc.org|29463-7"
 
 
 def prefetch_templates(settings: Any) -> dict[str, str]:
@@ -135,8 +160,10 @@ def prefetch_templates(settings: Any) -> dict[str, str]:
         "patient": f"Patient/{pid}",
         "labs": labs,
         "lymphocytes": f"Observation?patient={pid}&code={_LYMPHOCYTE_CODES}&_sort=-date&_count=10",
+        "patientStatus": f"Observation?patient={pid}&code={_PATIENT_STATUS_CODES}&_sort=-date&_count=20",
         "medicationStatements": f"MedicationStatement?patient={pid}&_count=100",
         "medicationRequests": f"MedicationRequest?patient={pid}&_count=100",
+        "medicationAdministrations": f"MedicationAdministration?patient={pid}&_count=100",
         "conditions": f"Condition?patient={pid}&_count=100",
         "procedures": f"Procedure?patient={pid}&status=completed&_count=100",
     }
@@ -148,6 +175,7 @@ _R4B_MODULES = {
     "Medication": "medication",
     "MedicationStatement": "medicationstatement",
     "MedicationRequest": "medicationrequest",
+    "MedicationAdministration": "medicationadministration",
     "Condition": "condition",
     "ServiceRequest": "servicerequest",
     "Patient": "patient",
@@ -170,7 +198,8 @@ def r4b_valid(resource: dict[str, Any]) -> bool:
         TypeError,
         KeyError,
         AttributeError,
-    ):  # fhir-core raises the latter too
+        OverflowError,
+    ):  # fhir-core raises the latter too (OverflowError: a year-1 dateTime with a + offset)
         return False
     return True
 
@@ -299,21 +328,23 @@ def _other_patient(ref: str, patient_id: str) -> bool:
 
 
 _MEDICATION_REF = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
-_VALUE_STRING = re.compile(r"^\s*(<=|>=|<|>|≤|≥)?\s*(-?\d+(?:[.,]\d+)?)\s*(.*?)\s*$")
 _UCUM = "http://unitsofmeasure.org"
 
 
-def _numeric(o: _Observation) -> tuple[float, str | None, str, str] | None:
-    """(value, comparator, unit for conversion, unit as reported) from valueQuantity or valueString."""
+def _numeric(o: _Observation) -> tuple[float, str | None, str, str] | values.Problem | None:
+    """(value, comparator, unit for conversion, unit as reported) from valueQuantity or valueString;
+    a Problem when a valueString's number cannot be read one way only (cds/fhir_values.py)."""
     q = o.get("valueQuantity")
     if q is not None and (value := q.get("value")) is not None:
         code, qunit = q.get("code"), q.get("unit")
         unit = (code if q.get("system") == _UCUM and code else None) or qunit or code or ""
         return value, q.get("comparator"), unit, qunit or code or ""
-    if (vs := o.get("valueString")) and (m := _VALUE_STRING.match(vs)):
-        comparator = {"≤": "<=", "≥": ">="}.get(m.group(1) or "", m.group(1))
-        unit = m.group(3)
-        return float(m.group(2).replace(",", ".")), comparator, unit, unit
+    if vs := o.get("valueString"):
+        split = values.split_value_string(vs)
+        if split is None or isinstance(split, values.Problem):
+            return split
+        comparator, number, unit = split
+        return number, comparator, unit, unit
     if (vi := o.get("valueInteger")) is not None:
         return float(vi), None, "", ""
     return None
@@ -323,17 +354,41 @@ def _reported(value: float, comparator: str | None, unit: str) -> str:
     return f"{comparator or ''}{value:g} {unit}".strip()
 
 
+def _reported_raw(o: _Observation) -> str:
+    """An Observation's value as the lab sent it, for the card."""
+    q = o.get("valueQuantity")
+    if q is not None and (value := q.get("value")) is not None:
+        return _reported(value, q.get("comparator"), q.get("unit") or q.get("code") or "")
+    if vs := o.get("valueString"):
+        return vs
+    if (vcc := o.get("valueCodeableConcept")) is not None:
+        return _label(vcc)
+    if (vi := o.get("valueInteger")) is not None:
+        return str(vi)
+    if (vb := o.get("valueBoolean")) is not None:
+        return str(vb).lower()
+    return ""
+
+
 # ================================================================ resources -> domain
 
 MAX_OBSERVATION_AGE = timedelta(days=730)
 _MAX_LEVEL_UG_PER_ML = 1000.0
 _MAX_LYMPHOCYTES_10E9_PER_L = 1000.0
+_WEIGHT_KG_RANGE = (0.5, 500.0)  # outside: a unit or typing error, named rather than used
 _STATEMENT_ACTIVE = frozenset({"active", "intended", "on-hold"})
 _REQUEST_ACTIVE = frozenset({"active", "on-hold"})
-_STATEMENT_GIVEN = frozenset({"active", "completed", "stopped", "on-hold"})
-_REQUEST_GIVEN = frozenset({"active", "completed", "stopped", "on-hold"})
+_ADMINISTRATION_ACTIVE = frozenset({"in-progress", "on-hold"})
+# a statement of a dose that was or may have been taken (`unknown`: the cautious reading, as for
+# administrations); never `intended` (a plan), `not-taken` or `entered-in-error`
+_STATEMENT_GIVEN = frozenset({"active", "completed", "stopped", "on-hold", "unknown"})
+# an administration that was or may have been started: some drug may be in the blood (R4 `stopped` =
+# halted before all of it occurred; `unknown` = the status is not known); only `not-done` says no drug
+_ADMINISTRATION_GIVEN = frozenset({"completed", "in-progress", "on-hold", "stopped", "unknown"})
 _CONDITION_INACTIVE = frozenset({"inactive", "remission", "resolved"})
 _CONDITION_EXCLUDED = frozenset({"refuted", "entered-in-error"})
+_LEVEL = "natalizumab level"
+_DOSE = "natalizumab dose"
 
 
 @dataclass
@@ -343,6 +398,9 @@ class Parsed:
     facts: PatientFacts
     skipped: int = 0  # malformed (or, with strict_fhir, R4B-invalid) entries
     other_patient: int = 0  # entries whose subject is another patient (left out)
+
+
+_Status = tuple[datetime, bool, str]  # (when, answer, source) of a pregnancy / breastfeeding record
 
 
 @dataclass
@@ -355,12 +413,19 @@ class _Acc:
     lymphocytes: list[LymphocyteCount] = field(default_factory=list)
     conditions: list[ConditionFact] = field(default_factory=list)
     unusable: list[UnusableValue] = field(default_factory=list)
+    birth_date: date | None = None
+    pregnancy: list[_Status] = field(default_factory=list)
+    pregnancy_conditions: list[str] = field(default_factory=list)
+    breastfeeding: list[_Status] = field(default_factory=list)
+    weights: list[tuple[datetime, float, str]] = field(default_factory=list)
 
 
 class _Context:
     def __init__(self, settings: Any, now: datetime, medications: dict[str, _Medication]) -> None:
         self.level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
         self.plex_codes = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
+        limit = getattr(settings, "natalizumab_assay_limit_ug_per_ml", None)
+        self.assay_limit: float | None = float(limit) if limit else None
         self.now = now
         self.oldest = now - MAX_OBSERVATION_AGE
         self.latest_dose = now + timedelta(days=1)
@@ -369,15 +434,24 @@ class _Context:
 
 
 _OBSERVATION_CODES = (
-    terms.NATALIZUMAB_ANTIBODY_CODES | terms.LYMPHOCYTE_ABSOLUTE_CODES | terms.LYMPHOCYTE_PERCENT_CODES
+    terms.NATALIZUMAB_ANTIBODY_CODES
+    | terms.LYMPHOCYTE_ABSOLUTE_CODES
+    | terms.LYMPHOCYTE_PERCENT_CODES
+    | terms.PATIENT_STATUS_CODES
 )
 _OBSERVATION_WORDS = re.compile(r"natalizumab|tysabri|tyruko|lymphocyte", re.IGNORECASE)
+_STATUS_KINDS = (
+    (terms.PREGNANCY_STATUS_CODES, "pregnancy"),
+    (terms.BREASTFEEDING_STATUS_CODES, "breastfeeding"),
+    (terms.BODY_WEIGHT_CODES, "weight"),
+)
 
 
 def _observation_kind_uncached(
     codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
 ) -> str | None:
-    """'antibody', 'level', 'lymphocytes' or None (most laboratory results: rejected fast)."""
+    """'antibody', 'unclear-antibody', 'level', 'lymphocytes', 'pregnancy', 'breastfeeding', 'weight'
+    or None (most laboratory results, and every JC virus result: rejected fast)."""
     if not (
         _OBSERVATION_WORDS.search(text)
         or terms.codes_match(codes, _OBSERVATION_CODES)
@@ -388,6 +462,13 @@ def _observation_kind_uncached(
         return "antibody"
     if level_codes and terms.codes_match(codes, level_codes):
         return "level"
+    for wanted, kind in _STATUS_KINDS:
+        if terms.codes_match(codes, wanted):
+            return kind
+    if terms.is_unclear_antibody(codes, text):
+        return "unclear-antibody"
+    if terms.is_jc_virus_result(codes, text):
+        return None
     if terms.is_natalizumab_antibody(codes, text):
         return "antibody"
     if terms.is_natalizumab_level(codes, text, level_codes):
@@ -467,46 +548,271 @@ def _observation(o: _Observation, ctx: _Context, hint: _Hint | None = None) -> N
     at = when[0] if when else None
     if kind == "antibody":
         _antibody(o, at, src, ctx)
-    elif kind == "level":
-        _level(o, when, src, ctx)
-    else:
-        _lymphocytes(o, codes, text, at, src, ctx)
-
-
-def _level(o: _Observation, when: tuple[datetime, str] | None, src: str, ctx: _Context) -> None:
-    kind = "natalizumab level"
-    num = _numeric(o)
-    at = when[0] if when else None
-    if num is None:
-        if o["status"] not in ("registered", "preliminary"):
-            ctx.acc.unusable.append(
-                UnusableValue(kind, "no numeric value", o.get("valueString") or "", at, src)
+    elif kind == "unclear-antibody":
+        ctx.acc.unusable.append(
+            UnusableValue(
+                "natalizumab antibody result",
+                "not recognisably an anti-natalizumab (anti-drug) antibody test",
+                f"{text}: {_reported_raw(o)}".strip(": "),
+                at,
+                src,
+                "antibody-unclear",
             )
+        )
+    elif kind == "level":
+        _level(o, text, when, src, ctx)
+    elif kind == "lymphocytes":
+        _lymphocytes(o, codes, text, at, src, ctx)
+    else:
+        _status(o, kind, at, src, ctx)
+
+
+# ---------------------------------------------------------------- natalizumab levels
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    ug_per_ml: float
+    comparator: str | None
+    value: float
+    unit: str  # as reported
+
+
+@dataclass(frozen=True, slots=True)
+class _Qualitative:
+    words: str  # the lab's own words ("Not detected", "<0.1")
+    verdict: str  # "below" (the assay's limit) | "detected"
+    value: float | None = None  # "<0.1" without a unit: 0.1, in the referenceRange's unit
+    comparator: str = "<"
+
+
+def _level_value(o: _Observation) -> _Measured | _Qualitative | values.Problem | None:
+    """What a natalizumab Observation's value says; None when it holds no value at all."""
+    q = o.get("valueQuantity")
+    if q is not None and (value := q.get("value")) is not None:
+        comparator, unit, code = q.get("comparator"), q.get("unit"), q.get("code")
+        if not (unit or code) and comparator in ("<", "<="):
+            return _Qualitative(_reported(value, comparator, ""), "below", value, comparator)
+        converted = values.mass_concentration(value, unit, code, q.get("system"))
+        if isinstance(converted, values.Problem):
+            return converted
+        return _Measured(converted, comparator, value, unit or code or "")
+    if vs := o.get("valueString"):
+        split = values.split_value_string(vs)
+        if isinstance(split, values.Problem):
+            return split
+        if split is not None:
+            cmp, number, text_unit = split
+            if not text_unit and cmp in ("<", "<="):
+                return _Qualitative(vs.strip(), "below", number, cmp)
+            in_ug = values.mass_concentration(number, text_unit, None, None)
+            if isinstance(in_ug, values.Problem):
+                return in_ug
+            return _Measured(in_ug, cmp, number, text_unit)
+        verdict = values.level_words(vs)
+        return (
+            _Qualitative(vs.strip(), verdict) if verdict else values.Problem("no-value", "no numeric value")
+        )
+    if (vcc := o.get("valueCodeableConcept")) is not None:
+        codes, texts = _concept(vcc)
+        verdict = values.level_codes(codes) or next((v for t in texts if (v := values.level_words(t))), None)
+        words = _label_of(codes, texts)
+        return _Qualitative(words, verdict) if verdict else values.Problem("no-value", "no numeric value")
+    if o.get("valueInteger") is not None:
+        return values.Problem("no-unit", "no unit given")
+    if (vb := o.get("valueBoolean")) is not None:
+        return _Qualitative(str(vb).lower(), "detected" if vb else "below")
+    for interp in o.get("interpretation", ()):  # no value: a "not detected" interpretation alone
+        codes, texts = _concept(interp)
+        verdict = values.level_codes(codes) or next((v for t in texts if (v := values.level_words(t))), None)
+        if verdict:
+            return _Qualitative(_label_of(codes, texts), verdict)
+    return None
+
+
+def _specimen(o: _Observation, code_texts: str) -> values.SpecimenKind | values.Problem:
+    """Serum, plasma or unspecified from Observation.specimen (display, contained Specimen.type) and
+    the code's text and displays (cds/fhir_values.py specimen_of)."""
+    stated: list[tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = []
+    ref = o.get("specimen")
+    if ref is not None:
+        texts = [d] if (d := ref.get("display")) else []
+        codes: tuple[tuple[str, str], ...] = ()
+        reference = ref.get("reference") or ""
+        if reference.startswith("#"):
+            for item in o.get("contained", ()):
+                if item.get("resourceType") == "Specimen" and item.get("id") == reference[1:]:
+                    try:
+                        spec = SPECIMEN.validate_python(item)
+                    except ValidationError:
+                        return values.Problem("specimen", "the contained specimen is malformed")
+                    codes, type_texts = _concept(spec.get("type"))
+                    texts += type_texts
+        if texts or codes:
+            stated.append((codes, tuple(texts)))
+    return values.specimen_of(stated, [code_texts])
+
+
+def _range_quantities(o: _Observation) -> list[_Quantity]:
+    """referenceRange high then low quantities that hold a value."""
+    out: list[_Quantity] = []
+    for rr in o.get("referenceRange", ()):
+        for q in (rr.get("high"), rr.get("low")):
+            if q is not None and q.get("value") is not None:
+                out.append(q)
+    return out
+
+
+def _assay_limit(o: _Observation, r: _Qualitative, ctx: _Context) -> float | values.Problem | None:
+    """The assay limit (µg/mL) a result below it is censored at: a number given without a unit ("<0.1")
+    is in the referenceRange's unit; otherwise the highest mass limit of the referenceRange (the
+    cautious one); else the configured limit; None when no limit is known."""
+    ranges = _range_quantities(o)
+    if r.value is not None:
+        unit_q = next((q for q in ranges if q.get("unit") or q.get("code")), None)
+        if unit_q is not None:
+            return values.mass_concentration(
+                r.value, unit_q.get("unit"), unit_q.get("code"), unit_q.get("system")
+            )
+        return ctx.assay_limit
+    limits: list[float] = []
+    for q in ranges:
+        c = values.mass_concentration(q.get("value") or 0.0, q.get("unit"), q.get("code"), q.get("system"))
+        if isinstance(c, float) and c > 0:
+            limits.append(c)
+    return max(limits) if limits else ctx.assay_limit
+
+
+def _level(
+    o: _Observation, code_text: str, when: tuple[datetime, str] | None, src: str, ctx: _Context
+) -> None:
+    at = when[0] if when else None
+
+    def unusable(code: str, reason: str, reported: str = "") -> None:
+        ctx.acc.unusable.append(UnusableValue(_LEVEL, reason, reported or _reported_raw(o), at, src, code))
+
+    specimen = _specimen(o, code_text)
+    if isinstance(specimen, values.Problem):
+        unusable(specimen.code, f"{specimen.reason}: not used as a serum level")
         return
-    value, comparator, unit, reported_unit = num
-    reported = _reported(value, comparator, reported_unit)
-    converted = terms.to_ug_per_ml(value, unit) if unit else None
-    reason = None
-    if not unit:
-        reason = "no unit given"
-    elif converted is None:
-        reason = f"unit '{unit}' is not a mass concentration"
-    elif value < 0:
-        reason = "negative value"
-    elif value == 0 and comparator is None:
-        reason = "zero without a '<' comparator"
-    elif converted > _MAX_LEVEL_UG_PER_ML:
-        reason = "above 1000 µg/mL, not plausible"
-    elif when is None:
-        reason = "no sample date"
-    elif when[1] in ("year", "month"):
-        reason = "sample date is not precise to the day"
-    if reason is not None or converted is None or at is None:
-        ctx.acc.unusable.append(UnusableValue(kind, reason or "not usable", reported, at, src))
+    read = _level_value(o)
+    if read is None:
+        if o["status"] not in ("registered", "preliminary"):
+            unusable("no-value", "no numeric value")
         return
-    ctx.acc.levels.append(
-        NatalizumabLevel(converted, at, comparator, value, reported_unit or unit, src)  # type: ignore[arg-type]
-    )
+    if isinstance(read, values.Problem):
+        unusable(read.code, read.reason)
+        return
+    if isinstance(read, _Qualitative) and read.verdict == "detected":
+        unusable("qualitative-detected", f"'{read.words}': natalizumab detected but not quantified")
+        return
+    limit: float | None = None
+    if isinstance(read, _Qualitative):
+        found = _assay_limit(o, read, ctx)
+        if isinstance(found, values.Problem):
+            unusable(found.code, found.reason)
+            return
+        if found is None:
+            unusable(
+                "qualitative-no-limit",
+                f"'{read.words}' is below the assay's limit, but no limit is known "
+                "(no referenceRange, no configured assay limit)",
+            )
+            return
+        limit = found
+    else:
+        reason = None
+        if read.value < 0:
+            reason = ("negative", "negative value")
+        elif read.value == 0 and read.comparator is None:
+            reason = ("zero", "zero without a '<' comparator")
+        elif read.ug_per_ml > _MAX_LEVEL_UG_PER_ML:
+            reason = ("implausible", "above 1000 µg/mL, not plausible")
+        if reason is not None:
+            unusable(*reason)
+            return
+    if when is None or at is None:
+        unusable("no-date", "no sample date")
+        return
+    if when[1] in ("year", "month"):
+        unusable("date-imprecise", "sample date is not precise to the day")
+        return
+    date_only = when[1] == "day"
+    if isinstance(read, _Qualitative) and limit is not None:
+        level = NatalizumabLevel(
+            limit,
+            at,
+            read.comparator,  # type: ignore[arg-type]
+            read.value,
+            "",
+            src,
+            specimen,
+            date_only,
+            read.words,
+        )
+    else:
+        assert isinstance(read, _Measured)
+        level = NatalizumabLevel(
+            read.ug_per_ml,
+            at,
+            read.comparator,  # type: ignore[arg-type]
+            read.value,
+            read.unit,
+            src,
+            specimen,
+            date_only,
+        )
+    ctx.acc.levels.append(level)
+
+
+def _status(o: _Observation, kind: str, at: datetime | None, src: str, ctx: _Context) -> None:
+    """A pregnancy / breastfeeding status or body weight Observation (codes in cds/fhir_terms.py)."""
+    if kind == "weight":
+        q = o.get("valueQuantity")
+        value = q.get("value") if q is not None else None
+        if q is None or value is None:
+            return
+        unit = (q.get("code") if q.get("system") == _UCUM else None) or q.get("unit") or q.get("code") or ""
+        kg = terms.weight_kg(value, unit)
+        low, high = _WEIGHT_KG_RANGE
+        if kg is None or not low <= kg <= high or at is None:
+            why = (
+                "no date"
+                if kg is not None and at is None
+                else f"not a body weight in kg ({unit or 'no unit'})"
+            )
+            ctx.acc.unusable.append(
+                UnusableValue("body weight", why, _reported(value, None, unit), at, src, "weight")
+            )
+            return
+        ctx.acc.weights.append((at, kg, src))
+        return
+    texts: list[str] = []
+    codes: tuple[tuple[str, str], ...] = ()
+    if (vcc := o.get("valueCodeableConcept")) is not None:
+        codes, texts = _concept(vcc)
+    if vs := o.get("valueString"):
+        texts.append(vs)
+    answer = terms.status_answer(kind, codes, texts, o.get("valueBoolean"))
+    if answer is None:
+        return  # unknown: nothing on record
+    record = (at or datetime.min.replace(tzinfo=UTC), answer, src)
+    (ctx.acc.pregnancy if kind == "pregnancy" else ctx.acc.breastfeeding).append(record)
+
+
+def _patient(p: _Patient, ctx: _Context, _hint: None = None) -> None:
+    if birth := p.get("birthDate"):
+        ctx.acc.birth_date = _latest_day(birth)
+
+
+def _latest_day(text: str) -> date:
+    """The last day a FHIR date may mean ("1984" -> 1984-12-31): an age is never overestimated, so a
+    patient who may be under 18 is named as such."""
+    parts = [int(x) for x in text.split("-")]
+    year = parts[0]
+    month = parts[1] if len(parts) > 1 else 12
+    day = parts[2] if len(parts) > 2 else calendar.monthrange(year, month)[1]
+    return date(year, month, day)
 
 
 def _antibody(o: _Observation, at: datetime | None, src: str, ctx: _Context) -> None:
@@ -549,6 +855,11 @@ def _lymphocytes(
     lk = _lymphocyte_kind[codes, text]
     num = _numeric(o)
     kind = "lymphocyte count"
+    if isinstance(num, values.Problem):
+        ctx.acc.unusable.append(
+            UnusableValue(kind, num.reason, o.get("valueString") or "", at, src, num.code)
+        )
+        return
     if num is None:
         if lk == "absolute" and o["status"] not in ("registered", "preliminary"):
             ctx.acc.unusable.append(
@@ -612,7 +923,11 @@ def _procedure(p: _Procedure, ctx: _Context, _hint: None = None) -> None:
         ctx.acc.unusable.append(UnusableValue("PLEX procedure", "no date performed", _label(code), None, src))
         return
     volumes = _plasma_volumes_from(p.get("extension", ()), (*(n["text"] for n in p.get("note", ())), *texts))
-    ctx.acc.sessions.append(PlexSession(when[0], modality, volumes, src))  # type: ignore[arg-type]
+    end = _when(period.get("end") if period else None)
+    ended_at = end[0] if end is not None and end[1] == "time" and end[0] >= when[0] else None
+    ctx.acc.sessions.append(
+        PlexSession(when[0], modality, volumes, src, ended_at, when[1] != "time")  # type: ignore[arg-type]
+    )
 
 
 def _medication_concept(m: _MedicationUse, ctx: _Context) -> tuple[tuple[tuple[str, str], ...], str, str]:
@@ -679,29 +994,91 @@ def _medication(m: _MedicationStatement | _MedicationRequest, ctx: _Context, _hi
         return
     codes, label, text = _medication_concept(m, ctx)
     ingredient = _identify[codes, text or label]
-    dosages: Iterable[_Dosage]
     if m["resourceType"] == "MedicationStatement":
-        rtype, active, given = (
-            "MedicationStatement",
-            status in _STATEMENT_ACTIVE,
-            status in _STATEMENT_GIVEN,
-        )
+        rtype, record, active = "MedicationStatement", "statement", status in _STATEMENT_ACTIVE
         p = m.get("effectivePeriod")
         # a dose date only: effectivePeriod.start is the first dose and dateAsserted when it was recorded
         when = _when(m.get("effectiveDateTime"), p.get("end") if p else None)
-        dosages = m.get("dosage", ())
-    else:
-        rtype, active, given = "MedicationRequest", status in _REQUEST_ACTIVE, status in _REQUEST_GIVEN
+    else:  # an order: authoredOn is when it was written, never when a dose was given
+        rtype, record, active = "MedicationRequest", "request", status in _REQUEST_ACTIVE
         when = _when(m.get("authoredOn"))
-        dosages = m.get("dosageInstruction", ())
     src = _source(m, rtype)
     at = when[0] if when else None
     ctx.acc.medications.append(
-        MedicationUse(ingredient, label or "medication without a name", active, status, codes, at, src)
+        MedicationUse(
+            ingredient,
+            label or "medication without a name",
+            active,
+            status,
+            codes,
+            at,
+            src,
+            record,  # type: ignore[arg-type]
+        )
     )
-    if ingredient == "natalizumab" and given and at is not None and at <= ctx.latest_dose:
-        dose_mg, interval = _dose_facts(dosages)
-        ctx.acc.doses.append(NatalizumabDose(at, dose_mg, interval, src))
+    if record == "statement" and ingredient == "natalizumab" and status in _STATEMENT_GIVEN and when:
+        if when[0] > ctx.latest_dose:
+            return  # a statement's period may end in the future: a plan, not a dose
+        dose_mg, interval = _dose_facts(m.get("dosage", ()))  # type: ignore[arg-type]
+        _dose(when, dose_mg, interval, src, label, ctx)
+
+
+def _administration(m: _MedicationAdministration, ctx: _Context, _hint: None = None) -> None:
+    """An administration given (or started): a MedicationUse of any drug, and for natalizumab a dose."""
+    status = m["status"]
+    if status == "entered-in-error":
+        return
+    codes, label, text = _medication_concept(m, ctx)
+    ingredient = _identify[codes, text or label]
+    p = m.get("effectivePeriod")
+    when = _when(m.get("effectiveDateTime"), p.get("end") if p else None, p.get("start") if p else None)
+    src = _source(m, "MedicationAdministration")
+    at = when[0] if when else None
+    ctx.acc.medications.append(
+        MedicationUse(
+            ingredient,
+            label or "medication without a name",
+            status in _ADMINISTRATION_ACTIVE,
+            status,
+            codes,
+            at,
+            src,
+            "administration",
+        )
+    )
+    if ingredient != "natalizumab" or status not in _ADMINISTRATION_GIVEN:
+        return
+    if when is None:
+        ctx.acc.unusable.append(UnusableValue(_DOSE, "no administration date", label, None, src, "no-date"))
+        return
+    dosage = m.get("dosage")
+    dose = dosage.get("dose") if dosage else None
+    dose_mg = None
+    if dose is not None and (dose.get("code") or dose.get("unit") or "").strip().lower() == "mg":
+        dose_mg = dose.get("value")
+    _dose(when, dose_mg, None, src, label, ctx)
+
+
+def _dose(
+    when: tuple[datetime, str],
+    dose_mg: float | None,
+    interval: float | None,
+    src: str,
+    label: str,
+    ctx: _Context,
+) -> None:
+    """A natalizumab dose given at `when`; one dated in the future (an administration: a data error) or
+    only to the month is named, not used."""
+    at, precision = when
+    if at > ctx.latest_dose:
+        ctx.acc.unusable.append(UnusableValue(_DOSE, "dated in the future", label, at, src, "future-date"))
+        return
+    if precision in ("year", "month"):
+        ctx.acc.unusable.append(
+            UnusableValue(_DOSE, "dose date is not precise to the day", label, at, src, "date-imprecise")
+        )
+        return
+    ctx.acc.doses.append(NatalizumabDose(at, dose_mg, interval, src, precision == "day"))
 
 
 def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
@@ -727,6 +1104,13 @@ def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
     onset_period = c.get("onsetPeriod")
     onset = _when(c.get("onsetDateTime"), onset_period.get("start") if onset_period else None)
     clinical = {code for _, code in _codings(c.get("clinicalStatus"))}
+    label = " ".join(texts)
+    if (
+        not clinical & _CONDITION_INACTIVE
+        and terms.names_pregnancy(codes, label)
+        and not _HISTORY.search(label)
+    ):
+        ctx.acc.pregnancy_conditions.append(_source(c, "Condition"))
     ctx.acc.conditions.append(
         ConditionFact(
             kind,  # type: ignore[arg-type]
@@ -741,12 +1125,16 @@ def _condition(c: _Condition, ctx: _Context, _hint: None = None) -> None:
     )
 
 
+_HISTORY = re.compile(r"\bhistory\b|\bprevious\b|\bpast\b", re.IGNORECASE)
+
 _HANDLERS: dict[str, Any] = {
     "Observation": _observation,
     "Procedure": _procedure,
     "MedicationStatement": _medication,
     "MedicationRequest": _medication,
+    "MedicationAdministration": _administration,
     "Condition": _condition,
+    "Patient": _patient,
 }
 
 
@@ -817,6 +1205,9 @@ def parse_resources(
                 other += 1
                 continue
         rtype = model["resourceType"]  # type: ignore[typeddict-item]
+        if rtype == "Patient" and patient_id and model.get("id") not in (None, patient_id):
+            other += 1
+            continue
         if (handler := handlers.get(rtype)) is not None:
             todo.append((handler, model, hint))
         elif rtype == "Medication" and (rid := model.get("id")):
@@ -838,8 +1229,37 @@ def parse_resources(
         lymphocytes=tuple(sorted(a.lymphocytes, key=_BY_DRAWN)),
         conditions=tuple(a.conditions),
         unusable=tuple(a.unusable),
+        patient=_patient_details(a),
     )
     return Parsed(facts, skipped, other)
+
+
+def _patient_details(a: _Acc) -> PatientDetails:
+    """Birth date; the latest pregnancy and breastfeeding status (a tie of opposite answers at one time
+    reads as yes); an active pregnancy Condition makes `pregnant` True whatever a status says; the
+    latest body weight."""
+    pregnant: bool | None = None
+    pregnancy_source = ""
+    if a.pregnancy:
+        _, pregnant, pregnancy_source = max(a.pregnancy, key=lambda r: (r[0], r[1]))
+    if a.pregnancy_conditions and not pregnant:
+        pregnant, pregnancy_source = True, a.pregnancy_conditions[0]
+    breastfeeding: bool | None = None
+    breastfeeding_source = ""
+    if a.breastfeeding:
+        _, breastfeeding, breastfeeding_source = max(a.breastfeeding, key=lambda r: (r[0], r[1]))
+    weight_kg = weight_at = None
+    if a.weights:
+        weight_at, weight_kg, _ = max(a.weights, key=lambda r: r[0])
+    return PatientDetails(
+        a.birth_date,
+        pregnant,
+        pregnancy_source,
+        breastfeeding,
+        breastfeeding_source,
+        weight_kg,
+        weight_at,
+    )
 
 
 # ================================================================ draft orders
@@ -853,7 +1273,7 @@ def _norm_selection(value: str) -> str:
 def _safe_when(*candidates: str | None) -> datetime | None:
     try:
         found = _when(*candidates)
-    except ValueError:
+    except (ValueError, OverflowError):  # impossible dates; year 1 with a +hh:mm offset is before UTC year 1
         return None
     return found[0] if found else None
 
@@ -967,8 +1387,10 @@ _KEY_TYPES: dict[str, frozenset[str]] = {
     "patient": frozenset({"Patient"}),
     "labs": frozenset({"Observation"}),
     "lymphocytes": frozenset({"Observation"}),
+    "patientStatus": frozenset({"Observation"}),
     "medicationStatements": frozenset({"MedicationStatement", "Medication"}),
     "medicationRequests": frozenset({"MedicationRequest", "Medication"}),
+    "medicationAdministrations": frozenset({"MedicationAdministration", "Medication"}),
     "conditions": frozenset({"Condition"}),
     "procedures": frozenset({"Procedure"}),
 }
@@ -976,12 +1398,14 @@ _KEY_LABELS = {
     "patient": "the patient record",
     "labs": "laboratory results",
     "lymphocytes": "lymphocyte counts",
+    "patientStatus": "pregnancy, breastfeeding and weight observations",
     "medicationStatements": "medication statements",
     "medicationRequests": "medication orders",
+    "medicationAdministrations": "medication administrations",
     "conditions": "conditions",
     "procedures": "procedures",
 }
-_MEDICATION_KEYS = ("medicationStatements", "medicationRequests")
+_MEDICATION_KEYS = ("medicationStatements", "medicationRequests", "medicationAdministrations")
 _READ = frozenset({"prefetch", "fhir", "cache"})
 
 
@@ -1290,18 +1714,17 @@ class FhirReader:
                     else:
                         problems.append(f"{label}: only the first prefetched page could be read")
                 continue
-            if key == "patient":
-                if rtype == "Patient" and value.get("id") in (None, patient_id):
+            if key == "patient" and rtype == "Patient":
+                if value.get("id") in (None, patient_id):
                     collected[key], sources[key] = [value], "prefetch"
-                elif rtype == "Patient":
+                else:
                     sources[key] = "error"
                     problems.append("the prefetched patient record is for another patient and was ignored")
-                else:
-                    sources[key] = "missing"  # nothing reads it: never fetched
                 continue
             if not can_fetch:
                 sources[key] = "missing"
-                problems.append(f"{label} were not prefetched and the FHIR server could not be asked")
+                verb = "was" if key == "patient" else "were"
+                problems.append(f"{label} {verb} not prefetched and the FHIR server could not be asked")
                 continue
             query = template.replace("{{context.patientId}}", quote(patient_id, safe=""))
             jobs[key] = self._cached_search(base, query, key, token, ttl, semaphore, deadline)  # type: ignore[arg-type]

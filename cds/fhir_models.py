@@ -123,6 +123,13 @@ class _PatientScoped(_Resource, total=False):
 
 
 @with_config(_LEAF)
+class _ReferenceRange(TypedDict, total=False):
+    low: _Quantity | None
+    high: _Quantity | None
+    text: str | None
+
+
+@with_config(_LEAF)
 class _Observation(_PatientScoped, total=False):
     resourceType: Required[Literal["Observation"]]
     status: Required[
@@ -148,6 +155,9 @@ class _Observation(_PatientScoped, total=False):
     valueInteger: int | None
     valueCodeableConcept: _CC | None
     interpretation: list[_CC]
+    referenceRange: list[_ReferenceRange]
+    specimen: _Reference | None
+    contained: list[dict[str, Any]]  # a contained Specimen is validated on its own (SPECIMEN)
 
 
 @with_config(_LEAF)
@@ -226,6 +236,23 @@ class _MedicationRequest(_MedicationUse, total=False):
 
 
 @with_config(_LEAF)
+class _AdministrationDosage(TypedDict, total=False):
+    text: str | None
+    dose: _Quantity | None
+
+
+@with_config(_LEAF)
+class _MedicationAdministration(_MedicationUse, total=False):
+    resourceType: Required[Literal["MedicationAdministration"]]
+    status: Required[
+        Literal["in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"]
+    ]
+    effectiveDateTime: _DateTime | None
+    effectivePeriod: _Period | None
+    dosage: _AdministrationDosage | None
+
+
+@with_config(_LEAF)
 class _Stage(TypedDict, total=False):
     summary: _CC | None
 
@@ -271,6 +298,17 @@ class _ServiceRequest(_PatientScoped, total=False):
 @with_config(_LEAF)
 class _Patient(_Resource, total=False):
     resourceType: Required[Literal["Patient"]]
+    birthDate: Annotated[str, StringConstraints(pattern=r"^\d{4}(-\d{2}(-\d{2})?)?$")] | None
+
+
+@with_config(_LEAF)
+class _Specimen(_Resource, total=False):
+    resourceType: Required[Literal["Specimen"]]
+    type: _CC | None
+
+
+# a Specimen contained in an Observation (Observation.specimen = "#id"); never read on its own
+SPECIMEN: TypeAdapter[_Specimen] = TypeAdapter(_Specimen)
 
 
 _RESOURCES: dict[str, Any] = {
@@ -279,6 +317,7 @@ _RESOURCES: dict[str, Any] = {
     "Medication": _Medication,
     "MedicationStatement": _MedicationStatement,
     "MedicationRequest": _MedicationRequest,
+    "MedicationAdministration": _MedicationAdministration,
     "Condition": _Condition,
     "ServiceRequest": _ServiceRequest,
     "Patient": _Patient,
@@ -294,6 +333,7 @@ _AnyModel = Annotated[
     | _Medication
     | _MedicationStatement
     | _MedicationRequest
+    | _MedicationAdministration
     | _Condition
     | _ServiceRequest
     | _Patient,
@@ -306,6 +346,7 @@ assert set(_RESOURCES) == {
     "Medication",
     "MedicationStatement",
     "MedicationRequest",
+    "MedicationAdministration",
     "Condition",
     "ServiceRequest",
     "Patient",

@@ -41,6 +41,26 @@ LYMPHOCYTE_ABSOLUTE_CODES: frozenset[Coding] = frozenset(
 )
 LYMPHOCYTE_PERCENT_CODES: frozenset[Coding] = frozenset({(LOINC, "26478-8")})
 NATALIZUMAB_ANTIBODY_CODES: frozenset[Coding] = frozenset({(LOINC, "58012-6")})
+# Anti-JCV antibody index (STRATIFY JCV) and qualitative anti-JCV antibody (codes.md §3): JC virus
+# serology, never an anti-natalizumab antibody and never a natalizumab level.
+JCV_CODES: frozenset[Coding] = frozenset({(LOINC, "100977-8"), (LOINC, "70173-0")})
+
+# Patient status observations (issue 15 item 15), not in codes.md, each seen in public FHIR material:
+# LOINC 82810-3 "Pregnancy status" (cqframework/cpg-example-anthrax
+# input/fsh/test-cases/8973b317-2b9f-4e38-84c4-75e82fb12e5f.fsh, answered with SNOMED 77386006
+# "Patient currently pregnant (finding)"); its LOINC answers LA15173-0 "Pregnant", LA26683-5 "Not
+# pregnant", LA4489-6 "Unknown" (a public ValueSet "pregnancystatus-values", code search);
+# LOINC 63895-7 breastfeeding status (BIH-CEI/medikationsplan input/fsh/Observation-stillzeit.fsh,
+# valueBoolean); LOINC 29463-7 "Body weight" (kind-lab/voice-biomarker-fhir
+# input/fsh/fsh/SD_VbaiBodyWeight.fsh; IHE/PCC.APS input/fsh/ex-vitalSigns-BodyWeight.fsh sends it
+# in UCUM [lb_av]).
+PREGNANCY_STATUS_CODES: frozenset[Coding] = frozenset({(LOINC, "82810-3")})
+BREASTFEEDING_STATUS_CODES: frozenset[Coding] = frozenset({(LOINC, "63895-7")})
+BODY_WEIGHT_CODES: frozenset[Coding] = frozenset({(LOINC, "29463-7")})
+PATIENT_STATUS_CODES = PREGNANCY_STATUS_CODES | BREASTFEEDING_STATUS_CODES | BODY_WEIGHT_CODES
+PREGNANT_CODES: frozenset[Coding] = frozenset({(SNOMED, "77386006"), (LOINC, "LA15173-0")})
+_NOT_PREGNANT_CODES: frozenset[Coding] = frozenset({(LOINC, "LA26683-5")})
+_UNKNOWN_ANSWER_CODES: frozenset[Coding] = frozenset({(LOINC, "LA4489-6")})
 
 # Conditions. SNOMED from codes.md §2; ICD-10 A81.2 (PML), G35 (MS) and D89.3 (IRIS, ICD-10-CM,
 # codes.md) are standard classification codes added so ICD-coded problem lists match too.
@@ -81,7 +101,17 @@ _PLASMA_VOLUMES = re.compile(
     r"(\d+(?:[.,]\d+)?)\s*(?:x|×)?\s*(?:plasma[\s-]*volumes?|tpv|pv)\b", re.IGNORECASE
 )
 _NATALIZUMAB_TEXT = re.compile(r"natalizumab|tysabri|tyruko", re.IGNORECASE)
-_ANTIBODY_TEXT = re.compile(r"antibod|anti-?natalizumab|\bADA\b", re.IGNORECASE)
+_ANTIBODY_TEXT = re.compile(r"antibod|anti-?natalizumab|\bADA\b|anti[\s-]*drug", re.IGNORECASE)
+_DRUG = r"(?:natalizumab|tysabri|tyruko)"
+# explicit anti-drug wording only: "anti-natalizumab", "natalizumab antibodies", "antibodies to
+# Tysabri", "anti-drug antibodies" (with the drug named), "ADA" next to the drug name
+_ANTI_DRUG_TEXT = re.compile(
+    rf"anti[\s-]*{_DRUG}|{_DRUG}[\s-]*(?:\(\w+\)\s*)?(?:antibod|ADA\b)"
+    rf"|antibod\w*\s+(?:to|against|vs\.?)\s+{_DRUG}|\bADA\b\W{{0,3}}(?:\w+\W+){{0,2}}?{_DRUG}",
+    re.IGNORECASE,
+)
+_ANTI_DRUG_GENERIC = re.compile(r"anti[\s-]*drug[\s-]*antibod", re.IGNORECASE)
+_JCV_TEXT = re.compile(r"\bJC\s*-?\s*(?:virus|polyoma)|\bJCV\b|john\s+cunningham|stratify", re.IGNORECASE)
 _LYMPHOCYTE_TEXT = re.compile(r"lymphocyte", re.IGNORECASE)
 _NOT_ALL_LYMPHOCYTES = re.compile(r"\bcd\s*\d|atypical|reactive|variant|/100|percent|%|ratio", re.IGNORECASE)
 _PML_TEXT = re.compile(r"progressive\s+multifocal\s+leu[ck]oencephalopathy|\bPML\b", re.IGNORECASE)
@@ -115,19 +145,48 @@ def plasma_volumes(texts: Iterable[str | None]) -> float | None:
     return None
 
 
+def is_jc_virus_result(codes: tuple[Coding, ...], text: str) -> bool:
+    """JC virus serology or PCR (LOINC 100977-8, 70173-0; "JC virus", "JCV", "John Cunningham",
+    "STRATIFY"): whatever else its text says ("Tysabri monitoring"), never a natalizumab result."""
+    return codes_match(codes, JCV_CODES) or bool(_JCV_TEXT.search(text))
+
+
 def is_natalizumab_level(codes: tuple[Coding, ...], text: str, level_codes: frozenset[Coding]) -> bool:
     if codes_match(codes, NATALIZUMAB_ANTIBODY_CODES):
         return False
     if codes_match(codes, level_codes):
         return True
+    if is_jc_virus_result(codes, text):
+        return False
     return bool(_NATALIZUMAB_TEXT.search(text)) and not _ANTIBODY_TEXT.search(text)
 
 
+def _anti_drug_wording(text: str) -> bool:
+    if _ANTI_DRUG_TEXT.search(text):
+        return True
+    return bool(_ANTI_DRUG_GENERIC.search(text)) and bool(_NATALIZUMAB_TEXT.search(text))
+
+
 def is_natalizumab_antibody(codes: tuple[Coding, ...], text: str) -> bool:
+    """LOINC 58012-6, or explicit anti-natalizumab / anti-drug wording; never a JC virus result."""
     if codes_match(codes, NATALIZUMAB_ANTIBODY_CODES):
         return True
-    lower = text.lower()
-    return "anti-natalizumab" in lower or (bool(_NATALIZUMAB_TEXT.search(text)) and "antibod" in lower)
+    if is_jc_virus_result(codes, text):
+        return False
+    return _anti_drug_wording(text)
+
+
+def is_unclear_antibody(codes: tuple[Coding, ...], text: str) -> bool:
+    """Named on the card as not used, never read as a level or as antibodies: a result that names
+    natalizumab and an antibody but is not an anti-drug antibody test, or one that names both JC virus
+    and anti-natalizumab antibodies (which of the two it is cannot be told)."""
+    if codes_match(codes, NATALIZUMAB_ANTIBODY_CODES):
+        return False
+    if is_jc_virus_result(codes, text):
+        return _anti_drug_wording(text)
+    if _anti_drug_wording(text):
+        return False
+    return bool(_NATALIZUMAB_TEXT.search(text)) and bool(_ANTIBODY_TEXT.search(text))
 
 
 def lymphocyte_kind(codes: tuple[Coding, ...], text: str) -> str | None:
@@ -197,9 +256,66 @@ def qualitative(word: str | None) -> bool | None:
     return None
 
 
+# ---------------------------------------------------------------- patient status
+
+_NEGATION = re.compile(r"\b(?:not|no|non|never|denies|denied|negative|none)\b|\bnot?[\s-]", re.IGNORECASE)
+_UNKNOWN = re.compile(
+    r"\bunknown\b|\bunsure\b|\buncertain\b|\bnot\s+(?:asked|assessed|known)\b", re.IGNORECASE
+)
+_YES = re.compile(r"^\s*(?:yes|y|true|positive|pos)\s*\.?\s*$", re.IGNORECASE)
+_PREGNANT_TEXT = re.compile(r"pregnan|gravid", re.IGNORECASE)
+_BREASTFEEDING_TEXT = re.compile(r"breast[\s-]*feed|lactat|nursing|breast[\s-]*milk|stillend", re.IGNORECASE)
+
+
+def status_answer(
+    kind: str, codes: Iterable[Coding], texts: Iterable[str], boolean: bool | None = None
+) -> bool | None:
+    """What a pregnancy ("pregnancy") or breastfeeding ("breastfeeding") status answer says: True,
+    False ("Not pregnant", "No", negated wording) or None (unknown, or nothing readable)."""
+    if boolean is not None:
+        return boolean
+    codes = tuple(codes)
+    if kind == "pregnancy":
+        if codes_match(codes, _NOT_PREGNANT_CODES):
+            return False
+        if codes_match(codes, PREGNANT_CODES):
+            return True
+    if codes_match(codes, _UNKNOWN_ANSWER_CODES):
+        return None
+    topic = _PREGNANT_TEXT if kind == "pregnancy" else _BREASTFEEDING_TEXT
+    for text in texts:
+        if not text or _UNKNOWN.search(text):
+            continue
+        if _NEGATION.search(text):
+            return False
+        if topic.search(text) or _YES.match(text):
+            return True
+    return None
+
+
+def names_pregnancy(codes: Iterable[Coding], text: str) -> bool:
+    """A Condition of pregnancy: SNOMED 77386006 or text "pregnan", not negated ("not pregnant")."""
+    if codes_match(tuple(codes), PREGNANT_CODES):
+        return True
+    return bool(_PREGNANT_TEXT.search(text)) and not _NEGATION.search(text)
+
+
+# body weight units: UCUM kg, g, [lb_av] (29463-7 above) and their usual spellings, as kg
+_KG_PER_UNIT = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237}
+
+
+def weight_kg(value: float, unit: str) -> float | None:
+    """A body weight in kg; None for any other unit (the international pound is exactly 0.45359237 kg)."""
+    factor = _KG_PER_UNIT.get(unit.strip().lower().replace("kilogram", "kg").replace("pounds", "lb"))
+    if factor is None or not math.isfinite(value):
+        return None
+    return value * factor
+
+
 # ---------------------------------------------------------------- units
-# cds/engine/units.py is the one source of truth for the factors; here only UCUM annotations
-# ({cells}) and percent units are handled.
+# cds/engine/units.py is the one unit converter; here only lymphocyte-count units (UCUM annotations
+# such as {cells}, and percent). Natalizumab levels: cds/fhir_values.py mass_concentration, which
+# decides which unit a Quantity names and converts with cds/engine/units.py.
 
 _ANNOTATION = re.compile(r"\{[^}]*\}")
 
@@ -211,12 +327,6 @@ def _strip_annotations(unit: str) -> str:
 
 def _norm_unit(unit: str) -> str:
     return _strip_annotations(unit).replace(" ", "").lower()
-
-
-def to_ug_per_ml(value: float, unit: str) -> float | None:
-    """A mass concentration as µg/mL (= mg/L = 1000 ng/mL); None for any other unit."""
-    factor = _mass_factor[unit]
-    return value * factor if factor is not None and math.isfinite(value) else None
 
 
 def to_10e9_per_l(value: float, unit: str) -> float | None:
@@ -234,10 +344,6 @@ def is_percent_unit(unit: str) -> bool:
 _CACHED_UNIT_LEN = 64
 
 
-def _mass_factor_uncached(unit: str) -> float | None:
-    return _engine_units.to_ug_per_ml(1.0, _strip_annotations(unit))
-
-
 def _count_factor_uncached(unit: str) -> float | None:
     if _percent_uncached(unit):
         return None
@@ -252,7 +358,6 @@ def _short_unit(unit: str) -> bool:
     return len(unit) <= _CACHED_UNIT_LEN
 
 
-_mass_factor: Memo[str, float | None] = Memo(_mass_factor_uncached, 256, admit=_short_unit)
 _count_factor: Memo[str, float | None] = Memo(_count_factor_uncached, 256, admit=_short_unit)
 _percent: Memo[str, bool] = Memo(_percent_uncached, 256, admit=_short_unit)
 

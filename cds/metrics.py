@@ -8,6 +8,7 @@ Wiring (one line each, in the places that know the facts):
     metrics.count_cache(cache, hit)                           # "fhir" read cache, "jwks", "jti" …
     metrics.count_cards(service_id, cards)                    # cards as returned (kind, indicator)
     metrics.count_feedback(service_id, outcome, n)            # accepted / overridden, new rows only
+    metrics.count_audit_written(n) / count_audit_lost(reason, n)  # store.py's AuditQueue, per batch
 
 Several worker processes (`CDS_WORKERS` > 1): every process counts on its own, so Prometheus
 multiprocess mode is used when the environment variable PROMETHEUS_MULTIPROC_DIR names a writable,
@@ -42,6 +43,8 @@ from cds.engine.memo import Memo
 
 __all__ = [
     "MULTIPROC_ENV",
+    "count_audit_lost",
+    "count_audit_written",
     "count_cache",
     "count_cards",
     "count_feedback",
@@ -110,6 +113,14 @@ FEEDBACK = Counter(
     "cds_feedback",
     "Feedback items stored (new rows), by service and outcome",
     ["service", "outcome"],
+    registry=_REGISTRY,
+)
+AUDIT_WRITTEN = Counter("cds_audit_rows_written", "Audit rows written to the database", registry=_REGISTRY)
+AUDIT_LOST = Counter(
+    "cds_audit_rows_lost",
+    "Audit rows that will never be written, by reason: queue-full (the database was away too long),"
+    " rejected (the database refused the row), shutdown (still queued when the process stopped)",
+    ["reason"],
     registry=_REGISTRY,
 )
 
@@ -202,6 +213,17 @@ def count_cards(service_id: str, cards: Iterable[Any]) -> None:
 def count_feedback(service_id: str, outcome: str, n: int = 1) -> None:
     if n > 0:
         FEEDBACK.labels(service_id, outcome).inc(n)
+
+
+def count_audit_written(n: int) -> None:
+    if n > 0:
+        AUDIT_WRITTEN.inc(n)
+
+
+def count_audit_lost(reason: str, n: int = 1) -> None:
+    """reason: "queue-full", "rejected" or "shutdown" (a bounded set, chosen by cds.store)."""
+    if n > 0:
+        AUDIT_LOST.labels(reason).inc(n)
 
 
 def _as_dict(card: Any) -> Mapping[str, Any]:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # clinical
     plex_target_ug_per_ml: float = Field(1.0, gt=0, le=100)
+    # the natalizumab assay's lower limit: a "not detected" result without a referenceRange is read as
+    # "< this"; unset = such a result is named as unusable (never taken as zero)
+    natalizumab_assay_limit_ug_per_ml: float | None = Field(None, gt=0, le=100)
 
     # serving
     host: str = "127.0.0.1"
@@ -71,3 +74,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # jti replay store, FHIR read cache, chart links; in-process otherwise
     chart_max_entries: int = Field(10_000, ge=1)  # live chart links per worker without Redis (~2 KB each)
     redis_key_prefix: str = "cds:"  # every Redis key starts with it (several services on one Redis)
+    # PostgreSQL: the longest a call waits for a pooled connection, a new connection or one statement
+    # before the database counts as unreachable (feedback answers 503; audit rows wait for a retry)
+    database_timeout_s: float = Field(2.0, gt=0, le=30)
+    audit_queue_max: int = Field(10_000, ge=100)  # audit rows waiting for the database, per worker
+    # the store's share of shutdown (the last audit rows): below a pod's 30 s terminationGracePeriod
+    shutdown_timeout_s: float = Field(10.0, gt=0, le=25)

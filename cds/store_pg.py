@@ -14,13 +14,23 @@ Chosen by open_store() when CDS_DATABASE_URL is a `postgresql://` (or `postgres:
 * Audit events go through the same AuditQueue as SqliteStore's (one round trip per batch, not one per
   hook call); `audit()` and `close()` write the queue first. They are JSONB with the fields people
   query (time, service, hookInstance, issuer) as columns; `SELECT * FROM cds_audit ORDER BY at DESC`
-  is the trail. Callers put no PHI in events.
+  is the trail. Callers put no PHI in events. Each row carries a random `event_id` (migration 3,
+  unique), so a batch retried after a write that timed out but landed is not stored twice.
+* PostgreSQL refuses NUL (U+0000) in text and jsonb: it is stored as U+FFFD in audit rows and
+  feedback, so such a value can neither fail the call nor take other rows with it.
+* Every call waits at most `timeout_s` for the database (pool, connect and the statement itself,
+  measured here: a paused server answers nothing); then feedback answers 503 (StoreUnavailable) and
+  audit rows stay queued for a retry.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -28,7 +38,17 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from cds import jsontext
-from cds.store import AuditQueue
+from cds.errors import BadHookRequest, StoreUnavailable
+from cds.store import AuditQueue, within
+
+log = logging.getLogger("cds.store")
+
+T = TypeVar("T")
+
+# The database is away (refused, reset, shut down, pool exhausted: PoolTimeout is an OperationalError)
+# or did not answer in time: worth a retry, and a 503 for a call waiting on it.
+_UNREACHABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError, OSError, TimeoutError)
+_NOT_READY: tuple[type[BaseException], ...] = (psycopg.Error, OSError, TimeoutError)
 
 __all__ = ["MIGRATIONS", "PgStore", "is_postgres_url"]
 
@@ -83,6 +103,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         DROP INDEX cds_feedback_once;
         """,
     ),
+    (
+        3,
+        # An id per audit row, made by the service: a retried batch (its first write timed out, yet
+        # landed) inserts nothing twice. Rows written before this version have none.
+        """
+        ALTER TABLE cds_audit ADD COLUMN event_id uuid;
+        CREATE UNIQUE INDEX cds_audit_event_id ON cds_audit (event_id);
+        """,
+    ),
 )
 
 _FEEDBACK_KEYS = ("card", "outcome", "outcomeTimestamp")
@@ -101,15 +130,22 @@ class PgStore:
         *,
         min_size: int = 1,
         max_size: int = 4,
-        timeout_s: float = 10.0,
+        timeout_s: float = 2.0,
         audit_flush_s: float = 0.5,
+        audit_queue_max: int = 10_000,
+        shutdown_timeout_s: float = 10.0,
     ) -> None:
         if not is_postgres_url(dsn):
             raise ValueError("PgStore needs a postgresql:// URL")
         self._dsn = dsn
         self._timeout_s = timeout_s
+        self._shutdown_timeout_s = shutdown_timeout_s
         self._audit: AuditQueue[tuple[Any, ...]] = AuditQueue(
-            self._write_audit, audit_flush_s, (psycopg.Error, TimeoutError, OSError)
+            self._write_audit,
+            audit_flush_s,
+            _UNREACHABLE,
+            max_rows=audit_queue_max,
+            write_timeout_s=timeout_s,
         )
         self._pool = AsyncConnectionPool(
             dsn,
@@ -117,25 +153,47 @@ class PgStore:
             max_size=max_size,
             timeout=timeout_s,
             open=False,
-            kwargs={"connect_timeout": max(1, int(timeout_s)), "application_name": "cds"},
+            # a connection from the pool is checked first: one the server dropped (restart) is
+            # replaced, not handed to a call that then fails
+            check=AsyncConnectionPool.check_connection,
+            # libpq takes whole seconds, at least 2
+            kwargs={"connect_timeout": max(2, math.ceil(timeout_s)), "application_name": "cds"},
         )
 
     async def start(self) -> None:
-        await self._pool.open(wait=True, timeout=self._timeout_s)
+        await self._pool.open(wait=True, timeout=max(10.0, self._timeout_s))  # startup may wait longer
         await self.migrate()
         self._audit.start()
 
     async def close(self) -> None:
-        await self._audit.close()
-        await self._pool.close()
+        """Write the queued audit rows, for at most shutdown_timeout_s (the rest is counted as lost)."""
+        await self._audit.close(self._shutdown_timeout_s)
+        try:
+            await within(self._pool.close(timeout=1.0), 2.0)
+        except TimeoutError:
+            log.warning("database pool did not close in time")
 
     async def ping(self) -> bool:
-        try:
-            async with self._pool.connection(timeout=2.0) as conn:
+        async def _ping() -> None:
+            async with self._pool.connection() as conn:
                 await conn.execute("SELECT 1")
+
+        try:
+            await within(_ping(), self._timeout_s)
             return True
-        except (psycopg.Error, TimeoutError, OSError):
+        except _NOT_READY:
             return False
+
+    async def _bounded(self, operation: Awaitable[T]) -> T:
+        """One call's database work, within timeout_s; a database fault becomes a 503."""
+        try:
+            return await within(operation, self._timeout_s)
+        except _UNREACHABLE as exc:
+            log.warning("database unreachable: %s", type(exc).__name__)
+            raise StoreUnavailable() from None
+        except psycopg.Error as exc:  # class only: the text may quote values
+            log.error("database error: %s (SQLSTATE %s)", type(exc).__name__, exc.sqlstate)
+            raise StoreUnavailable() from None
 
     async def migrate(self) -> list[int]:
         """Apply the migrations this database lacks; return the versions applied by this call."""
@@ -169,19 +227,30 @@ class PgStore:
                 raise ValueError(f"feedback item lacks {', '.join(missing)}")
         if not items:
             return 0
+        return await self._bounded(self._insert_feedback(_without_nul(service_id), _without_nul(items)))
+
+    async def _insert_feedback(self, service_id: str, items: list[dict[str, Any]]) -> int:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO cds_feedback (service_id, card, outcome, outcome_timestamp, body)"
-                " SELECT %s, e->>'card', e->>'outcome', e->>'outcomeTimestamp', e"
-                " FROM jsonb_array_elements(%s) AS e"
-                " ON CONFLICT DO NOTHING",
-                (service_id, Jsonb(items)),
-            )
+            try:
+                cur = await conn.execute(
+                    "INSERT INTO cds_feedback (service_id, card, outcome, outcome_timestamp, body)"
+                    " SELECT %s, e->>'card', e->>'outcome', e->>'outcomeTimestamp', e"
+                    " FROM jsonb_array_elements(%s) AS e"
+                    " ON CONFLICT DO NOTHING",
+                    (service_id, Jsonb(items)),
+                )
+            except psycopg.DataError:  # text jsonb cannot hold (a lone surrogate): the EHR's to fix
+                raise BadHookRequest(
+                    "feedback holds text that cannot be stored", code="bad-feedback"
+                ) from None
             new_rows = cur.rowcount
         # leaving the connection block committed the transaction: the rows are durable now
         return new_rows
 
     async def feedback(self) -> list[dict[str, Any]]:
+        return await self._bounded(self._read_feedback())
+
+    async def _read_feedback(self) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute("SELECT service_id, body, received_at FROM cds_feedback ORDER BY id")
@@ -201,31 +270,53 @@ class PgStore:
 
     async def add_audit(self, event: dict[str, Any]) -> None:
         at = _parse_time(event.get("time") or event.get("at")) or datetime.now(UTC)
+        data = jsontext.dumps(event)  # once, as SqliteStore does; the INSERT casts it to jsonb
+        if "\\u0000" in data or "\x00" in data:  # rare: jsonb and text refuse NUL, however escaped
+            event = _without_nul(event)
+            data = jsontext.dumps(event)
         self._audit.add(
             (
+                uuid.uuid4(),
                 at,
                 _text(event.get("service_id") or event.get("service")),
                 _text(event.get("hookInstance") or event.get("hook_instance")),
                 _text(event.get("issuer") or event.get("iss")),
-                jsontext.dumps(event),  # once, as SqliteStore does; the INSERT casts it to jsonb
+                data,
             )
         )
 
     async def _write_audit(self, batch: list[tuple[Any, ...]]) -> None:
         async with self._pool.connection() as conn, conn.cursor() as cur:  # one transaction
             await cur.executemany(
-                "INSERT INTO cds_audit (at, service_id, hook_instance, issuer, event)"
-                " VALUES (%s, %s, %s, %s, %s::jsonb)",
+                "INSERT INTO cds_audit (event_id, at, service_id, hook_instance, issuer, event)"
+                " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (event_id) DO NOTHING",
                 batch,
             )
 
     async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
-        await self._audit.flush()
+        try:
+            await self._audit.flush()
+        except _UNREACHABLE:
+            raise StoreUnavailable() from None
+        return await self._bounded(self._read_audit(limit))
+
+    async def _read_audit(self, limit: int) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute("SELECT event FROM cds_audit ORDER BY id DESC LIMIT %s", (max(0, limit),))
             rows = await cur.fetchall()
         return [row["event"] for row in rows]  # newest first, as given (the same as SqliteStore.audit())
+
+
+def _without_nul(value: Any) -> Any:
+    """`value` with every NUL in its strings (keys too) replaced by U+FFFD, which PostgreSQL stores."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _text(value: object) -> str | None:

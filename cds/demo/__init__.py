@@ -75,6 +75,7 @@ _DATE_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
 _CODE_ELEMENT = {
     "MedicationStatement": "medicationCodeableConcept",
     "MedicationRequest": "medicationCodeableConcept",
+    "MedicationAdministration": "medicationCodeableConcept",
 }
 
 

@@ -206,6 +206,35 @@ class _Builder:
         if note:
             res["note"] = [{"text": note}]
 
+    def _status(
+        self, kind: str, days: float, category: str, code: tuple[str, str], value: dict[str, Any]
+    ) -> None:
+        self._add(
+            {
+                "resourceType": "Observation",
+                "id": self._id(kind),
+                "status": "final",
+                "category": [{"coding": [{"system": CAT_SYSTEM, "code": category}]}],
+                "code": {"coding": [{"system": LOINC, "code": code[0], "display": code[1]}], "text": code[1]},
+                "subject": self.subject,
+                "effectiveDateTime": self.at(days),
+                **value,
+            }
+        )
+
+    def weight(self, days: float, kg: float) -> None:
+        """Body weight, LOINC 29463-7 (cited in cds/fhir_terms.py)."""
+        quantity = {"value": kg, "unit": "kg", "system": UCUM, "code": "kg"}
+        self._status("wt", days, "vital-signs", ("29463-7", "Body weight"), {"valueQuantity": quantity})
+
+    def pregnancy_status(self, days: float, pregnant: bool) -> None:
+        """Pregnancy status, LOINC 82810-3, answered with LOINC LA15173-0 / LA26683-5 (cds/fhir_terms.py)."""
+        answer = ("LA15173-0", "Pregnant") if pregnant else ("LA26683-5", "Not pregnant")
+        concept = {"coding": [{"system": LOINC, "code": answer[0], "display": answer[1]}], "text": answer[1]}
+        self._status(
+            "preg", days, "social-history", ("82810-3", "Pregnancy status"), {"valueCodeableConcept": concept}
+        )
+
     def lymphocytes(self, days: float, value: float, unit: str = "10*9/L") -> None:
         self._lab(
             "lym",
@@ -269,7 +298,11 @@ class _Builder:
     def natalizumab(
         self, last_dose_days: float, *, start_days: float = 3 * 365.25, stopped: bool = True
     ) -> None:
-        """Natalizumab q4w since `start_days`, last infusion `last_dose_days` ago (statement + request)."""
+        """Natalizumab q4w since `start_days`, last infusion `last_dose_days` ago.
+
+        The infusions are MedicationAdministration records (the last three, 28 days apart: what gives
+        the dose dates); the statement says the course and its end, and the standing order written at
+        the start is a MedicationRequest whose authoredOn is never a dose date."""
         timing = {"repeat": {"frequency": 1, "period": 4, "periodUnit": "wk"}}
         dose = [{"doseQuantity": {"value": 300, "unit": "mg", "system": UCUM, "code": "mg"}}]
         route = {
@@ -313,6 +346,22 @@ class _Builder:
                 ],
             }
         )
+        for days in (last_dose_days + 56, last_dose_days + 28, last_dose_days):
+            self._add(
+                {
+                    "resourceType": "MedicationAdministration",
+                    "id": self._id("ma"),
+                    "status": "completed",
+                    "medicationCodeableConcept": self._med("natalizumab", NATALIZUMAB_TEXT),
+                    "subject": self.subject,
+                    "effectivePeriod": {"start": self.at(days + 1 / 24), "end": self.at(days)},
+                    "dosage": {
+                        "text": "300 mg IV over 1 hour",
+                        "route": route,
+                        "dose": {"value": 300, "unit": "mg", "system": UCUM, "code": "mg"},
+                    },
+                }
+            )
 
     def statement(self, ingredient: str, text: str, start_days: float, status: str = "active") -> None:
         self._add(
@@ -478,6 +527,7 @@ def _mid_course(b: _Builder) -> None:
     _common(b)
     b.pml(10, [(OCCIPITAL, "Right occipital lobe")], "Right occipital lesion, unilobar; no enhancement")
     b.natalizumab(18)
+    b.weight(7.3, 82.0)
     b.level(7.1, 32, "mg/L", note="Pre-session 1")
     b.plex_done(7, 5, 3)
     b.level(1, 4.8, "mg/L", note="Pre-session 4, 2 days after session 3")
@@ -536,6 +586,8 @@ def _fingolimod(b: _Builder) -> None:
     b.pml(7, [(FRONTAL, "Right frontal lobe")], _FRONTAL_NOTE)
     b.natalizumab(30)
     b.statement("fingolimod", "Gilenya (fingolimod) 0.5 mg orally once daily", 6)
+    b.weight(6.3, 64.5)
+    b.pregnancy_status(6.2, pregnant=False)
     b.request("fingolimod", "Gilenya (fingolimod) 0.5 mg orally once daily", 6)
     b.level(1, 22)
     b.plex_order(5)

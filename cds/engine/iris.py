@@ -315,11 +315,17 @@ def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAsses
         if plex_start < watch_from:
             watch_from = plex_start
             notes.append("Plasma exchange may bring IRIS forward: watch from the start of PLEX.")
-    else:
+    elif dose.known:  # no natalizumab dose on record at all: PLEX is the only anchor
         watch_from = plex_start
         notes.append(
-            "The date of the last infusion is unknown: watch from the start of PLEX; "
+            "No natalizumab infusion is on record: watch from the start of PLEX; "
             "IRIS may come weeks to months after the last infusion."
+        )
+    else:  # a dose may be missing from the record: no date is computed from it
+        watch_from = None
+        notes.append(
+            "The date of the last infusion is unknown: watch for IRIS from now and through plasma exchange; "
+            "it may come weeks to months after the last infusion."
         )
     if not pml:
         notes.append("No PML diagnosis is on record, so no imaging description could be assessed.")

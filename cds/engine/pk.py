@@ -122,7 +122,7 @@ MAX_SESSIONS = 50  # arithmetic cap; far beyond any real course (5-10 sessions, 
 
 FLAGS: dict[str, str] = {
     "post-session-sample": "level drawn < 24 h after a session; corrected by the volume-derived factor, redraw",
-    "below-limit": "level below the assay limit, at or below the target",
+    "below-limit": "level reported under the assay's limit, the limit at or under the target",
     "upper-bound": "level reported as '<X' with X above target: the estimate is an upper bound",
     "lower-bound": "level reported as '>X': the estimate is a lower bound",
     "persistent-antibodies": "persistent anti-natalizumab antibodies on record (they never replace a level)",
@@ -800,7 +800,7 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context) -> PlexEstimate:
         and ctx.dose.at.date() == latest.drawn_at.date()
         and (latest.date_only or ctx.dose.date_only)
     )
-    if post is not None and latest.comparator is None:
+    if post is not None:
         flags.append("post-session-sample")
         pv = post.plasma_volumes if _positive(post.plasma_volumes) else ctx.plan_pv
         factors = tuple(post_session_factor(pv, sc.intravascular_fraction) for sc in scenarios)  # type: ignore[assignment]
@@ -841,11 +841,16 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context) -> PlexEstimate:
     if age_days > 0:
         flags.append("decayed")
         carried = f" through {len(since)} session(s) since then and" if since else ""
+        # a censored value stays censored: no "about X now" from a "<X"
+        now_txt = (
+            ""
+            if latest.comparator
+            else f": about {starts[1]:.2g} µg/mL now (range {min(starts):.2g}-{max(starts):.2g})"
+        )
         notes.append(
             f"The level from {_ymd(latest.drawn_at)} was carried to now{carried} with natural decay "
             f"(half-life {HALF_LIFE_DAYS:g} days; the range uses {HALF_LIFE_SHORT_DAYS:g}-"
-            f"{HALF_LIFE_LONG_DAYS:g} days): about {starts[1]:.2g} µg/mL now "
-            f"(range {min(starts):.2g}-{max(starts):.2g})."
+            f"{HALF_LIFE_LONG_DAYS:g} days){now_txt}."
         )
     if age_days > HALF_LIFE_DAYS:
         flags.append("old-level")
@@ -858,8 +863,7 @@ def _from_level(latest: NatalizumabLevel, ctx: _Context) -> PlexEstimate:
             flags.append("below-limit")
             words = f"'{latest.qualitative}', " if latest.qualitative else ""
             notes.append(
-                f"The level is below the assay limit ({words}{latest.comparator}{value:g} µg/mL), at or "
-                f"below the target of {target:g} µg/mL."
+                f"The level is reported under the assay's limit ({words}{latest.comparator}{value:g} µg/mL)."
             )
         else:
             flags.append("upper-bound")
@@ -914,9 +918,9 @@ def _estimate(
     if measure:
         ctx.flags.append("projected-below-target")
         ctx.notes.append(
-            f"Projected at about {starts[1]:.2g} µg/mL, at or below the {ctx.target:g} µg/mL target, but not "
-            f"measured so: confirm with a serum level drawn now (high end of the range {max(starts):.2g} µg/mL, "
-            f"{remaining.high} session(s))."
+            f"The projection reaches the {ctx.target:g} µg/mL target (about {starts[1]:.2g} µg/mL now; high end "
+            f"{max(starts):.2g} µg/mL, {remaining.high} session(s)), but a projection is not a measurement: "
+            "confirm with a serum level drawn now."
         )
     return _finish(
         ctx,

@@ -29,6 +29,10 @@ from pydantic import (
 from pydantic_core import to_jsonable_python
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+# CDS Hooks 2.0: "hookInstance: string, a universally unique identifier (UUID) for this particular hook call"
+HookInstance = Annotated[
+    str, StringConstraints(pattern=r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
+]
 Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<140"; Inferno fails 140
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -202,7 +206,7 @@ class HookRequest(_In):
     """https://cds-hooks.hl7.org/2.0/#http-request"""
 
     hook: NonEmpty
-    hookInstance: NonEmpty
+    hookInstance: HookInstance
     fhirServer: str | None = None
     fhirAuthorization: FhirAuthorization | None = None
     context: HookContext

@@ -256,7 +256,14 @@ def test_prefetch_holds_what_it_should(name: str) -> None:
     assert pf["patient"]["id"] == p.patient_id
     by_type = {
         t: {r["id"] for r in p.resources if r["resourceType"] == t}
-        for t in ("Observation", "MedicationStatement", "MedicationRequest", "Condition", "Procedure")
+        for t in (
+            "Observation",
+            "MedicationStatement",
+            "MedicationRequest",
+            "MedicationAdministration",
+            "Condition",
+            "Procedure",
+        )
     }
     lab_ids = {
         r["id"]
@@ -271,6 +278,12 @@ def test_prefetch_holds_what_it_should(name: str) -> None:
     }
     assert set(_ids(pf["medicationStatements"])) == by_type["MedicationStatement"]
     assert set(_ids(pf["medicationRequests"])) == by_type["MedicationRequest"]
+    assert set(_ids(pf["medicationAdministrations"])) == by_type["MedicationAdministration"]
+    assert set(_ids(pf["patientStatus"])) == {
+        r["id"]
+        for r in p.resources
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] in ("82810-3", "29463-7")
+    }
     assert set(_ids(pf["conditions"])) == by_type["Condition"]
     assert set(_ids(pf["procedures"])) == by_type["Procedure"]
     for key, value in pf.items():

@@ -210,11 +210,19 @@ def test_plex_brings_the_watch_window_forward() -> None:
     assert a.watch_until is None
 
 
-def test_unknown_last_infusion() -> None:
+def test_no_infusion_on_record_watches_from_the_plex_start() -> None:
     a = assess(pml("frontal"), plan=PlexPlan(first_session_at=NOW + days(1)))
     assert a.watch_from == NOW + days(1)
     assert a.watch_until is None
-    assert "unknown" in a.watch_note
+
+
+def test_an_unknown_last_infusion_gives_no_watch_date() -> None:
+    # issue 15 item 3: an order on record without an administration after it: no date from it
+    from cds.engine.domain import MedicationUse
+
+    order = MedicationUse("natalizumab", "Tysabri", active=True, last_date=NOW - days(1000), record="request")
+    a = assess(pml("frontal"), facts=PatientFacts(medications=(order,)))
+    assert a.watch_from is None and "unknown" in a.watch_note
 
 
 def test_steroid_statements_carry_evidence_levels() -> None:

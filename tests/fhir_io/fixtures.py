@@ -226,6 +226,36 @@ def realistic_prefetch(now: datetime = NOW) -> dict[str, Any]:
             ],
         },
     )
+    administrations = bundle(
+        {
+            "resourceType": "MedicationAdministration",
+            "id": "ma-ntz",
+            "status": "completed",
+            "medicationCodeableConcept": rx("354770", "natalizumab", "Tysabri 300 mg IV"),
+            "subject": {"reference": f"Patient/{PATIENT}"},
+            "effectivePeriod": {"start": iso(d(35, 1)), "end": iso(d(35))},
+            "dosage": {
+                "text": "300 mg IV over 1 hour",
+                "dose": {"value": 300, "unit": "mg", "system": UCUM, "code": "mg"},
+            },
+        },
+    )
+    patient_status = bundle(
+        observation(
+            "weight-1",
+            {"coding": [{"system": LOINC, "code": "29463-7", "display": "Body weight"}]},
+            d(3),
+            valueQuantity={"value": 68.0, "unit": "kg", "system": UCUM, "code": "kg"},
+        ),
+        observation(
+            "preg-1",
+            {"coding": [{"system": LOINC, "code": "82810-3", "display": "Pregnancy status"}]},
+            d(3),
+            valueCodeableConcept={
+                "coding": [{"system": LOINC, "code": "LA26683-5", "display": "Not pregnant"}]
+            },
+        ),
+    )
     conditions = bundle(
         {
             "resourceType": "Condition",
@@ -296,8 +326,10 @@ def realistic_prefetch(now: datetime = NOW) -> dict[str, Any]:
         "patient": {"resourceType": "Patient", "id": PATIENT, "gender": "female", "birthDate": "1984-02-11"},
         "labs": labs,
         "lymphocytes": lymphocytes,
+        "patientStatus": patient_status,
         "medicationStatements": statements,
         "medicationRequests": requests,
+        "medicationAdministrations": administrations,
         "conditions": conditions,
         "procedures": procedures,
     }

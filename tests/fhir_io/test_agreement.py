@@ -121,7 +121,17 @@ def test_strict_and_slim_give_the_same_facts_for_the_realistic_prefetch() -> Non
         len(facts.lymphocytes),
         len(facts.conditions),
         len(facts.unusable),
-    ) == (4, 3, 2, 1, 4, 2, 2, 2)
+    ) == (4, 3, 2, 1, 5, 2, 2, 2)
+    # the request's authoredOn is not a dose: the two doses are the statement's end and the administration
+    assert [d.source for d in facts.doses] == [
+        "MedicationStatement/ms-ntz",
+        "MedicationAdministration/ma-ntz",
+    ]
+    assert (facts.patient.birth_date, facts.patient.pregnant, facts.patient.weight_kg) == (
+        date(1984, 2, 11),
+        False,
+        68.0,
+    )
 
 
 @pytest.mark.parametrize("case", _demo(), ids=lambda c: c[0])

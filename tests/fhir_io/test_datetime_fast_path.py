@@ -39,7 +39,10 @@ _PARTIAL = st.one_of(
 def _outcome(fn: Any, text: str) -> Any:
     try:
         return fn(text)
-    except ValueError as exc:
+    except (
+        ValueError,
+        OverflowError,
+    ) as exc:  # OverflowError: year 1 with a +hh:mm offset is before UTC year 1
         return ("error", type(exc))
 
 

@@ -191,3 +191,9 @@ def test_plan_first_session_from_datetime_period_or_events() -> None:
 def test_volume_quantity_is_not_a_session_count() -> None:
     (o,) = plex_orders(draft(sr(quantityQuantity={"value": 3000, "unit": "mL"})), None, S)
     assert o.plan.ordered_sessions is None
+
+
+def test_a_year_one_date_with_a_positive_offset_is_no_start_not_an_error() -> None:
+    # 0001-01-01T00:00:00+14:00 is before UTC year 1: datetime raises OverflowError, not ValueError
+    (order,) = plex_orders(draft(sr(occurrenceDateTime="0001-01-01T00:00:00+14:00")), None, S)
+    assert order.plan.first_session_at is None

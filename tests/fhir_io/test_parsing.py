@@ -465,11 +465,13 @@ def test_natalizumab_doses_and_interval() -> None:
         medication_statement("c", rx("354770", "natalizumab"), "intended", effectiveDateTime=day(-10)),
         medication_statement("d", rx("1012892", "fingolimod"), "active", effectiveDateTime=day(3)),
     ).facts
+    # an order's authoredOn is when it was written, never a dose date (issue 15 item 3)
     assert [(d.source, d.interval_days, d.dose_mg) for d in facts.doses] == [
         ("MedicationStatement/a", 42.0, None),
-        ("MedicationRequest/b", 28.0, 300.0),
     ]
     assert facts.doses[0].given_at == NOW - timedelta(days=40)
+    request = next(m for m in facts.medications if m.source == "MedicationRequest/b")
+    assert (request.record, request.last_date) == ("request", NOW - timedelta(days=20))
 
 
 # ---------------------------------------------------------------- conditions

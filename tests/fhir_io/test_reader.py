@@ -7,7 +7,7 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -24,8 +24,10 @@ KEYS = (
     "patient",
     "labs",
     "lymphocytes",
+    "patientStatus",
     "medicationStatements",
     "medicationRequests",
+    "medicationAdministrations",
     "conditions",
     "procedures",
 )
@@ -33,6 +35,7 @@ TYPE_KEY = {
     "Observation": None,
     "MedicationStatement": "medicationStatements",
     "MedicationRequest": "medicationRequests",
+    "MedicationAdministration": "medicationAdministrations",
     "Condition": "conditions",
     "Procedure": "procedures",
 }
@@ -75,9 +78,11 @@ class FakeFhir:
             if result is not None:
                 return result
         rtype = request.url.path.rsplit("/", 1)[-1]
-        if rtype == "Observation":
+        if request.url.path.endswith(f"/Patient/{PATIENT}"):
+            key = "patient"
+        elif rtype == "Observation":
             codes = request.url.params.get("code", "")
-            key = "lymphocytes" if "731-0" in codes else "labs"
+            key = "lymphocytes" if "731-0" in codes else "patientStatus" if "82810-3" in codes else "labs"
         else:
             key = TYPE_KEY.get(rtype)
         if key is None:
@@ -177,18 +182,20 @@ async def test_empty_bundle_means_no_data(fake: FakeFhir) -> None:
 @pytest.mark.parametrize("prefetch", [None, {}, "not a dict", []])
 async def test_missing_prefetch_field_fetches_everything(fake: FakeFhir, prefetch: Any) -> None:
     result = await load(fake, prefetch)
-    paths = sorted(r.url.path.rsplit("/", 1)[-1] for r in fake.requests)
+    paths = sorted(r.url.path.split("/fhir/", 1)[-1] for r in fake.requests)
     assert paths == [
         "Condition",
+        "MedicationAdministration",
         "MedicationRequest",
         "MedicationStatement",
         "Observation",
         "Observation",
+        "Observation",
+        f"Patient/{PATIENT}",
         "Procedure",
     ]
     assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in fake.requests)
-    assert {k: v for k, v in result.sources.items() if k != "patient"} == {k: "fhir" for k in KEYS[1:]}
-    assert result.sources["patient"] == "missing"
+    assert result.sources == {k: "fhir" for k in KEYS}  # the Patient is read too (birth date)
     assert result.facts == (await load(FakeFhir(), now_data())).facts
     assert result.problems == ()
 
@@ -634,7 +641,7 @@ async def test_one_log_line_per_fetch_without_token_ids_or_query(
         await reader.load(PATIENT, None, BASE, TOKEN, 300)
         await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300)
     lines = [r.getMessage() for r in caplog.records if r.name == "cds.fhir"]
-    assert len(lines) == 7
+    assert len(lines) == len(KEYS) + 1
     assert sum("cache=hit" in line for line in lines) == 1
     assert all("type=" in line and "status=" in line and "ms=" in line for line in lines)
     for line in lines:
@@ -662,3 +669,48 @@ async def test_prefetch_is_not_mutated(fake: FakeFhir) -> None:
     before = copy.deepcopy(prefetch)
     await load(fake, prefetch)
     assert prefetch == before
+
+
+# ---------------------------------------------------------------- issue 15: the patient and new keys
+
+
+async def test_absent_patient_is_read_from_the_server(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    del prefetch["patient"]
+    result = await load(fake, prefetch)
+    assert [r.url.path for r in fake.requests] == [f"/fhir/Patient/{PATIENT}"]
+    assert result.sources["patient"] == "fhir"
+    assert result.facts.patient.birth_date == date(1984, 2, 11)
+
+
+async def test_a_patient_that_cannot_be_read_is_named_not_412(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    del prefetch["patient"]
+    fake.override = lambda request: httpx.Response(
+        404, json={"resourceType": "OperationOutcome", "issue": []}
+    )
+    result = await load(fake, prefetch)
+    assert result.sources["patient"] == "error"
+    assert result.problems == ("the patient record could not be read from the FHIR server (HTTP 404)",)
+    assert result.facts.patient.birth_date is None
+
+
+async def test_a_patient_key_missing_without_server_access_is_named(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    del prefetch["patient"], prefetch["patientStatus"]
+    result = await load(fake, prefetch, token=None)
+    assert fake.requests == []
+    assert result.problems == (
+        "the patient record was not prefetched and the FHIR server could not be asked",
+        "pregnancy, breastfeeding and weight observations were not prefetched and the FHIR server could not be asked",
+    )
+
+
+async def test_administrations_alone_are_medications_read_no_412(fake: FakeFhir) -> None:
+    prefetch = now_data()
+    for key in ("labs", "medicationStatements", "medicationRequests"):
+        del prefetch[key]
+    result = await load(fake, prefetch, token=None)
+    assert result.sources["medicationAdministrations"] == "prefetch"
+    assert [d.source for d in result.facts.doses] == ["MedicationAdministration/ma-ntz"]
+    assert result.exposure is True

@@ -14,29 +14,32 @@ from pydantic import ValidationError
 from cds.hooks.models import HookRequest
 from tests.support.json_values import json_values
 
-BASE: dict[str, Any] = {"hook": "order-select", "hookInstance": "x", "context": {"patientId": "p"}}
+H = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"  # CDS Hooks 2.0: hookInstance is a UUID
+BASE: dict[str, Any] = {"hook": "order-select", "hookInstance": H, "context": {"patientId": "p"}}
 
 RAW = [
-    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"},"prefetch":{"a":NaN,"b":Infinity}}',
-    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"},"prefetch":{"a":1e400,"b":123456789012345678901234567890,"c":-0,"d":1.0,"e":-0.0}}',
-    b'{"hook":"a","hookInstance":"b","hook":"c","context":{"patientId":"p"}}',
-    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"},"prefetch":{"a":"\\ud800"}}',
-    b'\xef\xbb\xbf{"hook":"a","hookInstance":"b","context":{"patientId":"p"}}',
-    b' {"hook":"a","hookInstance":"b","context":{"patientId":"p"}} \n',
-    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"}} x',
-    b'{"hook":"a","hookInstance":"b","context":{"patientId":"p"}}{}',
+    b'{"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"},"prefetch":{"a":NaN,"b":Infinity}}',
+    b'{"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"},"prefetch":{"a":1e400,"b":123456789012345678901234567890,"c":-0,"d":1.0,"e":-0.0}}',
+    b'{"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","hook":"c","context":{"patientId":"p"}}',
+    b'{"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"},"prefetch":{"a":"\\ud800"}}',
+    b'\xef\xbb\xbf{"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"}}',
+    b' {"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"}} \n',
+    b'{"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"}} x',
+    b'{"hook":"a","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"}}{}',
     b"[]",
     b"null",
     b"",
     b'"x"',
     b"{not json",
-    b'{"hook":"a\\u0000","hookInstance":"b","context":{"patientId":"p"}}',
-    '{"hook":"é","hookInstance":"b","context":{"patientId":"p"}}'.encode("latin-1"),
+    b'{"hook":"a\\u0000","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"}}',
+    '{"hook":"é","hookInstance":"d1577c69-dfbe-44ad-ba6d-3e05e953b2ea","context":{"patientId":"p"}}'.encode(
+        "latin-1"
+    ),
     b'{"a":' * 300 + b"1" + b"}" * 300,
 ]
 FIELDS: dict[str, list[Any]] = {
     "hook": [1, True, None, "", [], 1.5],
-    "hookInstance": [1, None, ""],
+    "hookInstance": [1, None, "", "x", "b\u0000", H.upper(), H + "\n", "{" + H + "}"],
     "fhirServer": [1, None, True, "x"],
     "fhirAuthorization": [
         None,

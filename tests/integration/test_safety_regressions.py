@@ -264,7 +264,7 @@ def test_item12_multilobar_is_not_widespread_and_the_card_speaks_of_severe_iris(
     body = hook("item12-multilobar")
     iris = ext(body, "iris")
     assert iris.get("severeIrisRisk") == "not-raised", iris
-    assert "multilobar" in iris["reasons"] and "widespread" not in iris["reasons"], iris
+    assert "multilobar" in iris.get("reasons", []) and "widespread" not in iris.get("reasons", []), iris
     c = card(body, "iris")
     assert "standard risk" not in text(c).lower() and "standard pml-iris risk" not in text(c).lower()
     assert "severe" in text(c).lower() and "most patients" in text(c).lower(), text(c)
@@ -334,4 +334,4 @@ def test_item15_age_under_18_is_named_as_outside_the_model_population(hook: Call
 def test_item16_negated_and_historical_mri_findings_do_not_raise_iris_risk(hook: Call) -> None:
     iris = ext(hook("item16"), "iris")
     assert iris.get("severeIrisRisk") == "not-raised", iris
-    assert not set(iris["reasons"]) & {"enhancement", "brainstem", "widespread"}, iris
+    assert not set(iris.get("reasons", [])) & {"enhancement", "brainstem", "widespread"}, iris

@@ -30,6 +30,8 @@ def assert_not_reassuring(cards: list[dict[str, Any]], why: str = "") -> None:
     remaining = ext.get("remainingSessions")
     assert remaining is None or remaining["estimate"] != 0, f"0 sessions remaining ({remaining}): {why}"
     found = REASSURANCE.search(f"{card['summary']}\n{card.get('detail', '')}")
-    assert found is None, f"estimate card says {found.group(0)!r} ({card['summary']!r}): {why}"
+    assert found is None, (
+        f"estimate card says {found.group(0)!r} in {found.string[max(0, found.start() - 80) : found.end() + 40]!r}: {why}"
+    )
     for other in cards:  # nor may another card say the drug is cleared
         assert not re.search("no more plex needed", other["summary"], re.IGNORECASE), other["summary"]

@@ -263,7 +263,9 @@ def test_load_mixed_traffic_no_5xx_no_lost_feedback_bounded_memory(tmp_path: Pat
                             "Authorization": f"Bearer {warm.token(path)}",
                         }
                         r = await client.post(
-                            path, content=raw.replace(b"@HOOK-INSTANCE@", b"w" * 8), headers=hdr
+                            path,
+                            content=raw.replace(b"@HOOK-INSTANCE@", str(uuid.uuid4()).encode()),
+                            headers=hdr,
                         )
                         assert r.status_code == 200, r.text[:300]
 

@@ -73,8 +73,21 @@ _MEASURE_FIRST_WHY = (
     ("last-dose-unknown", "the last infusion date is unknown"),
     ("antibodies-no-level", "antibodies are on record but no usable level"),
     ("newer-unusable-result", "the latest natalizumab result could not be used"),
-    ("projected-below-target", "projected below target, not measured"),
+    ("projected-below-target", "a projection, not a measurement, reaches the target"),
     ("date-ambiguous", "the sample time is ambiguous"),
+)
+
+
+# data problems a clinician must see before acting on the count: the card is at least a warning
+_WARNING_FLAGS = frozenset(
+    {
+        "antibody-level-discordance",
+        "discordant-same-time",
+        "date-ambiguous",
+        "post-session-sample",
+        "newer-unusable-result",
+        "last-dose-unknown",
+    }
 )
 
 
@@ -497,6 +510,8 @@ def estimate_draft(
     r = est.remaining
     warn = (
         est.basis == "none"
+        or est.conclusion == "measure-first"
+        or bool(_WARNING_FLAGS & set(est.flags))
         or (r is not None and ordered is not None and ordered < r.estimate)
         or (course is not None and course["actions"][0]["type"] == "delete")
         or (course is not None and ordered is not None and r is not None and ordered > r.high)
