@@ -180,8 +180,10 @@ def test_fhir_text_enters_cards_escaped_and_renders_literally(base: str, hook: H
             for u in re.findall(r"<a href=\"([^\"]+)\"", body)
             if u.startswith("https://") and "evil" not in u
         ], "live link from FHIR text on the page"
-        assert body.count("<table>") == page_before.split("<body>", 1)[1].count("<table>")
-        assert body.count("<h") == page_before.split("<body>", 1)[1].count("<h")
+        # `|` makes no table and `#` no heading: never more than the clean card's page has (fewer when
+        # the injected unit makes the level unusable and the levels table goes)
+        assert body.count("<table>") <= page_before.split("<body>", 1)[1].count("<table>")
+        assert body.count("<h") <= page_before.split("<body>", 1)[1].count("<h")
         literal_hits += _text(body).count(PAYLOAD)
         for text in _card_texts(card):
             for marker in ("<script", "<img", "<a ", "</"):
