@@ -115,7 +115,14 @@ FEEDBACK = Counter(
     ["service", "outcome"],
     registry=_REGISTRY,
 )
-AUDIT_WRITTEN = Counter("cds_audit_rows_written", "Audit rows written to the database", registry=_REGISTRY)
+# Every metric here has labels: a label-less one is created at import, and in multiprocess mode that
+# opens its file before `prepare_multiprocess` has made the directory (the container failed to start).
+AUDIT_WRITTEN = Counter(
+    "cds_audit_rows_written",
+    "Audit rows written to the database, by how: batch, or row-by-row after the database refused a batch",
+    ["how"],
+    registry=_REGISTRY,
+)
 AUDIT_LOST = Counter(
     "cds_audit_rows_lost",
     "Audit rows that will never be written, by reason: queue-full (the database was away too long),"
@@ -215,9 +222,10 @@ def count_feedback(service_id: str, outcome: str, n: int = 1) -> None:
         FEEDBACK.labels(service_id, outcome).inc(n)
 
 
-def count_audit_written(n: int) -> None:
+def count_audit_written(n: int, how: str = "batch") -> None:
+    """how: "batch", or "row-by-row" after the database refused a batch."""
     if n > 0:
-        AUDIT_WRITTEN.inc(n)
+        AUDIT_WRITTEN.labels(how).inc(n)
 
 
 def count_audit_lost(reason: str, n: int = 1) -> None:

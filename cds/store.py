@@ -304,7 +304,7 @@ class AuditQueue(Generic[Row]):
                 await self._write_once([row])
             except self._requeue_on:
                 self._requeue(batch[i:])
-                metrics.count_audit_written(written)
+                metrics.count_audit_written(written, "row-by-row")
                 self._lose_rejected(lost, len(batch), refused)
                 raise
             except Exception as exc:  # noqa: BLE001 - this row is refused (logged by class below)
@@ -312,7 +312,7 @@ class AuditQueue(Generic[Row]):
                 refused = exc
             else:
                 written += 1
-        metrics.count_audit_written(written)
+        metrics.count_audit_written(written, "row-by-row")
         self._lose_rejected(lost, len(batch), refused)
         self._report_reachable()
 

@@ -117,3 +117,15 @@ def test_prepare_multiprocess_is_a_no_op_for_one_worker(tmp_path: Path, monkeypa
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)  # type: ignore[attr-defined]
     assert metrics.prepare_multiprocess(1, tmp_path) is None
     assert not (tmp_path / "prometheus").exists()
+
+
+def test_importing_the_metrics_creates_no_file_before_the_directory_exists(tmp_path: Path) -> None:
+    # `cds serve` imports cds.metrics, then prepare_multiprocess makes the directory: a metric
+    # created at import (one without labels) would open its file first and the service not start
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env[metrics.MULTIPROC_ENV] = str(tmp_path / "not-yet")
+    done = subprocess.run(
+        [sys.executable, "-c", _PREPARE, "2", str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "not-yet")
