@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from cds import r4b_shape
 from cds.engine.dmt import LYMPHOCYTE_THRESHOLD_10E9_PER_L
 from cds.engine.domain import (
     ConditionalDmt,
@@ -30,7 +29,9 @@ from cds.engine.domain import (
 )
 from cds.engine.drugs import identify
 from cds.engine.memo import Memo
-from cds.fhir_io import LoadResult, PlexOrder
+from cds.fhir import r4b as r4b_shape
+from cds.fhir.orders import PlexOrder
+from cds.fhir_io import LoadResult
 from cds.hooks.models import Card, Coding, Link, Source, new_uuids
 
 log = logging.getLogger("cds.hooks.cards")
