@@ -59,8 +59,8 @@ async def _whole_call_us(app: Any, method: str, path: str, data: bytes, calls: i
 
 def main() -> None:
     from bench.run import build_bodies, concrete
-    from cds.fhir.facts import parse_resources
     from cds.app import create_app
+    from cds.fhir.facts import parse_resources
     from cds.hooks.models import HookRequest
     from cds.middleware import json_depth_exceeds
     from cds.settings import Settings

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from cds import fhir_io
 from cds.demo.patients import build, scenario_names
 from cds.fhir.elements import validate_resource
 from cds.fhir.facts import parse_resources

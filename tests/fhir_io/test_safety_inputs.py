@@ -10,6 +10,7 @@ import pytest
 
 from cds.fhir.facts import parse_resources
 from cds.fhir.values import Problem, parse_number
+from cds.fhir_io import prefetch_templates
 from cds.settings import Settings
 from tests.fhir_io.fixtures import (
     LOINC,

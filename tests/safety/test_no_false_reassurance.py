@@ -35,11 +35,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from cds import fhir_io
-from cds.fhir.facts import parse_resources
-from cds.fhir.orders import plex_orders
 from cds.engine import dmt as dmt_engine
 from cds.engine import drugs, pk
 from cds.engine import iris as iris_engine
+from cds.fhir.facts import parse_resources
+from cds.fhir.orders import plex_orders
 from cds.fhir_io import LoadResult
 from cds.hooks import cards
 from cds.hooks.models import CdsResponse
