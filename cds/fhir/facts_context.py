@@ -28,6 +28,8 @@ StatusRecord = tuple[datetime, bool, str]  # (when, answer, source) of a pregnan
 
 @dataclass
 class Collected:
+    """The facts the handlers found so far, in reading order (parse_resources sorts them)."""
+
     levels: list[NatalizumabLevel] = field(default_factory=list)
     sessions: list[PlexSession] = field(default_factory=list)
     doses: list[NatalizumabDose] = field(default_factory=list)
@@ -44,6 +46,8 @@ class Collected:
 
 
 class ParseContext:
+    """The settings the handlers need, the date window, the Medications read alongside, and `acc`."""
+
     def __init__(self, settings: Any, now: datetime, medications: dict[str, shapes.Medication]) -> None:
         self.level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
         self.plex_codes = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
