@@ -1,4 +1,4 @@
-"""read_datetime (the reader's date parse of validated dateTime values) equals terms.parse_fhir_datetime
+"""cds.fhir.elements.read_datetime (the reader's date parse of validated dateTime values) equals terms.parse_fhir_datetime
 on every value the slim DateTime type accepts: same result, or the same error for impossible dates."""
 
 from __future__ import annotations
