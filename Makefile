@@ -18,8 +18,10 @@ system:
 	bash scripts/install-system.sh
 	bash scripts/services.sh
 
+# CDS_HOST / CDS_PORT (default 127.0.0.1:8080) are honoured; links follow the port unless
+# CDS_PUBLIC_BASE_URL is set
 run: $(STAMP)
-	CDS_AUTH=off CDS_DEMO=1 $(BIN)/cds serve --host 127.0.0.1 --port 8080
+	CDS_AUTH=off CDS_DEMO=1 $(BIN)/cds serve
 
 test: $(STAMP) system
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

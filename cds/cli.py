@@ -33,6 +33,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import sys
@@ -298,6 +299,7 @@ def _serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"cds serve: refusing to start: {exc}", file=sys.stderr)
         return 2
+    default_public_base_url(settings, host, port)
     prepare_multiprocess(workers, settings.state_dir)
     if settings.demo:
         log.info("demo page: http://%s:%d/demo", host, port)
@@ -356,7 +358,70 @@ def run_server(factory: str, *, host: str, port: int, workers: int, log_level: s
     return 0
 
 
+def default_public_base_url(settings: Any, host: str, port: int) -> str:
+    """Links (chart, full page) and the JWT `aud` follow the address served unless CDS_PUBLIC_BASE_URL
+    is set: the workers build their Settings from the environment, so it is set there before they start."""
+    import os
+
+    if "public_base_url" in settings.model_fields_set:
+        return str(settings.public_base_url)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    os.environ["CDS_PUBLIC_BASE_URL"] = url
+    if port != 8080 or shown != "127.0.0.1":
+        log.info("links use %s (set CDS_PUBLIC_BASE_URL when the service is reached by another address)", url)
+    return url
+
+
 _SERVICE_FOR_HOOK = {"order-select": "pml-plex-select", "order-sign": "pml-plex-sign"}
+
+
+def _demo_url(args: argparse.Namespace, settings: Any) -> str:
+    if args.url:
+        return str(args.url)
+    if "public_base_url" in settings.model_fields_set:
+        return str(settings.public_base_url)
+    return f"http://127.0.0.1:{settings.port}"
+
+
+def _demo_list() -> int:
+    from datetime import datetime
+
+    from cds import demo
+
+    now = datetime.now(UTC)
+    for name in demo.scenarios():
+        p = demo.patient(name, now)
+        print(f"{name:20} {p.title}: {p.description}")
+    return 0
+
+
+def _print_card(card: dict[str, Any], detail: bool) -> None:
+    print(f"[{card.get('indicator', '?'):8}] {card.get('summary', '')}")
+    if detail and card.get("detail"):
+        for line in str(card["detail"]).splitlines():
+            print(f"           {line}")
+    for s in card.get("suggestions", []):
+        mark = " (recommended)" if s.get("isRecommended") else ""
+        print(f"           suggestion{mark}: {s.get('label', '')}")
+    if detail:
+        for link in card.get("links", []):
+            print(f"           link: {link.get('label', '')} <{link.get('url', '')}>")
+
+
+def _http_problem(resp: Any) -> str:
+    """Why the service refused, in one line (a 401 has no body: say what it means here)."""
+    if resp.status_code == 401:
+        return (
+            "HTTP 401: the service requires a signed JWT (CDS_AUTH=jwt). For the demo, run it with "
+            "CDS_AUTH=off (`make run` does)"
+        )
+    try:
+        issue = resp.json()["issue"][0]
+        text = issue.get("details", {}).get("text") or issue.get("diagnostics") or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        text = resp.text[:300]
+    return f"HTTP {resp.status_code}: {text}"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -367,27 +432,30 @@ def _demo(args: argparse.Namespace) -> int:
     from cds import demo
     from cds.settings import Settings
 
+    if args.list:
+        return _demo_list()
     names = demo.scenarios()
     if args.patient not in names:
         print(f"unknown demo patient {args.patient!r}; choose one of: {', '.join(names)}", file=sys.stderr)
         return 2
+    settings = Settings()
     patient = demo.patient(args.patient, datetime.now(UTC))
-    body = demo.hook_request(patient, args.hook, prefetch=True, settings=Settings())
-    url = f"{args.url.rstrip('/')}/cds-services/{_SERVICE_FOR_HOOK[args.hook]}"
+    body = demo.hook_request(patient, args.hook, prefetch=True, settings=settings)
+    url = f"{_demo_url(args, settings).rstrip('/')}/cds-services/{_SERVICE_FOR_HOOK[args.hook]}"
     try:
         resp = httpx.post(url, json=body, timeout=10)
     except httpx.HTTPError as exc:
-        print(f"cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
+        print(
+            f"cannot reach {url}: {type(exc).__name__} (is the service running? `make run`)", file=sys.stderr
+        )
         return 1
     if resp.status_code != 200:
-        print(f"HTTP {resp.status_code} from {url}: {resp.text[:500]}", file=sys.stderr)
+        print(f"{url}: {_http_problem(resp)}", file=sys.stderr)
         return 1
     cards: list[dict[str, Any]] = resp.json().get("cards", [])
     print(f"{args.hook} for demo patient {args.patient} ({patient.title}): {len(cards)} card(s)")
     for card in cards:
-        print(f"[{card.get('indicator', '?'):8}] {card.get('summary', '')}")
-        for s in card.get("suggestions", []):
-            print(f"           suggestion: {s.get('label', '')}")
+        _print_card(card, args.detail)
     return 0
 
 
@@ -399,17 +467,60 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default CDS_PORT or 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default CDS_WORKERS or 1)")
     serve.set_defaults(func=_serve)
-    dem = sub.add_parser("demo", help="send a demo hook to a running service and print the cards")
-    dem.add_argument("--url", default="http://127.0.0.1:8080", help="service base URL")
-    dem.add_argument("--patient", default="high-level", help="demo scenario name")
+    dem = sub.add_parser(
+        "demo",
+        help="send a demo hook to a running service and print the cards",
+        epilog=_demo_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dem.add_argument(
+        "--url", help="service base URL (default CDS_PUBLIC_BASE_URL, else http://127.0.0.1:CDS_PORT)"
+    )
+    dem.add_argument("--patient", default="high-level", help="demo patient (see --list)")
     dem.add_argument("--hook", default="order-select", choices=sorted(_SERVICE_FOR_HOOK))
+    dem.add_argument("--list", action="store_true", help="list the demo patients and exit")
+    dem.add_argument("--detail", action="store_true", help="print each card's detail and links too")
     dem.set_defaults(func=_demo)
     return parser
 
 
+def _demo_epilog() -> str:
+    from cds.demo import scenarios
+
+    return "demo patients: " + ", ".join(scenarios())
+
+
+def settings_problem(exc: Exception) -> str | None:
+    """One line naming the CDS_ variable and what is wrong with it (never its value: it may be a
+    secret), or None when `exc` is not a settings error."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = err.get("loc") or ("?",)
+            name = "CDS_" + str(loc[0]).upper()
+            where = ".".join(str(p) for p in loc[1:])
+            problems.append(f"{name}{' (' + where + ')' if where else ''}: {err.get('msg', 'invalid')}")
+        return "bad setting " + "; ".join(problems)
+    if isinstance(exc, SettingsError):
+        m = re.search(r'field "([a-z_]+)"', str(exc))
+        name = "CDS_" + m.group(1).upper() if m else "a CDS_ variable"
+        return f"bad setting {name}: not valid JSON (lists and maps are given as JSON)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        problem = settings_problem(exc)
+        if problem is None:
+            raise
+        print(f"cds: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

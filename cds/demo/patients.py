@@ -588,6 +588,7 @@ def _fingolimod(b: _Builder) -> None:
     b.statement("fingolimod", "Gilenya (fingolimod) 0.5 mg orally once daily", 6)
     b.weight(6.3, 64.5)
     b.pregnancy_status(6.2, pregnant=False)
+    b.request("fingolimod", "Gilenya (fingolimod) 0.5 mg orally once daily", 6)
     b.level(1, 22)
     b.plex_order(5)
 

@@ -27,12 +27,14 @@ from cds.engine import pk
 from cds.errors import BadHookRequest, CdsError, DataUnavailable, FhirServerNotAllowed, UnknownService
 from cds.fhir import orders as fhir_orders
 from cds.hooks import cards as card_render
+from cds.hooks import repeats
 from cds.hooks.models import (
     CdsResponse,
     DiscoveryResponse,
     FeedbackRequest,
     HookRequest,
     ServiceDefinition,
+    new_uuids,
 )
 from cds.hooks.services import BY_ID, CdsService
 from cds.log import hook_instance_var, service_id_var
@@ -43,6 +45,7 @@ from cds.store import Store
 log = logging.getLogger("cds.hooks")
 
 EMPTY_CARDS = b'{"cards":[]}'
+ORDER_HOOKS = frozenset({"order-select", "order-sign"})
 JSON = "application/json"
 
 
@@ -196,8 +199,14 @@ async def _hook(
 ) -> Response:
     settings = rt.settings
     if hook.hook != service.hook:
-        raise BadHookRequest(
-            f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch"
+        if hook.hook not in ORDER_HOOKS or service.hook not in ORDER_HOOKS:
+            raise BadHookRequest(
+                f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch"
+            )
+        # The CDS Hooks Sandbox stamps its current screen's hook on every call (issue 17): routing is on
+        # the service id, so the call is answered as this service's own hook, and said in the log.
+        log.warning(
+            "hook %s %s sent hook=%s; answered as %s", service.id, hook.hookInstance, hook.hook, service.hook
         )
 
     selections = hook.context.selections if service.hook == "order-select" else None
@@ -205,7 +214,8 @@ async def _hook(
     audit: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(),
         "service": service.id,
-        "hook": hook.hook,
+        "hook": service.hook,
+        "sentHook": hook.hook if hook.hook != service.hook else None,
         "hookInstance": hook.hookInstance,
         "issuer": claims.iss if claims else None,
         "tenant": claims.tenant if claims else None,
@@ -252,9 +262,35 @@ async def _hook(
         from cds.views.charts import chart_link
 
         chart = await chart_link(rt.chart_store, settings.public_base_url, estimate, load.facts.sessions, now)
-    cards = card_render.render(
-        estimate, iris, dmt, load, order, settings, now, patient_id=hook.context.patientId, chart_url=chart
+    made = card_render.drafts(
+        estimate,
+        iris,
+        dmt,
+        load,
+        order,
+        settings,
+        now,
+        patient_id=hook.context.patientId,
+        chart_url=chart,
+        records=prefetched_records(hook.prefetch),
     )
+    pages = await _keep_pages(rt, made, now)
+    cards = card_render.finish(made, pages, new_uuids)
+    key = repeats.memory_key(
+        issuer=claims.iss if claims else None,
+        tenant=claims.tenant if claims else None,
+        patient_id=hook.context.patientId,
+        order=order.reference,
+        user_id=hook.context.userId,
+    )
+    ttl = repeats.lifetime_s(settings.cache_ttl_s, expires_in)
+    if service.hook == "order-select":
+        await repeats.remember(rt.chart_store, key, cards, ttl)
+    else:
+        repeated = await repeats.unchanged_info(rt.chart_store, key, cards)
+        if repeated:
+            audit["repeatsLeftOut"] = len(repeated)
+            cards = [c for c in cards if c not in repeated]
     kinds = [c.extension["pml-plex"]["kind"] for c in cards if c.extension]
     await _finish(rt, audit, started, outcome="cards", kinds=kinds)
     body = CdsResponse(cards=cards).to_json()
@@ -262,6 +298,39 @@ async def _hook(
     # json_ready left str keys and plain values only (no NaN): orjson writes the same bytes as
     # pydantic_core.to_json (tests/hooks/test_json_bytes.py), in about a fifth of the time
     return Response(orjson.dumps(body), media_type=JSON)
+
+
+def prefetched_records(prefetch: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """MedicationRequests of the prefetch by reference ("MedicationRequest/1"): the whole resources a
+    suggestion that stops one must carry (an `update` sends the full resource). Read-only."""
+    out: dict[str, dict[str, Any]] = {}
+    bundle = (prefetch or {}).get("medicationRequests")
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return out
+    for entry in bundle.get("entry") or ():
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if (
+            isinstance(res, dict)
+            and res.get("resourceType") == "MedicationRequest"
+            and isinstance(res.get("id"), str)
+        ):
+            out[f"MedicationRequest/{res['id']}"] = res
+    return out
+
+
+async def _keep_pages(rt: Runtime, made: list[card_render.CardDraft], now: datetime) -> dict[str, str]:
+    """Each card's full page in the chart store; its absolute URL by kind (none when it was not kept)."""
+    if rt.chart_store is None or not hasattr(rt.chart_store, "aput_page"):
+        return {}
+    from cds.views.pages import CardPage, page_href
+
+    urls: dict[str, str] = {}
+    for draft in made:
+        page = CardPage(title=draft.title, markdown=card_render.page_markdown(draft), made_at=now.isoformat())
+        cid = await rt.chart_store.aput_page(page)
+        if cid is not None:
+            urls[draft.kind] = page_href(rt.settings.public_base_url, cid)
+    return urls
 
 
 async def _finish(

@@ -24,7 +24,10 @@ USAGE = (
     "Acts only on a plasma exchange or immunoadsorption order (ServiceRequest) for a patient with "
     "natalizumab exposure. Works from the prefetch alone; when a prefetch key is missing it reads the "
     "FHIR server with the fhirAuthorization token (patient/*.read for Patient, Observation, "
-    "MedicationStatement, MedicationRequest, Condition and Procedure). Without either it answers 412."
+    "MedicationStatement, MedicationRequest, Condition and Procedure). A partial prefetch degrades: the "
+    "cards are made from what is there and name what could not be read. It answers 412 only when neither "
+    "medications nor laboratory results can be had. An order-select/order-sign hook name sent to the "
+    "other service is answered as the service's own hook."
 )
 
 SERVICES: tuple[CdsService, ...] = (

@@ -414,10 +414,20 @@
   function renderOrders(status) {
     const rows = $("order-rows");
     rows.replaceChildren();
-    const all = [state.draftOrder, ...state.extraOrders].filter(Boolean);
-    for (const res of all) {
+    if (state.draftOrder) {
+      const res = state.draftOrder;
       rows.append(el("tr", { "data-order-id": res.id || "" }, [
         el("td", null, orderName(res)), el("td", null, orderDetails(res)), el("td", null, status || res.status || "draft"),
+      ]));
+    } else if (state.removedOrder) {
+      const res = state.removedOrder;
+      rows.append(el("tr", { "data-order-id": res.id || "", class: "removed" }, [
+        el("td", null, orderName(res)), el("td", null, orderDetails(res)), el("td", null, "removed"),
+      ]));
+    }
+    for (const res of state.extraOrders) {
+      rows.append(el("tr", { "data-order-id": res.id || "" }, [
+        el("td", null, orderName(res)), el("td", null, orderDetails(res)), el("td", null, res.status || "draft"),
       ]));
     }
   }
@@ -431,6 +441,10 @@
   async function selectPatient(p) {
     state.patient = p;
     state.extraOrders = [];
+    state.removedOrder = null;
+    state.selectedKinds = [];
+    $("log").replaceChildren();  // the activity log is per patient
+    $("log-panel").hidden = true;
     for (const b of document.querySelectorAll("#patient-list button")) b.setAttribute("aria-pressed", String(b.dataset.patient === p.name));
     resetCards();
     setStatus("");
@@ -464,7 +478,8 @@
 
   function withDraftOrders(req) {
     const body = JSON.parse(JSON.stringify(req));
-    const orders = [state.draftOrder, ...state.extraOrders].filter(Boolean);
+    // draft orders only: a record changed by a suggestion (a medication order set to stopped) is not one
+    const orders = [state.draftOrder, ...state.extraOrders.filter((r) => r.status === "draft")].filter(Boolean);
     body.context.draftOrders = { resourceType: "Bundle", entry: orders.map((r) => ({ resource: r })) };
     body.hookInstance = crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
     return body;
@@ -515,6 +530,7 @@
     $("btn-sign").disabled = true;
     try {
       const base = await getJSON(`/demo/request/${encodeURIComponent(state.patient.name)}?hook=order-sign`);
+      if (!state.draftOrder) state.selectedKinds = [];  // the order was removed: nothing is "not repeated"
       await fireHook("order-sign", withDraftOrders(base));
       renderOrders("signing");
     } catch (e) { /* shown in the status line */ } finally { $("btn-sign").disabled = false; }
@@ -522,10 +538,11 @@
 
   // ------------------------------------------------------------------ cards
 
+  // text-presentation symbols every font has (DejaVu Sans): no emoji font needed
   const INDICATOR = {
-    info: { icon: "\u2139\ufe0f", word: "Info" },
-    warning: { icon: "\u26a0\ufe0f", word: "Warning" },
-    critical: { icon: "\u26d4", word: "Critical" },
+    info: { icon: "\u2139", word: "Info" },
+    warning: { icon: "\u26a0", word: "Warning" },
+    critical: { icon: "\u2716", word: "Critical" },
   };
 
   // RFC 3339 UTC with milliseconds: two suggestions of one card accepted within a second stay two items
@@ -542,9 +559,18 @@
   function applyActions(sugg) {
     for (const a of sugg.actions || []) {
       const r = a.resource;
+      if (a.type === "delete" && state.draftOrder && a.resourceId === `${state.draftOrder.resourceType}/${state.draftOrder.id}`) {
+        state.removedOrder = state.draftOrder;  // the draft PLEX order is removed, as an EHR would
+        state.draftOrder = null;
+        continue;
+      }
       if (!r || typeof r !== "object") continue;
       if (a.type === "update" && state.draftOrder && r.resourceType === state.draftOrder.resourceType && r.id === state.draftOrder.id) {
         state.draftOrder = JSON.parse(JSON.stringify(r));
+      } else if (a.type === "update") {
+        // an existing record changed (e.g. an active medication order set to stopped): shown with its status
+        state.extraOrders = state.extraOrders.filter((o) => !(o.resourceType === r.resourceType && o.id === r.id));
+        state.extraOrders.push(JSON.parse(JSON.stringify(r)));
       } else if (a.type === "create") {
         state.extraOrders.push(JSON.parse(JSON.stringify(r)));
       }
@@ -687,11 +713,21 @@
     $("cards-panel").hidden = false;
     $("cards-hook").textContent = `(${hook || serviceId})`;
     box.dataset.serviceId = serviceId;
-    if (!cards.length) {
+    const kindOf = (c) => (c.extension && c.extension["pml-plex"] && c.extension["pml-plex"].kind) || "";
+    if (hook === "order-select") state.selectedKinds = cards.map(kindOf);
+    // order-sign after order-select leaves out the info cards that did not change: say so
+    const shown = new Set(cards.map(kindOf));
+    const notRepeated = hook === "order-sign" ? (state.selectedKinds || []).filter((k) => !shown.has(k)) : [];
+    if (!cards.length && !notRepeated.length) {
       box.append(el("p", { class: "no-cards" }, "No decision support for this order."));
       return;
     }
     for (const c of cards) box.append(renderCard(serviceId, c));
+    if (notRepeated.length) {
+      box.append(el("p", { class: "not-repeated", "data-not-repeated": String(notRepeated.length) },
+        `${notRepeated.length} card${notRepeated.length === 1 ? "" : "s"} unchanged since the order was selected `
+        + "(information only) not repeated at signing."));
+    }
   }
 
   window.cdsDemo = { renderMarkdown, renderCards, fireHook, safeUrl, state, selectPatient, withDraftOrders };

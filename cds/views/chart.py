@@ -22,11 +22,12 @@ from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
 from cds.engine.domain import PlexEstimate, PlexSession
+from cds.engine.pk import REFERENCE_INTERVAL_DAYS
 
 __all__ = ["HEIGHT", "WIDTH", "render_png", "render_svg"]
 
 WIDTH = 760
-HEIGHT = 460
+HEIGHT = 490
 _X0, _X1 = 70, 672  # plot area, user units
 _Y0, _Y1 = 46, 318
 _FLOOR = 0.01  # µg/mL: anything lower (or zero) is drawn on this floor
@@ -121,10 +122,30 @@ def _text(
     )
 
 
-def _triangle(x: float, y: float, filled: bool, cls: str) -> str:
+def _triangle(x: float, y: float, filled: bool, cls: str, dashed: bool = False) -> str:
     pts = f"{x:.1f},{y - 9:.1f} {x - 6:.1f},{y + 1:.1f} {x + 6:.1f},{y + 1:.1f}"
     fill = _C_SESSION if filled else "#ffffff"
-    return f'<polygon class="{cls}" points="{pts}" fill="{fill}" stroke="{_C_SESSION}" stroke-width="1.5"/>'
+    dash = ' stroke-dasharray="2 2"' if dashed else ""
+    return f'<polygon class="{cls}" points="{pts}" fill="{fill}" stroke="{_C_SESSION}" stroke-width="1.5"{dash}/>'
+
+
+def _session_times(estimate: PlexEstimate) -> list[datetime]:
+    """When each planned session takes place: a projected point is the equilibrated level after session
+    j, drawn before session j+1, one interval after session j (cds.engine.pk), so the session itself is
+    one interval earlier. The interval is the spacing of the points (the reference 2 days for one point)."""
+    proj = sorted(estimate.projection, key=lambda p: p.session_number)
+    if len(proj) >= 2:
+        step = (proj[-1].at - proj[0].at) / (len(proj) - 1)
+    else:
+        step = timedelta(days=REFERENCE_INTERVAL_DAYS)
+    return [p.at - step for p in proj]
+
+
+def _ordered_planned(estimate: PlexEstimate) -> int | None:
+    """How many of the planned sessions the order covers (None: the order gives no count)."""
+    if estimate.ordered_sessions is None:
+        return None
+    return max(estimate.ordered_sessions, 0)
 
 
 def _describe(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime) -> str:
@@ -155,6 +176,21 @@ def _describe(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: da
             f"After planned session {p.session_number} ({_day(p.at)}): {_fmt(p.level_ug_per_ml)} "
             f"µg/mL (range {_fmt(p.low_ug_per_ml)} to {_fmt(p.high_ug_per_ml)})."
         )
+    ordered = _ordered_planned(estimate)
+    times = _session_times(estimate)
+    if times:
+        parts.append(
+            "Planned sessions: "
+            + ", ".join(
+                f"{i} on {_day(t)}" + ("" if ordered is None or i <= ordered else " (estimate, not ordered)")
+                for i, t in enumerate(times, start=len(sessions) + 1)
+            )
+            + "."
+        )
+    if ordered is not None and estimate.remaining is not None:
+        parts.append(f"Ordered: {ordered} session(s); estimate {estimate.remaining.estimate}.")
+    if estimate.remeasure_at is not None:
+        parts.append(f"Re-measure the level around {_day(estimate.remeasure_at)}.")
     parts.append(f"Target: below {_fmt(estimate.target_ug_per_ml)} µg/mL.")
     if estimate.target_expected_at is not None:
         parts.append(f"Target expected around {_day(estimate.target_expected_at)}.")
@@ -170,9 +206,14 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
     proj = sorted(estimate.projection, key=lambda p: p.session_number)
     adjusted = estimate.adjusted_level_ug_per_ml
 
+    planned_at = _session_times(estimate)
+    ordered = _ordered_planned(estimate)
     times = [now, *(lv.drawn_at for lv in levels), *(s.performed_at for s in done), *(p.at for p in proj)]
+    times += planned_at
     if estimate.target_expected_at is not None:
         times.append(estimate.target_expected_at)
+    if estimate.remeasure_at is not None:
+        times.append(estimate.remeasure_at)
     values = [estimate.target_ug_per_ml, *(lv.value_ug_per_ml for lv in levels)]
     values += [v for p in proj for v in (p.level_ug_per_ml, p.low_ug_per_ml, p.high_ug_per_ml)]
     if adjusted is not None:
@@ -376,25 +417,53 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
         )
         out.append(_triangle(x, ym, True, "session-mark session-done"))
         out.append(_text(x, ym + 12, str(i), anchor="middle", size=9, cls="session-label"))
-    for p in proj:
-        x = s.x(p.at)
+    for j, when in enumerate(planned_at, start=1):
+        x = s.x(when)
+        beyond = ordered is not None and j > ordered  # estimated, not (yet) ordered
         out.append(
             f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
-            'stroke-opacity="0.35" stroke-dasharray="2 3"/>'
+            f'stroke-opacity="{0.2 if beyond else 0.35}" stroke-dasharray="2 3"/>'
         )
-        out.append(_triangle(x, ym, False, "session-mark session-planned"))
+        cls = "session-mark session-planned" + (" session-beyond-order" if beyond else " session-ordered")
+        out.append(_triangle(x, ym, False, cls, dashed=beyond))
         out.append(
             _text(
                 x,
                 ym + 12,
-                str(len(done) + p.session_number),
+                str(len(done) + j),
                 anchor="middle",
                 size=9,
-                fill="#555555",
+                fill="#999999" if beyond else "#555555",
                 cls="session-label",
             )
         )
     out.append("</g>")
+    if ordered is not None and estimate.remaining is not None:
+        extra = "" if estimate.remaining.estimate == ordered else f"; estimate {estimate.remaining.estimate}"
+        out.append(
+            _text(
+                _X1,
+                39,
+                f"Ordered: {ordered} session{'' if ordered == 1 else 's'}{extra}",
+                anchor="end",
+                size=11,
+                fill=_C_SESSION,
+                cls="ordered-note",
+            )
+        )
+
+    # when to re-measure the level
+    if estimate.remeasure_at is not None:
+        xr = s.x(estimate.remeasure_at)
+        out.append(
+            f'<g id="remeasure" class="remeasure"><line x1="{xr:.1f}" y1="{_Y0}" x2="{xr:.1f}" y2="{_Y1}" '
+            f'stroke="{_C_MEASURED}" stroke-width="1.5" stroke-dasharray="1 3"/>'
+            f'<circle class="remeasure-mark" cx="{xr:.1f}" cy="{_Y0 + 8}" r="5" fill="#ffffff" '
+            f'stroke="{_C_MEASURED}" stroke-width="2"><title>Re-measure the level around '
+            f"{_day(estimate.remeasure_at)}</title></circle>"
+            + _text(xr + 8, _Y0 + 12, "re-measure", size=10, fill=_C_MEASURED, cls="remeasure-label")
+            + "</g>"
+        )
 
     if not levels and adjusted is None and not proj:
         out.append(
@@ -414,7 +483,7 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
 
 
 def _legend() -> str:
-    y1, y2 = _Y1 + 96, _Y1 + 122
+    y1, y2, y3 = _Y1 + 96, _Y1 + 122, _Y1 + 148
     c1, c2, c3 = _X0, _X0 + 230, _X0 + 460
     items = [
         (c1, y1, f'<circle cx="{c1 + 12}" cy="{y1 - 4}" r="5" fill="{_C_MEASURED}"/>', "measured level"),
@@ -458,13 +527,26 @@ def _legend() -> str:
         (
             c3,
             y2,
-            _triangle(c3 + 7, y2, True, "legend-done") + _triangle(c3 + 22, y2, False, "legend-planned"),
-            "PLEX done / planned",
+            _triangle(c3 + 7, y2, True, "legend-done")
+            + _triangle(c3 + 22, y2, False, "legend-planned")
+            + _triangle(c3 + 37, y2, False, "legend-beyond", dashed=True),
+            "PLEX done/ordered/estimate",
+        ),
+        (
+            c1,
+            y3,
+            (
+                f'<line x1="{c1 + 12}" y1="{y3 - 14}" x2="{c1 + 12}" y2="{y3 + 4}" stroke="{_C_MEASURED}" '
+                f'stroke-width="1.5" stroke-dasharray="1 3"/><circle cx="{c1 + 12}" cy="{y3 - 4}" r="5" '
+                f'fill="#ffffff" stroke="{_C_MEASURED}" stroke-width="2"/>'
+            ),
+            "re-measure the level",
         ),
     ]
     out = ['<g id="legend" class="legend">']
     for x, y, sample, label in items:
-        out.append(f'<g class="legend-item">{sample}{_text(x + 32, y, label, size=11)}</g>')
+        shift = 16 if label.startswith("PLEX") else 0  # three triangles
+        out.append(f'<g class="legend-item">{sample}{_text(x + 32 + shift, y, label, size=11)}</g>')
     out.append("</g>")
     return "".join(out)
 

@@ -14,6 +14,10 @@ Wiring (cds/app.py):
     app.state.chart_store = open_chart_store(settings, ttl_s=900, max_entries=settings.chart_max_entries)
     app.include_router(charts_router)
 
+The same stores keep each card's full page (`CardPage`, cds.views.pages, at `/cards/{id}`) and, for
+cds.hooks.repeats, what order-select showed (digests under a digest key, `aremember`/`arecall`, with
+the FHIR read cache's lifetime).
+
 `ChartStore` is per process: with several workers a link is served only by the worker that made
 it. With CDS_REDIS_URL set, `open_chart_store(settings)` returns `RedisChartStore`: the inputs are
 kept as JSON under `<redis_key_prefix>chart:<id>` with the same TTL, so a link made by one worker or
@@ -43,6 +47,8 @@ from fastapi.responses import Response
 
 from cds.engine.domain import PlexEstimate, PlexSession
 from cds.views.chart import render_png, render_svg
+from cds.views.pages import CardPage
+from cds.views.pages import router as pages_router
 
 __all__ = [
     "ChartInputs",
@@ -127,6 +133,8 @@ class ChartStore:
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._pages: OrderedDict[str, tuple[float, CardPage]] = OrderedDict()
+        self._recalls: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
         self.rendered = RenderCache()
         self._full_logged = float("-inf")
@@ -184,8 +192,68 @@ class ChartStore:
     async def aput(self, inputs: ChartInputs) -> str | None:
         return self.put(inputs)
 
+    # a card's full page (cds.views.pages), under its own random id, with the charts' TTL and bound;
+    # like a chart link, never one that would 404 before its time: when full of live pages, no page
+    async def aput_page(self, page: CardPage) -> str | None:
+        cid = secrets.token_urlsafe(32)
+        now = self._clock()
+        with self._lock:
+            for k in [k for k, (expires, _) in self._pages.items() if expires <= now]:
+                del self._pages[k]
+            if len(self._pages) >= PAGES_PER_CHART * self.max_entries:
+                return None
+            self._pages[cid] = (now + self.ttl_s, page)
+        return cid
+
+    def page(self, cid: str) -> CardPage | None:
+        with self._lock:
+            found = _fresh(self._pages, cid, self._clock())
+        return None if found is None else found
+
+    # what order-select showed (cds.hooks.repeats): a short value under a digest key, for ttl_s seconds
+    async def aremember(self, key: str, value: str, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            _bounded_put(self._recalls, key, (now + ttl_s, value), self.max_entries, now)
+
+    async def arecall(self, key: str) -> str | None:
+        with self._lock:
+            return _fresh(self._recalls, key, self._clock())
+
     async def aclose(self) -> None:
         return None
+
+
+_V = typing.TypeVar("_V")
+PAGES_PER_CHART = 3  # a hook call keeps one chart and a full page per card (three cards)
+
+
+def _bounded_put(
+    entries: OrderedDict[str, tuple[float, _V]],
+    key: str,
+    value: tuple[float, _V],
+    max_entries: int,
+    now: float,
+) -> None:
+    """Put `value` (expiry, payload) under `key`: expired entries purged first, then the oldest."""
+    for k in [k for k, (expires, _) in entries.items() if expires <= now]:
+        del entries[k]
+    entries.pop(key, None)
+    while len(entries) >= max_entries:
+        entries.popitem(last=False)
+    entries[key] = value
+
+
+def _fresh(entries: OrderedDict[str, tuple[float, _V]], key: str, now: float) -> _V | None:
+    found = entries.get(key)
+    if found is None:
+        return None
+    if found[0] <= now:
+        del entries[key]
+        return None
+    return found[1]
 
 
 # ---------------------------------------------------------------- shared store (Redis)
@@ -259,6 +327,8 @@ class RedisChartStore:
 
         self.ttl_s = ttl_s
         self.prefix = prefix + "chart:"
+        self._page_prefix = prefix + "page:"
+        self._recall_prefix = prefix + "shown:"
         opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
         self._sync = redis.Redis.from_url(url, **opts)
         self._async = aioredis.Redis.from_url(url, **opts)
@@ -300,6 +370,53 @@ class RedisChartStore:
     def svg(self, cid: str) -> str | None:
         inputs = self.get(cid)  # asked every time: the link's expiry is Redis's
         return None if inputs is None else self.rendered.svg(cid, inputs)
+
+    async def aput_page(self, page: CardPage) -> str | None:
+        """Store a card's full page under `<prefix>page:<id>`; None when Redis cannot take it (no link)."""
+        if time.monotonic() < self._down_until:
+            return None
+        cid = secrets.token_urlsafe(32)
+        try:
+            await self._async.set(self._page_prefix + cid, page.dumps(), px=int(self.ttl_s * 1000))
+        except self._errors as exc:
+            self._down_until = time.monotonic() + self._retry_after_s
+            log.warning("chart store: redis unavailable (%s); card without its page link", type(exc).__name__)
+            return None
+        return cid
+
+    def page(self, cid: str) -> CardPage | None:
+        try:
+            raw = self._sync.get(self._page_prefix + cid)
+        except self._errors as exc:
+            log.warning("chart store: redis unavailable (%s)", type(exc).__name__)
+            return None
+        if raw is None:
+            return None
+        try:
+            return CardPage.loads(raw)
+        except (ValueError, TypeError, KeyError):
+            log.warning("chart store: unreadable page ignored")
+            return None
+
+    async def aremember(self, key: str, value: str, ttl_s: float) -> None:
+        if ttl_s <= 0 or time.monotonic() < self._down_until:
+            return
+        try:
+            await self._async.set(self._recall_prefix + key, value, px=int(ttl_s * 1000))
+        except self._errors as exc:
+            self._down_until = time.monotonic() + self._retry_after_s
+            log.warning("chart store: redis unavailable (%s); nothing remembered", type(exc).__name__)
+
+    async def arecall(self, key: str) -> str | None:
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            raw = await self._async.get(self._recall_prefix + key)
+        except self._errors as exc:
+            self._down_until = time.monotonic() + self._retry_after_s
+            log.warning("chart store: redis unavailable (%s); nothing recalled", type(exc).__name__)
+            return None
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     def png(self, cid: str) -> bytes | None:
         inputs = self.get(cid)
@@ -372,6 +489,7 @@ def get_chart_store(request: Request) -> ChartStore:
 
 
 router = APIRouter(tags=["charts"])
+router.include_router(pages_router)  # the cards' full pages live in the same store
 
 _HEADERS = {
     "Cache-Control": "private, max-age=300",

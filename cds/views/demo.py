@@ -60,6 +60,15 @@ def demo_page(request: Request) -> Response:
     return HTMLResponse(_static("demo.html"), headers=_HEADERS)
 
 
+@router.get("/", include_in_schema=False)
+def root(request: Request) -> Response:
+    """With the demo on, the service's root points to it (a first run opens http://host:port/ first)."""
+    _require_demo(request)
+    if _settings(request) is None:
+        raise HTTPException(status_code=404, detail="not found")
+    return RedirectResponse("/demo", status_code=307)
+
+
 @router.get("/demo/", include_in_schema=False)
 def demo_slash() -> Response:
     return RedirectResponse("/demo", status_code=308)

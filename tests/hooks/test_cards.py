@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -151,12 +152,38 @@ def render(
     )
     body = CdsResponse(cards=out).to_json()
     check_response(body)
+    for c in body["cards"]:
+        assert len(c.get("detail", "")) <= 1000, c["summary"]
     return body
+
+
+def full(
+    kind: str,
+    est: PlexEstimate | None = None,
+    ia: IrisAssessment | None = None,
+    da: DmtAdvice | None = None,
+    lr: LoadResult | None = None,
+    o: PlexOrder | None = None,
+) -> str:
+    """The full page's markdown of the card `kind` (everything the 1,000-character detail leaves out)."""
+    made = cards.drafts(
+        est or estimate(),
+        ia or iris(),
+        da or dmt(),
+        lr or load(),
+        o or order(),
+        SETTINGS,
+        NOW,
+        patient_id="p1",
+    )
+    return cards.page_markdown(next(d for d in made if d.kind == kind))
 
 
 def test_three_cards_with_expected_extensions() -> None:
     body = render()
+    # most severe first: the estimate (short course) and IRIS (high risk) are warnings, the DMT card info
     assert [c["extension"]["pml-plex"]["kind"] for c in body["cards"]] == ["plex-estimate", "iris", "dmt"]
+    assert [c["indicator"] for c in body["cards"]] == ["warning", "warning", "info"]
     e = ext(body, "plex-estimate")
     assert e == {
         "kind": "plex-estimate",
@@ -187,7 +214,14 @@ def test_three_cards_with_expected_extensions() -> None:
 def test_estimate_summary_and_detail() -> None:
     c = card(render(), "plex-estimate")
     assert c["summary"] == "Natalizumab 25 µg/mL: about 5 more PLEX sessions to reach <1 µg/mL (range 5-7)"
-    d = c["detail"]
+    short = c["detail"]
+    # the detail: what to do, the numbers it rests on, one or two sources
+    assert short.startswith("**Plan:** About 5 more sessions (range 5-7) at 1.5 plasma volumes every 2 days")
+    assert "shorter than the estimate (5): a suggestion sets it to 5 sessions" in short
+    assert "PLEX may bring IRIS sooner ([Tan 2011](" in short
+    assert "**Based on:** level 25 µg/mL on 2024-05-09; about 24 µg/mL now" in short
+    assert "[Landi 2017](" in short
+    d = full("plex-estimate")
     for needle in (
         "| Value | Unit | Date | Kind |",
         "2024-05-09",
@@ -204,17 +238,17 @@ def test_estimate_summary_and_detail() -> None:
     ):
         assert needle in d, needle
     assert c["indicator"] == "warning"  # ordered course (2) shorter than estimate (5)
-    # the plan comes first, then the table; the update the clinician can accept is pointed to
+    # the page: the plan comes first, then the table
     assert d.startswith("**Plan:** About 5 more sessions (range 5-7) at 1.5 plasma volumes every 2 days")
     assert (
         d.index("**Plan:**") < d.index("**Ordered course:**") < d.index("| Value |") < d.index("**Sources**")
     )
-    assert "a suggestion below updates the order to 5" in d
 
 
 def test_level_request_and_course_update_suggestions() -> None:
     c = card(render(), "plex-estimate")
     assert c["selectionBehavior"] == "any"
+    assert [s.get("isRecommended", False) for s in c["suggestions"]] == [True, False]
     create = c["suggestions"][0]["actions"][0]
     sr = create["resource"]
     assert create["type"] == "create" and sr["resourceType"] == "ServiceRequest"
@@ -318,29 +352,51 @@ def test_fhir_text_is_escaped_everywhere() -> None:
         o=order(text=EVIL),
         lr=load(problems=(f"labs: {EVIL}",)),
     )
-    for c in body["cards"]:
-        d = c.get("detail", "")
-        assert "<script>" not in d and "](javascript" not in d and "**bold**" not in d
+    pages = [
+        full(
+            k,
+            est=est,
+            da=dmt(active_conflicts=(conflict,)),
+            o=order(text=EVIL),
+            lr=load(problems=(f"labs: {EVIL}",)),
+        )
+        for k in ("plex-estimate", "iris", "dmt")
+    ]
+    for d in [c.get("detail", "") for c in body["cards"]] + pages:
+        assert "<script>" not in d and "**bold**" not in d
         assert "\n# heading" not in d
-    assert "&lt;script&gt;" in card(body, "plex-estimate")["detail"]
-    assert "&lt;script&gt;" in card(body, "dmt")["detail"]
+        # the link survives only as escaped text: "\[x\](javascript…" shows literally, never as a link
+        assert not re.search(r"(?<!\\)\[x(?<!\\)\]\(javascript", d) and "\\[x\\](javascript" in "".join(pages)
+    assert "&lt;script&gt;" in card(body, "plex-estimate")["detail"]  # the ordered course names the order
+    assert "&lt;script&gt;" in pages[0] and "&lt;script&gt;" in pages[2]
 
 
 def test_md_escape() -> None:
-    assert cards.md_escape("a*b_c [d](e) <i> & |") == r"a\*b\_c \[d\]\(e\) &lt;i&gt; &amp; \|"
-    assert cards.md_escape("line1\n\n# h") == r"line1 \# h"
+    assert cards.md_escape("a*b_c [d](e) <i> & |") == r"a\*b\_c \[d\](e) &lt;i&gt; &amp; \|"
+    assert cards.md_escape("line1\n\n# h") == "line1 # h"  # mid-line: no heading, left plain
+    assert cards.md_escape("# h") == r"\# h" and cards.md_escape("- x") == r"\- x"
+    assert cards.md_escape("1. x") == r"1\. x"
+    # dates and parentheses stay plain (issue 17)
+    assert cards.md_escape("Gilenya (fingolimod) 2026-12-06") == "Gilenya (fingolimod) 2026-12-06"
+    # a bare URL must not become a link (GFM autolinks)
+    assert cards.md_escape("see https://evil.example") == r"see https\://evil.example"
+    assert cards.md_escape("www.x.org") == r"www\.x.org"
 
 
 def test_dmt_card_conflict_and_conditional() -> None:
     conflict = MedicationUse(
         "fingolimod", "Gilenya 0.5 mg", True, status="active", last_date=NOW - timedelta(days=6)
     )
-    c = card(render(da=dmt(active_conflicts=(conflict,))), "dmt")
+    body = render(da=dmt(active_conflicts=(conflict,)))
+    c = card(body, "dmt")
     assert c["indicator"] == "critical"
+    assert body["cards"][0] is c  # the critical card comes first
     assert "fingolimod" in c["summary"]
     assert c["extension"]["pml-plex"]["activeConflicts"] == ["fingolimod"]
-    assert "lymphocytes 0.4 ×10⁹/L on 2024-05-07" in c["detail"]
-    assert "Gilenya 0.5 mg" in c["detail"]
+    assert c["detail"].startswith("**Stop fingolimod now:**")
+    page = full("dmt", da=dmt(active_conflicts=(conflict,)))
+    assert "lymphocytes 0.4 ×10⁹/L on 2024-05-07" in page
+    assert "Gilenya 0.5 mg" in page
 
 
 def test_dmt_suggestions_only_allowed_never_avoid() -> None:
@@ -348,14 +404,14 @@ def test_dmt_suggestions_only_allowed_never_avoid() -> None:
     da = dmt(suggestible=("glatiramer acetate", "fingolimod", "dimethyl fumarate"))
     c = card(render(da=da), "dmt")
     offered = [s["actions"][0]["resource"]["medicationCodeableConcept"]["text"] for s in c["suggestions"]]
-    assert offered == ["glatiramer acetate"]  # fingolimod: avoid; dimethyl fumarate: conditional, not advised
+    assert offered == ["glatiramer acetate"]  # fingolimod: avoid; dimethyl fumarate: never drafted
     res = c["suggestions"][0]["actions"][0]["resource"]
     assert res["medicationCodeableConcept"]["coding"][0] == {
         "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
         "code": "214582",
         "display": "glatiramer acetate",
     }
-    assert c["selectionBehavior"] == "at-most-one"
+    assert c["selectionBehavior"] == "any"  # Epic supports only "any"
     avoid = set(da.avoid)
     assert not avoid & set(cards.dmt_suggestible(da))
 
@@ -363,23 +419,20 @@ def test_dmt_suggestions_only_allowed_never_avoid() -> None:
 def test_iris_card() -> None:
     c = card(render(), "iris")
     assert c["indicator"] == "warning" and c["summary"].startswith("Raised risk of severe PML-IRIS")
-    assert (
-        "**Expert opinion only:** Consider methylprednisolone" in c["detail"] and "no end date" in c["detail"]
-    )
+    assert "no end date" in c["detail"] and "PLEX may bring IRIS sooner" in c["detail"]
+    assert "**Expert opinion only:** Consider methylprednisolone" in full("iris")
     c = card(render(ia=iris(risk="standard", reasons=(), reason_codes=())), "iris")
     assert c["indicator"] == "info" and "reasons" not in c["extension"]["pml-plex"]
 
 
 def test_chart_link() -> None:
-    assert card(render(), "plex-estimate").get("links") is None
+    assert all("charts" not in link["url"] for link in card(render(), "plex-estimate")["links"])
     c = card(render(chart_url="http://127.0.0.1:8080/charts/abc.svg"), "plex-estimate")
-    assert c["links"] == [
-        {
-            "label": "Projected natalizumab level chart",
-            "url": "http://127.0.0.1:8080/charts/abc.svg",
-            "type": "absolute",
-        }
-    ]
+    assert c["links"][0] == {
+        "label": "Projected natalizumab level chart",
+        "url": "http://127.0.0.1:8080/charts/abc.svg",
+        "type": "absolute",
+    }
 
 
 @pytest.mark.parametrize("n", [1, 9, 10, 99, 100])
@@ -410,10 +463,10 @@ def test_unusable_and_problems_named() -> None:
             ),
         )
     )
-    d = card(
-        render(est=est, lr=load(problems=("medicationRequests: FHIR server timed out",), skipped=2)),
-        "plex-estimate",
-    )["detail"]
+    lr = load(problems=("medicationRequests: FHIR server timed out",), skipped=2)
+    short = card(render(est=est, lr=lr), "plex-estimate")["detail"]
+    assert "**Not used:** 3 items could not be used or read" in short
+    d = full("plex-estimate", est=est, lr=lr)
     assert (
         "5000 ug/mL" in d
         and "implausible value" in d
@@ -424,12 +477,16 @@ def test_unusable_and_problems_named() -> None:
 
 def test_fitted_removal_named() -> None:
     est = dataclasses.replace(estimate(), removal_fraction=0.53, removal_fraction_fitted=0.53)
-    assert "fitted to this patient's levels" in card(render(est=est), "plex-estimate")["detail"]
+    assert "fitted to this patient's levels" in full("plex-estimate", est=est)
 
 
 def test_read_problems_named_on_every_card() -> None:
-    body = render(lr=load(problems=("conditions: the FHIR server timed out",)))
-    assert all("timed out" in c["detail"] for c in body["cards"])
+    lr = load(problems=("conditions: the FHIR server timed out",))
+    body = render(lr=lr)
+    assert all(
+        "could not be" in c["detail"].lower() or "not used" in c["detail"].lower() for c in body["cards"]
+    )
+    assert all("timed out" in full(k, lr=lr) for k in ("plex-estimate", "iris", "dmt"))
 
 
 LANDI_ENGINE = Reference(
@@ -446,7 +503,7 @@ def _section(detail: str, heading: str) -> str:
 def test_estimate_sources_listed_once_each() -> None:
     # the engine cites Landi 2017 in its own words; the card's own Landi reference must not repeat it
     est = estimate(references=(REF, LANDI_ENGINE, REF))
-    d = card(render(est=est), "plex-estimate")["detail"]
+    d = full("plex-estimate", est=est)
     sources = _section(d, "Sources")
     assert sources.count("WNL.0000000000003740") == 1 and sources.count(REF.url) == 1
     assert "219 natalizumab-PML cases" in sources  # the first (engine) citation is kept
@@ -462,9 +519,9 @@ def test_estimate_notes_not_repeated() -> None:
         "The level is 20 days old: a fresh pre-session level is advised.",
     )
     unusable = (UnusableValue("natalizumab level", "unit is not a mass concentration", reported="12 IU/mL"),)
-    d = card(render(est=estimate(notes=notes, unusable=unusable)), "plex-estimate")["detail"]
+    d = full("plex-estimate", est=estimate(notes=notes, unusable=unusable))
     assert "20 days old" in d  # engine notes the card does not say otherwise stay
-    assert "Re\\-measure serum natalizumab before session" not in d
+    assert "Re-measure serum natalizumab before session" not in d
     assert "The order is for" not in d and "drug clearance only" not in d
     assert d.count("12 IU/mL") == 1
 
@@ -473,13 +530,21 @@ def test_fitted_and_population_removal_both_shown() -> None:
     est = dataclasses.replace(
         estimate(), removal_fraction=0.53, removal_fraction_fitted=0.53, removal_fraction_population=0.45
     )
-    d = card(render(est=est), "plex-estimate")["detail"]
+    d = full("plex-estimate", est=est)
     assert "about 47% of the level (53% remains: fitted to this patient's levels; population value 45%" in d
 
 
 def test_ordered_course_long_and_missing() -> None:
-    d = card(render(o=order(ordered=9)), "plex-estimate")["detail"]
-    assert "9 sessions, more than the estimate's high end (7): consider stopping" in d
+    c = card(render(o=order(ordered=9)), "plex-estimate")
+    assert (
+        "9 sessions, more than the estimate's high end (7): a suggestion sets it to 5 sessions" in c["detail"]
+    )
+    shorten = [s for s in c["suggestions"] if s["actions"][0]["type"] == "update"]
+    assert shorten and shorten[0]["label"].startswith(
+        "Shorten the PLEX course to 5 sessions, 1.5 plasma volumes"
+    )
+    assert shorten[0]["actions"][0]["resource"]["quantityQuantity"]["value"] == 5
+    assert c["indicator"] == "warning"
     d = card(render(o=order(ordered=None)), "plex-estimate")["detail"]
     assert "no session count given" in d
 
@@ -497,15 +562,16 @@ def test_repeated_unusable_values_collapse() -> None:
     facts = PatientFacts(unusable=pct)
     da = dmt(conditional=(ConditionalDmt("dimethyl fumarate", False, "no count"),))
     c = card(render(da=da, lr=load(facts=facts)), "dmt")
-    d = c["detail"]
+    d = full("dmt", da=da, lr=load(facts=facts))
     assert d.count("a percentage is not an absolute count") == 1
-    assert "4 lymphocyte count results \\(latest 23 % on 2024\\-05\\-03\\)" in d
+    assert "4 lymphocyte count results (latest 23 % on 2024-05-03)" in d
     assert "no absolute lymphocyte count on record" in d and "4 lymphocyte results could not be used" in d
     assert "fumarate only if lymphocytes ≥0.5 (none on record)" in c["summary"]
     # the estimate and IRIS cards are not cluttered with lymphocyte results
     body = render(da=da, lr=load(facts=facts))
-    assert "percentage" not in card(body, "plex-estimate")["detail"]
-    assert "percentage" not in card(body, "iris")["detail"]
+    assert "percentage" not in full("plex-estimate", da=da, lr=load(facts=facts))
+    assert "percentage" not in full("iris", da=da, lr=load(facts=facts))
+    assert all("percentage" not in c["detail"] for c in body["cards"])
 
 
 def test_iris_findings_grouped_and_evidence_levels() -> None:
@@ -528,7 +594,7 @@ def test_iris_findings_grouped_and_evidence_levels() -> None:
         c["summary"]
         == "Raised risk of severe PML-IRIS (brainstem, contrast enhancement): watch closely from 2024-05-10"
     )
-    d = c["detail"]
+    d = full("iris", ia=ia)
     assert "- brainstem involvement (pons; brain stem)\n" in d
     assert "**Evidence (observational):** Corticosteroids during IRIS" in d
     assert "**Expert opinion only:** Prophylactic steroids" in d
@@ -548,21 +614,28 @@ def test_dmt_summary_by_class_and_article() -> None:
     )
     c = card(render(da=da), "dmt")
     assert c["summary"] == (
-        "Rebound-safe options: interferon beta, glatiramer acetate; fumarate possible (lymphocytes 1.8 ×10⁹/L)"
+        "Next DMT without PML risk: interferon beta or glatiramer acetate (rebound still possible); "
+        "fumarate possible (lymphocytes 1.8 ×10⁹/L)"
     )
     labels = [s["label"] for s in c["suggestions"]]
+    # no fumarate draft (its own PML warning), the regimen and when it may start in each label
     assert labels == [
-        "Draft an interferon beta-1a order",
-        "Draft a glatiramer acetate order",
-        "Draft a dimethyl fumarate order (lymphocytes 1.8 ×10⁹/L on 2024-05-07)",
+        "Draft glatiramer acetate 20 mg subcutaneously once daily (start after PLEX, once PML is stable)",
+        "Draft interferon beta-1a 30 micrograms intramuscularly once weekly (start after PLEX, once PML is stable)",
     ]
-    d = c["detail"]
+    assert "glatiramer acetate 20 mg subcutaneously once daily" in c["detail"]  # the regimen in the text too
+    assert "never drafted" in c["detail"] and "Rebound-safe" not in c["detail"]
+    for s in c["suggestions"]:
+        res = s["actions"][0]["resource"]
+        assert res["dosageInstruction"][0]["text"] in s["label"]
+        assert "Start once the PLEX course is over" in res["note"][0]["text"]
+    d = full("dmt", da=da)
     assert "S1P modulators (fingolimod)" not in d and "fingolimod (S1P modulators)" in d
-    assert "dimethyl fumarate: may be used (lymphocytes 1.8 ×10⁹/L on 2024-05-07" in d
+    assert "dimethyl fumarate: possible (lymphocytes 1.8 ×10⁹/L on 2024-05-07" in d
     assert "**Rebound window:** 2024-07-09 to 2024-11-06 (peak around 2024-09-07)" in d
     c = card(render(), "dmt")  # fumarate below the threshold
     assert "no fumarate (lymphocytes 0.4 ×10⁹/L, below 0.5)" in c["summary"]
-    assert "not advised now (lymphocytes 0.4 ×10⁹/L on 2024-05-07, below 0.5 ×10⁹/L)" in c["detail"]
+    assert "not advised now (lymphocytes 0.4 ×10⁹/L on 2024-05-07, below 0.5 ×10⁹/L" in full("dmt")
 
 
 def test_dmt_conflict_leads_summary_with_engine_names_only() -> None:
@@ -571,8 +644,9 @@ def test_dmt_conflict_leads_summary_with_engine_names_only() -> None:
     assert c["summary"] == (
         "Active fingolimod conflicts with PML recovery: stop; use glatiramer acetate or interferon beta"
     )
-    assert c["detail"].startswith(
-        "**Active conflicting medication: stop or review**\n\n- **Gilenya &lt;b&gt;0.5"
+    assert c["detail"].startswith("**Stop fingolimod now:**")
+    assert full("dmt", da=dmt(active_conflicts=(conflict,))).startswith(
+        "**Active conflicting medication: stop**\n\n- **Gilenya &lt;b&gt;0.5"
     )
     unknown = MedicationUse(None, "Mystery <script>", True)
     c = card(render(da=dmt(active_conflicts=(unknown,))), "dmt")
@@ -591,10 +665,92 @@ def test_suggestions_labelled_and_never_avoid_class() -> None:
     labels = [s["label"] for s in est["suggestions"]]
     assert labels == [
         "Order a natalizumab serum level after session 3 (around 2024-05-16)",
-        "Set the PLEX course to 5 sessions (ordered 2; estimate 5, range 5-7)",
+        (
+            "Set the PLEX course to 5 sessions, 1.5 plasma volumes every 2 days (ordered 2; estimate 5, range 5-7). "
+            "PLEX may bring IRIS sooner (Tan 2011)"
+        ),
     ]
     note = est["suggestions"][0]["actions"][0]["resource"]["note"][0]["text"]
     assert "after PLEX session 3, before session 4" in note
     avoid = set(dmt().avoid)
     for s in card(body, "dmt")["suggestions"]:
         assert s["actions"][0]["resource"]["medicationCodeableConcept"]["text"] not in avoid
+
+
+def test_post_session_sample_note_agrees_with_the_headline() -> None:
+    notes = (
+        (
+            "The latest level was drawn 8 h after a session, before re-equilibration; it was multiplied by 1.75 "
+            "(range 1.5-2). Please redraw the level before the next session."
+        ),
+        (
+            "The level from 2024-05-09 was decayed to now with a half-life of 11 days (US label); with the EU "
+            "steady-state half-life of 16 days it would be 7.3 µg/mL."
+        ),
+    )
+    est = estimate(notes=notes, flags=("post-session-sample", "decayed"), adjusted_level_ug_per_ml=13.0)
+    page = full("plex-estimate", est=est)
+    # the EU figure leaves out the post-session factor (engine): not shown beside a corrected headline
+    assert "it would be 7.3" not in page
+    # the hours are counted from the session's start: said so
+    assert "drawn 8 h after a session started, before re-equilibration" in page
+    assert "corrected for re-equilibration" in card(render(est=est), "plex-estimate")["detail"]
+    # without a post-session sample, the EU half-life note stays
+    assert "it would be 7.3" in full("plex-estimate", est=estimate(notes=notes[1:]))
+
+
+def test_fumarate_count_from_before_the_last_dose_is_not_called_low() -> None:
+    old_count = LymphocyteCount(1.8, NOW - timedelta(days=60))
+    da = dmt(
+        conditional=(
+            ConditionalDmt(
+                "dimethyl fumarate", False, "count before last dose", old_count, "no-count-after-last-dose"
+            ),
+        )
+    )
+    c = card(render(da=da), "dmt")
+    assert "no fumarate yet (no lymphocyte count since the last natalizumab dose)" in c["summary"]
+    assert "below 0.5" not in c["summary"]
+    page = full("dmt", da=da)
+    assert "is from before the last natalizumab dose" in page and "below 0.5 ×10⁹/L)" not in page
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"basis": "dosing-history", "starting_level": None, "levels_used": (), "remeasure_at": None},
+        {"flags": ("lower-bound",)},
+    ],
+)
+def test_no_shortening_without_a_measured_level(over: dict[str, Any]) -> None:
+    c = card(render(est=estimate(**over), o=order(ordered=9)), "plex-estimate")
+    assert not [s for s in c.get("suggestions", []) if s["actions"][0]["type"] in ("update", "delete")]
+
+
+def test_fit_detail_keeps_the_limit_and_the_page_link() -> None:
+    from cds.hooks.cards.layout import fit_detail
+
+    url = "https://cds.example/cards/" + "x" * 43
+    parts = ["**Do this:** first.", "y" * 2000, "**Then:** second.", ""]
+    out = fit_detail(parts, url)
+    assert len(out) <= 1000 and out.endswith(f"]({url})")
+    assert out.startswith("**Do this:** first.\n\n**Then:** second.")  # the long part is left to the page
+    cut = fit_detail(["z " * 900], url)
+    assert len(cut) <= 1000 and cut.endswith(f"]({url})") and "..." in cut
+    assert fit_detail(["a", "b"], None) == "a\n\nb"
+
+
+def test_most_severe_first_then_fixed_order() -> None:
+    conflict = MedicationUse("fingolimod", "Gilenya", True, status="active")
+    body = render(da=dmt(active_conflicts=(conflict,)), ia=iris(risk="standard", reasons=(), reason_codes=()))
+    assert [(ext_kind(c), c["indicator"]) for c in body["cards"]] == [
+        ("dmt", "critical"),
+        ("plex-estimate", "warning"),
+        ("iris", "info"),
+    ]
+    body = render(o=order(ordered=5), ia=iris(risk="standard", reasons=(), reason_codes=()))
+    assert [ext_kind(c) for c in body["cards"]] == ["plex-estimate", "iris", "dmt"]  # all info: fixed order
+
+
+def ext_kind(c: dict[str, Any]) -> str:
+    return str(c["extension"]["pml-plex"]["kind"])

@@ -52,7 +52,7 @@ def test_parser() -> None:
     args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "9000", "--workers", "2"])
     assert (args.host, args.port, args.workers) == ("0.0.0.0", 9000, 2)
     args = build_parser().parse_args(["demo"])
-    assert (args.url, args.patient, args.hook) == ("http://127.0.0.1:8080", "high-level", "order-select")
+    assert (args.url, args.patient, args.hook) == (None, "high-level", "order-select")  # URL from CDS_PORT
 
 
 @pytest.fixture(scope="module")

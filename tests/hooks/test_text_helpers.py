@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 from cds.hooks import cards
 from cds.hooks.cards import fmt_date, fmt_num, md_escape
 
-# the reference: one str.translate (control characters dropped, & < > as entities, markdown specials
-# escaped), then whitespace collapsed
+# the reference: one str.translate (control characters dropped, & < > as entities, the markdown
+# specials safety needs escaped: emphasis, code, links, images, strikethrough, table cells), bare-URL
+# patterns broken, whitespace collapsed, then a block opener at the start escaped (issue 17: dates and
+# parentheses stay plain)
 _TABLE = str.maketrans(
     {
         **{c: None for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)},
         "&": "&amp;",
         "<": "&lt;",
         ">": "&gt;",
-        **{c: "\\" + c for c in "\\`*_{}[]()#+-!|~"},
+        **{c: "\\" + c for c in "\\`*_[]|~"},
     }
 )
 
 
 def _md_escape_reference(text: object) -> str:
-    return " ".join(str(text).translate(_TABLE).split())
+    s = str(text).translate(_TABLE).replace("://", "\\://").replace("www.", "www\\.")
+    s = " ".join(s.split())
+    if s[:1] in ("#", "=", "+", "-") and s:
+        return "\\" + s
+    m = re.match(r"(\d+)([.)])", s)
+    return m[1] + "\\" + m[2] + s[m.end() :] if m else s
 
 
 def test_md_escape_equals_the_reference_on_random_text() -> None:
@@ -43,7 +51,7 @@ def test_md_escape_equals_the_reference_on_every_character() -> None:
 
 def test_md_escape_examples() -> None:
     assert md_escape("**bold** <b>x</b> & [link](u)\n# h") == (
-        "\\*\\*bold\\*\\* &lt;b&gt;x&lt;/b&gt; &amp; \\[link\\]\\(u\\) \\# h"
+        "\\*\\*bold\\*\\* &lt;b&gt;x&lt;/b&gt; &amp; \\[link\\](u) # h"
     )
     assert md_escape("a\\b\x00c\x7f  \t d") == "a\\\\bc d"
 
@@ -69,7 +77,7 @@ def test_md_escape_cache_is_bounded_and_equal_to_a_fresh_escape() -> None:
     for i in range(cards._ESCAPED_MAX_ENTRIES + 10):
         assert md_escape(f"text_{i}") == f"text\\_{i}"
     assert 0 < len(cards._ESCAPED) <= cards._ESCAPED_MAX_ENTRIES
-    long_text = "a-b " * cards._ESCAPED_MAX_CHARS
+    long_text = "a_b " * cards._ESCAPED_MAX_CHARS
     assert md_escape(long_text) == _md_escape_reference(long_text)
     assert long_text not in cards._ESCAPED
 

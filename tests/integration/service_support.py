@@ -8,6 +8,7 @@ with service(fhir_server, state_dir) as (url, settings):        # module fixture
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -72,19 +73,28 @@ def load_demo(server: FhirServer, name: str, stem: str) -> demo.DemoPatient:
     return p
 
 
-def with_prefetch(server: FhirServer, p: demo.DemoPatient, hook: str, settings: Settings) -> dict[str, Any]:
-    body = demo.hook_request(p, hook, prefetch=False)  # type: ignore[arg-type]
-    body["prefetch"] = prefetch_from_server(server, prefetch_templates(settings), p.patient_id)
+def _own_clinician(body: dict[str, Any]) -> dict[str, Any]:
+    """Each request by a clinician of its own: an order-sign here never follows an order-select of the
+    same order (what order-sign then leaves out is tested in tests/hooks/test_cards_http.py)."""
+    body["context"]["userId"] = f"Practitioner/{uuid.uuid4()}"
     return body
 
 
+def with_prefetch(server: FhirServer, p: demo.DemoPatient, hook: str, settings: Settings) -> dict[str, Any]:
+    body = demo.hook_request(p, hook, prefetch=False)  # type: ignore[arg-type]
+    body["prefetch"] = prefetch_from_server(server, prefetch_templates(settings), p.patient_id)
+    return _own_clinician(body)
+
+
 def without_prefetch(server: FhirServer, p: demo.DemoPatient, hook: str) -> dict[str, Any]:
-    return demo.hook_request(
-        p,
-        hook,
-        prefetch=False,
-        fhir_server=server.base_url,  # type: ignore[arg-type]
-        token=server.token or "no-token-needed",
+    return _own_clinician(
+        demo.hook_request(
+            p,
+            hook,
+            prefetch=False,
+            fhir_server=server.base_url,  # type: ignore[arg-type]
+            token=server.token or "no-token-needed",
+        )
     )
 
 

@@ -12,12 +12,15 @@ card's `severeIrisRisk`, `irisOnRecord`, `reasons` and `watchFrom`, the DMT card
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from cds import demo
@@ -275,9 +278,23 @@ def test_item12_iris_on_record_changes_the_card(hook: Call) -> None:
     assert card(with_iris, "iris")["summary"] != card(without, "iris")["summary"]
 
 
-def test_item13_steroid_evidence_labels_name_expert_practice_and_a_case_report(hook: Call) -> None:
-    detail = card(hook("item13"), "iris")["detail"]
-    lines = [ln for ln in detail.splitlines() if ln.startswith("- **")]  # statements, not the sources list
+def _steroid_items(url: str, c: dict[str, Any]) -> list[str]:
+    """The steroid statements of the IRIS card's full page (since issue 17 the card's detail keeps to
+    1,000 characters and names them; the page lists them), as plain text."""
+    link = next(lk["url"] for lk in c.get("links", []) if "/cards/" in lk["url"])
+    r = httpx.get(f"{url}/cards/{link.rsplit('/', 1)[1]}", timeout=10)
+    assert r.status_code == 200, r.text[:300]
+    section = r.text.split("<strong>Steroids</strong>", 1)[1].split("</ul>", 1)[0]
+    return [html.unescape(re.sub(r"<[^>]+>", "", li)) for li in re.findall(r"<li>(.*?)</li>", section)]
+
+
+def test_item13_steroid_evidence_labels_name_expert_practice_and_a_case_report(
+    hook: Call, running: tuple[str, Settings]
+) -> None:
+    c = card(hook("item13"), "iris")
+    detail = c["detail"]
+    assert "Steroids:" in detail  # the detail points to the statements on the full page
+    lines = _steroid_items(running[0], c)
     regimen = [ln for ln in lines if "1 g" in ln]
     assert regimen, detail
     for ln in regimen:  # the 1 g/day × 3-5 days pulse is not from Tan 2011: expert practice

@@ -72,7 +72,7 @@ def _same(fast: httpx.Response, slow: httpx.Response) -> None:
         ("/cds-services/no-such-service", "demo", {}),
         (SELECT, b'{"hook": "order-select"}', {}),  # invalid hook request -> 400
         (SELECT, b"{not json", {}),
-        ("/cds-services/pml-plex-sign", "demo", {}),  # hook mismatch -> 400
+        ("/cds-services/pml-plex-sign", "demo", {}),  # order-select body: answered as order-sign (issue 17)
         (SELECT + "/", "demo", {}),  # not the fast path's shape: routed as before
         (SELECT, b"[" * 65 + b"]" * 65, {"Origin": SANDBOX_ORIGIN}),  # edge rejection
     ],

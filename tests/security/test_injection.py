@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import html
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ SCENARIO = "active-fingolimod"
 NTZ_LEVEL = "NTZ-LVL"
 ANTIBODY = "58012-6"
 PML = "22255007"
+# the service's own full-page links (the test service runs with the default public base URL)
+OWN_PAGES = Settings(_env_file=None, auth="off").public_base_url.rstrip("/") + "/cards/"
 
 
 def _codes(resource: dict[str, Any], element: str = "code") -> set[str]:
@@ -113,11 +116,23 @@ def base() -> Iterator[str]:
 
 def _cards(base: str, p: demo.DemoPatient, hook: Hook) -> list[dict[str, Any]]:
     service = "pml-plex-select" if hook == "order-select" else "pml-plex-sign"
-    r = httpx.post(f"{base}/cds-services/{service}", json=demo.hook_request(p, hook), timeout=15)
+    body = demo.hook_request(p, hook)
+    # a clinician per call: an order-sign after an order-select of the same order by the same clinician
+    # would leave out the unchanged info cards (issue 17), and every card is inspected here
+    body["context"]["userId"] = f"Practitioner/{uuid.uuid4()}"
+    r = httpx.post(f"{base}/cds-services/{service}", json=body, timeout=15)
     assert r.status_code == 200, r.text[:1000]
     cards: list[dict[str, Any]] = r.json()["cards"]
     assert cards, "the injected request produced no card"
     return cards
+
+
+def _page(base: str, card: dict[str, Any]) -> str:
+    """The card's full page (everything the 1,000-character detail leaves out), as served."""
+    url = next(link["url"] for link in card["links"] if "/cards/" in link["url"])
+    r = httpx.get(f"{base}/cards/{url.rsplit('/', 1)[1]}", timeout=15)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), r.text[:300]
+    return r.text
 
 
 def _shape(tokens: list[Any]) -> list[str]:
@@ -144,14 +159,32 @@ def test_fhir_text_enters_cards_escaped_and_renders_literally(base: str, hook: H
     injected, places = _inject(clean)
     md = _renderer()
 
-    baseline = _cards(base, clean, hook)
-    cards = _cards(base, injected, hook)
-    assert [c["extension"]["pml-plex"]["kind"] for c in cards] == [
-        c["extension"]["pml-plex"]["kind"] for c in baseline
-    ], "injected text changed which cards are shown"
+    def kind(c: dict[str, Any]) -> str:
+        return str(c["extension"]["pml-plex"]["kind"])
+
+    baseline = sorted(_cards(base, clean, hook), key=kind)
+    cards = sorted(_cards(base, injected, hook), key=kind)
+    assert [kind(c) for c in cards] == [kind(c) for c in baseline], (
+        "injected text changed which cards are shown"
+    )
 
     literal_hits = 0
     for card, before in zip(cards, baseline, strict=True):
+        # the full page: served HTML, the payload inert there too, no table made from `|`
+        page, page_before = _page(base, card), _page(base, before)
+        body = page.split("<body>", 1)[1]
+        for marker in ("<script", "<img", 'href="javascript', 'src="http://evil', 'evil.invalid"'):
+            assert marker not in body, f"{marker!r} on the {kind(card)} card's page: {body[:2000]}"
+        assert re.findall(r"<a href=\"([^\"]+)\"", body) == [
+            u
+            for u in re.findall(r"<a href=\"([^\"]+)\"", body)
+            if u.startswith("https://") and "evil" not in u
+        ], "live link from FHIR text on the page"
+        # `|` makes no table and `#` no heading: never more than the clean card's page has (fewer when
+        # the injected unit makes the level unusable and the levels table goes)
+        assert body.count("<table>") <= page_before.split("<body>", 1)[1].count("<table>")
+        assert body.count("<h") <= page_before.split("<body>", 1)[1].count("<h")
+        literal_hits += _text(body).count(PAYLOAD)
         for text in _card_texts(card):
             for marker in ("<script", "<img", "<a ", "</"):
                 bad = [line for line in text.splitlines() if marker in line]
@@ -169,7 +202,8 @@ def test_fhir_text_enters_cards_escaped_and_renders_literally(base: str, hook: H
         for t in tokens:
             if t.type in ("link_open", "image"):
                 href = str(t.attrGet("href") or t.attrGet("src") or "")
-                assert href.startswith("https://") and "evil" not in href, (
+                # a source (https) or the card's own full page on this service (public base URL)
+                assert href.startswith(("https://", OWN_PAGES)) and "evil" not in href, (
                     f"live link/image from FHIR text: {href}"
                 )
         for marker in ("<script", "<img", 'href="javascript', 'src="http://evil'):
@@ -181,8 +215,9 @@ def test_fhir_text_enters_cards_escaped_and_renders_literally(base: str, hook: H
         )
         literal_hits += _text(rendered).count(PAYLOAD)
 
-    # the injected text is shown literally wherever the card names it: the order text, the reported
-    # unit in the levels table, the unusable level (value and unit) and the conflicting medication
+    # the injected text is shown literally wherever the card or its full page names it: the order text,
+    # the reported unit in the levels table, the unusable level (value and unit) and the conflicting
+    # medication
     assert literal_hits >= 5, f"payload rendered literally only {literal_hits}x:\n" + "\n---\n".join(
         c.get("detail", "") for c in cards
     )

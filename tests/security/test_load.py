@@ -163,8 +163,9 @@ class Caller:
         elif kind == "malformed-json":
             body = body[: self.rng.randint(1, len(body) - 1)]
         elif kind == "wrong-hook":
-            other = SERVICES["order-sign" if hook == "order-select" else "order-select"]
-            path = f"/cds-services/{other}"
+            # a hook name the service does not answer: an order-select/order-sign mismatch is answered
+            # as the service's own hook (the CDS Hooks Sandbox sends one, issue 17), any other is a 400
+            body = body.replace(f'"hook": "{hook}"'.encode(), b'"hook": "patient-view"', 1)
         elif kind == "unknown-service":
             path = f"/cds-services/nope-{self.rng.randint(0, 999)}"
         elif kind == "oversize":

@@ -91,7 +91,8 @@ def test_legend_names_every_series(estimate, sessions, now):
         "target",
         "projected after each session",
         "projected range",
-        "PLEX done / planned",
+        "PLEX done/ordered/estimate",
+        "re-measure the level",
     ):
         assert w in words
 
@@ -136,3 +137,46 @@ def test_png(estimate, sessions, now):
     except RuntimeError as exc:  # no libcairo2 on this machine
         pytest.skip(str(exc))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def _x_of_triangle(e: ET.Element) -> float:
+    top = e.get("points", "").split()[0]
+    return float(top.split(",")[0])
+
+
+def test_planned_sessions_at_their_times_not_one_interval_late(sessions, now):
+    # a projected point is the level after session j, drawn before session j+1 (one interval later)
+    est = make_estimate(n_proj=3)
+    root = parse(render_svg(est, sessions, now))
+    planned = sorted(_x_of_triangle(e) for e in by_class(root, "session-planned"))
+    points = sorted(float(e.get("x", "0")) + 4 for e in by_class(root, "projected-point"))
+    assert len(planned) == len(points) == 3
+    gap = points[1] - points[0]
+    # session j one interval before the point "after session j": session 1 today (now), not at point 1
+    assert [round(p - x, 1) for p, x in zip(points, planned, strict=True)] == [round(gap, 1)] * 3
+    desc = root.find("s:desc", NS)
+    assert desc is not None and "Planned sessions: 3 on 2026-03-10, 4 on 2026-03-12, 5 on 2026-03-14" in (
+        desc.text or ""
+    )
+
+
+def test_ordered_sessions_told_apart_from_the_estimate(sessions, now):
+    import dataclasses
+
+    est = dataclasses.replace(make_estimate(n_proj=5), ordered_sessions=3)
+    root = parse(render_svg(est, sessions, now))
+    assert len(by_class(root, "session-ordered")) == 3
+    beyond = by_class(root, "session-beyond-order")
+    assert len(beyond) == 2 and all(e.get("stroke-dasharray") for e in beyond)
+    assert "Ordered: 3 sessions; estimate 5" in texts(root)
+
+
+def test_remeasure_marker(sessions, now):
+    import dataclasses
+
+    est = dataclasses.replace(make_estimate(), remeasure_at=now + timedelta(days=4))
+    root = parse(render_svg(est, sessions, now))
+    (mark,) = by_class(root, "remeasure-mark")
+    assert "Re-measure the level around 2026-03-14" in "".join(mark.itertext())
+    assert "re-measure" in texts(root)
+    assert not by_class(parse(render_svg(make_estimate(), sessions, now)), "remeasure-mark")

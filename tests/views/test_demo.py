@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ def test_every_demo_patient_card_summary_under_140(demo_url: str, hook: str) -> 
             body = req.json()
             assert body["hook"] == hook and body["context"]["patientId"] == f"demo-{name}"
             assert body["prefetch"], "the demo page sends full prefetch"
+            body["context"]["userId"] = f"Practitioner/{uuid.uuid4()}"  # no order-select before this sign
             r = client.post(f"/cds-services/{sid}", json=body)
             assert r.status_code == 200, (name, r.text[:300])
             cards = r.json()["cards"]
@@ -77,5 +79,10 @@ def test_demo_off_hides_the_page() -> None:
         tempfile.TemporaryDirectory(prefix="cds-demo-off-") as state,
         serve_service(Settings(auth="off", demo=False, state_dir=Path(state))) as url,
     ):
-        for path in ("/demo", "/demo/static/demo.js", "/demo/request/high-level", "/demo/scenarios"):
+        for path in ("/", "/demo", "/demo/static/demo.js", "/demo/request/high-level", "/demo/scenarios"):
             assert httpx.get(url + path).status_code == 404, path
+
+
+def test_root_points_to_the_demo(demo_url: str) -> None:
+    r = httpx.get(demo_url + "/")
+    assert r.status_code == 307 and r.headers["location"] == "/demo"
