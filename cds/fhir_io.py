@@ -9,17 +9,17 @@ Reading. Each prefetch key is used when it holds a Bundle (or, for `patient`, a 
 is fetched from fhirServer with the bearer token (or without one only when `allow_open_fhir`), all
 keys at once under a Semaphore, each page within `fhir_timeout_s`, everything within
 `fhir_deadline_s`. `link[next]` is followed up to `fhir_max_pages`, and only to the same scheme,
-host, port and base path as fhirServer, so the token never leaves it; redirects are never followed;
-bodies are read as a stream and dropped past `fhir_max_response_bytes`. A key that fails becomes a
-plain-text problem and `sources[key] = "error"`. The `patient` key is a read (`Patient/{id}`), fetched
-like the searches when it is not prefetched. `DataUnavailable` (412) only when neither medications
-(statements, requests or administrations) nor labs could be read.
+host, port and base path as fhirServer (cds.outbound.same_base), so the token never leaves it;
+redirects are never followed; bodies are read as a stream and dropped past `fhir_max_response_bytes`.
+A key that fails becomes a plain-text problem and `sources[key] = "error"`. The `patient` key is a
+read (`Patient/{id}`), fetched like the searches when it is not prefetched. `DataUnavailable` (412)
+only when neither medications (statements, requests or administrations) nor labs could be read.
 
-Caching. A successful search is kept under (fhirServer, query, SHA-256 of the token) for
-min(`cache_ttl_s`, the token's `expires_in`), so it never widens what a token may read: in-process
-(`MemoryReadCache`), or in Redis when `redis_url` is set (`RedisReadCache`, shared by replicas, JSON
-values; Redis failing degrades to no cache). Concurrent identical reads share one in-flight fetch.
-
+Caching (cds/fhir_cache.py). A successful search is kept under (fhirServer, query, SHA-256 of the
+token) for min(`cache_ttl_s`, the token's `expires_in`), so it never widens what a token may read:
+in-process (`MemoryReadCache`), or in Redis when `redis_url` is set (`RedisReadCache`, shared by
+replicas, JSON values; Redis failing degrades to no cache). Concurrent identical reads share one
+in-flight fetch.
 """
 
 from __future__ import annotations
