@@ -59,8 +59,8 @@ async def _whole_call_us(app: Any, method: str, path: str, data: bytes, calls: i
 
 def main() -> None:
     from bench.run import build_bodies, concrete
-    from cds import fhir_io
     from cds.app import create_app
+    from cds.fhir.facts import parse_resources
     from cds.hooks.models import HookRequest
     from cds.middleware import json_depth_exceeds
     from cds.settings import Settings
@@ -83,11 +83,11 @@ def main() -> None:
         pid = hook.context.patientId
         depth = _best_us(lambda d=data: json_depth_exceeds(d), number)
         parse = _best_us(lambda d=data: HookRequest.from_body(d), number)
-        read = _best_us(lambda r=resources, p=pid: fhir_io.parse_resources(r, settings, patient_id=p), number)
+        read = _best_us(lambda r=resources, p=pid: parse_resources(r, settings, patient_id=p), number)
         whole = asyncio.run(_whole_call_us(app, b.method, b.path, data, number * 3))
         tracemalloc.start()
         held = HookRequest.from_body(data)
-        parsed = fhir_io.parse_resources(_resources(held.prefetch or {}), settings, patient_id=pid)
+        parsed = parse_resources(_resources(held.prefetch or {}), settings, patient_id=pid)
         size, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         del held, parsed

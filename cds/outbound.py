@@ -20,12 +20,13 @@ The decision:
 validate_allowlist(settings) (run by cds.auth.validate_startup) refuses prefixes that could never
 be called: malformed ones and plain http off loopback.
 normalise_url(url) -> str | None: the URL as a decoding server reads it (`%2e` decoded, dot segments
-resolved); cds.fhir_io.same_base checks a `link[next]` in that form too before sending the token.
+resolved); same_base (below) checks a `link[next]` in that form too before sending the token.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "fhir_server_allowed",
     "is_loopback_host",
     "normalise_url",
+    "same_base",
     "validate_allowlist",
 ]
 
@@ -197,3 +199,32 @@ def validate_allowlist(settings: Settings) -> None:
             raise RuntimeError(f"{where}: {prefix!r} is not a plain http(s) base URL")
         if parsed.scheme != "https" and not is_loopback_host(parsed.host):
             raise RuntimeError(f"{where}: {prefix!r} must use https (plain http only on loopback)")
+
+
+def _default_port(scheme: str) -> int | None:
+    return {"http": 80, "https": 443}.get(scheme)
+
+
+def same_base(url: str, base: str) -> bool:
+    """True when `url` has the scheme, host, port and base path of `base` (where the token may go)."""
+    plain = normalise_url(url)  # as a server that decodes %2e and resolves `..` reads it: inside too
+    if plain is None or (plain != url and not same_base(plain, base)):
+        return False
+    try:
+        u, b = urlsplit(url), urlsplit(base)
+        u_port, b_port = u.port or _default_port(u.scheme.lower()), b.port or _default_port(b.scheme.lower())
+    except ValueError:
+        return False
+    if u.scheme.lower() not in ("http", "https") or u.scheme.lower() != b.scheme.lower():
+        return False
+    if not u.hostname or u.hostname != b.hostname or u_port != b_port or u.username or u.password:
+        return False
+    segments = u.path.split("/")
+    if (
+        ".." in segments
+        or "." in segments
+        or posixpath.normpath(u.path or "/") != (u.path.rstrip("/") or "/")
+    ):
+        return False
+    base_path = b.path.rstrip("/")
+    return u.path.rstrip("/") == base_path or u.path.startswith(base_path + "/")

@@ -223,12 +223,12 @@ class _Builder:
         )
 
     def weight(self, days: float, kg: float) -> None:
-        """Body weight, LOINC 29463-7 (cited in cds/fhir_terms.py)."""
+        """Body weight, LOINC 29463-7 (cited in cds/fhir/terms.py)."""
         quantity = {"value": kg, "unit": "kg", "system": UCUM, "code": "kg"}
         self._status("wt", days, "vital-signs", ("29463-7", "Body weight"), {"valueQuantity": quantity})
 
     def pregnancy_status(self, days: float, pregnant: bool) -> None:
-        """Pregnancy status, LOINC 82810-3, answered with LOINC LA15173-0 / LA26683-5 (cds/fhir_terms.py)."""
+        """Pregnancy status, LOINC 82810-3, answered with LOINC LA15173-0 / LA26683-5 (cds/fhir/terms.py)."""
         answer = ("LA15173-0", "Pregnant") if pregnant else ("LA26683-5", "Not pregnant")
         concept = {"coding": [{"system": LOINC, "code": answer[0], "display": answer[1]}], "text": answer[1]}
         self._status(

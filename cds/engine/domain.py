@@ -1,6 +1,6 @@
 """Domain objects the engine reasons over: plain values, units in the names, no FHIR.
 
-`cds/fhir_io.py` builds the inputs (PatientFacts, PlexPlan); the engine modules return the
+`cds/fhir/` builds the inputs (PatientFacts in facts.py, PlexPlan in orders.py); the engine modules return the
 results (PlexEstimate, IrisAssessment, DmtAdvice); `cds/hooks/cards.py` renders them.
 All datetimes are timezone-aware (UTC). All text here is either engine-written plain text or
 text copied from a FHIR resource (fields named `text`, `reported`, `descriptions`): the card

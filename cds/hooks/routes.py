@@ -19,12 +19,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from cds import fhir_io, metrics
+from cds import metrics
 from cds.auth import Authenticator, Claims
 from cds.engine import dmt as dmt_engine
 from cds.engine import iris as iris_engine
 from cds.engine import pk
 from cds.errors import BadHookRequest, CdsError, DataUnavailable, FhirServerNotAllowed, UnknownService
+from cds.fhir import orders as fhir_orders
 from cds.hooks import cards as card_render
 from cds.hooks import repeats
 from cds.hooks.models import (
@@ -209,7 +210,7 @@ async def _hook(
         )
 
     selections = hook.context.selections if service.hook == "order-select" else None
-    orders = fhir_io.plex_orders(hook.context.draftOrders, selections, settings)
+    orders = fhir_orders.plex_orders(hook.context.draftOrders, selections, settings)
     audit: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(),
         "service": service.id,

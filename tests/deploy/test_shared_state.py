@@ -15,7 +15,8 @@ import redis
 
 from cds import store_pg
 from cds.engine.domain import PlexSession, UnusableValue
-from cds.fhir_io import FhirReader, MemoryReadCache, RedisReadCache
+from cds.fhir_cache import MemoryReadCache, RedisReadCache
+from cds.fhir_io import FhirReader
 from cds.store import SqliteStore
 from cds.store_pg import PgStore
 from cds.views.charts import (

@@ -15,6 +15,7 @@ FORBIDDEN = (
     "fhir",
     "starlette",
     "cds.hooks",
+    "cds.fhir",
     "cds.fhir_io",
     "logging",
     "requests",

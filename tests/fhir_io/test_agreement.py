@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from cds import fhir_io
 from cds.demo.patients import build, scenario_names
-from cds.fhir_models import _RESOURCES
-from cds.fhir_terms import parse_fhir_datetime
+from cds.fhir.elements import validate_resource
+from cds.fhir.facts import parse_resources
+from cds.fhir.orders import plex_orders
+from cds.fhir.shapes import RESOURCES
+from cds.fhir.terms import parse_fhir_datetime
 from cds.settings import Settings
 from tests.fhir_io.fixtures import NOW, PATIENT, realistic_prefetch
 
@@ -46,13 +48,13 @@ def _demo() -> list[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
     return cases
 
 
-ALL_RESOURCES = _prefetch_resources() + [r for _pid, rs, order in _demo() for r in [*rs, order]]
+ALLRESOURCES = _prefetch_resources() + [r for _pid, rs, order in _demo() for r in [*rs, order]]
 
 
 def _same_resource(slim: Any, r4b: Any, path: str) -> None:
     """A top-level slim resource (a TypedDict): every element it declares, present or not, is compared."""
     assert isinstance(slim, dict) and r4b is not None, f"{path}: R4B has nothing"
-    td = _RESOURCES[slim["resourceType"]]
+    td = RESOURCES[slim["resourceType"]]
     for name in td.__required_keys__ | td.__optional_keys__:
         if name == "contained":  # plain dicts here; the contained Medication is compared below
             continue
@@ -93,22 +95,22 @@ def _same(slim: Any, r4b: Any, path: str) -> None:
         assert str(slim) == str(r4b), f"{path}: {slim!r} != {r4b!r}"
 
 
-@pytest.mark.parametrize("resource", ALL_RESOURCES, ids=lambda r: f"{r['resourceType']}/{r.get('id')}")
+@pytest.mark.parametrize("resource", ALLRESOURCES, ids=lambda r: f"{r['resourceType']}/{r.get('id')}")
 def test_slim_and_r4b_read_the_same_fields(resource: dict[str, Any]) -> None:
-    slim = fhir_io._validate(resource, strict=False)
+    slim = validate_resource(resource, strict=False)
     assert slim is not None, "slim model refused a resource R4B should accept"
     r4b = _r4b(resource)
     _same_resource(slim, r4b, resource["resourceType"])
     for item in resource.get("contained", []):
         _same_resource(
-            fhir_io._validate(item, strict=False), _r4b(item), f"{resource['resourceType']}.contained"
+            validate_resource(item, strict=False), _r4b(item), f"{resource['resourceType']}.contained"
         )
 
 
 def test_strict_and_slim_give_the_same_facts_for_the_realistic_prefetch() -> None:
     resources = _prefetch_resources()
-    slim = fhir_io.parse_resources(resources, Settings(), patient_id=PATIENT, now=NOW)
-    strict = fhir_io.parse_resources(resources, Settings(strict_fhir=True), patient_id=PATIENT, now=NOW)
+    slim = parse_resources(resources, Settings(), patient_id=PATIENT, now=NOW)
+    strict = parse_resources(resources, Settings(strict_fhir=True), patient_id=PATIENT, now=NOW)
     assert strict == slim
     assert slim.skipped == 0 and slim.other_patient == 0
     facts = slim.facts
@@ -139,11 +141,9 @@ def test_strict_and_slim_agree_on_every_demo_patient(
     case: tuple[str, list[dict[str, Any]], dict[str, Any]],
 ) -> None:
     pid, resources, order = case
-    slim = fhir_io.parse_resources(resources, Settings(), patient_id=pid, now=NOW)
-    strict = fhir_io.parse_resources(resources, Settings(strict_fhir=True), patient_id=pid, now=NOW)
+    slim = parse_resources(resources, Settings(), patient_id=pid, now=NOW)
+    strict = parse_resources(resources, Settings(strict_fhir=True), patient_id=pid, now=NOW)
     assert strict == slim
     assert slim.skipped == 0 and slim.other_patient == 0
     draft = {"resourceType": "Bundle", "entry": [{"resource": order}]}
-    assert fhir_io.plex_orders(draft, None, Settings()) == fhir_io.plex_orders(
-        draft, None, Settings(strict_fhir=True)
-    )
+    assert plex_orders(draft, None, Settings()) == plex_orders(draft, None, Settings(strict_fhir=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cds.fhir_io import MemoryReadCache, _resident_estimate
+from cds.fhir_cache import MemoryReadCache, resident_estimate
 
 
 def _obs(i: int) -> dict[str, object]:
@@ -14,7 +14,7 @@ def _obs(i: int) -> dict[str, object]:
 def test_bytes_bound_drops_least_recently_used() -> None:
     async def run() -> None:
         resources = [_obs(i) for i in range(20)]
-        size = _resident_estimate(resources)
+        size = resident_estimate(resources)
         cache = MemoryReadCache(maxsize=10_000, ttl=60, clock=lambda: 0.0, max_bytes=size * 3)
         for n in range(10):  # a new token per request: new keys
             await cache.set(("s", "q", f"t{n}"), resources, 60)

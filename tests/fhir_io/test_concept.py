@@ -1,4 +1,4 @@
-"""fhir_io._concept reads a CodeableConcept in one pass exactly as _codings and _texts do."""
+"""cds.fhir.elements.concept_of reads a CodeableConcept in one pass exactly as codings_of and texts_of do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds import fhir_io
+from cds.fhir.elements import codings_of, concept_of, texts_of
 
 _str = st.one_of(st.none(), st.sampled_from(["", "a", "http://loinc.org", "731-0", "Natalizumab"]))
 _coding = st.dictionaries(st.sampled_from(["system", "code", "display"]), _str)
@@ -24,4 +24,4 @@ _cc = st.one_of(
 @settings(max_examples=2000, deadline=None)
 @given(_cc)
 def test_concept_is_codings_and_texts(cc: Any) -> None:
-    assert fhir_io._concept(cc) == (fhir_io._codings(cc), fhir_io._texts(cc))
+    assert concept_of(cc) == (codings_of(cc), texts_of(cc))

@@ -1,5 +1,5 @@
-"""fhir_io._datetime (the reader's date parse of validated dateTime values) equals terms.parse_fhir_datetime
-on every value the slim _DateTime type accepts: same result, or the same error for impossible dates."""
+"""cds.fhir.elements.read_datetime (the reader's date parse of validated dateTime values) equals terms.parse_fhir_datetime
+on every value the slim DateTime type accepts: same result, or the same error for impossible dates."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from cds import fhir_io
-from cds.fhir_models import _DateTime
-from cds.fhir_terms import parse_fhir_datetime
+from cds.fhir.elements import read_datetime
+from cds.fhir.shapes import DateTime
+from cds.fhir.terms import parse_fhir_datetime
 
-_VALIDATED: TypeAdapter[str] = TypeAdapter(_DateTime, config={"strict": True})
+_VALIDATED: TypeAdapter[str] = TypeAdapter(DateTime, config={"strict": True})
 
 _d2 = st.integers(0, 99).map(lambda n: f"{n:02d}")
 _DATETIMES = st.builds(
@@ -51,7 +51,7 @@ def _check(text: str) -> None:
         _VALIDATED.validate_python(text)
     except ValidationError:
         return  # the reader never sees it
-    assert _outcome(fhir_io._datetime, text) == _outcome(parse_fhir_datetime, text), text
+    assert _outcome(read_datetime, text) == _outcome(parse_fhir_datetime, text), text
 
 
 @settings(max_examples=3000, deadline=None)

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from cds import fhir_io
-from cds.fhir_models import _CC
+from cds.fhir.elements import codings_of, concept_label, texts_of
+from cds.fhir.shapes import CodeableConcept
 
 _Code = Annotated[str, StringConstraints(pattern=r"^\S+( \S+)*$")]
 
@@ -29,7 +29,7 @@ class OldCC(_M):
     text: str | None = None
 
 
-NEW = TypeAdapter(_CC)
+NEW = TypeAdapter(CodeableConcept)
 
 CASES: list[Any] = [
     {},
@@ -81,9 +81,9 @@ def test_leaf_accepts_refuses_and_reads_like_the_old_model(value: Any) -> None:
         new = None
     assert (old is None) == (new is None), value
     if old is not None:
-        assert fhir_io._codings(new) == _old_codings(old)
-        assert fhir_io._texts(new) == _old_texts(old)
-        assert fhir_io._label(new) == (_old_texts(old) or [c for _, c in _old_codings(old)] or [""])[0]
+        assert codings_of(new) == _old_codings(old)
+        assert texts_of(new) == _old_texts(old)
+        assert concept_label(new) == (_old_texts(old) or [c for _, c in _old_codings(old)] or [""])[0]
 
 
 def test_json_input_too() -> None:

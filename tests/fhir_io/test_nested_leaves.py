@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from cds import fhir_models as fm
+from cds.fhir import shapes as fm
 
 _Code = Annotated[str, StringConstraints(pattern=r"^\S+( \S+)*$")]
 _DateTime = Annotated[
@@ -66,7 +66,7 @@ class OldRepeat(_M):
 class OldTiming(_M):
     event: list[_DateTime] = Field(default_factory=list)
     repeat: OldRepeat | None = None
-    code: fm._CC | None = None
+    code: fm.CodeableConcept | None = None
 
 
 class OldDoseAndRate(_M):
@@ -80,31 +80,31 @@ class OldDosage(_M):
 
 
 class OldIngredient(_M):
-    itemCodeableConcept: fm._CC | None = None
+    itemCodeableConcept: fm.CodeableConcept | None = None
 
 
 class OldStage(_M):
-    summary: fm._CC | None = None
+    summary: fm.CodeableConcept | None = None
 
 
 class OldEvidence(_M):
-    code: list[fm._CC] = Field(default_factory=list)
+    code: list[fm.CodeableConcept] = Field(default_factory=list)
     detail: list[OldReference] = Field(default_factory=list)
 
 
 PAIRS: list[tuple[Any, Any]] = [
-    (OldQuantity, fm._Quantity),
-    (OldReference, fm._Reference),
-    (OldPeriod, fm._Period),
-    (OldAnnotation, fm._Annotation),
-    (OldExtension, fm._Extension),
-    (OldRepeat, fm._Repeat),
-    (OldTiming, fm._Timing),
-    (OldDoseAndRate, fm._DoseAndRate),
-    (OldDosage, fm._Dosage),
-    (OldIngredient, fm._Ingredient),
-    (OldStage, fm._Stage),
-    (OldEvidence, fm._Evidence),
+    (OldQuantity, fm.Quantity),
+    (OldReference, fm.Reference),
+    (OldPeriod, fm.Period),
+    (OldAnnotation, fm.Annotation),
+    (OldExtension, fm.Extension),
+    (OldRepeat, fm.Repeat),
+    (OldTiming, fm.Timing),
+    (OldDoseAndRate, fm.DoseAndRate),
+    (OldDosage, fm.Dosage),
+    (OldIngredient, fm.Ingredient),
+    (OldStage, fm.Stage),
+    (OldEvidence, fm.Evidence),
 ]
 _ADAPTERS = [(TypeAdapter(old), TypeAdapter(new)) for old, new in PAIRS]
 

@@ -1,4 +1,4 @@
-"""Property tests of cds/fhir_values.py number and unit reading (issue 15 item 5)."""
+"""Property tests of cds/fhir/values.py number and unit reading (issue 15 item 5)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds.fhir_values import Problem, mass_concentration, parse_number, split_value_string
+from cds.fhir.values import Problem, mass_concentration, parse_number, split_value_string
 
 UCUM = "http://unitsofmeasure.org"
 # every decimal digit that is not ASCII 0-9 (Arabic-Indic, Devanagari, fullwidth, ...)

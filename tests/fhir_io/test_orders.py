@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cds.errors import BadHookRequest
-from cds.fhir_io import plex_orders
+from cds.fhir.orders import plex_orders
 from cds.settings import Settings
 
 S = Settings()

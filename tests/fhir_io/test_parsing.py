@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cds.fhir_io import parse_resources
+from cds.fhir.facts import parse_resources
 from cds.settings import Settings
 from tests.fhir_io.fixtures import (
     LOINC,

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from cds.errors import DataUnavailable
-from cds.fhir_io import FhirReader, same_base
+from cds.fhir_io import FhirReader
+from cds.outbound import same_base
 from cds.settings import Settings
 from tests.fhir_io.fixtures import PATIENT, bundle, realistic_prefetch
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from cds.fhir_io import parse_resources, prefetch_templates
-from cds.fhir_values import Problem, parse_number
+from cds.fhir.facts import parse_resources
+from cds.fhir.values import Problem, parse_number
+from cds.fhir_io import prefetch_templates
 from cds.settings import Settings
 from tests.fhir_io.fixtures import (
     LOINC,

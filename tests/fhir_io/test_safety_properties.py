@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from cds.fhir_io import parse_resources
-from cds.fhir_values import other_script_digit
+from cds.fhir.facts import parse_resources
+from cds.fhir.values import other_script_digit
 from cds.settings import Settings
 from tests.fhir_io.fixtures import NOW, PATIENT, UCUM, iso, observation
 

@@ -24,7 +24,8 @@ from cds.engine.domain import (
     SteroidStatement,
     UnusableValue,
 )
-from cds.fhir_io import LoadResult, PlexOrder
+from cds.fhir.orders import PlexOrder
+from cds.fhir_io import LoadResult
 from cds.hooks import cards
 from cds.hooks.models import CdsResponse
 from cds.settings import Settings

@@ -116,7 +116,7 @@ def test_from_body_equals_model_validate_json_on_generated_json(
 
 def test_integers_beyond_64_bits_are_read_as_floats_and_refused_where_an_integer_is_required() -> None:
     """The one known difference from model_validate_json (orjson's reading; see from_body)."""
-    from cds.fhir_io import parse_resources
+    from cds.fhir.facts import parse_resources
     from cds.settings import Settings
     from tests.fhir_io.fixtures import NOW, NTZ_LEVEL_CODE, PATIENT, iso, observation, qty
 

@@ -1,10 +1,10 @@
-"""r4b_shape.maskable(resource) is exactly `shape_key(resource) is not None` on plain JSON values."""
+"""r4b.maskable(resource) is exactly `shape_key(resource) is not None` on plain JSON values."""
 
 from __future__ import annotations
 
 import itertools
 
-from cds import r4b_shape
+from cds.fhir import r4b
 from cds.hooks import cards
 
 
@@ -20,5 +20,5 @@ def test_maskable_agrees_with_shape_key() -> None:
     for patient, authored in itertools.product(patients, times):
         for ingredient in ("glatiramer acetate", "x"):
             resource = cards._medication_resource(patient, ingredient, authored)
-            assert r4b_shape.maskable(resource) == (r4b_shape.shape_key(resource) is not None)
-    assert not r4b_shape.maskable([]) and not r4b_shape.maskable({"resourceType": 1})
+            assert r4b.maskable(resource) == (r4b.shape_key(resource) is not None)
+    assert not r4b.maskable([]) and not r4b.maskable({"resourceType": 1})

@@ -1,4 +1,4 @@
-"""R4B validation by shape (cds.r4b_shape): emitted resources and the draft order are validated in full
+"""R4B validation by shape (cds.fhir.r4b): emitted resources and the draft order are validated in full
 once per shape, and an invalid resource is still caught after a valid one of nearly the same shape."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
-from cds import fhir_io, r4b_shape
-from cds.fhir_io import plex_orders
+from cds.fhir import r4b
+from cds.fhir.orders import plex_orders
 from cds.hooks import cards
 from cds.settings import Settings
 
 
 @pytest.fixture(autouse=True)
 def _fresh() -> Any:
-    r4b_shape.clear()
+    r4b.clear()
     yield
-    r4b_shape.clear()
+    r4b.clear()
 
 
 def _level_request(pid: str = "p1", at: str = "2024-05-16T12:00:00Z") -> dict[str, Any]:
@@ -83,26 +83,22 @@ def test_invalid_emitted_resource_is_still_caught(
 
 
 def test_shape_key_masks_only_checked_values() -> None:
-    a = r4b_shape.shape_key(_level_request("p1", "2024-05-16T12:00:00Z"))
-    b = r4b_shape.shape_key(_level_request("p9", "2030-12-31T23:59:59Z"))
+    a = r4b.shape_key(_level_request("p1", "2024-05-16T12:00:00Z"))
+    b = r4b.shape_key(_level_request("p9", "2030-12-31T23:59:59Z"))
     assert a is not None and a == b
-    assert r4b_shape.shape_key({**_level_request(), "status": "active"}) != a
-    assert r4b_shape.shape_key({**_level_request(), "occurrenceDateTime": "2024-05-16"}) is None
-    assert r4b_shape.shape_key({**_level_request(), "subject": {"reference": "Patient/a b"}}) is None
-    assert r4b_shape.shape_key({**_level_request(), "x": float("nan")}) is None
-    assert r4b_shape.shape_key({**_level_request(), "x": 1}) != r4b_shape.shape_key(
-        {**_level_request(), "x": 1.0}
-    )
-    assert r4b_shape.shape_key({**_level_request(), "x": True}) != r4b_shape.shape_key(
-        {**_level_request(), "x": 1}
-    )
+    assert r4b.shape_key({**_level_request(), "status": "active"}) != a
+    assert r4b.shape_key({**_level_request(), "occurrenceDateTime": "2024-05-16"}) is None
+    assert r4b.shape_key({**_level_request(), "subject": {"reference": "Patient/a b"}}) is None
+    assert r4b.shape_key({**_level_request(), "x": float("nan")}) is None
+    assert r4b.shape_key({**_level_request(), "x": 1}) != r4b.shape_key({**_level_request(), "x": 1.0})
+    assert r4b.shape_key({**_level_request(), "x": True}) != r4b.shape_key({**_level_request(), "x": 1})
 
 
 def test_cache_is_bounded() -> None:
-    for i in range(r4b_shape.MAX_SHAPES + 10):
-        r4b_shape.remember(f"k{i}")
-    assert len(r4b_shape._valid) == r4b_shape.MAX_SHAPES
-    assert not r4b_shape.is_known_valid("k0") and r4b_shape.is_known_valid(f"k{r4b_shape.MAX_SHAPES + 9}")
+    for i in range(r4b.MAX_SHAPES + 10):
+        r4b.remember(f"k{i}")
+    assert len(r4b._valid) == r4b.MAX_SHAPES
+    assert not r4b.is_known_valid("k0") and r4b.is_known_valid(f"k{r4b.MAX_SHAPES + 9}")
 
 
 def _draft(resource: dict[str, Any]) -> dict[str, Any]:
@@ -112,14 +108,14 @@ def _draft(resource: dict[str, Any]) -> dict[str, Any]:
 def test_draft_order_r4b_checked_once_per_shape_and_invalid_still_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = fhir_io.r4b_valid
+    real = r4b.r4b_valid
     calls: list[Any] = []
 
     def counting(resource: dict[str, Any]) -> bool:
         calls.append(resource.get("id"))
         return real(resource)
 
-    monkeypatch.setattr(fhir_io, "r4b_valid", counting)
+    monkeypatch.setattr(r4b, "r4b_valid", counting)
     order = {
         "resourceType": "ServiceRequest",
         "id": "sr1",

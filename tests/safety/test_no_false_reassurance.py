@@ -13,7 +13,7 @@ result below target: every low value is disqualified by its specimen, its format
 or its timing (docs/safety.md: the invariant). The positive control below shows that one genuine
 low serum result does reach the conclusion, so the property is not vacuous.
 
-The records go through the real pipeline in process: fhir_io.parse_resources -> engine (pk, iris,
+The records go through the real pipeline in process: cds.fhir.facts.parse_resources -> engine (pk, iris,
 dmt) -> cards.render -> CDS Hooks JSON, as cds/hooks/routes.py calls them.
 
 Runs: a few hundred examples by default; CDS_SAFETY_EXAMPLES=20000 for the slow run (issue 15 asks
@@ -38,6 +38,8 @@ from cds import fhir_io
 from cds.engine import dmt as dmt_engine
 from cds.engine import drugs, pk
 from cds.engine import iris as iris_engine
+from cds.fhir.facts import parse_resources
+from cds.fhir.orders import plex_orders
 from cds.fhir_io import LoadResult
 from cds.hooks import cards
 from cds.hooks.models import CdsResponse
@@ -73,7 +75,7 @@ SAFETY = settings(
 
 def run_pipeline(resources: list[dict[str, Any]], order: dict[str, Any]) -> tuple[pk.PlexEstimate, list[Any]]:
     """(the engine's estimate, the cards as CDS Hooks JSON) for `resources`, as routes.py makes them."""
-    parsed = fhir_io.parse_resources(resources, SETTINGS, patient_id=PID, now=NOW)
+    parsed = parse_resources(resources, SETTINGS, patient_id=PID, now=NOW)
     assert drugs.has_natalizumab_exposure(parsed.facts)  # else the service answers no cards at all
     load = LoadResult(
         parsed.facts,
@@ -82,7 +84,7 @@ def run_pipeline(resources: list[dict[str, Any]], order: dict[str, Any]) -> tupl
         skipped=parsed.skipped,
     )
     draft = {"resourceType": "Bundle", "entry": [{"resource": order}]}
-    plex = fhir_io.plex_orders(draft, None, SETTINGS)[0]
+    plex = plex_orders(draft, None, SETTINGS)[0]
     estimate = pk.estimate_remaining(parsed.facts, plex.plan, TARGET, NOW)
     iris = iris_engine.assess_iris(parsed.facts, plex.plan, NOW)
     dmt = dmt_engine.advise_dmt(parsed.facts, NOW)

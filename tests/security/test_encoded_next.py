@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cds import demo
-from cds.fhir_io import same_base
+from cds.outbound import same_base
 from cds.settings import Settings
 from tests.support.servers import serve_asgi, serve_service
 

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cds import r4b_shape
 from cds.engine.domain import (
     DmtAdvice,
     IrisAssessment,
@@ -31,7 +30,9 @@ from cds.engine.domain import (
     UnusableValue,
 )
 from cds.engine.memo import Memo
-from cds.fhir_io import LoadResult, PlexOrder
+from cds.fhir import r4b as r4b_shape
+from cds.fhir.orders import PlexOrder
+from cds.fhir_io import LoadResult
 from cds.hooks.models import Card, Coding, Link, Source, new_uuids
 
 log = logging.getLogger("cds.hooks.cards")
@@ -301,7 +302,7 @@ _MODEL_CACHE: dict[str, Any] = {}
 def validate_emitted(resource: dict[str, Any]) -> dict[str, Any]:
     """Validate a resource we put in a suggestion against fhir.resources R4B; raise ValueError if invalid.
 
-    In full once per shape (cds.r4b_shape: the same resource up to a checked id, subject reference and
+    In full once per shape (cds.fhir.r4b: the same resource up to a checked id, subject reference and
     date-times); a resource of a shape that already passed is not re-validated."""
     return _validate_keyed(resource, r4b_shape.shape_key(resource))
 
@@ -377,7 +378,7 @@ def _medication_request(patient_id: str, ingredient: str, authored_on: str) -> d
 
 
 # The DMT card drafts one MedicationRequest per ingredient, all for the same patient and authoredOn: they
-# differ only in the ingredient. Their shape keys (cds.r4b_shape) mask the subject reference and
+# differ only in the ingredient. Their shape keys (cds.fhir.r4b) mask the subject reference and
 # authoredOn, so once the first draft's key exists (both values masked), every other draft's key equals
 # the key of the same ingredient's draft for a stand-in patient and date-time, worked out once per
 # ingredient instead of once per draft and request. A draft whose shape is not known valid is validated

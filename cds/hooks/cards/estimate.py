@@ -8,7 +8,8 @@ from typing import Any
 
 from cds.engine.domain import NatalizumabLevel, PlexEstimate, UnusableValue
 from cds.engine.references import TAN_2011
-from cds.fhir_io import LoadResult, PlexOrder
+from cds.fhir.orders import PlexOrder
+from cds.fhir_io import LoadResult
 from cds.hooks.cards import (
     DISCLAIMER,
     EXTENSION_KEY,

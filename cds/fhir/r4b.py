@@ -18,9 +18,19 @@ import re
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic_core import to_json
 
-__all__ = ["MAX_SHAPES", "clear", "is_known_valid", "maskable", "parsed_json_key", "remember", "shape_key"]
+__all__ = [
+    "MAX_SHAPES",
+    "clear",
+    "is_known_valid",
+    "maskable",
+    "parsed_json_key",
+    "r4b_valid",
+    "remember",
+    "shape_key",
+]
 
 MAX_SHAPES = 1024
 
@@ -132,3 +142,38 @@ def remember(key: str | bytes | None) -> None:
 def clear() -> None:
     _valid.clear()
     _ok_datetimes.clear()
+
+
+_R4B_MODULES = {
+    "Observation": "observation",
+    "Procedure": "procedure",
+    "Medication": "medication",
+    "MedicationStatement": "medicationstatement",
+    "MedicationRequest": "medicationrequest",
+    "MedicationAdministration": "medicationadministration",
+    "Condition": "condition",
+    "ServiceRequest": "servicerequest",
+    "Patient": "patient",
+}
+
+
+def r4b_valid(resource: dict[str, Any]) -> bool:
+    """Full fhir.resources R4B validation of one resource (never the R5 top-level models)."""
+    import importlib
+
+    name = resource.get("resourceType")
+    if not isinstance(name, str) or name not in _R4B_MODULES:
+        return False
+    cls = getattr(importlib.import_module(f"fhir.resources.R4B.{_R4B_MODULES[name]}"), name)
+    try:
+        cls.model_validate(resource)
+    except (
+        ValidationError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ):  # fhir-core raises the latter too (OverflowError: a year-1 dateTime with a + offset)
+        return False
+    return True

@@ -1,6 +1,6 @@
 """How a laboratory value in FHIR becomes a number in a known unit, or a named reason why it cannot.
 
-Pure functions on plain strings and numbers, used by `cds/fhir_io.py` for natalizumab levels:
+Pure functions on plain strings and numbers, used by `cds/fhir/facts_observations.py` for natalizumab levels:
 
     parse_number("12,500")                      -> 12500.0   (or a Problem)
     split_value_string("<0.5 ug/mL")            -> ("<", 0.5, "ug/mL") (or a Problem, or None: no number)
@@ -213,7 +213,7 @@ _BELOW = re.compile(
     re.IGNORECASE,
 )
 _DETECTED = re.compile(r"\bdetected\b|\bdetectable\b|\bpositive\b|\bpos\b|\bpresent\b", re.IGNORECASE)
-# SNOMED 260415000 "Not detected", 260385009 "Negative" (fhir_terms' qualitative codes); v3
+# SNOMED 260415000 "Not detected", 260385009 "Negative" (terms.py's qualitative codes); v3
 # ObservationInterpretation ND / NEG; and their positive counterparts (10828004, 260373001, POS, DET)
 _BELOW_CODES = frozenset({"260415000", "260385009", "ND", "NEG"})
 _DETECTED_CODES = frozenset({"10828004", "260373001", "POS", "DET"})

@@ -1,4 +1,4 @@
-"""Terminology and value rules fhir_io uses to recognise what a FHIR resource means.
+"""Terminology and value rules cds/fhir/ uses to recognise what a FHIR resource means.
 
 Codes are defaults from `../shared/docs/codes.md` (a site adds its own through settings); text rules
 cover local codes. Everything here is pure and works on plain strings and numbers.
@@ -314,7 +314,7 @@ def weight_kg(value: float, unit: str) -> float | None:
 
 # ---------------------------------------------------------------- units
 # cds/engine/units.py is the one unit converter; here only lymphocyte-count units (UCUM annotations
-# such as {cells}, and percent). Natalizumab levels: cds/fhir_values.py mass_concentration, which
+# such as {cells}, and percent). Natalizumab levels: cds/fhir/values.py mass_concentration, which
 # decides which unit a Quantity names and converts with cds/engine/units.py.
 
 _ANNOTATION = re.compile(r"\{[^}]*\}")

@@ -3,8 +3,8 @@
 Every shape is a strict TypedDict validated by pydantic (unknown keys dropped, absent elements are missing
 keys, required ones Required), the resources as well as their elements: building dicts costs about a
 third less than building models. This module declares the shapes, the resourceType-discriminated union and
-its TypeAdapters; it reads nothing and builds no domain objects. `cds/fhir_io.py` stays the one place
-that turns FHIR into engine domain objects and reads the FHIR server."""
+its TypeAdapters; it reads nothing and builds no domain objects. The rest of `cds/fhir/` turns FHIR into
+engine domain objects; `cds/fhir_io.py` stays the one place that reads the FHIR server."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal, Required
 from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
-# Just the fields cds/fhir_io.py reads. Strict: a string is not a number, a number not a string; required
+# Just the fields cds/fhir/ reads. Strict: a string is not a number, a number not a string; required
 # elements are required; fixed value sets are Literals; everything else is ignored.
 # tests/fhir_io/test_agreement.py checks they read what fhir.resources R4B reads.
 
 _Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
-_DateTime = Annotated[
+DateTime = Annotated[
     str,
     StringConstraints(
         pattern=r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
@@ -34,21 +34,21 @@ _LEAF = ConfigDict(strict=True, extra="ignore")
 
 
 @with_config(_LEAF)
-class _Coding(TypedDict, total=False):
+class Coding(TypedDict, total=False):
     system: str | None
     code: _Code | None
     display: str | None
 
 
 @with_config(_LEAF)
-class _CC(TypedDict, total=False):
-    coding: list[_Coding]
+class CodeableConcept(TypedDict, total=False):
+    coding: list[Coding]
     text: str | None
 
 
 # Quantity, Reference and Period are TypedDict leaves too (read with .get in fhir_io), for the same reason.
 @with_config(_LEAF)
-class _Quantity(TypedDict, total=False):
+class Quantity(TypedDict, total=False):
     value: float | None
     comparator: Literal["<", "<=", ">=", ">"] | None
     unit: str | None
@@ -57,36 +57,36 @@ class _Quantity(TypedDict, total=False):
 
 
 @with_config(_LEAF)
-class _Reference(TypedDict, total=False):
+class Reference(TypedDict, total=False):
     reference: str | None
     display: str | None
 
 
 @with_config(_LEAF)
-class _Period(TypedDict, total=False):
-    start: _DateTime | None
-    end: _DateTime | None
+class Period(TypedDict, total=False):
+    start: DateTime | None
+    end: DateTime | None
 
 
 # The elements nested in resources (annotations, extensions, dosage and timing, ingredients, condition
 # stages and evidence) are TypedDict leaves as well: absent elements are missing keys (fhir_io reads
 # them with .get), required ones are Required.
 @with_config(_LEAF)
-class _Annotation(TypedDict, total=False):
+class Annotation(TypedDict, total=False):
     text: Required[str]
 
 
 @with_config(_LEAF)
-class _Extension(TypedDict, total=False):
+class Extension(TypedDict, total=False):
     url: Required[str]
     valueDecimal: float | None
-    valueQuantity: _Quantity | None
+    valueQuantity: Quantity | None
     valueString: str | None
 
 
 @with_config(_LEAF)
-class _Repeat(TypedDict, total=False):
-    boundsPeriod: _Period | None
+class Repeat(TypedDict, total=False):
+    boundsPeriod: Period | None
     count: Annotated[int | None, Field(ge=0)]
     frequency: Annotated[int | None, Field(ge=0)]
     period: Annotated[float | None, Field(ge=0)]
@@ -94,43 +94,43 @@ class _Repeat(TypedDict, total=False):
 
 
 @with_config(_LEAF)
-class _Timing(TypedDict, total=False):
-    event: list[_DateTime]
-    repeat: _Repeat | None
-    code: _CC | None
+class Timing(TypedDict, total=False):
+    event: list[DateTime]
+    repeat: Repeat | None
+    code: CodeableConcept | None
 
 
 @with_config(_LEAF)
-class _DoseAndRate(TypedDict, total=False):
-    doseQuantity: _Quantity | None
+class DoseAndRate(TypedDict, total=False):
+    doseQuantity: Quantity | None
 
 
 @with_config(_LEAF)
-class _Dosage(TypedDict, total=False):
+class Dosage(TypedDict, total=False):
     text: str | None
-    timing: _Timing | None
-    doseAndRate: list[_DoseAndRate]
+    timing: Timing | None
+    doseAndRate: list[DoseAndRate]
 
 
 @with_config(_LEAF)
-class _Resource(TypedDict, total=False):
+class Resource(TypedDict, total=False):
     id: _Id | None
 
 
 @with_config(_LEAF)
-class _PatientScoped(_Resource, total=False):
-    subject: _Reference | None
+class PatientScoped(Resource, total=False):
+    subject: Reference | None
 
 
 @with_config(_LEAF)
-class _ReferenceRange(TypedDict, total=False):
-    low: _Quantity | None
-    high: _Quantity | None
+class ReferenceRange(TypedDict, total=False):
+    low: Quantity | None
+    high: Quantity | None
     text: str | None
 
 
 @with_config(_LEAF)
-class _Observation(_PatientScoped, total=False):
+class Observation(PatientScoped, total=False):
     resourceType: Required[Literal["Observation"]]
     status: Required[
         Literal[
@@ -144,24 +144,24 @@ class _Observation(_PatientScoped, total=False):
             "unknown",
         ]
     ]
-    code: Required[_CC]
-    effectiveDateTime: _DateTime | None
-    effectivePeriod: _Period | None
-    effectiveInstant: _DateTime | None
-    issued: _DateTime | None
-    valueQuantity: _Quantity | None
+    code: Required[CodeableConcept]
+    effectiveDateTime: DateTime | None
+    effectivePeriod: Period | None
+    effectiveInstant: DateTime | None
+    issued: DateTime | None
+    valueQuantity: Quantity | None
     valueString: str | None
     valueBoolean: bool | None
     valueInteger: int | None
-    valueCodeableConcept: _CC | None
-    interpretation: list[_CC]
-    referenceRange: list[_ReferenceRange]
-    specimen: _Reference | None
+    valueCodeableConcept: CodeableConcept | None
+    interpretation: list[CodeableConcept]
+    referenceRange: list[ReferenceRange]
+    specimen: Reference | None
     contained: list[dict[str, Any]]  # a contained Specimen is validated on its own (SPECIMEN)
 
 
 @with_config(_LEAF)
-class _Procedure(_PatientScoped, total=False):
+class Procedure(PatientScoped, total=False):
     resourceType: Required[Literal["Procedure"]]
     status: Required[
         Literal[
@@ -175,34 +175,34 @@ class _Procedure(_PatientScoped, total=False):
             "unknown",
         ]
     ]
-    code: _CC | None
-    performedDateTime: _DateTime | None
-    performedPeriod: _Period | None
-    note: list[_Annotation]
-    extension: list[_Extension]
+    code: CodeableConcept | None
+    performedDateTime: DateTime | None
+    performedPeriod: Period | None
+    note: list[Annotation]
+    extension: list[Extension]
 
 
 @with_config(_LEAF)
-class _Ingredient(TypedDict, total=False):
-    itemCodeableConcept: _CC | None
+class Ingredient(TypedDict, total=False):
+    itemCodeableConcept: CodeableConcept | None
 
 
 @with_config(_LEAF)
-class _Medication(_Resource, total=False):
+class Medication(Resource, total=False):
     resourceType: Required[Literal["Medication"]]
-    code: _CC | None
-    ingredient: list[_Ingredient]
+    code: CodeableConcept | None
+    ingredient: list[Ingredient]
 
 
 @with_config(_LEAF)
-class _MedicationUse(_PatientScoped, total=False):
-    medicationCodeableConcept: _CC | None
-    medicationReference: _Reference | None
+class MedicationUse(PatientScoped, total=False):
+    medicationCodeableConcept: CodeableConcept | None
+    medicationReference: Reference | None
     contained: list[dict[str, Any]]
 
 
 @with_config(_LEAF)
-class _MedicationStatement(_MedicationUse, total=False):
+class MedicationStatement(MedicationUse, total=False):
     resourceType: Required[Literal["MedicationStatement"]]
     status: Required[
         Literal[
@@ -216,14 +216,14 @@ class _MedicationStatement(_MedicationUse, total=False):
             "not-taken",
         ]
     ]
-    effectiveDateTime: _DateTime | None
-    effectivePeriod: _Period | None
-    dateAsserted: _DateTime | None
-    dosage: list[_Dosage]
+    effectiveDateTime: DateTime | None
+    effectivePeriod: Period | None
+    dateAsserted: DateTime | None
+    dosage: list[Dosage]
 
 
 @with_config(_LEAF)
-class _MedicationRequest(_MedicationUse, total=False):
+class MedicationRequest(MedicationUse, total=False):
     resourceType: Required[Literal["MedicationRequest"]]
     status: Required[
         Literal[
@@ -231,116 +231,116 @@ class _MedicationRequest(_MedicationUse, total=False):
         ]
     ]
     intent: Required[str]
-    authoredOn: _DateTime | None
-    dosageInstruction: list[_Dosage]
+    authoredOn: DateTime | None
+    dosageInstruction: list[Dosage]
 
 
 @with_config(_LEAF)
-class _AdministrationDosage(TypedDict, total=False):
+class AdministrationDosage(TypedDict, total=False):
     text: str | None
-    dose: _Quantity | None
+    dose: Quantity | None
 
 
 @with_config(_LEAF)
-class _MedicationAdministration(_MedicationUse, total=False):
+class MedicationAdministration(MedicationUse, total=False):
     resourceType: Required[Literal["MedicationAdministration"]]
     status: Required[
         Literal["in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"]
     ]
-    effectiveDateTime: _DateTime | None
-    effectivePeriod: _Period | None
-    dosage: _AdministrationDosage | None
+    effectiveDateTime: DateTime | None
+    effectivePeriod: Period | None
+    dosage: AdministrationDosage | None
 
 
 @with_config(_LEAF)
-class _Stage(TypedDict, total=False):
-    summary: _CC | None
+class Stage(TypedDict, total=False):
+    summary: CodeableConcept | None
 
 
 @with_config(_LEAF)
-class _Evidence(TypedDict, total=False):
-    code: list[_CC]
-    detail: list[_Reference]
+class Evidence(TypedDict, total=False):
+    code: list[CodeableConcept]
+    detail: list[Reference]
 
 
 @with_config(_LEAF)
-class _Condition(_PatientScoped, total=False):
+class Condition(PatientScoped, total=False):
     resourceType: Required[Literal["Condition"]]
-    clinicalStatus: _CC | None
-    verificationStatus: _CC | None
-    code: _CC | None
-    bodySite: list[_CC]
-    onsetDateTime: _DateTime | None
-    onsetPeriod: _Period | None
-    stage: list[_Stage]
-    evidence: list[_Evidence]
-    note: list[_Annotation]
+    clinicalStatus: CodeableConcept | None
+    verificationStatus: CodeableConcept | None
+    code: CodeableConcept | None
+    bodySite: list[CodeableConcept]
+    onsetDateTime: DateTime | None
+    onsetPeriod: Period | None
+    stage: list[Stage]
+    evidence: list[Evidence]
+    note: list[Annotation]
 
 
 @with_config(_LEAF)
-class _ServiceRequest(_PatientScoped, total=False):
+class ServiceRequest(PatientScoped, total=False):
     resourceType: Required[Literal["ServiceRequest"]]
     status: Required[
         Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
     ]
     intent: Required[str]
-    code: _CC | None
-    orderDetail: list[_CC]
-    quantityQuantity: _Quantity | None
-    occurrenceDateTime: _DateTime | None
-    occurrencePeriod: _Period | None
-    occurrenceTiming: _Timing | None
-    note: list[_Annotation]
+    code: CodeableConcept | None
+    orderDetail: list[CodeableConcept]
+    quantityQuantity: Quantity | None
+    occurrenceDateTime: DateTime | None
+    occurrencePeriod: Period | None
+    occurrenceTiming: Timing | None
+    note: list[Annotation]
     patientInstruction: str | None
-    extension: list[_Extension]
+    extension: list[Extension]
 
 
 @with_config(_LEAF)
-class _Patient(_Resource, total=False):
+class Patient(Resource, total=False):
     resourceType: Required[Literal["Patient"]]
     birthDate: Annotated[str, StringConstraints(pattern=r"^\d{4}(-\d{2}(-\d{2})?)?$")] | None
 
 
 @with_config(_LEAF)
-class _Specimen(_Resource, total=False):
+class Specimen(Resource, total=False):
     resourceType: Required[Literal["Specimen"]]
-    type: _CC | None
+    type: CodeableConcept | None
 
 
 # a Specimen contained in an Observation (Observation.specimen = "#id"); never read on its own
-SPECIMEN: TypeAdapter[_Specimen] = TypeAdapter(_Specimen)
+SPECIMEN: TypeAdapter[Specimen] = TypeAdapter(Specimen)
 
 
-_RESOURCES: dict[str, Any] = {
-    "Observation": _Observation,
-    "Procedure": _Procedure,
-    "Medication": _Medication,
-    "MedicationStatement": _MedicationStatement,
-    "MedicationRequest": _MedicationRequest,
-    "MedicationAdministration": _MedicationAdministration,
-    "Condition": _Condition,
-    "ServiceRequest": _ServiceRequest,
-    "Patient": _Patient,
+RESOURCES: dict[str, Any] = {
+    "Observation": Observation,
+    "Procedure": Procedure,
+    "Medication": Medication,
+    "MedicationStatement": MedicationStatement,
+    "MedicationRequest": MedicationRequest,
+    "MedicationAdministration": MedicationAdministration,
+    "Condition": Condition,
+    "ServiceRequest": ServiceRequest,
+    "Patient": Patient,
 }
 # one resource at a time, by resourceType (entries that failed the batch, contained resources, draft orders)
-_MODELS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(td) for name, td in _RESOURCES.items()}
+MODELS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(td) for name, td in RESOURCES.items()}
 
 # every slim model at once, picked by resourceType (a discriminated union): parse_resources validates a
 # whole prefetch in one call and only falls back to one-by-one validation when an entry fails
 _AnyModel = Annotated[
-    _Observation
-    | _Procedure
-    | _Medication
-    | _MedicationStatement
-    | _MedicationRequest
-    | _MedicationAdministration
-    | _Condition
-    | _ServiceRequest
-    | _Patient,
+    Observation
+    | Procedure
+    | Medication
+    | MedicationStatement
+    | MedicationRequest
+    | MedicationAdministration
+    | Condition
+    | ServiceRequest
+    | Patient,
     Field(discriminator="resourceType"),
 ]
-_ALL_MODELS: TypeAdapter[list[_AnyModel]] = TypeAdapter(list[_AnyModel])
-assert set(_RESOURCES) == {
+ALL_MODELS: TypeAdapter[list[_AnyModel]] = TypeAdapter(list[_AnyModel])
+assert set(RESOURCES) == {
     "Observation",
     "Procedure",
     "Medication",

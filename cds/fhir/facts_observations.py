@@ -1,0 +1,486 @@
+"""Observations → facts: natalizumab levels and antibodies, lymphocyte counts, pregnancy and
+breastfeeding status, body weight. A cheap look at each raw code (prefilter_observation) lets most
+laboratory results of a broad `labs` search pass without validation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds.engine.domain import AntibodyResult, LymphocyteCount, NatalizumabLevel, UnusableValue
+from cds.fhir import shapes, terms, values
+from cds.fhir.elements import (
+    UCUM,
+    codings_of,
+    concept_label,
+    concept_of,
+    first_datetime,
+    label_from,
+    lymphocyte_kind_memo,
+    memo,
+    numeric_value,
+    read_datetime,
+    reported_raw,
+    reported_text,
+    source_of,
+    texts_of,
+)
+from cds.fhir.facts_context import ParseContext
+from cds.fhir.shapes import SPECIMEN
+
+__all__ = ["CodeHint", "observation_facts", "prefilter_observation"]
+
+_MAX_LEVEL_UG_PER_ML = 1000.0
+_MAX_LYMPHOCYTES_10E9_PER_L = 1000.0
+_WEIGHT_KG_RANGE = (0.5, 500.0)  # outside: a unit or typing error, named rather than used
+_LEVEL = "natalizumab level"
+
+
+_OBSERVATION_CODES = (
+    terms.NATALIZUMAB_ANTIBODY_CODES
+    | terms.LYMPHOCYTE_ABSOLUTE_CODES
+    | terms.LYMPHOCYTE_PERCENT_CODES
+    | terms.PATIENT_STATUS_CODES
+)
+_OBSERVATION_WORDS = re.compile(r"natalizumab|tysabri|tyruko|lymphocyte", re.IGNORECASE)
+_STATUS_KINDS = (
+    (terms.PREGNANCY_STATUS_CODES, "pregnancy"),
+    (terms.BREASTFEEDING_STATUS_CODES, "breastfeeding"),
+    (terms.BODY_WEIGHT_CODES, "weight"),
+)
+
+
+def _observation_kind_uncached(
+    codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
+) -> str | None:
+    """'antibody', 'unclear-antibody', 'level', 'lymphocytes', 'pregnancy', 'breastfeeding', 'weight'
+    or None (most laboratory results, and every JC virus result: rejected fast)."""
+    if not (
+        _OBSERVATION_WORDS.search(text)
+        or terms.codes_match(codes, _OBSERVATION_CODES)
+        or (level_codes and terms.codes_match(codes, level_codes))
+    ):
+        return None
+    if terms.codes_match(codes, terms.NATALIZUMAB_ANTIBODY_CODES):
+        return "antibody"
+    if level_codes and terms.codes_match(codes, level_codes):
+        return "level"
+    for wanted, kind in _STATUS_KINDS:
+        if terms.codes_match(codes, wanted):
+            return kind
+    if terms.is_unclear_antibody(codes, text):
+        return "unclear-antibody"
+    if terms.is_jc_virus_result(codes, text):
+        return None
+    if terms.is_natalizumab_antibody(codes, text):
+        return "antibody"
+    if terms.is_natalizumab_level(codes, text, level_codes):
+        return "level"
+    return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None
+
+
+_observation_kind = memo(_observation_kind_uncached)
+
+
+CodeHint = tuple[tuple[tuple[str, str], ...], str, str | None]  # (codes, text, kind) of an Observation's code
+
+
+def prefilter_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str, str]]) -> CodeHint | bool:
+    """Cheap look at a raw Observation's code: False when it names nothing read here.
+
+    A broad `labs` search returns every recent laboratory result; only the few that can be a
+    natalizumab level, antibody or lymphocyte count are worth validating. Anything odd → True, so
+    that validation decides (and counts it when malformed). When every string is plain (no empty
+    code, text or display, no null system) the codes and text are the ones observation_facts would read
+    from the validated resource: they are returned with the kind, so that it need not read them again.
+    """
+    code = raw.get("code")
+    if not isinstance(code, dict):
+        return True
+    texts: list[str] = []
+    codes: list[tuple[str, str]] = []
+    text = code.get("text")
+    plain = text is None or (isinstance(text, str) and text != "")
+    if isinstance(text, str):
+        texts.append(text)
+    coding = code.get("coding", [])
+    if not isinstance(coding, list):
+        return True
+    for c in coding:
+        if not isinstance(c, dict):
+            return True
+        system, value, display = c.get("system", ""), c.get("code"), c.get("display")
+        if isinstance(display, str):
+            texts.append(display)
+            plain = plain and display != ""
+        if isinstance(value, str) and isinstance(system, str):
+            codes.append((system, value))
+        plain = (
+            plain and isinstance(system, str) and (value is None or (isinstance(value, str) and value != ""))
+        )
+    codes_t, joined = tuple(codes), " ".join(texts)
+    kind = _observation_kind[codes_t, joined, level_codes]
+    if kind is None:
+        return False
+    return (codes_t, joined, kind) if plain else True
+
+
+def observation_facts(o: shapes.Observation, ctx: ParseContext, hint: CodeHint | None = None) -> None:
+    if o["status"] in ("entered-in-error", "cancelled"):
+        return
+    if hint is not None:  # what the pre-filter read from the same code
+        codes, text, kind = hint
+    else:
+        codes, text = codings_of(o["code"]), " ".join(texts_of(o["code"]))
+        kind = _observation_kind[codes, text, ctx.level_codes]
+    if kind is None:
+        return
+    if effective := o.get("effectiveDateTime"):  # the usual case, as first_datetime below
+        when = read_datetime(effective)
+    else:
+        period = o.get("effectivePeriod")
+        when = first_datetime(
+            period.get("start") if period else None,
+            period.get("end") if period else None,
+            o.get("effectiveInstant"),
+            o.get("issued"),
+        )
+    if when is not None and when[0] < ctx.oldest:
+        return  # outside the 730-day window
+    src = source_of(o, "Observation")
+    at = when[0] if when else None
+    if kind == "antibody":
+        _antibody(o, at, src, ctx)
+    elif kind == "unclear-antibody":
+        ctx.acc.unusable.append(
+            UnusableValue(
+                "natalizumab antibody result",
+                "not recognisably an anti-natalizumab (anti-drug) antibody test",
+                f"{text}: {reported_raw(o)}".strip(": "),
+                at,
+                src,
+                "antibody-unclear",
+            )
+        )
+    elif kind == "level":
+        _level(o, text, when, src, ctx)
+    elif kind == "lymphocytes":
+        _lymphocytes(o, codes, text, at, src, ctx)
+    else:
+        _status(o, kind, at, src, ctx)
+
+
+# ---------------------------------------------------------------- natalizumab levels
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    ug_per_ml: float
+    comparator: str | None
+    value: float
+    unit: str  # as reported
+
+
+@dataclass(frozen=True, slots=True)
+class _Qualitative:
+    words: str  # the lab's own words ("Not detected", "<0.1")
+    verdict: str  # "below" (the assay's limit) | "detected"
+    value: float | None = None  # "<0.1" without a unit: 0.1, in the referenceRange's unit
+    comparator: str = "<"
+
+
+def _level_value(o: shapes.Observation) -> _Measured | _Qualitative | values.Problem | None:
+    """What a natalizumab Observation's value says; None when it holds no value at all."""
+    q = o.get("valueQuantity")
+    if q is not None and (value := q.get("value")) is not None:
+        comparator, unit, code = q.get("comparator"), q.get("unit"), q.get("code")
+        if not (unit or code) and comparator in ("<", "<="):
+            return _Qualitative(reported_text(value, comparator, ""), "below", value, comparator)
+        converted = values.mass_concentration(value, unit, code, q.get("system"))
+        if isinstance(converted, values.Problem):
+            return converted
+        return _Measured(converted, comparator, value, unit or code or "")
+    if vs := o.get("valueString"):
+        split = values.split_value_string(vs)
+        if isinstance(split, values.Problem):
+            return split
+        if split is not None:
+            cmp, number, text_unit = split
+            if not text_unit and cmp in ("<", "<="):
+                return _Qualitative(vs.strip(), "below", number, cmp)
+            in_ug = values.mass_concentration(number, text_unit, None, None)
+            if isinstance(in_ug, values.Problem):
+                return in_ug
+            return _Measured(in_ug, cmp, number, text_unit)
+        verdict = values.level_words(vs)
+        return (
+            _Qualitative(vs.strip(), verdict) if verdict else values.Problem("no-value", "no numeric value")
+        )
+    if (vcc := o.get("valueCodeableConcept")) is not None:
+        codes, texts = concept_of(vcc)
+        verdict = values.level_codes(codes) or next((v for t in texts if (v := values.level_words(t))), None)
+        words = label_from(codes, texts)
+        return _Qualitative(words, verdict) if verdict else values.Problem("no-value", "no numeric value")
+    if o.get("valueInteger") is not None:
+        return values.Problem("no-unit", "no unit given")
+    if (vb := o.get("valueBoolean")) is not None:
+        return _Qualitative(str(vb).lower(), "detected" if vb else "below")
+    for interp in o.get("interpretation", ()):  # no value: a "not detected" interpretation alone
+        codes, texts = concept_of(interp)
+        verdict = values.level_codes(codes) or next((v for t in texts if (v := values.level_words(t))), None)
+        if verdict:
+            return _Qualitative(label_from(codes, texts), verdict)
+    return None
+
+
+def _specimen(o: shapes.Observation, code_texts: str) -> values.SpecimenKind | values.Problem:
+    """Serum, plasma or unspecified from Observation.specimen (display, contained Specimen.type) and
+    the code's text and displays (cds/fhir/values.py specimen_of)."""
+    stated: list[tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = []
+    ref = o.get("specimen")
+    if ref is not None:
+        texts = [d] if (d := ref.get("display")) else []
+        codes: tuple[tuple[str, str], ...] = ()
+        reference = ref.get("reference") or ""
+        if reference.startswith("#"):
+            for item in o.get("contained", ()):
+                if item.get("resourceType") == "Specimen" and item.get("id") == reference[1:]:
+                    try:
+                        spec = SPECIMEN.validate_python(item)
+                    except ValidationError:
+                        return values.Problem("specimen", "the contained specimen is malformed")
+                    codes, type_texts = concept_of(spec.get("type"))
+                    texts += type_texts
+        if texts or codes:
+            stated.append((codes, tuple(texts)))
+    return values.specimen_of(stated, [code_texts])
+
+
+def _range_quantities(o: shapes.Observation) -> list[shapes.Quantity]:
+    """referenceRange high then low quantities that hold a value."""
+    out: list[shapes.Quantity] = []
+    for rr in o.get("referenceRange", ()):
+        for q in (rr.get("high"), rr.get("low")):
+            if q is not None and q.get("value") is not None:
+                out.append(q)
+    return out
+
+
+def _assay_limit(o: shapes.Observation, r: _Qualitative, ctx: ParseContext) -> float | values.Problem | None:
+    """The assay limit (µg/mL) a result below it is censored at: a number given without a unit ("<0.1")
+    is in the referenceRange's unit; otherwise the highest mass limit of the referenceRange (the
+    cautious one); else the configured limit; None when no limit is known."""
+    ranges = _range_quantities(o)
+    if r.value is not None:
+        unit_q = next((q for q in ranges if q.get("unit") or q.get("code")), None)
+        if unit_q is not None:
+            return values.mass_concentration(
+                r.value, unit_q.get("unit"), unit_q.get("code"), unit_q.get("system")
+            )
+        return ctx.assay_limit
+    limits: list[float] = []
+    for q in ranges:
+        c = values.mass_concentration(q.get("value") or 0.0, q.get("unit"), q.get("code"), q.get("system"))
+        if isinstance(c, float) and c > 0:
+            limits.append(c)
+    return max(limits) if limits else ctx.assay_limit
+
+
+def _level(
+    o: shapes.Observation, code_text: str, when: tuple[datetime, str] | None, src: str, ctx: ParseContext
+) -> None:
+    at = when[0] if when else None
+
+    def unusable(code: str, reason: str, reported: str = "") -> None:
+        ctx.acc.unusable.append(UnusableValue(_LEVEL, reason, reported or reported_raw(o), at, src, code))
+
+    specimen = _specimen(o, code_text)
+    if isinstance(specimen, values.Problem):
+        unusable(specimen.code, f"{specimen.reason}: not used as a serum level")
+        return
+    read = _level_value(o)
+    if read is None:
+        if o["status"] not in ("registered", "preliminary"):
+            unusable("no-value", "no numeric value")
+        return
+    if isinstance(read, values.Problem):
+        unusable(read.code, read.reason)
+        return
+    if isinstance(read, _Qualitative) and read.verdict == "detected":
+        unusable("qualitative-detected", f"'{read.words}': natalizumab detected but not quantified")
+        return
+    limit: float | None = None
+    if isinstance(read, _Qualitative):
+        found = _assay_limit(o, read, ctx)
+        if isinstance(found, values.Problem):
+            unusable(found.code, found.reason)
+            return
+        if found is None:
+            unusable(
+                "qualitative-no-limit",
+                f"'{read.words}' is below the assay's limit, but no limit is known "
+                "(no referenceRange, no configured assay limit)",
+            )
+            return
+        limit = found
+    else:
+        reason = None
+        if read.value < 0:
+            reason = ("negative", "negative value")
+        elif read.value == 0 and read.comparator is None:
+            reason = ("zero", "zero without a '<' comparator")
+        elif read.ug_per_ml > _MAX_LEVEL_UG_PER_ML:
+            reason = ("implausible", "above 1000 µg/mL, not plausible")
+        if reason is not None:
+            unusable(*reason)
+            return
+    if when is None or at is None:
+        unusable("no-date", "no sample date")
+        return
+    if when[1] in ("year", "month"):
+        unusable("date-imprecise", "sample date is not precise to the day")
+        return
+    date_only = when[1] == "day"
+    if isinstance(read, _Qualitative) and limit is not None:
+        level = NatalizumabLevel(
+            limit,
+            at,
+            read.comparator,  # type: ignore[arg-type]
+            read.value,
+            "",
+            src,
+            specimen,
+            date_only,
+            read.words,
+        )
+    else:
+        assert isinstance(read, _Measured)
+        level = NatalizumabLevel(
+            read.ug_per_ml,
+            at,
+            read.comparator,  # type: ignore[arg-type]
+            read.value,
+            read.unit,
+            src,
+            specimen,
+            date_only,
+        )
+    ctx.acc.levels.append(level)
+
+
+def _status(o: shapes.Observation, kind: str, at: datetime | None, src: str, ctx: ParseContext) -> None:
+    """A pregnancy / breastfeeding status or body weight Observation (codes in cds/fhir/terms.py)."""
+    if kind == "weight":
+        q = o.get("valueQuantity")
+        value = q.get("value") if q is not None else None
+        if q is None or value is None:
+            return
+        unit = (q.get("code") if q.get("system") == UCUM else None) or q.get("unit") or q.get("code") or ""
+        kg = terms.weight_kg(value, unit)
+        low, high = _WEIGHT_KG_RANGE
+        if kg is None or not low <= kg <= high or at is None:
+            why = (
+                "no date"
+                if kg is not None and at is None
+                else f"not a body weight in kg ({unit or 'no unit'})"
+            )
+            ctx.acc.unusable.append(
+                UnusableValue("body weight", why, reported_text(value, None, unit), at, src, "weight")
+            )
+            return
+        ctx.acc.weights.append((at, kg, src))
+        return
+    texts: list[str] = []
+    codes: tuple[tuple[str, str], ...] = ()
+    if (vcc := o.get("valueCodeableConcept")) is not None:
+        codes, texts = concept_of(vcc)
+    if vs := o.get("valueString"):
+        texts.append(vs)
+    answer = terms.status_answer(kind, codes, texts, o.get("valueBoolean"))
+    if answer is None:
+        return  # unknown: nothing on record
+    record = (at or datetime.min.replace(tzinfo=UTC), answer, src)
+    (ctx.acc.pregnancy if kind == "pregnancy" else ctx.acc.breastfeeding).append(record)
+
+
+def _antibody(o: shapes.Observation, at: datetime | None, src: str, ctx: ParseContext) -> None:
+    positive: bool | None = None
+    reported = ""
+    if (vb := o.get("valueBoolean")) is not None:
+        positive, reported = vb, str(vb).lower()
+    elif (vcc := o.get("valueCodeableConcept")) is not None:
+        reported = concept_label(vcc)
+        for word in [*(c for _, c in codings_of(vcc)), *texts_of(vcc)]:
+            if (positive := terms.qualitative(word)) is not None:
+                break
+    elif vs := o.get("valueString"):
+        reported = vs
+        positive = terms.qualitative(vs)
+    elif (vq := o.get("valueQuantity")) is not None and vq.get("value") is not None:
+        reported = reported_text(vq["value"], vq.get("comparator"), vq.get("unit") or "")  # type: ignore[arg-type]
+    if positive is None:
+        for interp in o.get("interpretation", ()):
+            for word in [*(c for _, c in codings_of(interp)), *texts_of(interp)]:
+                if (positive := terms.qualitative(word)) is not None:
+                    break
+            if positive is not None:
+                break
+    kind = "natalizumab antibody result"
+    if positive is None:
+        if o["status"] not in ("registered", "preliminary") or reported:
+            ctx.acc.unusable.append(
+                UnusableValue(kind, "result is neither positive nor negative", reported, at, src)
+            )
+    elif at is None:
+        ctx.acc.unusable.append(UnusableValue(kind, "no test date", reported, None, src))
+    else:
+        ctx.acc.antibodies.append(AntibodyResult(positive, at, src))
+
+
+def _lymphocytes(
+    o: shapes.Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: ParseContext
+) -> None:
+    lk = lymphocyte_kind_memo[codes, text]
+    num = numeric_value(o)
+    kind = "lymphocyte count"
+    if isinstance(num, values.Problem):
+        ctx.acc.unusable.append(
+            UnusableValue(kind, num.reason, o.get("valueString") or "", at, src, num.code)
+        )
+        return
+    if num is None:
+        if lk == "absolute" and o["status"] not in ("registered", "preliminary"):
+            ctx.acc.unusable.append(
+                UnusableValue(kind, "no numeric value", o.get("valueString") or "", at, src)
+            )
+        return
+    value, comparator, unit, reported_unit = num
+    reported = reported_text(value, comparator, reported_unit)
+    if lk == "percent" or terms.is_percent_unit(unit):
+        ctx.acc.unusable.append(
+            UnusableValue(kind, "a percentage is not an absolute count", reported, at, src)
+        )
+        return
+    converted = terms.to_10e9_per_l(value, unit) if unit else None
+    if converted is None:
+        if lk == "absolute":
+            why = f"unit '{unit}' is not an absolute count" if unit else "no unit given"
+            ctx.acc.unusable.append(UnusableValue(kind, why, reported, at, src))
+        return  # text-only matches need an absolute unit to count at all
+    reason = None
+    if value < 0:
+        reason = "negative value"
+    elif converted > _MAX_LYMPHOCYTES_10E9_PER_L:
+        reason = "not plausible"
+    elif comparator is not None:
+        reason = f"a bound ('{comparator}'), not a count"
+    elif at is None:
+        reason = "no sample date"
+    if reason is not None or at is None:
+        ctx.acc.unusable.append(UnusableValue(kind, reason or "not usable", reported, at, src))
+        return
+    ctx.acc.lymphocytes.append(LymphocyteCount(converted, at, src))
