@@ -33,6 +33,8 @@ def _operation_count() -> int:
 
     paths = yaml.safe_load(SPEC.read_text(encoding="utf-8"))["paths"]
     return sum(1 for item in paths.values() for method in item if method in _METHODS)
+
+
 ST = Path(sys.executable).with_name("st")
 EXAMPLES = int(os.environ.get("CDS_SCHEMATHESIS_EXAMPLES", "25"))
 SERVICES = ("pml-plex-select", "pml-plex-sign")
@@ -107,7 +109,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(service: Proc, t
     print(out[-3000:])
     assert run.returncode == 0, f"schemathesis failed (exit {run.returncode}):\n{out[-12000:]}"
     operations = _operation_count()
-    assert f"{operations} selected" in out or f"Tested: {operations}" in out, "not every operation was exercised"
+    assert f"{operations} selected" in out or f"Tested: {operations}" in out, (
+        "not every operation was exercised"
+    )
     server_log = service.log.read_text()
     assert "Traceback" not in server_log, server_log[-4000:]
 
