@@ -337,8 +337,8 @@ class RedisChartStore:
         self._down_until = 0.0
         self.rendered = RenderCache()
 
-    async def aput(self, inputs: ChartInputs) -> str | None:
-        """Store `inputs`; a fresh random id, or None when Redis cannot take it (no link then).
+    async def _aput(self, prefix: str, value: str | bytes, what: str) -> str | None:
+        """Store `value` under a fresh random id; None when Redis cannot take it (no link then).
 
         After a failure Redis is not asked again for `retry_after_s`: an outage costs one timeout.
         """
@@ -346,19 +346,27 @@ class RedisChartStore:
             return None
         cid = secrets.token_urlsafe(32)
         try:
-            await self._async.set(self.prefix + cid, dumps_inputs(inputs), px=int(self.ttl_s * 1000))
+            await self._async.set(prefix + cid, value, px=int(self.ttl_s * 1000))
         except self._errors as exc:
             self._down_until = time.monotonic() + self._retry_after_s
-            log.warning("chart store: redis unavailable (%s); card without chart link", type(exc).__name__)
+            log.warning("chart store: redis unavailable (%s); card without its %s", type(exc).__name__, what)
             return None
         return cid
 
-    def get(self, cid: str) -> ChartInputs | None:
+    def _get(self, prefix: str, cid: str) -> bytes | str | None:
         try:
-            raw = self._sync.get(self.prefix + cid)
+            raw: bytes | str | None = self._sync.get(prefix + cid)
         except self._errors as exc:
             log.warning("chart store: redis unavailable (%s)", type(exc).__name__)
             return None
+        return raw
+
+    async def aput(self, inputs: ChartInputs) -> str | None:
+        """Store `inputs`; a fresh random id, or None when Redis cannot take it."""
+        return await self._aput(self.prefix, dumps_inputs(inputs), "chart link")
+
+    def get(self, cid: str) -> ChartInputs | None:
+        raw = self._get(self.prefix, cid)
         if raw is None:
             return None
         try:
@@ -373,23 +381,10 @@ class RedisChartStore:
 
     async def aput_page(self, page: CardPage) -> str | None:
         """Store a card's full page under `<prefix>page:<id>`; None when Redis cannot take it (no link)."""
-        if time.monotonic() < self._down_until:
-            return None
-        cid = secrets.token_urlsafe(32)
-        try:
-            await self._async.set(self._page_prefix + cid, page.dumps(), px=int(self.ttl_s * 1000))
-        except self._errors as exc:
-            self._down_until = time.monotonic() + self._retry_after_s
-            log.warning("chart store: redis unavailable (%s); card without its page link", type(exc).__name__)
-            return None
-        return cid
+        return await self._aput(self._page_prefix, page.dumps(), "page link")
 
     def page(self, cid: str) -> CardPage | None:
-        try:
-            raw = self._sync.get(self._page_prefix + cid)
-        except self._errors as exc:
-            log.warning("chart store: redis unavailable (%s)", type(exc).__name__)
-            return None
+        raw = self._get(self._page_prefix, cid)
         if raw is None:
             return None
         try:
