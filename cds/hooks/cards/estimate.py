@@ -274,7 +274,7 @@ def _ordered_md(est: PlexEstimate, order: PlexOrder, ordered: int | None, action
         line += f", more than the estimate's high end ({r.high})"
         if action:
             return line + f": {action}."
-        return line + ": stop once a pre-session level is below the target."
+        return line + ": stop once a pre-session level confirms the target."
     return line + ", covers the estimate."
 
 
