@@ -678,25 +678,23 @@ def test_suggestions_labelled_and_never_avoid_class() -> None:
 
 
 def test_post_session_sample_note_agrees_with_the_headline() -> None:
-    notes = (
-        (
-            "The latest level was drawn 8 h after a session, before re-equilibration; it was multiplied by 1.75 "
-            "(range 1.5-2). Please redraw the level before the next session."
-        ),
-        (
-            "The level from 2024-05-09 was decayed to now with a half-life of 11 days (US label); with the EU "
-            "steady-state half-life of 16 days it would be 7.3 µg/mL."
-        ),
-    )
-    est = estimate(notes=notes, flags=("post-session-sample", "decayed"), adjusted_level_ug_per_ml=13.0)
+    # the engine's own estimate (not hand-written notes): the corrected level now is the same figure in
+    # the summary and in the carried-level note, and the hours count from the session's end
+    from cds.engine.domain import NatalizumabLevel, PatientFacts, PlexPlan, PlexSession
+    from cds.engine.pk import estimate_remaining
+
+    ended = NOW - timedelta(hours=8)
+    session = PlexSession(ended - timedelta(hours=2), plasma_volumes=1.5, ended_at=ended)
+    lv = NatalizumabLevel(4.0, NOW - timedelta(hours=2))
+    est = estimate_remaining(PatientFacts(levels=(lv,), sessions=(session,)), PlexPlan(), 1.0, NOW)
+    assert "post-session-sample" in est.flags
+    c = card(render(est=est), "plex-estimate")
     page = full("plex-estimate", est=est)
-    # the EU figure leaves out the post-session factor (engine): not shown beside a corrected headline
-    assert "it would be 7.3" not in page
-    # the hours are counted from the session's start: said so
-    assert "drawn 8 h after a session started, before re-equilibration" in page
-    assert "corrected for re-equilibration" in card(render(est=est), "plex-estimate")["detail"]
-    # without a post-session sample, the EU half-life note stays
-    assert "it would be 7.3" in full("plex-estimate", est=estimate(notes=notes[1:]))
+    shown = re.search(r"about ([\d.]+) µg/mL now", c["summary"])
+    assert shown is not None, c["summary"]
+    assert f"about {shown.group(1)} µg/mL now" in page  # the note says the same figure
+    assert "drawn 6 h after a session ended" in page
+    assert "it would be" not in page  # no uncorrected sensitivity figure beside the corrected one
 
 
 def test_fumarate_count_from_before_the_last_dose_is_not_called_low() -> None:

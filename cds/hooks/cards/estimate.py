@@ -168,26 +168,8 @@ _NOTE_UNUSABLE = re.compile(r"^\d+ natalizumab result\(s\) (was|were) not used")
 _ESTIMATE_UNUSABLE_KINDS = ("natalizumab antibody result", "PLEX procedure")
 
 
-# The EU half-life sensitivity note ("... it would be 7.3 µg/mL") is computed by the engine without the
-# post-session factor, so after a post-session sample it contradicts the corrected level the summary
-# shows; it is left out then (the engine should give the sensitivity value with the same correction).
-_SENSITIVITY_NOTE = "with the EU steady-state half-life"
-
-
-# The engine counts a post-session sample's hours from the session's start (PlexSession.performed_at);
-# a lab counts from its end. Said as what it is until the engine counts from the end.
-_HOURS_AFTER = re.compile(r"drawn (\d+) h after a session,")
-
-
 def _engine_notes(est: PlexEstimate) -> list[str]:
-    post_session = "post-session-sample" in est.flags
-    return [
-        _HOURS_AFTER.sub(r"drawn \1 h after a session started,", n)
-        for n in est.notes
-        if not n.startswith(_NOTES_SHOWN_ELSEWHERE)
-        and not _NOTE_UNUSABLE.match(n)
-        and not (post_session and _SENSITIVITY_NOTE in n)
-    ]
+    return [n for n in est.notes if not n.startswith(_NOTES_SHOWN_ELSEWHERE) and not _NOTE_UNUSABLE.match(n)]
 
 
 def _n_sessions(n: int, more: bool = True) -> str:
