@@ -84,25 +84,38 @@ def _check_key_url(url: str, what: str) -> None:
     raise RuntimeError(f"{what} must be an https URL (plain http only on loopback): {url!r}")
 
 
-def _parse_jwks(data: Any) -> dict[str, jwt.PyJWK]:
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A JWKS signing key and what its JWK declares about itself (PyJWK keeps these only privately)."""
+
+    jwk: jwt.PyJWK
+    crv: str | None  # the JWK's "crv", for EC keys
+    alg: str | None  # the JWK's own "alg", when it names one
+
+
+def _parse_jwks(data: Any) -> dict[str, SigningKey]:
     """kid -> public key. Keys without kid, encryption keys and private keys are skipped."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ValueError("not a JWK Set")  # noqa: TRY004 - callers treat every bad JWKS alike
-    keys: dict[str, jwt.PyJWK] = {}
+    keys: dict[str, SigningKey] = {}
     for item in data["keys"]:
         if not isinstance(item, dict) or not isinstance(item.get("kid"), str):
             continue
         if item.get("use", "sig") != "sig" or "d" in item:
             continue
         try:
-            keys[item["kid"]] = jwt.PyJWK(item)
+            jwk = jwt.PyJWK(item)
         except jwt.PyJWTError:
             continue
+        crv, alg = item.get("crv"), item.get("alg")
+        keys[item["kid"]] = SigningKey(
+            jwk, crv if isinstance(crv, str) else None, alg if isinstance(alg, str) else None
+        )
     return keys
 
 
-def _static_keys(cfg: IssuerConfig) -> dict[str, jwt.PyJWK]:
-    keys: dict[str, jwt.PyJWK] = {}
+def _static_keys(cfg: IssuerConfig) -> dict[str, SigningKey]:
+    keys: dict[str, SigningKey] = {}
     if cfg.jwks_file is not None:
         keys.update(_parse_jwks(json.loads(cfg.jwks_file.read_text(encoding="utf-8"))))
     if cfg.jwks is not None:
@@ -112,7 +125,7 @@ def _static_keys(cfg: IssuerConfig) -> dict[str, jwt.PyJWK]:
 
 @dataclass
 class _Fetched:
-    keys: dict[str, jwt.PyJWK]
+    keys: dict[str, SigningKey]
     at: float  # time.monotonic() of the successful fetch
 
 
@@ -132,12 +145,12 @@ class JwksCache:
         self.min_refetch_s = min_refetch_s
         self.max_stale_s = max_stale_s
         self.timeout_s = timeout_s
-        self._fresh: TTLCache[str, dict[str, jwt.PyJWK]] = TTLCache(maxsize=256, ttl=ttl_s)
+        self._fresh: TTLCache[str, dict[str, SigningKey]] = TTLCache(maxsize=256, ttl=ttl_s)
         self._last_good: dict[str, _Fetched] = {}  # URLs come from configuration only: bounded
         self._last_attempt: dict[str, float] = {}
-        self._inflight: dict[str, asyncio.Future[dict[str, jwt.PyJWK]]] = {}
+        self._inflight: dict[str, asyncio.Future[dict[str, SigningKey]]] = {}
 
-    async def key(self, url: str, kid: str) -> jwt.PyJWK | None:
+    async def key(self, url: str, kid: str) -> SigningKey | None:
         keys = await self._keys(url)
         if kid in keys:
             return keys[kid]
@@ -145,7 +158,7 @@ class JwksCache:
             keys = await self._refresh(url)
         return keys.get(kid)
 
-    async def _keys(self, url: str) -> dict[str, jwt.PyJWK]:
+    async def _keys(self, url: str) -> dict[str, SigningKey]:
         fresh = self._fresh.get(url)
         if fresh is not None:
             return fresh
@@ -156,7 +169,7 @@ class JwksCache:
             return last.keys  # a fetch just failed: serve the last good keys without hammering
         return await self._refresh(url)
 
-    async def _refresh(self, url: str) -> dict[str, jwt.PyJWK]:
+    async def _refresh(self, url: str) -> dict[str, SigningKey]:
         task = self._inflight.get(url)
         if task is None:
             task = asyncio.ensure_future(self._fetch(url))
@@ -164,7 +177,7 @@ class JwksCache:
             task.add_done_callback(lambda _t: self._inflight.pop(url, None))
         return await asyncio.shield(task)
 
-    async def _fetch(self, url: str) -> dict[str, jwt.PyJWK]:
+    async def _fetch(self, url: str) -> dict[str, SigningKey]:
         self._last_attempt[url] = time.monotonic()
         try:
             async with self.http.stream(
@@ -217,7 +230,7 @@ class Authenticator:
             timeout_s=jwks_timeout_s,
         )
         self._replay = replay
-        self._static: dict[str, dict[str, jwt.PyJWK]] = {}
+        self._static: dict[str, dict[str, SigningKey]] = {}
 
     @property
     def replay(self) -> ReplayStore:
@@ -266,16 +279,16 @@ class Authenticator:
 
         key = await self._key(cfg, iss, header, kid)
         kty, crv = _KEY_TYPE[alg]
-        if key.key_type != kty or (crv and key._jwk_data.get("crv") != crv):
+        if key.jwk.key_type != kty or (crv and key.crv != crv):
             raise _Reject("key type does not match alg")
-        if key._jwk_data.get("alg") not in (None, alg):
+        if key.alg not in (None, alg):
             raise _Reject("key is for another alg")
 
         skew = self.settings.jwt_clock_skew_s
         try:
             claims = jwt.decode(
                 token,
-                key.key,
+                key.jwk.key,
                 algorithms=[alg],
                 audience=endpoint_url,
                 issuer=iss,
@@ -312,7 +325,7 @@ class Authenticator:
             log.error("jti replay store unavailable", extra={"error": type(exc).__name__, **context})
             raise ReplayStoreUnavailable() from None
 
-    async def _key(self, cfg: IssuerConfig, iss: str, header: dict[str, Any], kid: str) -> jwt.PyJWK:
+    async def _key(self, cfg: IssuerConfig, iss: str, header: dict[str, Any], kid: str) -> SigningKey:
         jku = header.get("jku")
         if jku is not None:
             allowed = set(cfg.allowed_jku) | ({cfg.jwks_url} if cfg.jwks_url else set())
