@@ -201,7 +201,7 @@ class ProjectedPoint:
 
 
 Basis = Literal["measured", "dosing-history", "none"]
-# What the estimate concludes. "at-or-below-target" comes only from pk.below_target_confirmed (the
+# What the estimate concludes. "at-or-below-target" comes only from below_target.below_target_confirmed (the
 # safety invariant, docs/safety.md); "measure-first" whenever the data cannot support a count.
 Conclusion = Literal["sessions-needed", "at-or-below-target", "measure-first"]
 

@@ -21,7 +21,7 @@ natural decay; with two levels this is the reference's (C_later/C_earlier)^(1/k)
 the estimate. Every number is listed with its source in docs/clinical-model.md.
 
 THE SAFETY INVARIANT (docs/safety.md, hazard H1). The estimate concludes "at or below target"
-(0 sessions, "no more PLEX needed") only in `below_target_confirmed`, and only from a usable serum or
+(0 sessions, "no more PLEX needed") only in `below_target.below_target_confirmed`, and only from a usable serum or
 plasma natalizumab result drawn after the last known dose: quantitative in a mass-concentration unit
 whose text and code agree (fhir_io lets no other through), or "<X" / qualitative below the assay's
 limit X, with the value (or X) at or below the target. Not when the last dose is unknown, the sample
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict, TypeGuard
 
+from cds.engine.below_target import BelowTargetEvidence, below_target_confirmed
 from cds.engine.domain import (
     AntibodyResult,
     Basis,
@@ -70,8 +71,6 @@ __all__ = [
     "HALF_LIFE_LONG_DAYS",
     "HALF_LIFE_SHORT_DAYS",
     "INTRAVASCULAR_FRACTION",
-    "BelowTargetEvidence",
-    "below_target_confirmed",
     "decay_factor",
     "dosing_history_levels",
     "estimate_remaining",
@@ -447,47 +446,6 @@ def _fit_removal(
         return None
     slope = sum([(x - mx) * (y - my) for x, y in zip(xs, ys)]) / sxx
     return math.exp(slope), len(levels)
-
-
-# ---------------------------------------------------------------- the safety invariant
-
-
-@dataclass(frozen=True, slots=True)
-class BelowTargetEvidence:
-    """What `below_target_confirmed` needs to know about the latest level and its surroundings."""
-
-    level: NatalizumabLevel | None
-    target_ug_per_ml: float
-    dose: LastDose
-    now: datetime
-    post_session: bool = False
-    ambiguous_day: bool = False
-    same_time_above_target: bool = False
-    newer_unusable: bool = False
-
-
-def below_target_confirmed(e: BelowTargetEvidence) -> bool:
-    """THE one place that may conclude "at or below target" (docs/safety.md, invariant of H1).
-
-    True only for a usable serum or plasma natalizumab result (fhir_io admits no other specimen and
-    no unit whose text and code disagree; _screen_levels removes implausible values) drawn after the
-    last known dose, either quantitative with value ≤ target, or "<X" (a censored or qualitative
-    result below the assay's limit X) with X ≤ target; and never when the last dose is unknown, the
-    sample is a post-session or same-day-ambiguous one, a same-time result is above target, or a
-    newer natalizumab result could not be used.
-    """
-    lv = e.level
-    if lv is None or lv.specimen not in ("serum", "plasma", "unspecified"):
-        return False
-    if lv.drawn_at > e.now or not e.dose.known:
-        return False
-    if e.dose.at is not None and lv.drawn_at <= e.dose.at:
-        return False
-    if e.post_session or e.ambiguous_day or e.same_time_above_target or e.newer_unusable:
-        return False
-    if lv.comparator in (">", ">="):
-        return False
-    return math.isfinite(lv.value_ug_per_ml) and 0 < lv.value_ug_per_ml <= e.target_ug_per_ml
 
 
 # ---------------------------------------------------------------- public entry point

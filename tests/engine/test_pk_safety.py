@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from cds.engine.below_target import BelowTargetEvidence, below_target_confirmed
 from cds.engine.domain import (
     MedicationUse,
     NatalizumabDose,
@@ -19,7 +20,7 @@ from cds.engine.domain import (
     UnusableValue,
 )
 from cds.engine.drugs import LastDose
-from cds.engine.pk import BelowTargetEvidence, below_target_confirmed, estimate_remaining
+from cds.engine.pk import estimate_remaining
 
 from .conftest import NOW, days, dose, level
 
