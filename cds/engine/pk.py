@@ -62,6 +62,7 @@ from cds.engine.references import (
     US_PI,
     VENNEGOOR_2015,
 )
+from cds.engine.units import to_ug_per_ml
 
 __all__ = [
     "ALTERNATIVE_TARGET_UG_PER_ML",
@@ -330,7 +331,8 @@ def _screened(lv: NatalizumabLevel, code: str, reason: str) -> UnusableValue:
 
 
 def _in_ng_per_ml(unit: str) -> bool:
-    return unit.replace(" ", "").lower() in ("ng/ml", "ug/l", "µg/l", "μg/l", "mcg/l")
+    """A unit of the ng/mL scale (ng/mL, µg/L), by the engine's one unit table."""
+    return to_ug_per_ml(1.0, unit) == 0.001
 
 
 def _screen_levels(
