@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from cds import store_pg
 from cds.engine.domain import PlexSession, UnusableValue
 from cds.fhir_cache import MemoryReadCache, RedisReadCache
 from cds.fhir_io import FhirReader
-from cds.store import SqliteStore
-from cds.store_pg import PgStore
+from cds.store import SqliteStore, postgres
+from cds.store.postgres import PgStore
 from cds.views.charts import (
     ChartInputs,
     ChartStore,
@@ -276,7 +275,7 @@ async def test_sqlite_table_of_the_old_key_is_migrated(tmp_path: Path) -> None:
 
 
 async def test_postgres_version_1_table_is_migrated(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_pg, "MIGRATIONS", store_pg.MIGRATIONS[:1])
+    monkeypatch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:1])
     old = PgStore(pg_dsn)
     await old.start()
     try:
@@ -288,7 +287,7 @@ async def test_postgres_version_1_table_is_migrated(pg_dsn: str, monkeypatch: py
     new = PgStore(pg_dsn)
     await new.start()  # applies the later versions
     try:
-        assert await new.schema_version() == len(store_pg.MIGRATIONS)
+        assert await new.schema_version() == len(postgres.MIGRATIONS)
         assert await new.add_feedback("svc", [_accepted("c1", "s1")]) == 0  # the old row is still the key
         assert await new.add_feedback("svc", [_accepted("c1", "s2")]) == 1
         assert len(await new.feedback()) == 2
