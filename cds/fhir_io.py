@@ -43,6 +43,7 @@ from cds.fhir.facts import parse_resources
 from cds.fhir_cache import ReadCache, json_loads, open_read_cache
 from cds.outbound import same_base
 from cds.settings import Settings
+from cds.shared_redis import SharedRedis
 
 log = logging.getLogger("cds.fhir")
 
@@ -127,12 +128,16 @@ class _Fetched:
 class FhirReader:
     """Reads what the engine needs for one patient: prefetch first, then fhirServer. One per app."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, settings: Settings, *, redis: SharedRedis | None = None
+    ) -> None:
         self._http = http
         self._settings = settings
         self._clock = time.monotonic  # tests may replace it to age the cache
         ttl = int(getattr(settings, "cache_ttl_s", 0) or 0)
-        self._cache: ReadCache | None = open_read_cache(settings, lambda: self._clock()) if ttl > 0 else None
+        self._cache: ReadCache | None = (
+            open_read_cache(settings, lambda: self._clock(), redis) if ttl > 0 else None
+        )  # redis: the lifespan's shared client (cds.shared_redis), or None for the in-process cache
         self._inflight: dict[tuple[str, str, str], asyncio.Future[_Fetched]] = {}
         # GETs in flight, app-wide, stay below the pool's size (a few slots left for auth's JWKS
         # reads): a request that waits inside httpx for a pool slot and times out there can leave a
