@@ -101,15 +101,23 @@ _V = typing.TypeVar("_V")
 
 
 class _Expiring(typing.Generic[_V]):
-    """A bounded map whose entries expire; used under the store's lock."""
+    """A bounded map whose entries expire; used under the store's lock.
+
+    Entries are kept in the order they were put. `purge` drops expired entries from the oldest end
+    only (a few per call, not a scan of thousands): exact for links, which all live `ttl_s`; a memory
+    with a shorter life may wait behind a longer one, and `get` still never returns it.
+    """
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, _V]] = OrderedDict()
 
     def purge(self, now: float) -> None:
-        for k in [k for k, (expires, _) in self._entries.items() if expires <= now]:
-            del self._entries[k]
+        while self._entries:
+            key, (expires, _) = next(iter(self._entries.items()))
+            if expires > now:
+                return
+            del self._entries[key]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -141,8 +149,7 @@ class _Expiring(typing.Generic[_V]):
         return found[1]
 
     def items(self, now: float) -> dict[str, _V]:
-        self.purge(now)
-        return {k: v for k, (_, v) in self._entries.items()}
+        return {k: v for k, (expires, v) in self._entries.items() if expires > now}
 
 
 class MemoryLinkStore:
