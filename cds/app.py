@@ -4,7 +4,8 @@ The lifespan builds one httpx.AsyncClient, one Redis client when CDS_REDIS_URL i
 the jti replay store, the FHIR read cache and the link store share it), the Authenticator, the
 FhirReader, the store and the link store, and hands them to requests as lifespan state
 (`request.state.rt`, reached through the named dependencies in cds.hooks.routes; `links` and
-`chart_renders` for the chart and page routes). One set of exception handlers turns every error into status + OperationOutcome.
+`chart_renders` for the chart and page routes). One set of exception handlers turns every error into
+status + OperationOutcome.
 """
 
 from __future__ import annotations
