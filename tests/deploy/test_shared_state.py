@@ -15,7 +15,7 @@ import redis
 
 from cds.engine.domain import PlexSession, UnusableValue
 from cds.fhir_io import FhirReader
-from cds.shared_redis import SharedRedis
+from cds.shared_redis import Breaker, SharedRedis
 from cds.store import SqliteStore, postgres
 from cds.store.postgres import PgStore
 from cds.views.chart_links import RenderCache, keep_chart_link
@@ -203,6 +203,18 @@ async def test_link_store_outage_gives_no_link_and_404_and_stops_asking() -> Non
         assert await store.chart("anything") is None and await store.recall("anything") is None
     finally:
         await dead.aclose()
+
+
+def test_breaker_spares_redis_for_its_pause_then_asks_again() -> None:
+    now = [100.0]
+    breaker = Breaker(retry_after_s=5.0, clock=lambda: now[0])
+    assert not breaker.is_open
+    breaker.trip(ConnectionError("refused"), "test")
+    assert breaker.is_open
+    now[0] += 4.9
+    assert breaker.is_open
+    now[0] += 0.2
+    assert not breaker.is_open
 
 
 def test_in_process_link_store_without_redis() -> None:
