@@ -34,7 +34,6 @@ from cds.hooks.models import (
     FeedbackRequest,
     HookRequest,
     ServiceDefinition,
-    new_uuids,
 )
 from cds.hooks.services import BY_ID, CdsService
 from cds.log import hook_instance_var, service_id_var
@@ -263,19 +262,21 @@ async def _hook(
 
         chart = await chart_link(rt.chart_store, settings.public_base_url, estimate, load.facts.sessions, now)
     made = card_render.drafts(
-        estimate,
-        iris,
-        dmt,
-        load,
-        order,
-        settings,
-        now,
-        patient_id=hook.context.patientId,
-        chart_url=chart,
-        records=prefetched_records(hook.prefetch),
+        card_render.CardInput(
+            estimate=estimate,
+            iris=iris,
+            dmt=dmt,
+            load=load,
+            order=order,
+            now=now,
+            patient_id=hook.context.patientId,
+            level_coding=card_render.level_coding(settings.natalizumab_level_codes),
+            chart_url=chart,
+            records=prefetched_records(hook.prefetch),
+        )
     )
     pages = await _keep_pages(rt, made, now)
-    cards = card_render.finish(made, pages, new_uuids)
+    cards = card_render.finish(made, pages)
     key = repeats.memory_key(
         issuer=claims.iss if claims else None,
         tenant=claims.tenant if claims else None,

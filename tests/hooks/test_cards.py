@@ -28,12 +28,10 @@ from cds.fhir.orders import PlexOrder
 from cds.fhir_io import LoadResult
 from cds.hooks import cards
 from cds.hooks.models import CdsResponse
-from cds.settings import Settings
 from tests.hooks.checks import card, check_response, ext
 
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 REF = Reference("Foley JF et al. 2022", "https://doi.org/10.1000/example")
-SETTINGS = Settings(_env_file=None, auth="off")
 EVIL = "<script>alert(1)</script> **bold** [x](javascript:alert(1)) | table |\n# heading"
 
 ORDER_RESOURCE = {
@@ -140,15 +138,16 @@ def render(
     chart_url: str | None = None,
 ) -> dict[str, Any]:
     out = cards.render(
-        est or estimate(),
-        ia or iris(),
-        da or dmt(),
-        lr or load(),
-        o or order(),
-        SETTINGS,
-        NOW,
-        patient_id="p1",
-        chart_url=chart_url,
+        cards.CardInput(
+            estimate=est or estimate(),
+            iris=ia or iris(),
+            dmt=da or dmt(),
+            load=lr or load(),
+            order=o or order(),
+            now=NOW,
+            patient_id="p1",
+            chart_url=chart_url,
+        )
     )
     body = CdsResponse(cards=out).to_json()
     check_response(body)
@@ -167,14 +166,15 @@ def full(
 ) -> str:
     """The full page's markdown of the card `kind` (everything the 1,000-character detail leaves out)."""
     made = cards.drafts(
-        est or estimate(),
-        ia or iris(),
-        da or dmt(),
-        lr or load(),
-        o or order(),
-        SETTINGS,
-        NOW,
-        patient_id="p1",
+        cards.CardInput(
+            estimate=est or estimate(),
+            iris=ia or iris(),
+            dmt=da or dmt(),
+            load=lr or load(),
+            order=o or order(),
+            now=NOW,
+            patient_id="p1",
+        )
     )
     return cards.page_markdown(next(d for d in made if d.kind == kind))
 

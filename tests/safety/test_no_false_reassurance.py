@@ -88,7 +88,9 @@ def run_pipeline(resources: list[dict[str, Any]], order: dict[str, Any]) -> tupl
     estimate = pk.estimate_remaining(parsed.facts, plex.plan, TARGET, NOW)
     iris = iris_engine.assess_iris(parsed.facts, plex.plan, NOW)
     dmt = dmt_engine.advise_dmt(parsed.facts, NOW)
-    rendered = cards.render(estimate, iris, dmt, load, plex, SETTINGS, NOW, patient_id=PID)
+    rendered = cards.render(
+        cards.CardInput(estimate=estimate, iris=iris, dmt=dmt, load=load, order=plex, now=NOW, patient_id=PID)
+    )
     return estimate, CdsResponse(cards=rendered).to_json()["cards"]
 
 

@@ -7,24 +7,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from cds.engine.domain import IrisAssessment, SteroidStatement
-from cds.engine.memo import Memo
 from cds.engine.references import TAN_2011
 from cds.fhir_io import LoadResult
-from cds.hooks.cards import (
-    _BY_REFS_MAX_ENTRIES,
-    EXTENSION_KEY,
-    OVERRIDE_REASONS,
-    _fit,
-    _join,
-    _problems_md,
-    _refs_md,
-    _short_ref,
-    _sources,
-    _unique_refs,
+from cds.hooks.cards.layout import EXTENSION_KEY, OVERRIDE_REASONS, CardDraft
+from cds.hooks.cards.markdown import (
+    card_source,
+    fit_summary,
     fmt_date,
+    join_names,
     md_escape,
+    problems_md,
+    refs_md,
+    short_ref,
+    unique_refs,
 )
-from cds.hooks.cards.layout import CardDraft
 
 _REASON = re.compile(r"^(?P<finding>[^()]+?) \((?P<detail>.*)\)$")
 
@@ -61,13 +57,9 @@ def _steroid_lines(steroids: tuple[SteroidStatement, ...]) -> str:
     lines = []
     for s in steroids:
         level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
-        ref = f" ({_short_ref(s.reference)})" if s.reference is not None else ""
+        ref = f" ({short_ref(s.reference)})" if s.reference is not None else ""
         lines.append(f"- **{level}:** {md_escape(s.text)}{ref}")
     return "**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines)
-
-
-# the steroid section per tuple of statements (module-level constants of the engine, as for _sources)
-_steroids_md: Memo[tuple[SteroidStatement, ...], str] = Memo(_steroid_lines, _BY_REFS_MAX_ENTRIES)
 
 
 def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
@@ -89,24 +81,24 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
     names = [_FINDING_SHORT.get(f, f) for f in findings]
     window = f"from {fmt_date(iris.watch_from)}" if iris.watch_from else ""
     if iris.iris_on_record:
-        summary = _fit(
+        summary = fit_summary(
             f"IRIS is on record: manage as PML-IRIS during washout ({', '.join(names)})" if names else "",
             "IRIS is on record: manage as PML-IRIS during natalizumab washout",
         )
     elif iris.risk == "high":
-        summary = _fit(
+        summary = fit_summary(
             f"Raised risk of severe PML-IRIS ({', '.join(names)}): watch closely {window}"
             if window and names
             else "",
-            f"Raised risk of severe PML-IRIS ({_join(names, 2)}): watch closely {window}"
+            f"Raised risk of severe PML-IRIS ({join_names(names, 2)}): watch closely {window}"
             if window and names
             else "",
-            f"Raised risk of severe PML-IRIS ({_join(names, 1)})" if names else "",
+            f"Raised risk of severe PML-IRIS ({join_names(names, 1)})" if names else "",
             f"Raised risk of severe PML-IRIS: watch closely {window}" if window else "",
             "Raised risk of severe PML-IRIS after natalizumab washout: watch closely",
         )
     else:
-        summary = _fit(
+        summary = fit_summary(
             f"IRIS follows washout in most patients; no sign of raised severe-IRIS risk: watch {window}"
             if window
             else "",
@@ -129,15 +121,15 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         )
         full.append(watch)
     if iris.steroids:
-        full.append(_steroids_md[iris.steroids])
-    problems = _problems_md(load)
+        full.append(_steroid_lines(iris.steroids))
+    problems = problems_md(load)
     if problems:
         full.append("**Could not be read**\n\n" + problems)
     steroid_refs = [s.reference for s in iris.steroids if s.reference is not None]
-    refs_all = _unique_refs((*iris.references, *steroid_refs))
-    source = _sources[(*iris.references, *steroid_refs)][1]
+    refs_all = unique_refs((*iris.references, *steroid_refs))
+    source = card_source((*iris.references, *steroid_refs))
     if refs_all:
-        full.append("**Sources**\n\n" + _refs_md(refs_all))
+        full.append("**Sources**\n\n" + refs_md(refs_all))
     # the detail: what to do (watch, when), what raised the risk, PLEX's effect, one or two sources
     if iris.iris_on_record:
         todo = "**IRIS is on record:** manage it as PML-IRIS while natalizumab washes out."
@@ -160,11 +152,11 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         if iris.steroids
         else ""
     )
-    cited = " and ".join(_short_ref(r) for r in _unique_refs((TAN_2011, *iris.references))[:2])
+    cited = " and ".join(short_ref(r) for r in unique_refs((TAN_2011, *iris.references))[:2])
     short = [
         todo,
         raised,
-        f"PLEX may bring IRIS sooner ({_short_ref(TAN_2011)}).",
+        f"PLEX may bring IRIS sooner ({short_ref(TAN_2011)}).",
         "_No PML diagnosis was found on record; the assessment assumes PML as ordered._"
         if not iris.pml_on_record
         else "",
