@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cds.engine.domain import (
+    Note,
     ConditionalDmt,
     DmtAdvice,
     IrisAssessment,
@@ -84,7 +85,7 @@ def estimate(**over: Any) -> PlexEstimate:
 def iris(**over: Any) -> IrisAssessment:
     base: dict[str, Any] = dict(  # noqa: C408 (keyword form mirrors the dataclass)
         risk="high",
-        reasons=("brainstem involvement (pons)", "contrast enhancement"),
+        reasons=(Note("brainstem", {"terms": ("pons",)}), Note("enhancement")),
         watch_from=NOW,
         watch_until=None,
         watch_note="IRIS usually follows washout by weeks.",
@@ -449,7 +450,7 @@ def test_summaries_fit_with_extreme_numbers(n: int) -> None:
     conflicts = tuple(MedicationUse(None, f"{'y' * 80} {i}", True) for i in range(3))
     body = render(
         est=est,
-        ia=iris(reasons=("z" * 200,)),
+        ia=iris(reasons=(Note("brainstem", {"terms": ("z" * 200,)}),)),
         da=dmt(allowed=long_names, avoid=long_names, active_conflicts=conflicts, suggestible=()),
     )
     assert all(len(c["summary"]) <= 139 for c in body["cards"])
@@ -580,12 +581,7 @@ def test_iris_findings_grouped_and_evidence_levels() -> None:
         SteroidStatement("Prophylactic steroids in high-risk PML.", "expert opinion", REF),
     )
     ia = iris(
-        reasons=(
-            "brainstem involvement (pons)",
-            "brainstem involvement (brain stem)",
-            "brainstem involvement (brainstem)",
-            "contrast enhancement at diagnosis (earlier, more severe IRIS)",
-        ),
+        reasons=(Note("brainstem", {"terms": ("pons", "brain stem")}), Note("enhancement")),
         steroids=steroids,
     )
     c = card(render(ia=ia), "iris")
@@ -596,6 +592,7 @@ def test_iris_findings_grouped_and_evidence_levels() -> None:
     )
     d = full("iris", ia=ia)
     assert "- brainstem involvement (pons; brain stem)\n" in d
+    assert "- contrast enhancement at diagnosis (earlier, more severe IRIS)\n" in d
     assert "**Evidence (observational):** Corticosteroids during IRIS" in d
     assert "**Expert opinion only:** Prophylactic steroids" in d
     assert c["extension"]["pml-plex"]["reasons"] == list(ia.reason_codes)  # codes, not engine prose

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
-from cds.engine.domain import IrisAssessment, SteroidStatement
+from cds.engine.domain import IrisAssessment, Note, SteroidStatement
 from cds.engine.references import TAN_2011
 from cds.fhir_io import LoadResult
 from cds.hooks.cards.layout import EXTENSION_KEY, OVERRIDE_REASONS, CardDraft
@@ -22,29 +21,29 @@ from cds.hooks.cards.markdown import (
     unique_refs,
 )
 
-_REASON = re.compile(r"^(?P<finding>[^()]+?) \((?P<detail>.*)\)$")
+# each reason the engine codes (cds.engine.iris.REASON_CODES): (the finding, its short name in a summary)
+_FINDING_WORDS: dict[str, tuple[str, str]] = {
+    "brainstem": ("brainstem involvement", "brainstem"),
+    "infratentorial": ("infratentorial involvement", "infratentorial"),
+    "widespread": ("widespread PML", "widespread"),
+    "enhancement": ("contrast enhancement at diagnosis", "contrast enhancement"),
+}
+_SITE_SEPARATOR = {"widespread": ", "}  # "bilateral, extensive"; sites read "pons; medulla"
 
 
-def _findings(reasons: Iterable[str]) -> dict[str, list[str]]:
-    """'brainstem involvement (pons)', 'brainstem involvement (brain stem)' -> {'brainstem involvement':
-    ['pons', 'brain stem']}: one finding per line, its sites together (spelling variants once)."""
-    out: dict[str, list[str]] = {}
+def _findings(reasons: Iterable[Note]) -> dict[str, str]:
+    """{finding: its detail}: 'brainstem involvement': 'pons; medulla', one line per finding."""
+    out: dict[str, str] = {}
     for reason in reasons:
-        m = _REASON.match(reason)
-        finding, detail = (m["finding"], m["detail"]) if m else (reason, "")
-        details = out.setdefault(finding, [])
-        key = re.sub(r"[\s-]", "", detail.lower())
-        if detail and key not in {re.sub(r"[\s-]", "", d.lower()) for d in details}:
-            details.append(detail)
+        finding = _FINDING_WORDS.get(reason.code, (reason.code, reason.code))[0]
+        if reason.code == "enhancement":
+            out[finding] = "earlier, more severe IRIS"
+            continue
+        terms = reason.values.get("terms")
+        out[finding] = _SITE_SEPARATOR.get(reason.code, "; ").join(terms) if isinstance(terms, tuple) else ""
     return out
 
 
-_FINDING_SHORT = {
-    "brainstem involvement": "brainstem",
-    "infratentorial involvement": "infratentorial",
-    "widespread PML": "widespread",
-    "contrast enhancement at diagnosis": "contrast enhancement",
-}
 _STEROID_EVIDENCE = {
     "evidence": "Evidence (observational)",
     "case report": "Case report",
@@ -78,7 +77,7 @@ def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
 
 def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
     findings = _findings(iris.reasons)
-    names = [_FINDING_SHORT.get(f, f) for f in findings]
+    names = [_FINDING_WORDS.get(r.code, (r.code, r.code))[1] for r in iris.reasons]
     window = f"from {fmt_date(iris.watch_from)}" if iris.watch_from else ""
     if iris.iris_on_record:
         summary = fit_summary(
@@ -108,9 +107,7 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
     if not iris.pml_on_record:
         full.append("_No PML diagnosis was found on record; the assessment assumes PML as ordered._")
     if findings:
-        lines = [
-            f"- {md_escape(f)}" + (f" ({md_escape('; '.join(d))})" if d else "") for f, d in findings.items()
-        ]
+        lines = [f"- {md_escape(f)}" + (f" ({md_escape(d)})" if d else "") for f, d in findings.items()]
         full.append("**Risk of severe IRIS: raised.** Findings that raise it:\n\n" + "\n".join(lines))
     else:
         full.append("**Risk of severe IRIS: not raised by the record.** IRIS itself is still expected.")
