@@ -20,12 +20,10 @@ the text when the text says which, else the generic "interferon beta".
 from __future__ import annotations
 
 import functools
-
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
-
 
 if TYPE_CHECKING:
     from cds.engine.domain import PatientFacts

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from cds.engine.domain import (
-    Note,
     ConditionalDmt,
     DmtAdvice,
     IrisAssessment,
     LymphocyteCount,
     MedicationUse,
     NatalizumabLevel,
+    Note,
     PatientFacts,
     PlexEstimate,
     PlexPlan,
