@@ -49,7 +49,7 @@ STAGES = [
         "ALL_MODELS.validate_python",
         1,
     ),
-    ("engine: pk.estimate_remaining", "cds.engine.pk", "estimate_remaining", 0),
+    ("engine: remaining.estimate_remaining", "cds.engine.remaining", "estimate_remaining", 0),
     ("engine: iris.assess_iris", "cds.engine.iris", "assess_iris", 0),
     ("engine: dmt.advise_dmt", "cds.engine.dmt", "advise_dmt", 0),
     ("chart_link (chart store entry)", "cds.views.charts", "chart_link", 0),

@@ -174,7 +174,7 @@ class PlexPlan:
 
 # ---------------------------------------------------------------- outputs
 
-NoteValue = str | int | float | datetime | tuple[str, ...] | None
+NoteValue = str | int | float | tuple[str, ...] | None  # plain JSON values (days as ISO dates)
 
 
 @dataclass(frozen=True, slots=True)

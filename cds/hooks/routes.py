@@ -23,7 +23,7 @@ from cds import metrics
 from cds.auth import Authenticator, Claims
 from cds.engine import dmt as dmt_engine
 from cds.engine import iris as iris_engine
-from cds.engine import pk
+from cds.engine import remaining
 from cds.errors import BadHookRequest, CdsError, DataUnavailable, FhirServerNotAllowed, UnknownService
 from cds.fhir import orders as fhir_orders
 from cds.hooks import cards as card_render
@@ -253,7 +253,7 @@ async def _hook(
 
     now = datetime.now(UTC)
     order = orders[0]
-    estimate = pk.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
+    estimate = remaining.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
     iris = iris_engine.assess_iris(load.facts, order.plan, now)
     dmt = dmt_engine.advise_dmt(load.facts, now)
     chart = None

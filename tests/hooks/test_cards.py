@@ -25,9 +25,11 @@ from cds.engine.domain import (
     SteroidStatement,
     UnusableValue,
 )
+from cds.engine.remaining import NOTE_CODES
 from cds.fhir.orders import PlexOrder
 from cds.fhir_io import LoadResult
 from cds.hooks import cards
+from cds.hooks.cards.estimate_notes import note_text
 from cds.hooks.models import CdsResponse
 from tests.hooks.checks import card, check_response, ext
 
@@ -511,20 +513,25 @@ def test_estimate_sources_listed_once_each() -> None:
     assert "not proof of clinical benefit" in d and "[Landi 2017]" in d
 
 
-def test_estimate_notes_not_repeated() -> None:
-    notes = (
-        "Re-measure serum natalizumab before session 4 (after session 3) and adjust the course.",
-        "The order is for 2 session(s); the estimate is 5 (range 5-7).",
-        "This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome.",
-        "1 natalizumab result(s) were not used: 12 IU/mL (unit is not a mass concentration).",
-        "The level is 20 days old: a fresh pre-session level is advised.",
+def test_estimate_notes_shown_elsewhere_are_not_repeated() -> None:
+    elsewhere = (
+        Note("remeasure-after-session", {"after_session": 3}),
+        Note("ordered-course-short", {"ordered": 2, "estimate": 5, "low": 5, "high": 7}),
+        Note("clearance-only"),
+        Note("unusable-values", {"count": 1}),
     )
+    old = Note("old-level", {"age_days": 20.0})
     unusable = (UnusableValue("natalizumab level", "unit is not a mass concentration", reported="12 IU/mL"),)
-    d = full("plex-estimate", est=estimate(notes=notes, unusable=unusable))
-    assert "20 days old" in d  # engine notes the card does not say otherwise stay
-    assert "Re-measure serum natalizumab before session" not in d
-    assert "The order is for" not in d and "drug clearance only" not in d
+    d = full("plex-estimate", est=estimate(notes=(*elsewhere, old), unusable=unusable))
+    assert f"- {note_text(old)}" in d  # a note the card does not say otherwise stays
+    assert all(note_text(n) not in d for n in elsewhere)
     assert d.count("12 IU/mL") == 1
+
+
+def test_every_engine_note_code_has_words() -> None:
+    for code, keys in NOTE_CODES.items():
+        values = {k: "2024-05-10" if k.endswith("_on") else "<" if k == "comparator" else 2 for k in keys}
+        assert note_text(Note(code, values)) != code, code
 
 
 def test_fitted_and_population_removal_both_shown() -> None:
@@ -678,7 +685,7 @@ def test_post_session_sample_note_agrees_with_the_headline() -> None:
     # the engine's own estimate (not hand-written notes): the corrected level now is the same figure in
     # the summary and in the carried-level note, and the hours count from the session's end
     from cds.engine.domain import NatalizumabLevel, PatientFacts, PlexPlan, PlexSession
-    from cds.engine.pk import estimate_remaining
+    from cds.engine.remaining import estimate_remaining
 
     ended = NOW - timedelta(hours=8)
     session = PlexSession(ended - timedelta(hours=2), plasma_volumes=1.5, ended_at=ended)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +9,7 @@ from cds.engine.domain import NatalizumabLevel, PlexEstimate, SessionRange, Unus
 from cds.engine.references import LANDI_2017, TAN_2011
 from cds.fhir.orders import PlexOrder
 from cds.fhir_io import LoadResult
+from cds.hooks.cards.estimate_notes import notes_shown
 from cds.hooks.cards.layout import EXTENSION_KEY, OVERRIDE_REASONS, CardDraft
 from cds.hooks.cards.markdown import (
     card_source,
@@ -169,22 +169,8 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     )
 
 
-# notes whose content the card already shows in its own sections (plan, ordered course, assumptions,
-# the not-used list and the decision-support sentence): shown once, not twice
-_NOTES_SHOWN_ELSEWHERE = (
-    "Re-measure serum natalizumab before session",
-    "Measure serum natalizumab before the next session",
-    "This estimate concerns drug clearance only",
-    "The order is for ",
-    "Patient-specific remaining fraction per session",
-)
-_NOTE_UNUSABLE = re.compile(r"^\d+ natalizumab result\(s\) (was|were) not used")
 # unusable values the estimate card names besides the engine's screened levels
 _ESTIMATE_UNUSABLE_KINDS = ("natalizumab antibody result", "PLEX procedure")
-
-
-def _engine_notes(est: PlexEstimate) -> list[str]:
-    return [n for n in est.notes if not n.startswith(_NOTES_SHOWN_ELSEWHERE) and not _NOTE_UNUSABLE.match(n)]
 
 
 def _n_sessions(n: int, more: bool = True) -> str:
@@ -390,7 +376,7 @@ def _estimate_parts(
         full.append(table)
     full.append(f"**PLEX sessions done:** {est.sessions_completed}")
     full.append(_assumptions_md(est, order))
-    notes = _engine_notes(est)
+    notes = notes_shown(est)
     if notes:
         full.append("**Notes**\n\n" + "\n".join(f"- {md_escape(n)}" for n in notes))
     problems = problems_md(load, unusable)
