@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from cds.hooks.models import Card, Coding, Link, Source
 
@@ -54,21 +54,34 @@ _MD_LINK = re.compile(r"(?<!\\)\[([^\[\]\\]+)\]\((https?://[^\s()]+)\)")
 _URL = re.compile(r"https?://[^\s()]+")
 
 
+Indicator = Literal["info", "warning", "critical"]
+
+
+class CardFields(TypedDict):
+    """The fields of a Card its builder decides (layout adds the rest)."""
+
+    summary: str
+    indicator: Indicator
+    source: Source
+    overrideReasons: list[Coding]
+    extension: dict[str, Any]  # {EXTENSION_KEY: the card's JSON extension}
+
+
 @dataclass
 class CardDraft:
     """A card before its detail is cut to size and its uuids are drawn."""
 
     kind: str  # "plex-estimate" | "iris" | "dmt"
     title: str  # the full page's title
-    fields: dict[str, Any]  # summary, indicator, source, overrideReasons, extension
+    fields: CardFields
     short: list[str]  # the detail's parts, most important first (markdown)
     full: list[str]  # the full page's sections (markdown)
     suggestions: list[dict[str, Any]] = field(default_factory=list)  # without uuids
     links: list[Link] = field(default_factory=list)  # links besides the detail's markdown links
 
     @property
-    def indicator(self) -> str:
-        return str(self.fields["indicator"])
+    def indicator(self) -> Indicator:
+        return self.fields["indicator"]
 
 
 def order_drafts(drafts: Iterable[CardDraft]) -> list[CardDraft]:
@@ -131,7 +144,7 @@ def finish(drafts: Iterable[CardDraft], page_urls: Mapping[str, str]) -> list[Ca
         suggestions = order_suggestions(d.suggestions)
         for suggestion in suggestions:
             suggestion["uuid"] = str(uuid.uuid4())
-        source: Source = d.fields["source"]
+        source = d.fields["source"]
         cards.append(
             Card.model_validate(
                 {
