@@ -5,7 +5,7 @@
 Wraps the service's stage functions (looked up by name; a stage that does not exist is skipped) with
 perf_counter timers, calls the app N times in-process (bench/inproc.py: no socket, no uvicorn) and
 prints µs per request per stage; "framework + rest" is the remainder of the whole call. Nested stages
-(R4B validation inside plex_orders or render) are shown indented and are included in their parent.
+(R4B validation inside plex_orders or the cards) are shown indented and are included in their parent.
 Timers cost about 0.5 µs each, so totals are within a few µs of an unwrapped run.
 """
 
@@ -49,12 +49,18 @@ STAGES = [
         "ALL_MODELS.validate_python",
         1,
     ),
-    ("engine: pk.estimate_remaining", "cds.engine.pk", "estimate_remaining", 0),
+    ("engine: remaining.estimate_remaining", "cds.engine.remaining", "estimate_remaining", 0),
     ("engine: iris.assess_iris", "cds.engine.iris", "assess_iris", 0),
     ("engine: dmt.advise_dmt", "cds.engine.dmt", "advise_dmt", 0),
     ("keep_chart_link (link store entry)", "cds.views.chart_links", "keep_chart_link", 0),
-    ("cards.render", "cds.hooks.cards", "render", 0),
-    ("R4B validation of emitted resources (validate_emitted)", "cds.hooks.cards", "validate_emitted", 1),
+    ("cards.drafts (the three cards' content)", "cds.hooks.cards", "drafts", 0),
+    ("cards.finish (detail cut, links, uuids)", "cds.hooks.cards", "finish", 0),
+    (
+        "R4B validation of emitted resources (validate_emitted)",
+        "cds.hooks.cards.suggestions",
+        "validate_emitted",
+        1,
+    ),
     ("CdsResponse.to_json (json_ready)", "cds.hooks.models", "CdsResponse.to_json", 0),
     ("JSONResponse.render (json.dumps)", "starlette.responses", "JSONResponse.render", 0),
     ("_finish (log line + audit)", "cds.hooks.routes", "_finish", 0),

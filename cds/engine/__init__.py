@@ -7,7 +7,8 @@ frozen dataclasses of `cds.engine.domain`; formulas, parameters and sources are 
 from cds.engine.dmt import advise_dmt
 from cds.engine.drugs import drug_class, has_natalizumab_exposure, identify
 from cds.engine.iris import assess_iris
-from cds.engine.pk import DEFAULT_TARGET_UG_PER_ML, estimate_remaining
+from cds.engine.pk import DEFAULT_TARGET_UG_PER_ML
+from cds.engine.remaining import estimate_remaining
 from cds.engine.units import from_10e9_per_l, from_ug_per_ml, to_10e9_per_l, to_ug_per_ml
 
 __all__ = [

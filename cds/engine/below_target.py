@@ -1,7 +1,7 @@
 """THE safety invariant of the service (docs/safety.md, hazard H1), in one place.
 
 The estimate concludes "at or below target" (0 sessions, "no more PLEX needed") only when
-`below_target_confirmed` says so; `pk.estimate_remaining` turns every other count of 0 into
+`below_target_confirmed` says so; `remaining.estimate_remaining` turns every other count of 0 into
 "measure-first", and `PlexEstimate` refuses a 0 without this conclusion.
 """
 

@@ -1,17 +1,18 @@
 """Domain objects the engine reasons over: plain values, units in the names, no FHIR.
 
 `cds/fhir/` builds the inputs (PatientFacts in facts.py, PlexPlan in orders.py); the engine modules return the
-results (PlexEstimate, IrisAssessment, DmtAdvice); `cds/hooks/cards.py` renders them.
-All datetimes are timezone-aware (UTC). All text here is either engine-written plain text or
-text copied from a FHIR resource (fields named `text`, `reported`, `descriptions`): the card
-renderer escapes the latter before it reaches markdown.
+results (PlexEstimate, IrisAssessment, DmtAdvice); `cds/hooks/cards/` renders them.
+All datetimes are timezone-aware (UTC). What a card must word differently per case comes as a `Note`
+(a stable code and its values; the cards write the words). Other text here is either engine-written
+plain text or text copied from a FHIR resource (fields named `text`, `reported`, `descriptions`): the
+card renderer escapes the latter before it reaches markdown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, Mapping  # noqa: UP035 (the engine imports only what test_purity.py allows)
 
 Comparator = Literal["<", "<=", ">", ">="]
 Specimen = Literal["serum", "plasma", "unspecified"]  # what fhir_io lets through as a level; never CSF etc.
@@ -173,6 +174,18 @@ class PlexPlan:
 
 # ---------------------------------------------------------------- outputs
 
+NoteValue = str | int | float | tuple[str, ...] | None  # plain JSON values (days as ISO dates)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One engine finding as a stable code and the values the words need, e.g.
+    Note("old-level", {"age_days": 14.2}). The cards write the sentence; the codes are listed with
+    their values where they are made (pk.NOTE_CODES, iris.REASON_CODES)."""
+
+    code: str
+    values: Mapping[str, NoteValue] = field(default_factory=dict)
+
 
 @dataclass(frozen=True, slots=True)
 class Reference:
@@ -226,7 +239,7 @@ class PlexEstimate:
     levels_used: tuple[NatalizumabLevel, ...] = ()
     unusable: tuple[UnusableValue, ...] = ()
     flags: tuple[str, ...] = ()  # machine codes, see pk.py FLAGS
-    notes: tuple[str, ...] = ()  # plain sentences written by the engine
+    notes: tuple[Note, ...] = ()  # what the estimate rests on, in order; the card words them
     references: tuple[Reference, ...] = ()
     conclusion: Conclusion = "sessions-needed"
 
@@ -255,7 +268,7 @@ class IrisAssessment:
     """IRIS follows washout in most patients; `risk` is the risk of *severe* IRIS ("high": raised)."""
 
     risk: Literal["high", "standard"]
-    reasons: tuple[str, ...]  # plain engine text, e.g. "brainstem involvement (pons)"
+    reasons: tuple[Note, ...]  # what raised the risk, e.g. Note("brainstem", {"terms": ("pons",)})
     watch_from: datetime | None
     watch_until: datetime | None
     watch_note: str
@@ -263,9 +276,8 @@ class IrisAssessment:
     pml_on_record: bool
     references: tuple[Reference, ...] = ()
     iris_on_record: bool = False
-    reason_codes: tuple[
-        str, ...
-    ] = ()  # "brainstem", "infratentorial", "widespread", "enhancement", "multilobar"
+    # the codes of `reasons` and "multilobar" when named (it does not raise the risk on its own)
+    reason_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ PLEX/IA may accelerate IRIS (Tan 2011). The window has no hard end: later IRIS i
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,12 +26,12 @@ from datetime import datetime, timedelta
 from cds.engine.domain import (
     ConditionFact,
     IrisAssessment,
+    Note,
     PatientFacts,
     PlexPlan,
     SteroidStatement,
 )
 from cds.engine.drugs import last_dose
-from cds.engine.memo import Memo
 from cds.engine.references import (
     CLINICSPEAK_2014,
     CORTESE_2021,
@@ -44,6 +45,7 @@ __all__ = [
     "IRIS_ONSET_MEAN_DAYS",
     "IRIS_ONSET_SD_DAYS",
     "MIN_LOBES_WIDESPREAD",
+    "REASON_CODES",
     "WATCH_SD_MULTIPLE",
     "assess_iris",
 ]
@@ -52,6 +54,15 @@ IRIS_ONSET_MEAN_DAYS = 57.4  # mean days from last infusion to IRIS, Stefoski 20
 IRIS_ONSET_SD_DAYS = 21.2  # its SD, Stefoski 2019 [V]
 WATCH_SD_MULTIPLE = 2.0  # window = mean ± 2 SD ≈ 15-100 d, "weeks to ~3 months" [D]
 MIN_LOBES_WIDESPREAD = 2  # two or more distinct lobes named = multilobar (Vermersch 2011 "multilobar")
+
+# The reasons that raise the risk of severe IRIS, as IrisAssessment.reasons codes them. "terms": the sites
+# or words the record names, in order of first mention (engine terms, never FHIR text).
+REASON_CODES: dict[str, str] = {
+    "brainstem": "brainstem involvement; values: terms",
+    "infratentorial": "infratentorial (non-brainstem) involvement; values: terms",
+    "widespread": "widespread PML (bilateral, widespread, extensive); values: terms",
+    "enhancement": "contrast enhancement at diagnosis (earlier, more severe IRIS, Tan 2011)",
+}
 
 _SCT = "snomed"
 # SNOMED CT body structures (codes.md §2): brain stem 15926001, cerebellum 113305005 (informal labels
@@ -164,6 +175,10 @@ class _TextFindings:
     multilobar: bool = False
 
 
+# The same condition texts come back on every call for a patient (and across patients): each is scanned
+# once per worker (bench/components.py: assess_iris about 300 µs a call without it, 20 µs with it).
+# A speed cache, not a clinical parameter.
+@functools.lru_cache(maxsize=2048)
 def _scan(text: str) -> _TextFindings:
     sites: dict[str, str] = {}
     widespread: list[str] = []
@@ -190,52 +205,61 @@ def _scan(text: str) -> _TextFindings:
     return _TextFindings(tuple(sites.items()), tuple(widespread), frozenset(lobes), contrast, multilobar)
 
 
-# the same condition texts come back on every call for a patient (and across patients): scan each once;
-# a speed cache of at most 2048 texts (as in drugs.py), not a clinical parameter
-_FINDINGS_CACHE: Memo[str, _TextFindings] = Memo(_scan, 2048)
-_text_findings = _FINDINGS_CACHE.__getitem__
+@dataclass(slots=True)
+class _Findings:
+    """What the PML conditions name, gathered over their codes and texts (first mention first)."""
 
+    sites: dict[str, str]  # canonical term -> category ("brainstem" / "infratentorial")
+    widespread: list[str]
+    lobes: set[str]
+    contrast: bool = False
+    multilobar: bool = False
 
-def _reasons_for(pml: list[ConditionFact]) -> tuple[list[str], list[str], bool]:
-    """(reasons that raise the risk of severe IRIS, their codes, multilobar named)."""
-    reasons: list[str] = []
-    codes: list[str] = []
-    sites: dict[str, str] = {}
-    widespread: list[str] = []
-    lobes: set[str] = set()
-    contrast = False
-    multilobar = False
-    for c in pml:
+    def add_codes(self, c: ConditionFact) -> None:
         for system, code in (*c.body_site_codes, *c.codes):
             if not _is_sct(system):
                 continue
             if code in _INFRATENTORIAL_CODES:
                 category, term = _INFRATENTORIAL_CODES[code]
-                sites.setdefault(term, category)
+                self.sites.setdefault(term, category)
             if code in _LOBE_CODES:
-                lobes.add(_LOBE_CODES[code])
-        for text in _texts(c):
-            found = _text_findings(text)
-            for term, category in found.sites:
-                sites.setdefault(term, category)
-            for term in found.widespread:
-                if term not in widespread:
-                    widespread.append(term)
-            lobes |= found.lobes
-            contrast = contrast or found.contrast
-            multilobar = multilobar or found.multilobar
+                self.lobes.add(_LOBE_CODES[code])
+
+    def add_text(self, found: _TextFindings) -> None:
+        for term, category in found.sites:
+            self.sites.setdefault(term, category)
+        self.widespread += [t for t in found.widespread if t not in self.widespread]
+        self.lobes |= found.lobes
+        self.contrast = self.contrast or found.contrast
+        self.multilobar = self.multilobar or found.multilobar
+
+
+def _spelling(term: str) -> str:
+    """'brain stem' and 'brainstem' are one site."""
+    return term.replace(" ", "").replace("-", "")
+
+
+def _site_notes(sites: dict[str, str]) -> list[Note]:
+    """One note per category, its sites in order of first mention (spelling variants once)."""
+    by_category: dict[str, dict[str, str]] = {}
     for term, category in sites.items():
-        label = "brainstem involvement" if category == "brainstem" else "infratentorial involvement"
-        reasons.append(f"{label} ({term})")
-        codes.append(category)
-    if widespread:
-        reasons.append(f"widespread PML ({', '.join(widespread)})")
-        codes.append("widespread")
-    if contrast:
-        reasons.append("contrast enhancement at diagnosis (earlier, more severe IRIS)")
-        codes.append("enhancement")
-    multilobar = multilobar or len(lobes) >= MIN_LOBES_WIDESPREAD
-    return reasons, list(dict.fromkeys(codes)), multilobar
+        by_category.setdefault(category, {}).setdefault(_spelling(term), term)
+    return [Note(category, {"terms": tuple(terms.values())}) for category, terms in by_category.items()]
+
+
+def _reasons_for(pml: list[ConditionFact]) -> tuple[list[Note], bool]:
+    """(the reasons that raise the risk of severe IRIS, whether multilobar PML is named)."""
+    found = _Findings(sites={}, widespread=[], lobes=set())
+    for c in pml:
+        found.add_codes(c)
+        for text in _texts(c):
+            found.add_text(_scan(text))
+    reasons = _site_notes(found.sites)
+    if found.widespread:
+        reasons.append(Note("widespread", {"terms": tuple(found.widespread)}))
+    if found.contrast:
+        reasons.append(Note("enhancement"))
+    return reasons, found.multilobar or len(found.lobes) >= MIN_LOBES_WIDESPREAD
 
 
 # The steroid statements are the same for every patient of a risk level: built once (the cards remember
@@ -290,10 +314,9 @@ def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAsses
     when that is earlier (Tan 2011); no end date. With the last dose unknown, no date is computed from it.
     """
     pml = [c for c in facts.conditions if c.kind == "pml"]
-    reasons, codes, multilobar = _reasons_for(pml)
+    reasons, multilobar = _reasons_for(pml)
     high = bool(reasons)
-    if multilobar:
-        codes.append("multilobar")
+    codes = [r.code for r in reasons] + (["multilobar"] if multilobar else [])
     dose = last_dose(facts, now)
     last_infusion = dose.at if dose.known else None
     plex_start = min(

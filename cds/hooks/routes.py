@@ -23,7 +23,7 @@ from cds import metrics
 from cds.auth import Authenticator, Claims
 from cds.engine import dmt as dmt_engine
 from cds.engine import iris as iris_engine
-from cds.engine import pk
+from cds.engine import remaining
 from cds.errors import BadHookRequest, CdsError, DataUnavailable, FhirServerNotAllowed, UnknownService
 from cds.fhir import orders as fhir_orders
 from cds.hooks import cards as card_render
@@ -34,7 +34,6 @@ from cds.hooks.models import (
     FeedbackRequest,
     HookRequest,
     ServiceDefinition,
-    new_uuids,
 )
 from cds.hooks.services import BY_ID, CdsService
 from cds.log import hook_instance_var, service_id_var
@@ -257,26 +256,28 @@ async def _hook(
 
     now = datetime.now(UTC)
     order = orders[0]
-    estimate = pk.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
+    estimate = remaining.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
     iris = iris_engine.assess_iris(load.facts, order.plan, now)
     dmt = dmt_engine.advise_dmt(load.facts, now)
     from cds.views.chart_links import keep_chart_link
 
     chart = await keep_chart_link(rt.links, settings.public_base_url, estimate, load.facts.sessions, now)
     made = card_render.drafts(
-        estimate,
-        iris,
-        dmt,
-        load,
-        order,
-        settings,
-        now,
-        patient_id=hook.context.patientId,
-        chart_url=chart,
-        records=prefetched_records(hook.prefetch),
+        card_render.CardInput(
+            estimate=estimate,
+            iris=iris,
+            dmt=dmt,
+            load=load,
+            order=order,
+            now=now,
+            patient_id=hook.context.patientId,
+            level_coding=card_render.level_coding(settings.natalizumab_level_codes),
+            chart_url=chart,
+            records=prefetched_records(hook.prefetch),
+        )
     )
     pages = await _keep_pages(rt, made, now)
-    cards = card_render.finish(made, pages, new_uuids)
+    cards = card_render.finish(made, pages)
     key = repeats.memory_key(
         issuer=claims.iss if claims else None,
         tenant=claims.tenant if claims else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from cds.engine.domain import (
     AntibodyResult,
     MedicationUse,
+    NoteValue,
     PatientFacts,
+    PlexEstimate,
     PlexPlan,
     SessionRange,
     UnusableValue,
@@ -19,15 +22,22 @@ from cds.engine.pk import (
     HALF_LIFE_DAYS,
     decay_factor,
     dosing_history_levels,
-    estimate_remaining,
     post_session_factor,
     removal_per_session,
     session_remaining_fraction,
 )
+from cds.engine.remaining import estimate_remaining
 
 from .conftest import NOW, days, dose, level, session
 
 PLAN = PlexPlan()  # 1.5 PV every other day (reference §7)
+
+
+def note(e: PlexEstimate, code: str) -> Mapping[str, NoteValue]:
+    """The values of the estimate's one note with `code` (fails when there is none)."""
+    found = [n.values for n in e.notes if n.code == code]
+    assert len(found) == 1, [n.code for n in e.notes]
+    return found[0]
 
 
 def est(facts: PatientFacts, plan: PlexPlan = PLAN, target: float = 1.0):  # type: ignore[no-untyped-def]
@@ -124,7 +134,8 @@ def test_old_level_decays_with_label_half_life() -> None:
     assert "decayed" in e.flags
     assert e.remaining is not None and e.remaining.estimate == reference_n(10.0, 1, 0.505)
     # the range spans the published half-lives: 7 d (US 11 - 4) to 28.2 d (EU population model)
-    assert any("7-28.2 days" in n for n in e.notes)
+    decayed = note(e, "decayed")
+    assert (decayed["half_life_short"], decayed["half_life"], decayed["half_life_long"]) == (7.0, 11.0, 28.2)
     hi = est(PatientFacts(levels=(level(20.0, days_ago=11),)))
     assert e.remaining.high == reference_n(20 * 2 ** (-11 / 28.2), 1, 0.60) == hi.remaining.high
 
@@ -226,7 +237,7 @@ def test_post_session_sample_is_corrected_and_flagged() -> None:
     assert e.remaining is not None
     assert e.remaining.estimate == reference_n(4.0 * factor * decay_factor(2 * hours), 1, 0.505)
     assert e.remeasure_at == NOW  # ask for a pre-session redraw
-    assert any("Redraw" in n for n in e.notes)
+    assert note(e, "post-session-sample")["factor"] == pytest.approx(factor, rel=1e-9)
 
 
 def test_post_session_sample_below_target_is_never_confirmed() -> None:
@@ -332,7 +343,7 @@ def test_dosing_history_projection_is_low_confidence() -> None:
     assert e.remaining is not None
     assert e.remaining.estimate == reference_n(dosing_history_levels(28)[1], 1, 0.505) == 5
     assert e.remaining.high == reference_n(dosing_history_levels(28)[2], 1, 0.60)
-    assert any("not a measurement" in n for n in e.notes)
+    assert note(e, "dosing-history")["last_dose_on"] == (NOW - days(28)).date().isoformat()
 
 
 def test_a_dosing_history_below_target_is_never_a_conclusion() -> None:
@@ -367,7 +378,7 @@ def test_nothing_usable_gives_basis_none() -> None:
 def test_level_before_last_infusion_is_not_used() -> None:
     e = est(PatientFacts(levels=(level(5.0, days_ago=40),), doses=(dose(10),)))
     assert e.basis == "dosing-history"
-    assert any("before the last infusion" in n for n in e.notes)
+    assert note(e, "levels-before-last-dose") == {"count": 1}
 
 
 # ---------------------------------------------------------------- implausible values
@@ -481,6 +492,6 @@ def test_invalid_target_raises() -> None:
 
 def test_notes_say_clearance_only_and_cite_landi() -> None:
     e = est(PatientFacts(levels=(level(30.0),)))
-    assert any("drug clearance only" in n for n in e.notes)
+    assert e.notes[-1].code == "clearance-only"
     assert any("Landi" in r.citation for r in e.references)
     assert any("Khatri" in r.citation for r in e.references)

@@ -16,7 +16,7 @@ from cds.engine.domain import (
     PlexSession,
     SessionRange,
 )
-from cds.engine.pk import estimate_remaining
+from cds.engine.remaining import estimate_remaining
 
 from .conftest import NOW, days
 

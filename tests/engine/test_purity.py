@@ -51,6 +51,7 @@ def test_no_forbidden_imports(path: Path) -> None:
             assert not (module == bad or module.startswith(bad + ".")), f"{path.name} imports {module}"
         assert module.split(".")[0] in {
             "__future__",
+            "functools",  # lru_cache on pure functions of text only
             "math",
             "re",
             "dataclasses",

@@ -16,6 +16,7 @@ from cds.engine.domain import (
     LymphocyteCount,
     MedicationUse,
     NatalizumabLevel,
+    Note,
     PatientFacts,
     PlexEstimate,
     PlexPlan,
@@ -24,16 +25,16 @@ from cds.engine.domain import (
     SteroidStatement,
     UnusableValue,
 )
+from cds.engine.remaining import NOTE_CODES
 from cds.fhir.orders import PlexOrder
 from cds.fhir_io import LoadResult
 from cds.hooks import cards
+from cds.hooks.cards.estimate_notes import note_text
 from cds.hooks.models import CdsResponse
-from cds.settings import Settings
 from tests.hooks.checks import card, check_response, ext
 
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 REF = Reference("Foley JF et al. 2022", "https://doi.org/10.1000/example")
-SETTINGS = Settings(_env_file=None, auth="off")
 EVIL = "<script>alert(1)</script> **bold** [x](javascript:alert(1)) | table |\n# heading"
 
 ORDER_RESOURCE = {
@@ -86,7 +87,7 @@ def estimate(**over: Any) -> PlexEstimate:
 def iris(**over: Any) -> IrisAssessment:
     base: dict[str, Any] = dict(  # noqa: C408 (keyword form mirrors the dataclass)
         risk="high",
-        reasons=("brainstem involvement (pons)", "contrast enhancement"),
+        reasons=(Note("brainstem", {"terms": ("pons",)}), Note("enhancement")),
         watch_from=NOW,
         watch_until=None,
         watch_note="IRIS usually follows washout by weeks.",
@@ -140,15 +141,16 @@ def render(
     chart_url: str | None = None,
 ) -> dict[str, Any]:
     out = cards.render(
-        est or estimate(),
-        ia or iris(),
-        da or dmt(),
-        lr or load(),
-        o or order(),
-        SETTINGS,
-        NOW,
-        patient_id="p1",
-        chart_url=chart_url,
+        cards.CardInput(
+            estimate=est or estimate(),
+            iris=ia or iris(),
+            dmt=da or dmt(),
+            load=lr or load(),
+            order=o or order(),
+            now=NOW,
+            patient_id="p1",
+            chart_url=chart_url,
+        )
     )
     body = CdsResponse(cards=out).to_json()
     check_response(body)
@@ -167,14 +169,15 @@ def full(
 ) -> str:
     """The full page's markdown of the card `kind` (everything the 1,000-character detail leaves out)."""
     made = cards.drafts(
-        est or estimate(),
-        ia or iris(),
-        da or dmt(),
-        lr or load(),
-        o or order(),
-        SETTINGS,
-        NOW,
-        patient_id="p1",
+        cards.CardInput(
+            estimate=est or estimate(),
+            iris=ia or iris(),
+            dmt=da or dmt(),
+            load=lr or load(),
+            order=o or order(),
+            now=NOW,
+            patient_id="p1",
+        )
     )
     return cards.page_markdown(next(d for d in made if d.kind == kind))
 
@@ -449,7 +452,7 @@ def test_summaries_fit_with_extreme_numbers(n: int) -> None:
     conflicts = tuple(MedicationUse(None, f"{'y' * 80} {i}", True) for i in range(3))
     body = render(
         est=est,
-        ia=iris(reasons=("z" * 200,)),
+        ia=iris(reasons=(Note("brainstem", {"terms": ("z" * 200,)}),)),
         da=dmt(allowed=long_names, avoid=long_names, active_conflicts=conflicts, suggestible=()),
     )
     assert all(len(c["summary"]) <= 139 for c in body["cards"])
@@ -510,20 +513,25 @@ def test_estimate_sources_listed_once_each() -> None:
     assert "not proof of clinical benefit" in d and "[Landi 2017]" in d
 
 
-def test_estimate_notes_not_repeated() -> None:
-    notes = (
-        "Re-measure serum natalizumab before session 4 (after session 3) and adjust the course.",
-        "The order is for 2 session(s); the estimate is 5 (range 5-7).",
-        "This estimate concerns drug clearance only; PLEX has not been shown to improve PML outcome.",
-        "1 natalizumab result(s) were not used: 12 IU/mL (unit is not a mass concentration).",
-        "The level is 20 days old: a fresh pre-session level is advised.",
+def test_estimate_notes_shown_elsewhere_are_not_repeated() -> None:
+    elsewhere = (
+        Note("remeasure-after-session", {"after_session": 3}),
+        Note("ordered-course-short", {"ordered": 2, "estimate": 5, "low": 5, "high": 7}),
+        Note("clearance-only"),
+        Note("unusable-values", {"count": 1}),
     )
+    old = Note("old-level", {"age_days": 20.0})
     unusable = (UnusableValue("natalizumab level", "unit is not a mass concentration", reported="12 IU/mL"),)
-    d = full("plex-estimate", est=estimate(notes=notes, unusable=unusable))
-    assert "20 days old" in d  # engine notes the card does not say otherwise stay
-    assert "Re-measure serum natalizumab before session" not in d
-    assert "The order is for" not in d and "drug clearance only" not in d
+    d = full("plex-estimate", est=estimate(notes=(*elsewhere, old), unusable=unusable))
+    assert f"- {note_text(old)}" in d  # a note the card does not say otherwise stays
+    assert all(note_text(n) not in d for n in elsewhere)
     assert d.count("12 IU/mL") == 1
+
+
+def test_every_engine_note_code_has_words() -> None:
+    for code, keys in NOTE_CODES.items():
+        values = {k: "2024-05-10" if k.endswith("_on") else "<" if k == "comparator" else 2 for k in keys}
+        assert note_text(Note(code, values)) != code, code
 
 
 def test_fitted_and_population_removal_both_shown() -> None:
@@ -580,12 +588,7 @@ def test_iris_findings_grouped_and_evidence_levels() -> None:
         SteroidStatement("Prophylactic steroids in high-risk PML.", "expert opinion", REF),
     )
     ia = iris(
-        reasons=(
-            "brainstem involvement (pons)",
-            "brainstem involvement (brain stem)",
-            "brainstem involvement (brainstem)",
-            "contrast enhancement at diagnosis (earlier, more severe IRIS)",
-        ),
+        reasons=(Note("brainstem", {"terms": ("pons", "brain stem")}), Note("enhancement")),
         steroids=steroids,
     )
     c = card(render(ia=ia), "iris")
@@ -596,6 +599,7 @@ def test_iris_findings_grouped_and_evidence_levels() -> None:
     )
     d = full("iris", ia=ia)
     assert "- brainstem involvement (pons; brain stem)\n" in d
+    assert "- contrast enhancement at diagnosis (earlier, more severe IRIS)\n" in d
     assert "**Evidence (observational):** Corticosteroids during IRIS" in d
     assert "**Expert opinion only:** Prophylactic steroids" in d
     assert c["extension"]["pml-plex"]["reasons"] == list(ia.reason_codes)  # codes, not engine prose
@@ -681,7 +685,7 @@ def test_post_session_sample_note_agrees_with_the_headline() -> None:
     # the engine's own estimate (not hand-written notes): the corrected level now is the same figure in
     # the summary and in the carried-level note, and the hours count from the session's end
     from cds.engine.domain import NatalizumabLevel, PatientFacts, PlexPlan, PlexSession
-    from cds.engine.pk import estimate_remaining
+    from cds.engine.remaining import estimate_remaining
 
     ended = NOW - timedelta(hours=8)
     session = PlexSession(ended - timedelta(hours=2), plasma_volumes=1.5, ended_at=ended)

@@ -1,54 +1,39 @@
-"""The DMT card's drafts are validated like validate_emitted, with stand-in shape keys per ingredient."""
+"""The DMT card's draft orders: valid R4B MedicationRequests for the patient, each with its label regimen."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
+from fhir.resources.R4B.medicationrequest import MedicationRequest
 
 from cds.fhir import r4b
-from cds.hooks import cards
+from cds.hooks.cards.suggestions import REGIMENS, medication_request, validate_emitted
 
-INGREDIENTS = ["glatiramer acetate", "interferon beta-1a", "peginterferon beta-1a", "dimethyl fumarate", "x"]
+NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("patient", ["p1", "abc-123.x", "A" * 64])
-@pytest.mark.parametrize("authored", ["2025-03-14T09:26:53Z", "2025-03-14T09:26:53.123456Z"])
-def test_stand_in_keys_equal_the_real_keys(patient: str, authored: str) -> None:
-    for ing in INGREDIENTS:
-        real = r4b.shape_key(cards._medication_resource(patient, ing, authored))
-        assert real is not None and cards._medication_shape_key(ing) == real
-
-
-def test_drafts_equal_medication_requests() -> None:
+@pytest.mark.parametrize("ingredient", [*REGIMENS, "dimethyl fumarate"])
+def test_a_draft_is_a_valid_proposal_for_the_patient(patient: str, ingredient: str) -> None:
     r4b.clear()
-    for _ in range(2):  # cold and warm shape cache
-        drafts = cards._medication_drafts("p1", INGREDIENTS[:4], "2025-03-14T09:26:53Z")
-        assert drafts == [cards._medication_request("p1", i, "2025-03-14T09:26:53Z") for i in INGREDIENTS[:4]]
+    for _ in range(2):  # a shape not yet seen, then one already validated
+        draft = medication_request(patient, ingredient, NOW)
+        parsed = MedicationRequest.model_validate(draft)
+        assert parsed.status == "draft" and parsed.intent == "proposal"
+        assert draft["subject"] == {"reference": f"Patient/{patient}"}
+        assert draft["authoredOn"] == "2025-03-14T09:26:53Z"
+        assert draft["medicationCodeableConcept"]["text"] == ingredient
 
 
-@pytest.mark.parametrize("patient", ["p1", "bad id!", ""])
-def test_every_draft_is_validated_when_its_shape_is_not_known(patient: str, monkeypatch: Any) -> None:
+def test_a_draft_states_the_label_regimen() -> None:
+    for ingredient, regimen in REGIMENS.items():
+        assert medication_request("p1", ingredient, NOW)["dosageInstruction"] == [{"text": regimen}]
+    assert "dosageInstruction" not in medication_request("p1", "dimethyl fumarate", NOW)
+
+
+def test_an_invalid_draft_is_refused_after_a_valid_one_of_its_shape() -> None:
     r4b.clear()
-    full: list[str] = []
-    real = cards._validate_keyed
-
-    def spy(resource: dict[str, Any], key: str | None) -> dict[str, Any]:
-        if not r4b.is_known_valid(key):
-            full.append(resource["medicationCodeableConcept"]["text"])
-        assert key == r4b.shape_key(resource)  # the key is always the resource's own
-        return real(resource, key)
-
-    monkeypatch.setattr(cards, "_validate_keyed", spy)
-    cards._medication_drafts(patient, INGREDIENTS[:3], "2025-03-14T09:26:53Z")
-    assert full == INGREDIENTS[:3]
-    full.clear()
-    cards._medication_drafts(patient, INGREDIENTS[:3], "2025-03-14T09:26:53Z")
-    assert full == ([] if patient == "p1" else INGREDIENTS[:3])  # unmaskable: validated in full each time
-
-
-def test_invalid_draft_is_refused(monkeypatch: Any) -> None:
-    r4b.clear()
-    cards._medication_drafts("p1", ["glatiramer acetate"], "2025-03-14T09:26:53Z")
+    draft = medication_request("p1", "glatiramer acetate", NOW)  # this shape is now known valid
     with pytest.raises(ValueError):
-        cards._medication_drafts("p1", ["glatiramer acetate"], "not-a-date")
+        validate_emitted({**draft, "authoredOn": "not-a-date"})

@@ -13,7 +13,7 @@ result below target: every low value is disqualified by its specimen, its format
 or its timing (docs/safety.md: the invariant). The positive control below shows that one genuine
 low serum result does reach the conclusion, so the property is not vacuous.
 
-The records go through the real pipeline in process: cds.fhir.facts.parse_resources -> engine (pk, iris,
+The records go through the real pipeline in process: cds.fhir.facts.parse_resources -> engine (remaining, iris,
 dmt) -> cards.render -> CDS Hooks JSON, as cds/hooks/routes.py calls them.
 
 Runs: a few hundred examples by default; CDS_SAFETY_EXAMPLES=20000 for the slow run (issue 15 asks
@@ -36,8 +36,9 @@ from hypothesis import HealthCheck, given, settings
 
 from cds import fhir_io
 from cds.engine import dmt as dmt_engine
-from cds.engine import drugs, pk
+from cds.engine import drugs, remaining
 from cds.engine import iris as iris_engine
+from cds.engine.domain import PlexEstimate
 from cds.fhir.facts import parse_resources
 from cds.fhir.orders import plex_orders
 from cds.fhir_io import LoadResult
@@ -73,7 +74,7 @@ SAFETY = settings(
 # ---------------------------------------------------------------- the real pipeline, in process
 
 
-def run_pipeline(resources: list[dict[str, Any]], order: dict[str, Any]) -> tuple[pk.PlexEstimate, list[Any]]:
+def run_pipeline(resources: list[dict[str, Any]], order: dict[str, Any]) -> tuple[PlexEstimate, list[Any]]:
     """(the engine's estimate, the cards as CDS Hooks JSON) for `resources`, as routes.py makes them."""
     parsed = parse_resources(resources, SETTINGS, patient_id=PID, now=NOW)
     assert drugs.has_natalizumab_exposure(parsed.facts)  # else the service answers no cards at all
@@ -85,14 +86,16 @@ def run_pipeline(resources: list[dict[str, Any]], order: dict[str, Any]) -> tupl
     )
     draft = {"resourceType": "Bundle", "entry": [{"resource": order}]}
     plex = plex_orders(draft, None, SETTINGS)[0]
-    estimate = pk.estimate_remaining(parsed.facts, plex.plan, TARGET, NOW)
+    estimate = remaining.estimate_remaining(parsed.facts, plex.plan, TARGET, NOW)
     iris = iris_engine.assess_iris(parsed.facts, plex.plan, NOW)
     dmt = dmt_engine.advise_dmt(parsed.facts, NOW)
-    rendered = cards.render(estimate, iris, dmt, load, plex, SETTINGS, NOW, patient_id=PID)
+    rendered = cards.render(
+        cards.CardInput(estimate=estimate, iris=iris, dmt=dmt, load=load, order=plex, now=NOW, patient_id=PID)
+    )
     return estimate, CdsResponse(cards=rendered).to_json()["cards"]
 
 
-def assert_no_false_reassurance(estimate: pk.PlexEstimate, body_cards: list[Any], why: str) -> None:
+def assert_no_false_reassurance(estimate: PlexEstimate, body_cards: list[Any], why: str) -> None:
     assert estimate.conclusion != "at-or-below-target", f"PlexEstimate.conclusion: {why}"
     assert_not_reassuring(body_cards, why)
 

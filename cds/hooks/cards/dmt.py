@@ -10,36 +10,28 @@ from datetime import datetime
 from typing import Any
 
 from cds.engine.dmt import LYMPHOCYTE_THRESHOLD_10E9_PER_L
-from cds.engine.domain import ConditionalDmt, DmtAdvice, Reference
+from cds.engine.domain import ConditionalDmt, DmtAdvice, MedicationUse, Reference
 from cds.engine.drugs import FUMARATES, identify
-from cds.engine.memo import Memo
 from cds.engine.references import FOX_2014
 from cds.fhir_io import LoadResult
-from cds.hooks.cards import (
-    EXTENSION_KEY,
-    OVERRIDE_REASONS,
-    REGIMENS,
-    _fit,
-    _join,
-    _medication_drafts,
-    _problems_md,
-    _refs_md,
-    _short_ref,
-    _source,
-    _sources,
-    _unique_refs,
-    fhir_datetime,
+from cds.hooks.cards.layout import EXTENSION_KEY, OVERRIDE_REASONS, CardDraft
+from cds.hooks.cards.markdown import (
+    card_source,
+    fit_summary,
     fmt_date,
     fmt_num,
+    join_names,
     md_escape,
-    validate_emitted,
+    problems_md,
+    refs_md,
+    short_ref,
 )
-from cds.hooks.cards.layout import CardDraft
+from cds.hooks.cards.suggestions import REGIMENS, medication_request, validate_emitted
 
 log = logging.getLogger("cds.hooks.cards")
 
 
-def _conflict_name(m: Any) -> str:
+def _conflict_name(m: MedicationUse) -> str:
     return (m.ingredient or m.text or "unnamed medication").lower()
 
 
@@ -93,21 +85,13 @@ def _by_class_md(names: Iterable[str]) -> str:
     return "; ".join(groups)
 
 
-def _lower_all(names: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(the names lower-cased, in order; the set of them)."""
-    lowered = tuple(n.lower() for n in names)
-    return lowered, frozenset(lowered)
+def _class_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The display classes of `names`, in order of first mention."""
+    return tuple(_classes(names))
 
 
-# Per tuple of names: the engine's allowed and avoid lists are the same on (almost) every call.
-_CLASS_MEMO_MAX_ENTRIES = 256
-_avoid_md: Memo[tuple[str, ...], str] = Memo(_by_class_md, _CLASS_MEMO_MAX_ENTRIES)
-_class_names: Memo[tuple[str, ...], tuple[str, ...]] = Memo(
-    lambda names: tuple(_classes(names)), _CLASS_MEMO_MAX_ENTRIES
-)
-_lowered: Memo[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = Memo(
-    _lower_all, _CLASS_MEMO_MAX_ENTRIES
-)
+def _lowered(names: tuple[str, ...]) -> list[str]:
+    return [n.lower() for n in names]
 
 
 def _lymph_text(c: ConditionalDmt) -> str:
@@ -133,7 +117,7 @@ def _fumarate_summary(dmt: DmtAdvice) -> str:
     return f"fumarate only if lymphocytes ≥{thr} (none on record)"
 
 
-def _summary_names(ms: Iterable[Any]) -> list[str] | None:
+def _summary_names(ms: Iterable[MedicationUse]) -> list[str] | None:
     """Engine ingredient names of the conflicting medications (never FHIR text); None if one is unknown."""
     names: list[str] = []
     for m in ms:
@@ -151,7 +135,7 @@ def _and(names: list[str]) -> str:
 
 def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
     """Ingredients a draft MedicationRequest may be offered for: never one of the avoid class."""
-    avoid = _lowered[dmt.avoid][1]
+    avoid = set(_lowered(dmt.avoid))
     ok = set(dmt.allowed) | {c.ingredient for c in dmt.conditional if c.advised}
     out = [i for i in dmt.suggestible if i in ok and i.lower() not in avoid]
     assert not (set(out) & avoid), "an avoid-class drug must never be suggested"
@@ -159,56 +143,39 @@ def dmt_suggestible(dmt: DmtAdvice) -> list[str]:
 
 
 def _dmt_summary(dmt: DmtAdvice, conflicts: list[str]) -> str:
-    opts = _class_names[dmt.allowed]
+    opts = _class_names(dmt.allowed)
     fum = _fumarate_summary(dmt)
     if conflicts:
         names = _summary_names(dmt.active_conflicts)
         verb = "conflicts" if names is not None and len(names) == 1 else "conflict"
-        return _fit(
+        return fit_summary(
             f"Active {_and(names)} {verb} with PML recovery: stop; use {' or '.join(opts)}"
             if names and opts
             else "",
-            f"Active {_join(names, 2)} {verb} with PML recovery: stop; use {_join(opts, 2)}"
+            f"Active {join_names(names, 2)} {verb} with PML recovery: stop; use {join_names(opts, 2)}"
             if names and opts
             else "",
-            f"Active {_join(names, 2)} {verb} with PML recovery: review and stop" if names else "",
+            f"Active {join_names(names, 2)} {verb} with PML recovery: review and stop" if names else "",
             "An active immunosuppressive medication conflicts with PML recovery: review and stop it",
         )
-    return _fit(
+    return fit_summary(
         f"Next DMT without PML risk: {' or '.join(opts)} (rebound still possible); {fum}"
         if opts and fum
         else "",
         f"Next DMT without PML risk: {' or '.join(opts)}; {fum}" if opts and fum else "",
         f"Next DMT without PML risk: {' or '.join(opts)} (rebound still possible)" if opts else "",
-        f"Next DMT without PML risk: {_join(opts, 2)}" if opts else "",
+        f"Next DMT without PML risk: {join_names(opts, 2)}" if opts else "",
         "Next DMT after natalizumab PML: see allowed, conditional and avoided therapies",
     )
 
 
-def _lymph_texts(conditional: tuple[ConditionalDmt, ...]) -> list[str]:
-    """[_lymph_text(c) for c in conditional], each count formatted once (the fumarates share one)."""
-    by_count: dict[int, str] = {}  # id(count): the counts are alive for the whole call
-    texts = []
-    for c in conditional:
-        lc = c.lymphocytes
-        if lc is None:
-            texts.append("")
-            continue
-        text = by_count.get(id(lc))
-        if text is None:
-            text = by_count[id(lc)] = _lymph_text(c)
-        texts.append(text)
-    return texts
-
-
-def _conditional_md(dmt: DmtAdvice, unusable_counts: int, lymph_texts: list[str] | None = None) -> str:
-    """The conditional section; lymph_texts: _lymph_texts(dmt.conditional) when already at hand."""
+def _conditional_md(dmt: DmtAdvice, unusable_counts: int) -> str:
+    """The conditional section: the fumarates grouped by advice and lymphocyte count."""
     thr = fmt_num(LYMPHOCYTE_THRESHOLD_10E9_PER_L)
     groups: dict[tuple[bool, str], list[str]] = {}
-    if lymph_texts is None:
-        lymph_texts = _lymph_texts(dmt.conditional)
     codes: dict[tuple[bool, str], str] = {}
-    for c, lc in zip(dmt.conditional, lymph_texts, strict=True):
+    for c in dmt.conditional:
+        lc = _lymph_text(c)
         groups.setdefault((c.advised, lc), []).append(md_escape(c.ingredient))
         codes.setdefault((c.advised, lc), c.reason_code)
     lines = []
@@ -255,7 +222,7 @@ def draftable(dmt: DmtAdvice, limit: int) -> list[str]:
     avoid-class drug (clarifications.md: fumarates carry their own PML warning, never drafted)."""
     ok = set(dmt_suggestible(dmt)) - set(FUMARATES) - {c.ingredient for c in dmt.conditional}
     out = [i for i in REGIMENS if i in ok][:limit]
-    assert not (set(out) & set(_lowered[dmt.avoid][1])), "an avoid-class drug must never be suggested"
+    assert not (set(out) & set(_lowered(dmt.avoid))), "an avoid-class drug must never be suggested"
     return out
 
 
@@ -309,6 +276,100 @@ def _start_md(dmt: DmtAdvice) -> str:
     return when
 
 
+def _conflicts_md(dmt: DmtAdvice, conflicts: list[str], stop: dict[str, Any] | None) -> tuple[str, str]:
+    """(the detail's line, the full page's section) about the active conflicting medications."""
+    lines = []
+    for m in dmt.active_conflicts:
+        extra = f", {md_escape(m.status)}" if m.status else ""
+        extra += f", last {fmt_date(m.last_date)}" if m.last_date else ""
+        lines.append(f"- **{md_escape(m.text or m.ingredient or 'medication')}**{extra}")
+    names = _summary_names(dmt.active_conflicts) or conflicts
+    how = (
+        "a suggestion sets its active order to stopped"
+        if stop
+        else "no active order in the record to update: stop it in the medication list"
+    )
+    short = f"**Stop {md_escape(_and(list(names)))} now:** immunosuppressive, it conflicts with PML recovery; {how}."
+    return short, "**Active conflicting medication: stop**\n\n" + "\n".join(lines)
+
+
+def _rebound_md(dmt: DmtAdvice) -> str:
+    win = ""
+    if dmt.rebound_from and dmt.rebound_until:
+        win = f"{fmt_date(dmt.rebound_from)} to {fmt_date(dmt.rebound_until)}"
+        if dmt.rebound_peak:
+            win += f" (peak around {fmt_date(dmt.rebound_peak)})"
+    return (
+        f"**Rebound window:** {win or 'see note'}"
+        + (f". {md_escape(dmt.rebound_note)}" if dmt.rebound_note else "")
+        + f" Activity returned with or without another DMT ({short_ref(O_CONNOR_2011)}; {short_ref(FOX_2014)})."
+    )
+
+
+def _therapy_parts(dmt: DmtAdvice, drafts_for: list[str], load: LoadResult) -> tuple[list[str], list[str]]:
+    """(detail parts, full page sections) about what may follow: allowed, drafts, avoid, conditional."""
+    allowed = ", ".join(dmt.allowed) if dmt.allowed else "none on current data"
+    regimens = "; ".join(f"{i} {REGIMENS[i]}" for i in drafts_for)
+    start = _start_md(dmt)
+    classes = " or ".join(_class_names(dmt.allowed)) or "none on current data"
+    short = [f"**Next DMT (no added PML risk):** {classes}. " + start]
+    full: list[str] = []
+    if regimens:
+        short.append(f"**Drafts offered:** {regimens}.")
+    if dmt.blocked_by:
+        blocked = f"**No DMT drafted:** {md_escape(', '.join(dmt.blocked_by))} on record; decide with the specialist."
+        short.append(blocked)
+        full.append(blocked)
+    full.append(f"**Allowed (immunomodulators, no added PML risk):** {allowed}. {start}")
+    if regimens:
+        full.append(f"**Drafts offered (label regimens):** {regimens}.")
+    if dmt.avoid:
+        full.append("**Avoid (immunosuppressive):** " + _by_class_md(dmt.avoid))
+        avoid = [_SHORT_CLASS.get(c, c) for c in _class_names(dmt.avoid)]
+        short.append("**Avoid (immunosuppressive):** " + ", ".join(avoid) + ".")
+    short.append(f"**Sources:** {short_ref(O_CONNOR_2011)} and {short_ref(FOX_2014)}.")
+    if dmt.conditional:
+        lymph_unusable = [u for u in load.facts.unusable if u.kind == "lymphocyte count"]
+        full.append(_conditional_md(dmt, len(lymph_unusable)))
+        short.append(
+            "**Fumarates:** "
+            + _fumarate_summary(dmt)
+            + "; they carry their own PML warning and are never drafted here."
+        )
+    return short, full
+
+
+def _draft_suggestions(patient_id: str, drafts_for: list[str], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": f"Draft {ing} {REGIMENS[ing]} (start after PLEX, once PML is stable)",
+            "actions": [
+                {
+                    "type": "create",
+                    "description": f"Draft MedicationRequest (proposal): {ing} {REGIMENS[ing]}",
+                    "resource": medication_request(patient_id, ing, now),
+                }
+            ],
+        }
+        for ing in drafts_for
+    ]
+
+
+def _dmt_extension(dmt: DmtAdvice, conflicts: list[str]) -> dict[str, Any]:
+    ext: dict[str, Any] = {
+        "kind": "dmt",
+        "allowed": _lowered(dmt.allowed),
+        "conditional": [c.ingredient.lower() for c in dmt.conditional],
+        "avoid": _lowered(dmt.avoid),
+        "activeConflicts": conflicts,
+    }
+    if dmt.blocked_by:
+        ext["blockedBy"] = list(dmt.blocked_by)
+    if dmt.conditional and dmt.conditional[0].reason_code:
+        ext["fumarateReason"] = dmt.conditional[0].reason_code
+    return {EXTENSION_KEY: ext}
+
+
 def dmt_draft(
     dmt: DmtAdvice,
     load: LoadResult,
@@ -319,107 +380,33 @@ def dmt_draft(
     conflicts = sorted({_conflict_name(m) for m in dmt.active_conflicts})
     stop = _stop_suggestion(dmt, records or {})
     drafts_for = draftable(dmt, 2)  # with the stop suggestion, 3 in all
-    full: list[str] = []
     short: list[str] = []
+    full: list[str] = []
     if conflicts:
-        lines = []
-        for m in dmt.active_conflicts:
-            extra = f", {md_escape(m.status)}" if m.status else ""
-            extra += f", last {fmt_date(m.last_date)}" if m.last_date else ""
-            lines.append(f"- **{md_escape(m.text or m.ingredient or 'medication')}**{extra}")
-        names = _summary_names(dmt.active_conflicts) or conflicts
-        how = (
-            "a suggestion sets its active order to stopped"
-            if stop
-            else "no active order in the record to update: stop it in the medication list"
-        )
-        short.append(
-            f"**Stop {md_escape(_and(list(names)))} now:** immunosuppressive, it conflicts with PML recovery; {how}."
-        )
-        full.append("**Active conflicting medication: stop**\n\n" + "\n".join(lines))
-    allowed = ", ".join(dmt.allowed) if dmt.allowed else "none on current data"
-    regimens = "; ".join(f"{i} {REGIMENS[i]}" for i in drafts_for)
-    start = _start_md(dmt)
-    short.append(
-        f"**Next DMT (no added PML risk):** {' or '.join(_class_names[dmt.allowed]) or 'none on current data'}. "
-        + start
-    )
-    if regimens:
-        short.append(f"**Drafts offered:** {regimens}.")
-    if dmt.blocked_by:
-        blocked = f"**No DMT drafted:** {md_escape(', '.join(dmt.blocked_by))} on record; decide with the specialist."
-        short.append(blocked)
-        full.append(blocked)
-    full.append(f"**Allowed (immunomodulators, no added PML risk):** {allowed}. {start}")
-    if regimens:
-        full.append(f"**Drafts offered (label regimens):** {regimens}.")
-    lymph_unusable = [u for u in load.facts.unusable if u.kind == "lymphocyte count"]
-    lymph_texts = _lymph_texts(dmt.conditional)
-    if dmt.avoid:
-        full.append("**Avoid (immunosuppressive):** " + _avoid_md[dmt.avoid])
-        classes = [_SHORT_CLASS.get(c, c) for c in _class_names[dmt.avoid]]
-        short.append("**Avoid (immunosuppressive):** " + ", ".join(classes) + ".")
-    short.append(f"**Sources:** {_short_ref(O_CONNOR_2011)} and {_short_ref(FOX_2014)}.")
-    if dmt.conditional:
-        full.append(_conditional_md(dmt, len(lymph_unusable), lymph_texts))
-        short.append(
-            "**Fumarates:** "
-            + _fumarate_summary(dmt)
-            + "; they carry their own PML warning and are never drafted here."
-        )
+        conflict_short, conflict_full = _conflicts_md(dmt, conflicts, stop)
+        short.append(conflict_short)
+        full.append(conflict_full)
+    therapy_short, therapy_full = _therapy_parts(dmt, drafts_for, load)
+    short += therapy_short
+    full += therapy_full
     if dmt.rebound_from or dmt.rebound_note:
-        win = ""
-        if dmt.rebound_from and dmt.rebound_until:
-            win = f"{fmt_date(dmt.rebound_from)} to {fmt_date(dmt.rebound_until)}"
-            if dmt.rebound_peak:
-                win += f" (peak around {fmt_date(dmt.rebound_peak)})"
-        full.append(
-            f"**Rebound window:** {win or 'see note'}"
-            + (f". {md_escape(dmt.rebound_note)}" if dmt.rebound_note else "")
-            + f" Activity returned with or without another DMT ({_short_ref(O_CONNOR_2011)}; {_short_ref(FOX_2014)})."
-        )
-    problems = _problems_md(load, lymph_unusable)
+        full.append(_rebound_md(dmt))
+    lymph_unusable = [u for u in load.facts.unusable if u.kind == "lymphocyte count"]
+    problems = problems_md(load, lymph_unusable)
     if problems:
         full.append("**Could not be used or read**\n\n" + problems)
         short.append("**Not used:** some values could not be used or read (listed on the full page).")
-    refs = _unique_refs((*dmt.references, O_CONNOR_2011, FOX_2014))
-    full.append("**Sources**\n\n" + _refs_md(refs))
-    source = _sources[dmt.references][1] if dmt.references else _source((FOX_2014,))
-    suggestions: list[dict[str, Any]] = [stop] if stop else []
-    med_drafts = _medication_drafts(patient_id, drafts_for, fhir_datetime(now))
-    for ing, draft in zip(drafts_for, med_drafts, strict=True):
-        suggestions.append(
-            {
-                "label": f"Draft {ing} {REGIMENS[ing]} (start after PLEX, once PML is stable)",
-                "actions": [
-                    {
-                        "type": "create",
-                        "description": f"Draft MedicationRequest (proposal): {ing} {REGIMENS[ing]}",
-                        "resource": draft,
-                    }
-                ],
-            }
-        )
-    ext = {
-        "kind": "dmt",
-        "allowed": list(_lowered[dmt.allowed][0]),
-        "conditional": [c.ingredient.lower() for c in dmt.conditional],
-        "avoid": list(_lowered[dmt.avoid][0]),
-        "activeConflicts": conflicts,
-    }
-    if dmt.blocked_by:
-        ext["blockedBy"] = list(dmt.blocked_by)
-    if dmt.conditional and dmt.conditional[0].reason_code:
-        ext["fumarateReason"] = dmt.conditional[0].reason_code
+    full.append("**Sources**\n\n" + refs_md((*dmt.references, O_CONNOR_2011, FOX_2014)))
+    suggestions = ([stop] if stop else []) + _draft_suggestions(patient_id, drafts_for, now)
     return CardDraft(
         kind="dmt",
         title="Next disease-modifying therapy after natalizumab PML",
         fields={
             "summary": _dmt_summary(dmt, conflicts),
             "indicator": "critical" if conflicts else "info",
-            "source": source,
+            "source": card_source(dmt.references or (FOX_2014,)),
             "overrideReasons": list(OVERRIDE_REASONS),
-            "extension": {EXTENSION_KEY: ext},
+            "extension": _dmt_extension(dmt, conflicts),
         },
         short=short,
         full=full,

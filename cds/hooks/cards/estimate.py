@@ -2,37 +2,50 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
-from cds.engine.domain import NatalizumabLevel, PlexEstimate, UnusableValue
-from cds.engine.references import TAN_2011
+from cds.engine.domain import NatalizumabLevel, PlexEstimate, SessionRange, UnusableValue
+from cds.engine.references import LANDI_2017, TAN_2011
 from cds.fhir.orders import PlexOrder
 from cds.fhir_io import LoadResult
-from cds.hooks.cards import (
-    DISCLAIMER,
-    EXTENSION_KEY,
-    LANDI_2017,
-    LEVEL_TEXT,
-    OVERRIDE_REASONS,
-    SHORT_DISCLAIMER,
-    _fit,
-    _level_text,
-    _problems_md,
-    _refs_md,
-    _short_ref,
-    _sources,
-    _unique_refs,
-    chart_link,
-    course_update,
+from cds.hooks.cards.estimate_notes import notes_shown
+from cds.hooks.cards.layout import EXTENSION_KEY, OVERRIDE_REASONS, CardDraft
+from cds.hooks.cards.markdown import (
+    card_source,
     fhir_datetime,
+    fit_summary,
     fmt_date,
     fmt_num,
-    level_request,
+    level_text,
     md_escape,
+    problems_md,
+    refs_md,
+    short_ref,
+    unique_refs,
 )
-from cds.hooks.cards.layout import CardDraft
+from cds.hooks.cards.suggestions import LEVEL_TEXT, course_update, level_request
+from cds.hooks.models import Link
+
+SHORT_DISCLAIMER = (
+    "Drug clearance only: in natalizumab PML, PLEX did not reduce mortality or poor outcome "
+    f"([Landi 2017]({LANDI_2017.url}))."
+)
+DISCLAIMER = (
+    "This is decision support about **drug clearance**, not proof of clinical benefit: in natalizumab-"
+    "associated PML, PLEX did not reduce mortality or poor outcome ([Landi 2017]"
+    f"({LANDI_2017.url}), Class III)."
+)
+
+
+def chart_link(url: str | None) -> Link | None:
+    """The estimate card's link to the projected-level chart (absolute URL with an opaque id, no PHI).
+
+    The route makes the URL (cds.views.chart_links.keep_chart_link) when the link store keeps one; None otherwise.
+    """
+    if not url:
+        return None
+    return Link(label="Projected natalizumab level chart", url=url, type="absolute")
 
 
 def _latest_level(est: PlexEstimate) -> NatalizumabLevel | None:
@@ -95,11 +108,11 @@ _WARNING_FLAGS = frozenset(
 def _measure_first_summary(est: PlexEstimate, no_level: str) -> str:
     why = [text for flag, text in _MEASURE_FIRST_WHY if flag in est.flags]
     if not why:
-        return _fit(
+        return fit_summary(
             f"Measure serum natalizumab: {no_level.lower()} and no dosing history to estimate PLEX sessions",
             "Measure serum natalizumab: remaining PLEX sessions cannot be estimated",
         )
-    return _fit(
+    return fit_summary(
         f"Measure serum natalizumab before deciding the PLEX course: {'; '.join(why)}",
         f"Measure serum natalizumab before deciding the PLEX course: {why[0]}",
         "Measure serum natalizumab before deciding the PLEX course",
@@ -118,14 +131,16 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     sessions = "session" if r.estimate == 1 else "sessions"
     if est.basis == "dosing-history":
         now_txt = f"; dosing history suggests about {fmt_num(adj)} µg/mL now" if adj is not None else ""
-        return _fit(
+        return fit_summary(
             f"{no_level}{now_txt}: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL{rng}, from dosing history",
             f"No natalizumab level: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL{rng}, from dosing history",
         )
     # measured
     if latest is None:  # the engine always names the level it used; degrade rather than fail if not
-        return _fit(f"About {r.estimate} more PLEX {sessions} to reach natalizumab <{target} µg/mL{rng}")
-    lvl = _level_text(latest)
+        return fit_summary(
+            f"About {r.estimate} more PLEX {sessions} to reach natalizumab <{target} µg/mL{rng}"
+        )
+    lvl = level_text(latest)
     adj_txt = fmt_num(adj) if adj is not None else lvl
     decayed = (
         adj is not None
@@ -135,41 +150,27 @@ def _estimate_summary(est: PlexEstimate, labs_unread: bool = False) -> str:
     )
     if est.conclusion == "at-or-below-target":
         if decayed:
-            return _fit(
+            return fit_summary(
                 f"Natalizumab about {adj_txt} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for clearance",
                 f"Natalizumab about {adj_txt} µg/mL now: below the <{target} µg/mL target, no more PLEX needed for clearance",
             )
-        return _fit(
+        return fit_summary(
             f"Natalizumab {lvl} µg/mL ({fmt_date(latest.drawn_at)}): below the <{target} µg/mL target, no more PLEX needed for drug clearance",
             f"Natalizumab {lvl} µg/mL: below the <{target} µg/mL target, no more PLEX needed for drug clearance",
         )
     if decayed:
-        return _fit(
+        return fit_summary(
             f"Natalizumab about {adj_txt} µg/mL now ({lvl} on {fmt_date(latest.drawn_at)}): about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL{rng}",
             f"Natalizumab about {adj_txt} µg/mL now: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL{rng}",
         )
-    return _fit(
+    return fit_summary(
         f"Natalizumab {lvl} µg/mL: about {r.estimate} more PLEX {sessions} to reach <{target} µg/mL{rng}",
         f"Natalizumab {lvl} µg/mL: ~{r.estimate} more PLEX {sessions}{rng}",
     )
 
 
-# notes whose content the card already shows in its own sections (plan, ordered course, assumptions,
-# the not-used list and the decision-support sentence): shown once, not twice
-_NOTES_SHOWN_ELSEWHERE = (
-    "Re-measure serum natalizumab before session",
-    "Measure serum natalizumab before the next session",
-    "This estimate concerns drug clearance only",
-    "The order is for ",
-    "Patient-specific remaining fraction per session",
-)
-_NOTE_UNUSABLE = re.compile(r"^\d+ natalizumab result\(s\) (was|were) not used")
 # unusable values the estimate card names besides the engine's screened levels
 _ESTIMATE_UNUSABLE_KINDS = ("natalizumab antibody result", "PLEX procedure")
-
-
-def _engine_notes(est: PlexEstimate) -> list[str]:
-    return [n for n in est.notes if not n.startswith(_NOTES_SHOWN_ELSEWHERE) and not _NOTE_UNUSABLE.match(n)]
 
 
 def _n_sessions(n: int, more: bool = True) -> str:
@@ -205,7 +206,7 @@ def _plan_md(est: PlexEstimate, order: PlexOrder) -> str:
     if est.conclusion == "at-or-below-target":
         latest = _latest_level(est)
         now_txt = (
-            f": natalizumab {_level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}"
+            f": natalizumab {level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}"
             if latest is not None
             else ""
         )
@@ -311,7 +312,7 @@ def _based_on_md(est: PlexEstimate) -> str | None:
     latest = _latest_level(est)
     bits = []
     if est.basis == "measured" and latest is not None:
-        bits.append(f"level {_level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}")
+        bits.append(f"level {level_text(latest)} µg/mL on {fmt_date(latest.drawn_at)}")
         if "post-session-sample" in est.flags:
             bits[-1] += (
                 " (drawn soon after a session: corrected for re-equilibration; redraw it before the next session)"
@@ -357,9 +358,9 @@ def _estimate_parts(
     )
     other = tuple(u for u in load.facts.unusable if u.kind in _ESTIMATE_UNUSABLE_KINDS)
     unusable = (*est.unusable, *other)
-    refs = _unique_refs((*est.references, LANDI_2017))
+    refs = unique_refs((*est.references, LANDI_2017))
     first = next((r for r in est.references if r.url), None)
-    cited = " and ".join(_short_ref(r) for r in (first, LANDI_2017) if r is not None)
+    cited = " and ".join(short_ref(r) for r in (first, LANDI_2017) if r is not None)
     short = [
         plan,
         ordered_line,
@@ -375,27 +376,27 @@ def _estimate_parts(
         full.append(table)
     full.append(f"**PLEX sessions done:** {est.sessions_completed}")
     full.append(_assumptions_md(est, order))
-    notes = _engine_notes(est)
+    notes = notes_shown(est)
     if notes:
         full.append("**Notes**\n\n" + "\n".join(f"- {md_escape(n)}" for n in notes))
-    problems = _problems_md(load, unusable)
+    problems = problems_md(load, unusable)
     if problems:
         full.append("**Could not be used or read**\n\n" + problems)
     if remeasure_line:
         full.append(remeasure_line)
-    full.append("**Sources**\n\n" + _refs_md(refs))
+    full.append("**Sources**\n\n" + refs_md(refs))
     full.append(DISCLAIMER)
     return short, full
 
 
 def _level_suggestion(
-    est: PlexEstimate, settings: Any, now: datetime, patient_id: str
+    est: PlexEstimate, now: datetime, patient_id: str, coding: tuple[str, str] | None
 ) -> dict[str, Any] | None:
     if est.remeasure_at is None and est.basis == "measured":
         return None
     at = est.remeasure_at or now
     after = est.remeasure_after_session if est.remeasure_at else None
-    resource = level_request(patient_id, at, after, settings, completed=est.sessions_completed)
+    resource = level_request(patient_id, at, after, coding, completed=est.sessions_completed)
     if after:
         when = f"after {_n_sessions(after)}" if est.sessions_completed else f"after session {after}"
         when += f" (around {fmt_date(at)})"
@@ -465,12 +466,12 @@ def _course_suggestion(
         },
         (
             f"a suggestion sets it to {r.estimate} sessions, {regimen}; PLEX may bring IRIS sooner "
-            f"({_short_ref(TAN_2011)})"
+            f"({short_ref(TAN_2011)})"
         ),
     )
 
 
-def _range(r: Any) -> str:
+def _range(r: SessionRange) -> str:
     """', range 3-5' (nothing when low and high agree: 'range 3' reads badly)."""
     return f", range {r.low}-{r.high}" if r.low != r.high else ""
 
@@ -479,14 +480,14 @@ def estimate_draft(
     est: PlexEstimate,
     load: LoadResult,
     order: PlexOrder,
-    settings: Any,
     now: datetime,
     patient_id: str,
+    level_coding: tuple[str, str] | None = None,
     chart_url: str | None = None,
 ) -> CardDraft:
     ordered = order.plan.ordered_sessions if order.plan.ordered_sessions is not None else est.ordered_sessions
     course, action = _course_suggestion(est, order, ordered)
-    level = _level_suggestion(est, settings, now, patient_id)
+    level = _level_suggestion(est, now, patient_id, level_coding)
     suggestions = [s for s in (course, level) if s is not None]
     if suggestions and not any(s.get("isRecommended") for s in suggestions):
         (level or suggestions[0])["isRecommended"] = True
@@ -507,7 +508,7 @@ def estimate_draft(
         fields={
             "summary": _estimate_summary(est, labs_unread=load.sources.get("labs") in ("missing", "error")),
             "indicator": "warning" if warn else "info",
-            "source": _sources[(*est.references, LANDI_2017)][1],
+            "source": card_source((*est.references, LANDI_2017)),
             "overrideReasons": list(OVERRIDE_REASONS),
             "extension": estimate_extension(est, ordered),
         },

@@ -2,53 +2,48 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
-from cds.engine.domain import IrisAssessment, SteroidStatement
-from cds.engine.memo import Memo
+from cds.engine.domain import IrisAssessment, Note, SteroidStatement
 from cds.engine.references import TAN_2011
 from cds.fhir_io import LoadResult
-from cds.hooks.cards import (
-    _BY_REFS_MAX_ENTRIES,
-    EXTENSION_KEY,
-    OVERRIDE_REASONS,
-    _fit,
-    _join,
-    _problems_md,
-    _refs_md,
-    _short_ref,
-    _sources,
-    _unique_refs,
+from cds.hooks.cards.layout import EXTENSION_KEY, OVERRIDE_REASONS, CardDraft
+from cds.hooks.cards.markdown import (
+    card_source,
+    fit_summary,
     fmt_date,
+    join_names,
     md_escape,
+    problems_md,
+    refs_md,
+    short_ref,
+    unique_refs,
 )
-from cds.hooks.cards.layout import CardDraft
 
-_REASON = re.compile(r"^(?P<finding>[^()]+?) \((?P<detail>.*)\)$")
+# each reason the engine codes (cds.engine.iris.REASON_CODES): (the finding, its short name in a summary)
+_FINDING_WORDS: dict[str, tuple[str, str]] = {
+    "brainstem": ("brainstem involvement", "brainstem"),
+    "infratentorial": ("infratentorial involvement", "infratentorial"),
+    "widespread": ("widespread PML", "widespread"),
+    "enhancement": ("contrast enhancement at diagnosis", "contrast enhancement"),
+}
+_SITE_SEPARATOR = {"widespread": ", "}  # "bilateral, extensive"; sites read "pons; medulla"
 
 
-def _findings(reasons: Iterable[str]) -> dict[str, list[str]]:
-    """'brainstem involvement (pons)', 'brainstem involvement (brain stem)' -> {'brainstem involvement':
-    ['pons', 'brain stem']}: one finding per line, its sites together (spelling variants once)."""
-    out: dict[str, list[str]] = {}
+def _findings(reasons: Iterable[Note]) -> dict[str, str]:
+    """{finding: its detail}: 'brainstem involvement': 'pons; medulla', one line per finding."""
+    out: dict[str, str] = {}
     for reason in reasons:
-        m = _REASON.match(reason)
-        finding, detail = (m["finding"], m["detail"]) if m else (reason, "")
-        details = out.setdefault(finding, [])
-        key = re.sub(r"[\s-]", "", detail.lower())
-        if detail and key not in {re.sub(r"[\s-]", "", d.lower()) for d in details}:
-            details.append(detail)
+        finding = _FINDING_WORDS.get(reason.code, (reason.code, reason.code))[0]
+        if reason.code == "enhancement":
+            out[finding] = "earlier, more severe IRIS"
+            continue
+        terms = reason.values.get("terms")
+        out[finding] = _SITE_SEPARATOR.get(reason.code, "; ").join(terms) if isinstance(terms, tuple) else ""
     return out
 
 
-_FINDING_SHORT = {
-    "brainstem involvement": "brainstem",
-    "infratentorial involvement": "infratentorial",
-    "widespread PML": "widespread",
-    "contrast enhancement at diagnosis": "contrast enhancement",
-}
 _STEROID_EVIDENCE = {
     "evidence": "Evidence (observational)",
     "case report": "Case report",
@@ -61,13 +56,9 @@ def _steroid_lines(steroids: tuple[SteroidStatement, ...]) -> str:
     lines = []
     for s in steroids:
         level = _STEROID_EVIDENCE.get(s.evidence, md_escape(s.evidence))
-        ref = f" ({_short_ref(s.reference)})" if s.reference is not None else ""
+        ref = f" ({short_ref(s.reference)})" if s.reference is not None else ""
         lines.append(f"- **{level}:** {md_escape(s.text)}{ref}")
     return "**Steroids** (evidence level of each statement)\n\n" + "\n".join(lines)
-
-
-# the steroid section per tuple of statements (module-level constants of the engine, as for _sources)
-_steroids_md: Memo[tuple[SteroidStatement, ...], str] = Memo(_steroid_lines, _BY_REFS_MAX_ENTRIES)
 
 
 def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
@@ -86,27 +77,27 @@ def _iris_extension(iris: IrisAssessment) -> dict[str, Any]:
 
 def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
     findings = _findings(iris.reasons)
-    names = [_FINDING_SHORT.get(f, f) for f in findings]
+    names = [_FINDING_WORDS.get(r.code, (r.code, r.code))[1] for r in iris.reasons]
     window = f"from {fmt_date(iris.watch_from)}" if iris.watch_from else ""
     if iris.iris_on_record:
-        summary = _fit(
+        summary = fit_summary(
             f"IRIS is on record: manage as PML-IRIS during washout ({', '.join(names)})" if names else "",
             "IRIS is on record: manage as PML-IRIS during natalizumab washout",
         )
     elif iris.risk == "high":
-        summary = _fit(
+        summary = fit_summary(
             f"Raised risk of severe PML-IRIS ({', '.join(names)}): watch closely {window}"
             if window and names
             else "",
-            f"Raised risk of severe PML-IRIS ({_join(names, 2)}): watch closely {window}"
+            f"Raised risk of severe PML-IRIS ({join_names(names, 2)}): watch closely {window}"
             if window and names
             else "",
-            f"Raised risk of severe PML-IRIS ({_join(names, 1)})" if names else "",
+            f"Raised risk of severe PML-IRIS ({join_names(names, 1)})" if names else "",
             f"Raised risk of severe PML-IRIS: watch closely {window}" if window else "",
             "Raised risk of severe PML-IRIS after natalizumab washout: watch closely",
         )
     else:
-        summary = _fit(
+        summary = fit_summary(
             f"IRIS follows washout in most patients; no sign of raised severe-IRIS risk: watch {window}"
             if window
             else "",
@@ -116,9 +107,7 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
     if not iris.pml_on_record:
         full.append("_No PML diagnosis was found on record; the assessment assumes PML as ordered._")
     if findings:
-        lines = [
-            f"- {md_escape(f)}" + (f" ({md_escape('; '.join(d))})" if d else "") for f, d in findings.items()
-        ]
+        lines = [f"- {md_escape(f)}" + (f" ({md_escape(d)})" if d else "") for f, d in findings.items()]
         full.append("**Risk of severe IRIS: raised.** Findings that raise it:\n\n" + "\n".join(lines))
     else:
         full.append("**Risk of severe IRIS: not raised by the record.** IRIS itself is still expected.")
@@ -129,15 +118,15 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         )
         full.append(watch)
     if iris.steroids:
-        full.append(_steroids_md[iris.steroids])
-    problems = _problems_md(load)
+        full.append(_steroid_lines(iris.steroids))
+    problems = problems_md(load)
     if problems:
         full.append("**Could not be read**\n\n" + problems)
     steroid_refs = [s.reference for s in iris.steroids if s.reference is not None]
-    refs_all = _unique_refs((*iris.references, *steroid_refs))
-    source = _sources[(*iris.references, *steroid_refs)][1]
+    refs_all = unique_refs((*iris.references, *steroid_refs))
+    source = card_source((*iris.references, *steroid_refs))
     if refs_all:
-        full.append("**Sources**\n\n" + _refs_md(refs_all))
+        full.append("**Sources**\n\n" + refs_md(refs_all))
     # the detail: what to do (watch, when), what raised the risk, PLEX's effect, one or two sources
     if iris.iris_on_record:
         todo = "**IRIS is on record:** manage it as PML-IRIS while natalizumab washes out."
@@ -160,11 +149,11 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         if iris.steroids
         else ""
     )
-    cited = " and ".join(_short_ref(r) for r in _unique_refs((TAN_2011, *iris.references))[:2])
+    cited = " and ".join(short_ref(r) for r in unique_refs((TAN_2011, *iris.references))[:2])
     short = [
         todo,
         raised,
-        f"PLEX may bring IRIS sooner ({_short_ref(TAN_2011)}).",
+        f"PLEX may bring IRIS sooner ({short_ref(TAN_2011)}).",
         "_No PML diagnosis was found on record; the assessment assumes PML as ordered._"
         if not iris.pml_on_record
         else "",

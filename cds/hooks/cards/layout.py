@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from cds.hooks.models import Card, Coding, Link, Source
+
+EXTENSION_KEY = "pml-plex"
+OVERRIDE_SYSTEM = "urn:pml-plex:override-reason"
+OVERRIDE_REASONS: tuple[Coding, ...] = (
+    Coding(
+        code="clinical-judgement",
+        system=OVERRIDE_SYSTEM,
+        display="Clinical judgement: patient-specific reasons",
+    ),
+    Coding(code="already-addressed", system=OVERRIDE_SYSTEM, display="Already addressed elsewhere"),
+    Coding(code="data-incorrect", system=OVERRIDE_SYSTEM, display="The data shown are incomplete or wrong"),
+    Coding(code="not-relevant", system=OVERRIDE_SYSTEM, display="Not relevant for this patient"),
+)
 
 DETAIL_MAX_CHARS = 1000
 MAX_SUGGESTIONS = 3
@@ -40,21 +54,34 @@ _MD_LINK = re.compile(r"(?<!\\)\[([^\[\]\\]+)\]\((https?://[^\s()]+)\)")
 _URL = re.compile(r"https?://[^\s()]+")
 
 
+Indicator = Literal["info", "warning", "critical"]
+
+
+class CardFields(TypedDict):
+    """The fields of a Card its builder decides (layout adds the rest)."""
+
+    summary: str
+    indicator: Indicator
+    source: Source
+    overrideReasons: list[Coding]
+    extension: dict[str, Any]  # {EXTENSION_KEY: the card's JSON extension}
+
+
 @dataclass
 class CardDraft:
     """A card before its detail is cut to size and its uuids are drawn."""
 
     kind: str  # "plex-estimate" | "iris" | "dmt"
     title: str  # the full page's title
-    fields: dict[str, Any]  # summary, indicator, source, overrideReasons, extension
+    fields: CardFields
     short: list[str]  # the detail's parts, most important first (markdown)
     full: list[str]  # the full page's sections (markdown)
     suggestions: list[dict[str, Any]] = field(default_factory=list)  # without uuids
     links: list[Link] = field(default_factory=list)  # links besides the detail's markdown links
 
     @property
-    def indicator(self) -> str:
-        return str(self.fields["indicator"])
+    def indicator(self) -> Indicator:
+        return self.fields["indicator"]
 
 
 def order_drafts(drafts: Iterable[CardDraft]) -> list[CardDraft]:
@@ -106,9 +133,7 @@ def order_suggestions(suggestions: list[dict[str, Any]]) -> list[dict[str, Any]]
     return ordered[:MAX_SUGGESTIONS]
 
 
-def finish(
-    drafts: Iterable[CardDraft], page_urls: Mapping[str, str], new_uuids: Callable[[int], list[str]]
-) -> list[Card]:
+def finish(drafts: Iterable[CardDraft], page_urls: Mapping[str, str]) -> list[Card]:
     """Cards from drafts: ordered by severity, detail ≤ 1,000 characters, links[], topic, uuids."""
     cards = []
     for d in order_drafts(drafts):
@@ -117,15 +142,14 @@ def finish(
         for link in (*d.links, *markdown_links(detail)):
             links.setdefault(link.url, link)
         suggestions = order_suggestions(d.suggestions)
-        uuids = new_uuids(1 + len(suggestions))
-        for suggestion, uuid in zip(suggestions, uuids[1:], strict=True):
-            suggestion["uuid"] = uuid
-        source: Source = d.fields["source"]
+        for suggestion in suggestions:
+            suggestion["uuid"] = str(uuid.uuid4())
+        source = d.fields["source"]
         cards.append(
             Card.model_validate(
                 {
                     **d.fields,
-                    "uuid": uuids[0],
+                    "uuid": str(uuid.uuid4()),
                     "detail": detail,
                     "source": Source(label=source.label, url=source.url, topic=TOPICS.get(d.kind)),
                     "suggestions": suggestions or None,
