@@ -36,6 +36,7 @@ from bench import run as R
 GUARD_CASES = ("select", "sign", "nonplex")
 LIMITS = {"select": 0.15, "sign": 0.15, "nonplex": 0.10}  # issue 16: PLEX +15%, non-PLEX +10%
 RTTS_MS = (0, 20, 50)
+OWN = "each service its own builder's body"
 
 # Run with the old tree's interpreter, cwd = the old tree: its own builder and prefetch templates.
 _OLD_BODIES = """
@@ -105,31 +106,35 @@ def cards(server: procs.Server, body: R.Body) -> tuple[int, int | None]:
 
 
 def bodies_for_old(
-    old_srv: procs.Server, new_srv: procs.Server, new: dict[str, R.Body], own: dict[str, R.Body]
+    old_srv: procs.Server,
+    new_srv: procs.Server,
+    new: dict[str, R.Body],
+    own: dict[str, R.Body],
+    prefer_own: bool = False,
 ) -> tuple[dict[str, R.Body], list[str]]:
-    """This tree's bodies where the old service answers them like the new one, else the old builder's."""
+    """The bodies the old service gets: this tree's when it answers them 200 (the same input for both),
+    else (or with `prefer_own`: each service the prefetch its own templates ask for) its own builder's."""
     chosen: dict[str, R.Body] = {}
     notes: list[str] = []
     for name in GUARD_CASES:
         same = own[name].file.read_bytes() == new[name].file.read_bytes()  # type: ignore[union-attr]
         want = cards(new_srv, new[name])
-        got = cards(old_srv, new[name])
         if want[0] != 200:
             raise RuntimeError(f"the new service answered the {name} body with {want[0]}")
-        if got == want:
-            chosen[name] = new[name]
-            notes.append(
-                f"{name}: one body for both ({new[name].size:,} bytes, {want[1]} cards); the old builder's is "
-                + ("identical" if same else f"different ({own[name].size:,} bytes)")
-            )
-            continue
-        own_got = cards(old_srv, own[name])
-        if own_got[0] != 200:
-            raise RuntimeError(f"the old service answered the {name} bodies with {got[0]} / {own_got[0]}")
-        chosen[name] = own[name]
+        got = cards(old_srv, own[name] if prefer_own else new[name])
+        if got[0] != 200 and not prefer_own:
+            got = cards(old_srv, own[name])
+            prefer = True
+        else:
+            prefer = prefer_own
+        if got[0] != 200:
+            raise RuntimeError(f"the old service answered the {name} body with {got[0]}")
+        chosen[name] = own[name] if prefer else new[name]
+        sizes = f"new {new[name].size:,} bytes" + (
+            "" if same else f", the old builder's {own[name].size:,} bytes"
+        )
         notes.append(
-            f"{name}: the old service answered this tree's body {got[0]} with {got[1]} cards (new: "
-            f"{want[1]}); it gets its own builder's body ({own[name].size:,} bytes, {own_got[1]} cards)"
+            f"{name}: {OWN if prefer else 'one body for both'} ({sizes}); cards new {want[1]}, old {got[1]}"
         )
     return chosen, notes
 
@@ -160,7 +165,13 @@ def compare(
 
 
 def run_old_beside_new(
-    old: Path, now: datetime, bodies: dict[str, R.Body], duration: float, warmup: float, rounds: int
+    old: Path,
+    now: datetime,
+    bodies: dict[str, R.Body],
+    duration: float,
+    warmup: float,
+    rounds: int,
+    prefer_own: bool = False,
 ) -> str:
     started: list[procs.Server] = []
     try:
@@ -169,7 +180,7 @@ def run_old_beside_new(
         old_srv = R.start_service("guard-old-w1", 1, [], code=old)
         started.append(old_srv)
         own = old_bodies(old, now, bodies)
-        old_b, notes = bodies_for_old(old_srv, new_srv, bodies, own)
+        old_b, notes = bodies_for_old(old_srv, new_srv, bodies, own, prefer_own)
         for n in notes:
             print(f"  guard body {n}", flush=True)
         rows = compare(old_srv, new_srv, old_b, bodies, duration, warmup, rounds)
@@ -424,7 +435,11 @@ def run_guard(
     parts: list[str] = []
     t0 = time.monotonic()
     if old is not None:
-        parts.append(run_old_beside_new(old, now, bodies, a.guard_duration, a.guard_warmup, a.guard_rounds))
+        parts.append(
+            run_old_beside_new(
+                old, now, bodies, a.guard_duration, a.guard_warmup, a.guard_rounds, a.old_bodies == "own"
+            )
+        )
         print(f"  guard: old beside new done in {time.monotonic() - t0:.0f} s", flush=True)
     if fhir_base:
         parts.append(

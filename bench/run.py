@@ -950,6 +950,13 @@ def main() -> int:
         help="only issue 16's guard: old beside new (--old) and the latency cases",
     )
     ap.add_argument("--guard-rounds", type=int, default=2, help="old/new alternations per guard point")
+    ap.add_argument(
+        "--old-bodies",
+        choices=("same", "own"),
+        default="same",
+        help="same: the old service gets this tree's bodies (its own builder's only if it refuses them); "
+        "own: each service gets the prefetch its own templates ask for",
+    )
     ap.add_argument("--guard-duration", type=float, help="seconds per guard point (default: --duration)")
     ap.add_argument("--latency-duration", type=float, help="seconds per latency point (default: --duration)")
     ap.add_argument("--latency-old", action="store_true", help="the latency cases on the --old service too")
