@@ -58,20 +58,41 @@ mri = demo.patient("non-plex-order", now)
 
 @dataclass
 class Comparison:
+    """One case at one concurrency: the points of every service, keyed by its label ("new", old hashes)."""
+
     case: str
     conc: int
-    old: list[R.Point] = field(default_factory=list)
-    new: list[R.Point] = field(default_factory=list)
+    points: dict[str, list[R.Point]] = field(default_factory=dict)
 
-    @staticmethod
-    def cpu(points: list[R.Point]) -> float:
-        n = sum(p.requests for p in points)
-        return sum(p.cpu_us * p.requests for p in points) / n if n else 0.0
+    def cpu(self, label: str) -> float:
+        pts = self.points.get(label, [])
+        n = sum(p.requests for p in pts)
+        return sum(p.cpu_us * p.requests for p in pts) / n if n else 0.0
 
-    @property
-    def change(self) -> float:
-        old = self.cpu(self.old)
-        return self.cpu(self.new) / old - 1 if old else 0.0
+    def change(self, old: str) -> float:
+        base = self.cpu(old)
+        return self.cpu("new") / base - 1 if base else 0.0
+
+    def p50(self, label: str) -> float:
+        v = sorted(p.p50_ms for p in self.points.get(label, []))
+        return v[len(v) // 2] if v else 0.0
+
+
+@dataclass
+class Side:
+    """A service under the guard: this tree ("new") or an --old worktree, and the bodies it is sent."""
+
+    label: str
+    code: Path
+    server: procs.Server | None = None
+    bodies: dict[str, R.Body] = field(default_factory=dict)
+
+
+def short_hash(tree: Path) -> str:
+    r = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return r.stdout.strip() or tree.name
 
 
 def old_label(old: Path) -> str:
@@ -81,9 +102,9 @@ def old_label(old: Path) -> str:
     return r.stdout.strip()[:80] or str(old)
 
 
-def old_bodies(old: Path, now: datetime, new: dict[str, R.Body]) -> dict[str, R.Body]:
+def old_bodies(old: Path, now: datetime, new: dict[str, R.Body], label: str) -> dict[str, R.Body]:
     """The guard bodies built by the old tree's builder (same `now`), beside this tree's."""
-    out_dir = R.RAW / "bodies-old"
+    out_dir = R.RAW / f"bodies-{label}"
     subprocess.run(
         [str(old / ".venv" / "bin" / "python"), "-c", _OLD_BODIES, now.isoformat(), str(out_dir)],
         cwd=old,
@@ -93,7 +114,7 @@ def old_bodies(old: Path, now: datetime, new: dict[str, R.Body]) -> dict[str, R.
     bodies: dict[str, R.Body] = {}
     for name in GUARD_CASES:
         f = out_dir / f"{name}.json"
-        bodies[name] = R.Body(f"{name}-old", "POST", new[name].path, f, f.stat().st_size)
+        bodies[name] = R.Body(f"{name}-{label}", "POST", new[name].path, f, f.stat().st_size)
     return bodies
 
 
@@ -139,33 +160,29 @@ def bodies_for_old(
     return chosen, notes
 
 
-def compare(
-    old_srv: procs.Server,
-    new_srv: procs.Server,
-    old_b: dict[str, R.Body],
-    new_b: dict[str, R.Body],
-    duration: float,
-    warmup: float,
-    rounds: int,
-    concs: tuple[int, ...] = (1, 8),
-) -> list[Comparison]:
+def compare(sides: list[Side], duration: float, warmup: float, rounds: int) -> list[Comparison]:
+    """Every case and c on every side in turn, `rounds` times, the order rotated every round."""
     rows: list[Comparison] = []
     for case in GUARD_CASES:
-        R.warm(old_srv, old_b[case], warmup)
-        R.warm(new_srv, new_b[case], warmup)
-        for c in concs:
+        for side in sides:
+            assert side.server is not None
+            R.warm(side.server, side.bodies[case], warmup)
+        for c in (1, 8):
             row = Comparison(case, c)
             for k in range(rounds):
-                order = [("old", old_srv, old_b), ("new", new_srv, new_b)]
-                for side, srv, b in order if k % 2 == 0 else order[::-1]:
-                    p = R.measure(srv, b[case], f"{case} {side} r{k + 1}", c, duration)
-                    (row.old if side == "old" else row.new).append(p)
+                turn = k % len(sides)
+                for side in sides[turn:] + sides[:turn]:
+                    assert side.server is not None
+                    p = R.measure(
+                        side.server, side.bodies[case], f"{case} {side.label} r{k + 1}", c, duration
+                    )
+                    row.points.setdefault(side.label, []).append(p)
             rows.append(row)
     return rows
 
 
 def run_old_beside_new(
-    old: Path,
+    olds: list[Path],
     now: datetime,
     bodies: dict[str, R.Body],
     duration: float,
@@ -173,52 +190,66 @@ def run_old_beside_new(
     rounds: int,
     prefer_own: bool = False,
 ) -> str:
-    started: list[procs.Server] = []
+    new = Side("new", R.ROOT, bodies=bodies)
+    sides = [Side(short_hash(old), old) for old in olds] + [new]
+    notes: list[str] = []
     try:
-        new_srv = R.start_service("guard-new-w1", 1, [])
-        started.append(new_srv)
-        old_srv = R.start_service("guard-old-w1", 1, [], code=old)
-        started.append(old_srv)
-        own = old_bodies(old, now, bodies)
-        old_b, notes = bodies_for_old(old_srv, new_srv, bodies, own, prefer_own)
+        for side in sides:
+            side.server = R.start_service(f"guard-{side.label}-w1", 1, [], code=side.code)
+        for side in sides[:-1]:
+            assert side.server is not None and new.server is not None
+            own = old_bodies(side.code, now, bodies, side.label)
+            side.bodies, side_notes = bodies_for_old(side.server, new.server, bodies, own, prefer_own)
+            notes += [f"{side.label} {n}" for n in side_notes]
         for n in notes:
             print(f"  guard body {n}", flush=True)
-        rows = compare(old_srv, new_srv, old_b, bodies, duration, warmup, rounds)
+        rows = compare(sides, duration, warmup, rounds)
     finally:
-        for s in started:
-            procs.stop(s)
-    return guard_md(rows, old, notes, duration, rounds)
+        for side in sides:
+            if side.server is not None:
+                procs.stop(side.server)
+    return guard_md(rows, sides, notes, duration, rounds)
 
 
-def guard_md(rows: list[Comparison], old: Path, notes: list[str], duration: float, rounds: int) -> str:
-    new_label = old_label(R.ROOT)
+def guard_md(
+    rows: list[Comparison], sides: list[Side], notes: list[str], duration: float, rounds: int
+) -> str:
+    olds = [s for s in sides if s.label != "new"]
+    first = olds[0].label
     L = ["## Performance guard: old code beside new (issue 16)\n"]
     L.append(
-        f"Old: `{old}` at {old_label(old)}. New: this tree at {new_label}"
-        f"{' (with uncommitted changes)' if dirty(R.ROOT) else ''}. 1 worker each, both running; "
-        f"{rounds} rounds of {duration:g} s per point, old and new alternating (order swapped each round). "
-        "CPU/req = the server's process-tree CPU over the replies of all rounds.\n"
+        "Old: "
+        + "; ".join(f"`{s.code}` at {old_label(s.code)}" for s in olds)
+        + f". New: this tree at {old_label(R.ROOT)}{' (with uncommitted changes)' if dirty(R.ROOT) else ''}. "
+        f"1 worker each, all running; {rounds} rounds of {duration:g} s per point, the services in turn "
+        "(the order rotated each round). CPU/req = the server's process-tree CPU over the replies of all "
+        f"rounds. The verdict compares new with {first} (the first --old).\n"
     )
-    L.append(
-        "| case | c | old CPU µs/req | new CPU µs/req | change | limit | verdict | old p50 ms | new p50 ms |"
-    )
-    L.append("|---|---|---|---|---|---|---|---|---|")
+    others = olds[1:]
+    head = f"| case | c | {first} CPU µs/req | new CPU µs/req | change | limit | verdict |"
+    head += "".join(f" {s.label} CPU µs/req | new vs {s.label} |" for s in others)
+    head += " p50 ms (" + " / ".join(s.label for s in sides) + ") |"
+    L.append(head)
+    L.append("|---" * (8 + 2 * len(others)) + "|")
     for r in rows:
         limit = LIMITS[r.case]
-        ok = r.change <= limit
-        p50 = [sorted(p.p50_ms for p in side)[len(side) // 2] for side in (r.old, r.new)]
-        errors = sum(p.errors for p in r.old + r.new)
-        L.append(
-            f"| {r.case} | {r.conc} | {Comparison.cpu(r.old):,.0f} | {Comparison.cpu(r.new):,.0f} | "
-            f"{r.change:+.1%} | +{limit:.0%} | {'**met**' if ok else '**not met**'}"
-            f"{f' ({errors} errors)' if errors else ''} | {p50[0]:.2f} | {p50[1]:.2f} |"
+        change = r.change(first)
+        errors = sum(p.errors for pts in r.points.values() for p in pts)
+        line = (
+            f"| {r.case} | {r.conc} | {r.cpu(first):,.0f} | {r.cpu('new'):,.0f} | {change:+.1%} | +{limit:.0%} | "
+            f"{'**met**' if change <= limit else '**not met**'}{f' ({errors} errors)' if errors else ''} |"
         )
+        line += "".join(f" {r.cpu(s.label):,.0f} | {r.change(s.label):+.1%} |" for s in others)
+        line += " " + " / ".join(f"{r.p50(s.label):.2f}" for s in sides) + " |"
+        L.append(line)
     L.append("")
     L.append(
-        "Per round (CPU µs/req, old / new): "
+        "Per round (CPU µs/req, "
+        + " / ".join(s.label for s in sides)
+        + "): "
         + "; ".join(
             f"{r.case} c={r.conc}: "
-            + ", ".join(f"{o.cpu_us:,.0f}/{n.cpu_us:,.0f}" for o, n in zip(r.old, r.new))
+            + ", ".join("/".join(f"{r.points[s.label][k].cpu_us:,.0f}" for s in sides) for k in range(rounds))
             for r in rows
         )
         + ".\n"
@@ -429,15 +460,15 @@ def latency_md(pts: list[LatencyPoint], duration: float, mode: str, env: dict[st
 
 
 def run_guard(
-    old: Path | None, now: datetime, bodies: dict[str, R.Body], fhir_base: str | None, a: Any
+    olds: list[Path], now: datetime, bodies: dict[str, R.Body], fhir_base: str | None, a: Any
 ) -> str:
     """The sections for results.md (or bench/guard.md with --guard): old beside new, then latency."""
     parts: list[str] = []
     t0 = time.monotonic()
-    if old is not None:
+    if olds:
         parts.append(
             run_old_beside_new(
-                old, now, bodies, a.guard_duration, a.guard_warmup, a.guard_rounds, a.old_bodies == "own"
+                olds, now, bodies, a.guard_duration, a.guard_warmup, a.guard_rounds, a.old_bodies == "own"
             )
         )
         print(f"  guard: old beside new done in {time.monotonic() - t0:.0f} s", flush=True)
@@ -448,7 +479,7 @@ def run_guard(
                 fhir_base,
                 a.latency_duration,
                 a.guard_warmup,
-                old=old if a.latency_old else None,
+                old=olds[0] if a.latency_old and olds else None,
                 workers=tuple(int(x) for x in a.latency_workers.split(",")),
                 mode=a.latency_mode,
                 env=dict(kv.split("=", 1) for kv in a.latency_env),

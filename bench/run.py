@@ -942,7 +942,10 @@ def main() -> int:
     ap.add_argument(
         "--old",
         type=Path,
-        help="a worktree of older code with its own .venv: measure the guard cases on it beside this tree",
+        action="append",
+        default=[],
+        help="a worktree of older code with its own .venv: measure the guard cases on it beside this tree "
+        "(repeatable; the first is the one the verdict compares with)",
     )
     ap.add_argument(
         "--guard",
@@ -987,10 +990,10 @@ def main() -> int:
     a.guard_duration = a.guard_duration or duration
     a.latency_duration = a.latency_duration or duration
     a.guard_warmup = warmup
-    if a.old is not None:
-        a.old = a.old.resolve()
-        if not (a.old / ".venv" / "bin" / "cds").exists():
-            print(f"--old {a.old}: no .venv/bin/cds there (run `make venv` in it)", file=sys.stderr)
+    a.old = [old.resolve() for old in a.old]
+    for old in a.old:
+        if not (old / ".venv" / "bin" / "cds").exists():
+            print(f"--old {old}: no .venv/bin/cds there (run `make venv` in it)", file=sys.stderr)
             return 2
 
     if not shutil.which("wrk"):
@@ -1158,7 +1161,7 @@ def main() -> int:
                     q.ratio_rps = q.rps / p.rps_mean if p.rps_mean else None  # type: ignore[attr-defined]
                     q.ratio_cpu = q.cpu_us / p.cpu_mean if p.cpu_mean else None  # type: ignore[attr-defined]
 
-            if a.old is not None or (fhir_base and not a.no_latency):
+            if a.old or (fhir_base and not a.no_latency):
                 from bench import guard
 
                 if fhir and fhir_base and not a.no_latency:
