@@ -1,8 +1,9 @@
 """Benchmark suite (`make bench`): the CDS service under wrk on loopback, against a same-run baseline.
 
-    .venv/bin/python bench/run.py            # full run (about 7 minutes), writes bench/results.md
+    .venv/bin/python bench/run.py            # full run (about 10 minutes), writes bench/results.md
     .venv/bin/python bench/run.py --quick    # short points, 10k-request soak (about 2 minutes)
     .venv/bin/python bench/run.py --soak     # only the memory soak (100,000 requests)
+    .venv/bin/python bench/run.py --guard --old ../bench-old   # issue 16's guard only (bench/guard.py)
 
 See bench/README.md for what each column means. Raw wrk output, server logs and bodies go to bench/raw/.
 Everything runs on 127.0.0.1; every load run is bounded by wrk's -d and a subprocess timeout.
