@@ -427,7 +427,9 @@ def latency_md(pts: list[LatencyPoint], duration: float, mode: str, env: dict[st
         f"{duration:g} s per point. cold: a new access token per request (the service's read cache never "
         "answers); warm: order-sign with the token of a preceding order-select (its read cache answers). "
         "Target at c=8: p50 ≤ RTT + 10 ms and p99 ≤ 2 × RTT; limit: one round trip. Round trips = "
-        "(p50 − p50 at RTT 0, same workers and c) / RTT. FHIR reads and new connections are per hook call."
+        "(p50 − p50 at RTT 0, same workers and c) / RTT: at c=1 the round trips a call waits in turn (plus "
+        "the CPU a call costs more after a wait); at c=8 the calls also queue for the worker's CPU (8 × the "
+        "CPU per call), which that column then mixes in. FHIR reads and new connections are per hook call."
         + (
             f" Service environment besides the defaults: {', '.join(f'`{k}={v}`' for k, v in env.items())}."
             if env
