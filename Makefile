@@ -29,8 +29,9 @@ test: $(STAMP) system
 test-live: $(STAMP)
 	$(BIN)/python -m pytest -q -m live tests/integration $(PYTEST_ARGS)
 
+# ARGS passes options to bench/run.py, e.g. make bench ARGS="--old ../bench-old" (bench/README.md)
 bench: $(STAMP) system
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .fhir-server .state .pytest_cache

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cds import demo
-from cds.demo import patients as P
+from cds.demo.builder import FRONTAL, PatientBuilder
 
 BENCH_PID = "bench-realistic"
 LARGE_PID = "bench-large"
@@ -43,12 +43,12 @@ def _shift_dates(obj: Any, days: float) -> Any:
 
 def realistic_patient(now: datetime, pid: str = BENCH_PID) -> demo.DemoPatient:
     """10 natalizumab levels, 5 PLEX procedures, 10 medications, 3 conditions, 5 lymphocyte counts."""
-    b = P._Builder(pid, now)
+    b = PatientBuilder(pid, now)
     b.patient("Benedikt", "Harrowgate", "male", 42)
     b.ms()
     b.pml(
         13,
-        [(P.FRONTAL, "Right frontal lobe")],
+        [(FRONTAL, "Right frontal lobe")],
         "Right frontal subcortical T2/FLAIR lesion, unilobar; no gadolinium enhancement",
     )
     b.condition(("37796009", "Migraine (disorder)"), "Migraine without aura", 15 * 365.25)

@@ -1,8 +1,9 @@
 """Benchmark suite (`make bench`): the CDS service under wrk on loopback, against a same-run baseline.
 
-    .venv/bin/python bench/run.py            # full run (about 7 minutes), writes bench/results.md
+    .venv/bin/python bench/run.py            # full run (about 10 minutes), writes bench/results.md
     .venv/bin/python bench/run.py --quick    # short points, 10k-request soak (about 2 minutes)
     .venv/bin/python bench/run.py --soak     # only the memory soak (100,000 requests)
+    .venv/bin/python bench/run.py --guard --old ../bench-old   # issue 16's guard only (bench/guard.py)
 
 See bench/README.md for what each column means. Raw wrk output, server logs and bodies go to bench/raw/.
 Everything runs on 127.0.0.1; every load run is bounded by wrk's -d and a subprocess timeout.
@@ -217,8 +218,22 @@ def service_env(workers: int, state: Path, allow: list[str], **extra: str) -> di
     return env
 
 
-def cds_serve_argv(port: int, workers: int) -> tuple[list[str], str]:
-    cds_bin = Path(PY).parent / "cds"
+def cds_serve_argv(port: int, workers: int, code: Path = ROOT) -> tuple[list[str], str]:
+    """`cds serve` of the tree `code` (its own .venv when it is not this tree: `--old`)."""
+    cds_bin = Path(PY).parent / "cds" if code == ROOT else code / ".venv" / "bin" / "cds"
+    if code != ROOT:
+        if not cds_bin.exists():
+            raise RuntimeError(f"{cds_bin} is missing: run `make venv` in {code}")
+        return [
+            str(cds_bin),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ], (f"{cds_bin} serve")
     if cds_bin.exists() and (ROOT / "cds" / "cli.py").exists():
         return [
             str(cds_bin),
@@ -242,11 +257,12 @@ def cds_serve_argv(port: int, workers: int) -> tuple[list[str], str]:
     ], "bench/serve.py (cds serve missing)"
 
 
-def start_service(name: str, workers: int, allow: list[str], **extra: str) -> procs.Server:
+def start_service(name: str, workers: int, allow: list[str], code: Path = ROOT, **extra: str) -> procs.Server:
+    """`cds serve` of this tree (or of `code`, another worktree with its own .venv) on a free port."""
     port = procs.free_port()
     state = RAW / f"state-{name}"
     state.mkdir(parents=True, exist_ok=True)
-    argv, how = cds_serve_argv(port, workers)
+    argv, how = cds_serve_argv(port, workers, code)
     env = service_env(workers, state, allow, **extra)
     s = procs.start(name, argv, env, f"http://127.0.0.1:{port}", "/cds-services", RAW, workers)
     s.meta["how"] = how
@@ -880,6 +896,32 @@ def merge_soak(out: Path, soak_md: str, ctx: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- main
 
 
+def guard_main(a: argparse.Namespace, now: datetime, t_start: float) -> int:
+    """`--guard`: only issue 16's guard (old beside new with --old, the latency cases); bench/guard.md."""
+    from bench import guard
+
+    fhir = None if (a.no_fallback or a.no_latency) else start_fhir()
+    try:
+        bodies = build_bodies(now, None)
+        if fhir:
+            load_fhir(fhir[0], B.realistic_patient(now).resources)
+            print(f"FHIR server {fhir[0]}: realistic patient loaded", flush=True)
+        md = guard.run_guard(a.old, now, bodies, fhir[0] if fhir else None, a)
+    finally:
+        if fhir:
+            stop_fhir(fhir[1])
+    out = Path(a.out or BENCH / "guard.md")
+    head = (
+        "# Performance guard (issue 16)\n\n"
+        f"Written by `bench/run.py {' '.join(sys.argv[1:])}` on {datetime.now(UTC):%Y-%m-%d %H:%M UTC} "
+        f"({time.monotonic() - t_start:.0f} s). Machine: {os.cpu_count()} cores ({cpu_model()}); wrk shares "
+        "them with the servers, so compare within this run.\n\n"
+    )
+    out.write_text(head + md)
+    print(f"wrote {out} in {time.monotonic() - t_start:.0f} s", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 s points, 0.5 s warm-up, 10k-request soak")
@@ -897,7 +939,46 @@ def main() -> int:
     ap.add_argument("--no-soak", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--no-fallback", action="store_true")
-    ap.add_argument("--out", default=str(BENCH / "results.md"))
+    ap.add_argument("--out", help="default bench/results.md (--guard: bench/guard.md)")
+    ap.add_argument(
+        "--old",
+        type=Path,
+        action="append",
+        default=[],
+        help="a worktree of older code with its own .venv: measure the guard cases on it beside this tree "
+        "(repeatable; the first is the one the verdict compares with)",
+    )
+    ap.add_argument(
+        "--guard",
+        action="store_true",
+        help="only issue 16's guard: old beside new (--old) and the latency cases",
+    )
+    ap.add_argument("--guard-rounds", type=int, default=2, help="old/new alternations per guard point")
+    ap.add_argument(
+        "--old-bodies",
+        choices=("same", "own"),
+        default="same",
+        help="same: the old service gets this tree's bodies (its own builder's only if it refuses them); "
+        "own: each service gets the prefetch its own templates ask for",
+    )
+    ap.add_argument("--guard-duration", type=float, help="seconds per guard point (default: --duration)")
+    ap.add_argument("--latency-duration", type=float, help="seconds per latency point (default: --duration)")
+    ap.add_argument("--latency-old", action="store_true", help="the latency cases on the --old service too")
+    ap.add_argument("--latency-workers", default="1,2", help="worker counts of the latency cases")
+    ap.add_argument(
+        "--latency-env",
+        action="append",
+        default=[],
+        metavar="CDS_X=V",
+        help="a setting for the latency cases' services (repeatable), e.g. CDS_FHIR_MAX_CONCURRENCY=16",
+    )
+    ap.add_argument(
+        "--latency-mode",
+        choices=("replay", "tcp"),
+        default="replay",
+        help="replay: the proxy answers repeated reads itself; tcp: every read goes to the live FHIR server",
+    )
+    ap.add_argument("--no-latency", action="store_true", help="skip the injected-latency cases")
     a = ap.parse_args()
     duration = a.duration or (1.0 if a.quick else 4.0)
     warmup = a.warmup if a.warmup is not None else (0.5 if a.quick else 2.0)
@@ -907,6 +988,14 @@ def main() -> int:
     soak_max = a.soak_max_s or (30.0 if a.quick else 1500.0 if a.soak else 100.0)
     t_start = time.monotonic()
     RAW.mkdir(parents=True, exist_ok=True)
+    a.guard_duration = a.guard_duration or duration
+    a.latency_duration = a.latency_duration or duration
+    a.guard_warmup = warmup
+    a.old = [old.resolve() for old in a.old]
+    for old in a.old:
+        if not (old / ".venv" / "bin" / "cds").exists():
+            print(f"--old {old}: no .venv/bin/cds there (run `make venv` in it)", file=sys.stderr)
+            return 2
 
     if not shutil.which("wrk"):
         subprocess.run(["bash", str(ROOT / "scripts" / "install-system.sh")], check=False)
@@ -918,6 +1007,8 @@ def main() -> int:
         return 2
 
     now = datetime.now(UTC)
+    if a.guard:
+        return guard_main(a, now, t_start)
     fhir = None if (a.no_fallback or a.soak) else start_fhir()
     fhir_base = fhir[0] if fhir else None
     started: list[procs.Server] = []
@@ -928,6 +1019,7 @@ def main() -> int:
     scaling_stages = ""
     soak_r: dict[str, Any] | None = None
     profile_md: str | None = None
+    guard_md = ""
     try:
         bodies = build_bodies(now, fhir_base)
         pg_url = None if a.soak else bench_database()
@@ -1070,6 +1162,12 @@ def main() -> int:
                     q.ratio_rps = q.rps / p.rps_mean if p.rps_mean else None  # type: ignore[attr-defined]
                     q.ratio_cpu = q.cpu_us / p.cpu_mean if p.cpu_mean else None  # type: ignore[attr-defined]
 
+            if a.old or (fhir_base and not a.no_latency):
+                from bench import guard
+
+                if fhir and fhir_base and not a.no_latency:
+                    restart_fhir(fhir_base, fhir[1])  # the cold c=64 points leave it a backlog
+                guard_md = guard.run_guard(a.old, now, bodies, None if a.no_latency else fhir_base, a)
             if not a.no_profile:
                 try:
                     from bench import profiling as prof
@@ -1132,7 +1230,9 @@ def main() -> int:
         "scaling_used": asdict(scaling_used) if scaling_used else None,
         "scaling_stages": scaling_stages,
     }
-    out = Path(a.out)
+    out = Path(a.out or BENCH / "results.md")
+    if guard_md:
+        profile_md = guard_md + "\n" + (profile_md or "")
     if a.soak and out.exists():
         # merge: replace the soak section and the memory rows of the targets table in the existing results
         tmp = RAW / "results-soak.md"

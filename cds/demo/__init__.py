@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from cds.demo import patients as _patients
+from cds.demo import scenarios as _scenarios
 
 __all__ = [
     "DEMO_FHIR_BASE",
@@ -43,17 +43,17 @@ class DemoPatient:
     description: str
     resources: list[dict[str, Any]] = field(repr=False)  # what a FHIR server holds for this patient
     draft_order: dict[str, Any] = field(repr=False)  # the unsigned ServiceRequest in draftOrders
-    expected: dict[str, Any] = field(default_factory=dict)  # qualitative card expectations (patients.py)
+    expected: dict[str, Any] = field(default_factory=dict)  # qualitative card expectations (scenarios.py)
 
 
 def scenarios() -> list[str]:
     """Stable scenario names, in demo-page order."""
-    return _patients.scenario_names()
+    return _scenarios.scenario_names()
 
 
 def patient(name: str, now: datetime) -> DemoPatient:
     """The demo patient `name` with every date placed relative to `now` (naive datetimes are UTC)."""
-    pid, sc, resources, order = _patients.build(name, now)
+    pid, sc, resources, order = _scenarios.build(name, now)
     return DemoPatient(
         name=name,
         patient_id=pid,

@@ -10,7 +10,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from cds import demo
-from cds.demo import patients as P
+from cds.demo.builder import NTZ_LEVEL_CODE
 from cds.fhir_io import prefetch_templates
 from cds.settings import Settings
 from tests.demo.scenarios import REQUIRED
@@ -332,7 +332,7 @@ def test_evaluator_search_semantics() -> None:
 
 def test_site_level_codes_narrow_labs() -> None:
     p = demo.patient("high-level", NOW)
-    narrowed = prefetch_templates(Settings(auth="off", natalizumab_level_codes=[P.NTZ_LEVEL_CODE]))
+    narrowed = prefetch_templates(Settings(auth="off", natalizumab_level_codes=[NTZ_LEVEL_CODE]))
     pf = demo.resolve_prefetch(narrowed, p.resources, p.patient_id)
     codes = {e["resource"]["code"]["coding"][0]["code"] for e in pf["labs"]["entry"]}
     assert codes == {"NTZ-LVL", "58012-6"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cds.demo.patients import build, scenario_names
+from cds.demo.scenarios import build, scenario_names
 from cds.fhir.elements import validate_resource
 from cds.fhir.facts import parse_resources
 from cds.fhir.orders import plex_orders

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cds import demo
-from cds.demo.patients import NTZ_LEVEL_CODE
+from cds.demo.builder import NTZ_LEVEL_CODE
 from cds.fhir_io import prefetch_templates
 from cds.settings import Settings
 from tests.support.fhir import RUN_ID, FhirServer, load_resources, prefetch_from_server, run_suffix, suffixed
