@@ -536,8 +536,7 @@ def versions() -> dict[str, str]:
         "orjson",
         "fhir.resources",
         "httpx",
-        "httpx-aiohttp",
-        "aiohttp",
+        "httpcore",
     ):
         try:
             v[pkg] = metadata.version(pkg)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -35,9 +34,9 @@ from cds.hooks.openapi import customise_openapi
 from cds.hooks.services import definitions
 from cds.log import log_refused
 from cds.middleware import install
+from cds.outbound import http_client
 from cds.settings import Settings
 from cds.store import open_store
-from cds.transport import http_transport, no_cookies
 
 log = logging.getLogger("cds.app")
 
@@ -330,14 +329,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        limits = fhir_io.pool_limits(settings)  # FhirReader keeps its GETs below max_connections
-        http = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=limits,
-            timeout=httpx.Timeout(settings.fhir_timeout_s),
-            transport=http_transport(limits),
-            cookies=no_cookies(),
-        )
+        http = http_client(settings)
         store = open_store(settings)
         auth = Authenticator(settings, http)
         reader: Any = None

@@ -41,7 +41,7 @@ from cds.errors import DataUnavailable
 from cds.fhir.bundles import KEY_TYPES, bundle_resources, key_resources, next_link
 from cds.fhir.facts import parse_resources
 from cds.fhir_cache import ReadCache, json_loads, open_read_cache
-from cds.outbound import same_base
+from cds.outbound import pool_limits, same_base
 from cds.settings import Settings
 
 log = logging.getLogger("cds.fhir")
@@ -474,14 +474,6 @@ class FhirReader:
 
 _ABSENT: Any = object()
 _POOL_RESERVED = 4  # pool slots FhirReader leaves to the app's other users of the client (JWKS)
-
-
-def pool_limits(settings: Any) -> httpx.Limits:
-    """Connection limits of the app's shared httpx client (cds/app.py); FhirReader stays below them."""
-    concurrency = int(getattr(settings, "fhir_max_concurrency", 8))
-    return httpx.Limits(
-        max_connections=max(concurrency * 4, 16), max_keepalive_connections=max(concurrency, 8)
-    )
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -49,12 +49,10 @@ from cds.fhir.elements import (
     codings_of,
     concept_label,
     concept_of,
-    condition_kind_memo,
     first_datetime,
     label_from,
     other_patient,
     plasma_volumes_from,
-    plex_modality_memo,
     source_of,
     texts_of,
     validate_resource,
@@ -99,7 +97,7 @@ def _procedure(p: shapes.Procedure, ctx: ParseContext, _hint: None = None) -> No
         return
     code = p.get("code")
     codes, texts = concept_of(code)
-    modality = plex_modality_memo[codes, tuple(texts), ctx.plex_codes]
+    modality = terms.plex_modality(codes, texts, ctx.plex_codes)
     if modality is None:
         return
     src = source_of(p, "Procedure")
@@ -124,7 +122,7 @@ def _condition(c: shapes.Condition, ctx: ParseContext, _hint: None = None) -> No
         return
     code = c.get("code")
     codes, texts = concept_of(code)
-    kind = condition_kind_memo[codes, " ".join(texts)]
+    kind = terms.condition_kind(codes, " ".join(texts))
     descriptions: list[str] = []
     body_site_codes: list[tuple[str, str]] = []
     for site in c.get("bodySite", ()):

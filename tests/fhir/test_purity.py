@@ -27,7 +27,7 @@ FORBIDDEN = (
     "cds.views",
     "cds.store",
     "cds.store_pg",
-    "cds.transport",
+    "cds.outbound",
 )
 
 
