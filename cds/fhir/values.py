@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cds.engine import units as _units
+from cds.engine.domain import Comparator
 
 UCUM = "http://unitsofmeasure.org"
 SNOMED = "http://snomed.info/sct"
@@ -90,7 +91,7 @@ def parse_number(token: str) -> float | Problem:
     return bad
 
 
-_CMP = {"≤": "<=", "≥": ">=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
+_CMP: dict[str, Comparator] = {"≤": "<=", "≥": ">=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 # comparator, sign, number (digits with separators, space groups of exactly three), then the unit
 _VALUE_STRING = re.compile(
     rf"^\s*(<=|>=|<|>|≤|≥)?\s*(-?)\s*"
@@ -99,7 +100,7 @@ _VALUE_STRING = re.compile(
 )
 
 
-def split_value_string(text: str) -> tuple[str | None, float, str] | Problem | None:
+def split_value_string(text: str) -> tuple[Comparator | None, float, str] | Problem | None:
     """(comparator, value, unit text) of a valueString like "<0.5 ug/mL" or "12,500 ng/mL".
 
     None when the text does not start with a number (e.g. "Not detected"); a Problem when it does but
