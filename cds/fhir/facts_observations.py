@@ -436,26 +436,10 @@ def _status(o: shapes.Observation, kind: str, at: datetime | None, src: str, ctx
 
 
 def _antibody(o: shapes.Observation, at: datetime | None, src: str, ctx: ParseContext) -> None:
-    positive: bool | None = None
-    reported = ""
-    if (vb := o.get("valueBoolean")) is not None:
-        positive, reported = vb, str(vb).lower()
-    elif (vcc := o.get("valueCodeableConcept")) is not None:
-        reported = concept_label(vcc)
-        for word in [*(c for _, c in codings_of(vcc)), *texts_of(vcc)]:
-            if (positive := terms.qualitative(word)) is not None:
-                break
-    elif vs := o.get("valueString"):
-        reported = vs
-        positive = terms.qualitative(vs)
-    elif (vq := o.get("valueQuantity")) is not None and vq.get("value") is not None:
-        reported = reported_text(vq["value"], vq.get("comparator"), vq.get("unit") or "")  # type: ignore[arg-type]
+    positive, reported = _antibody_value(o)
     if positive is None:
         for interp in o.get("interpretation", ()):
-            for word in [*(c for _, c in codings_of(interp)), *texts_of(interp)]:
-                if (positive := terms.qualitative(word)) is not None:
-                    break
-            if positive is not None:
+            if (positive := _positive_or_negative(interp)) is not None:
                 break
     kind = "natalizumab antibody result"
     if positive is None:
@@ -467,6 +451,27 @@ def _antibody(o: shapes.Observation, at: datetime | None, src: str, ctx: ParseCo
         ctx.acc.unusable.append(UnusableValue(kind, "no test date", reported, None, src))
     else:
         ctx.acc.antibodies.append(AntibodyResult(positive, at, src))
+
+
+def _antibody_value(o: shapes.Observation) -> tuple[bool | None, str]:
+    """(positive, negative or None when the value says neither; the value as reported)."""
+    if (vb := o.get("valueBoolean")) is not None:
+        return vb, str(vb).lower()
+    if (vcc := o.get("valueCodeableConcept")) is not None:
+        return _positive_or_negative(vcc), concept_label(vcc)
+    if vs := o.get("valueString"):
+        return terms.qualitative(vs), vs
+    if (vq := o.get("valueQuantity")) is not None and (value := vq.get("value")) is not None:
+        return None, reported_text(value, vq.get("comparator"), vq.get("unit") or "")
+    return None, ""
+
+
+def _positive_or_negative(cc: shapes.CodeableConcept) -> bool | None:
+    """What the first of a concept's codes, then texts, that says positive or negative says."""
+    for word in [*(c for _, c in codings_of(cc)), *texts_of(cc)]:
+        if (positive := terms.qualitative(word)) is not None:
+            return positive
+    return None
 
 
 def _lymphocytes(
