@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,20 +48,8 @@ def texts_of(cc: shapes.CodeableConcept | None) -> list[str]:
 
 
 def concept_of(cc: shapes.CodeableConcept | None) -> tuple[tuple[tuple[str, str], ...], list[str]]:
-    """(codings_of(cc), texts_of(cc)) in one pass over the codings."""
-    if not cc:
-        return (), []
-    text = cc.get("text")
-    texts = [text] if text else []
-    if "coding" not in cc:
-        return (), texts
-    codes = []
-    for c in cc["coding"]:
-        if code := c.get("code"):
-            codes.append((c.get("system") or "", code))
-        if display := c.get("display"):
-            texts.append(display)
-    return tuple(codes), texts
+    """(codings_of(cc), texts_of(cc)): the codes and the texts of a concept."""
+    return codings_of(cc), texts_of(cc)
 
 
 def concept_label(cc: shapes.CodeableConcept | None) -> str:
@@ -75,20 +63,11 @@ def label_from(codes: tuple[tuple[str, str], ...], texts: list[str]) -> str:
     return codes[0][1] if codes else ""
 
 
-def read_datetime(text: str) -> tuple[datetime, str] | None:
-    """terms.parse_fhir_datetime of a value the slim model validated as a dateTime (_DateTime): there a
-    20-character value ending in Z can only be YYYY-MM-DDThh:mm:ssZ, which is read as that function
-    reads it, without matching its pattern again."""
-    if len(text) == 20 and text[19] == "Z":
-        return datetime.fromisoformat(text).astimezone(UTC), "time"
-    return terms.parse_fhir_datetime(text)
-
-
 def first_datetime(*candidates: str | None) -> tuple[datetime, str] | None:
     """The first date given, of validated dateTime values."""
     for c in candidates:
         if c:
-            return read_datetime(c)
+            return terms.parse_fhir_datetime(c)
     return None
 
 

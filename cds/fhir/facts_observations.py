@@ -22,7 +22,6 @@ from cds.fhir.elements import (
     first_datetime,
     label_from,
     numeric_value,
-    read_datetime,
     reported_raw,
     reported_text,
     source_of,
@@ -60,7 +59,7 @@ def _observation_kind(
     codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
 ) -> str | None:
     """_classify, remembered for the short codes that recur on every call (the laboratory codes of a
-    broad `labs` search): about 45% of reading a full prefetch when worked out anew (bench/components.py)."""
+    broad `labs` search): about 40% of reading a full prefetch when worked out anew (bench/components.py)."""
     if len(text) + sum(len(system) + len(code) for system, code in codes) > _REMEMBERED_KEY_CHARS:
         return _classify(codes, text, level_codes)
     return _classify_remembered(codes, text, level_codes)
@@ -152,7 +151,7 @@ def observation_facts(o: shapes.Observation, ctx: ParseContext, hint: CodeHint |
     if kind is None:
         return
     if effective := o.get("effectiveDateTime"):  # the usual case, as first_datetime below
-        when = read_datetime(effective)
+        when = terms.parse_fhir_datetime(effective)
     else:
         period = o.get("effectivePeriod")
         when = first_datetime(
@@ -475,7 +474,12 @@ def _positive_or_negative(cc: shapes.CodeableConcept) -> bool | None:
 
 
 def _lymphocytes(
-    o: shapes.Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: ParseContext
+    o: shapes.Observation,
+    codes: tuple[tuple[str, str], ...],
+    text: str,
+    at: datetime | None,
+    src: str,
+    ctx: ParseContext,
 ) -> None:
     lk = terms.lymphocyte_kind(codes, text)
     num = numeric_value(o)
