@@ -52,7 +52,7 @@ STAGES = [
     ("engine: pk.estimate_remaining", "cds.engine.pk", "estimate_remaining", 0),
     ("engine: iris.assess_iris", "cds.engine.iris", "assess_iris", 0),
     ("engine: dmt.advise_dmt", "cds.engine.dmt", "advise_dmt", 0),
-    ("chart_link (chart store entry)", "cds.views.charts", "chart_link", 0),
+    ("keep_chart_link (link store entry)", "cds.views.chart_links", "keep_chart_link", 0),
     ("cards.render", "cds.hooks.cards", "render", 0),
     ("R4B validation of emitted resources (validate_emitted)", "cds.hooks.cards", "validate_emitted", 1),
     ("CdsResponse.to_json (json_ready)", "cds.hooks.models", "CdsResponse.to_json", 0),

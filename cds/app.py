@@ -1,8 +1,11 @@
 """The application factory: `create_app(settings)`. Nothing is built at import time.
 
-The lifespan builds one httpx.AsyncClient, the Authenticator, the FhirReader and the store, and hands
-them to requests as lifespan state (`request.state.rt`, reached through the named dependencies in
-cds.hooks.routes). One set of exception handlers turns every error into status + OperationOutcome.
+The lifespan builds one httpx.AsyncClient, one Redis client when CDS_REDIS_URL is set (cds.shared_redis:
+the jti replay store, the FHIR read cache and the link store share it), the Authenticator, the
+FhirReader, the store and the link store, and hands them to requests as lifespan state
+(`request.state.rt`, reached through the named dependencies in cds.hooks.routes; `links` and
+`chart_renders` for the chart and page routes). One set of exception handlers turns every error into
+status + OperationOutcome.
 """
 
 from __future__ import annotations
@@ -35,14 +38,18 @@ from cds.hooks.services import definitions
 from cds.log import log_refused
 from cds.middleware import install
 from cds.outbound import http_client
+from cds.replay import open_replay_store
 from cds.settings import Settings
+from cds.shared_redis import connect_redis
 from cds.store import open_store
+from cds.views.chart_links import RenderCache
+from cds.views.link_store import LinkStore, open_link_store
 
 log = logging.getLogger("cds.app")
 
 # Routers other work adds (module:attribute); included when the module exists.
 # cds.views: the clinician view (chart, /demo page).
-OPTIONAL_ROUTERS: tuple[str, ...] = ("cds.views.charts:router", "cds.views.demo:router")
+OPTIONAL_ROUTERS: tuple[str, ...] = ("cds.views.chart_links:router", "cds.views.demo:router")
 
 
 def _outcome(status: int, code: str, text: str, diagnostics: str) -> JSONResponse:
@@ -302,15 +309,6 @@ def _optional_routers(app: FastAPI) -> None:
             app.include_router(router)
 
 
-def _chart_store(app: FastAPI, settings: Settings) -> None:
-    """The estimate card's chart link needs a chart store (cds.views.charts): Redis or in-process."""
-    try:
-        from cds.views.charts import open_chart_store
-    except ImportError:
-        return
-    app.state.chart_store = open_chart_store(settings, ttl_s=900, max_entries=settings.chart_max_entries)
-
-
 def _demo_routes(app: FastAPI) -> None:
     @app.get("/demo/patients", tags=["demo"], summary="Demo scenarios (CDS_DEMO=1 only)")
     async def demo_patients() -> Any:
@@ -321,8 +319,16 @@ def _demo_routes(app: FastAPI) -> None:
         return jsonable_encoder(demo.scenarios())
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    links: LinkStore | None = None,
+    chart_renders: RenderCache | None = None,
+) -> FastAPI:
+    """The app. `links` and `chart_renders` replace the link store the lifespan would open and the
+    process's chart image cache (tests hand in their own to look at them)."""
     settings = settings or Settings()
+    renders = chart_renders or RenderCache()
     validate_startup(settings)  # refuses JWT auth with no issuer; warns when auth is off
     defs = definitions(settings)
     discovery_body = json.dumps(DiscoveryResponse(services=defs).to_json(), separators=(",", ":")).encode()
@@ -331,13 +337,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         http = http_client(settings)
         store = open_store(settings)
-        auth = Authenticator(settings, http)
+        redis = connect_redis(settings)  # the one Redis client of this worker, or None
+        link_store = links or open_link_store(settings, redis)
+        auth = Authenticator(settings, http, replay=open_replay_store(settings, redis))
         reader: Any = None
         try:
-            reader = fhir_io.FhirReader(http, settings)
+            reader = fhir_io.FhirReader(http, settings, redis=redis)
             await store.start()
             rt = routes.Runtime(
-                chart_store=getattr(app.state, "chart_store", None),
+                links=link_store,
                 settings=settings,
                 http=http,
                 auth=auth,
@@ -347,13 +355,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 discovery_body=discovery_body,
             )
             _tune_gc()
-            yield {"rt": rt}
+            yield {"rt": rt, "links": link_store, "chart_renders": renders}
         finally:
-            charts = getattr(app.state, "chart_store", None)
             closers = (
                 getattr(auth, "close", None),
                 getattr(reader, "aclose", None),
-                getattr(charts, "aclose", None),
+                getattr(redis, "aclose", None),
             )
             for closer in closers:
                 if closer is not None:
@@ -386,6 +393,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.demo:
         _demo_routes(app)
     _optional_routers(app)
-    _chart_store(app, settings)
     customise_openapi(app)
     return app

@@ -1,12 +1,11 @@
 """The FHIR read cache (I/O side, used by cds/fhir_io.py's FhirReader): a successful search kept under
-(fhirServer, query, SHA-256 of the token), in process (MemoryReadCache) or in Redis (RedisReadCache)."""
+(fhirServer, query, SHA-256 of the token), in process (MemoryReadCache) or in Redis (RedisReadCache, on
+the worker's one shared client, cds.shared_redis)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,8 +13,7 @@ import orjson
 from cachetools import TTLCache
 
 from cds.settings import Settings
-
-log = logging.getLogger("cds.fhir")
+from cds.shared_redis import SharedRedis
 
 __all__ = ["CacheKey", "MemoryReadCache", "ReadCache", "RedisReadCache", "json_loads", "open_read_cache"]
 
@@ -100,44 +98,19 @@ class MemoryReadCache(ReadCache):
 class RedisReadCache(ReadCache):
     """Shared by every worker and replica: `SET <prefix>fhir:<sha256(server, query, token digest)>
     <resources JSON> PX <ttl>`. The key names neither the patient nor the token. Redis failing is a
-    miss, never an error: the read goes to the FHIR server, and Redis is not asked again for
-    `retry_after_s` (so an outage costs one short timeout, not one per read).
+    miss, never an error: the read goes to the FHIR server, and the shared breaker keeps Redis from
+    being asked again for a few seconds (so an outage costs one short timeout, not one per read).
     """
 
-    def __init__(
-        self, url: str, prefix: str = "cds:", *, timeout_s: float = 0.5, retry_after_s: float = 5.0
-    ) -> None:
-        import redis.asyncio as aioredis
-        from redis.exceptions import RedisError
-
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
-        self.prefix = prefix + "fhir:"
-        self._retry_after_s = retry_after_s
-        self._down_until = 0.0
+    def __init__(self, redis: SharedRedis) -> None:
+        self._redis = redis
+        self.prefix = redis.prefix + "fhir:"
 
     def key(self, key: CacheKey) -> str:
         return self.prefix + hashlib.sha256("\x00".join(key).encode()).hexdigest()
 
-    def _down(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    def _failed(self, exc: BaseException) -> None:
-        self._down_until = time.monotonic() + self._retry_after_s
-        log.warning(
-            "fhir read cache: redis unavailable (%s); reading without it for %.0f s",
-            type(exc).__name__,
-            self._retry_after_s,
-        )
-
     async def get(self, key: CacheKey) -> list[Any] | None:
-        if self._down():
-            return None
-        try:
-            raw = await self._redis.get(self.key(key))
-        except self._errors as exc:
-            self._failed(exc)
-            return None
+        raw = await self._redis.get(self.key(key), "fhir read cache: reading without it")
         if raw is None:
             return None
         try:
@@ -147,21 +120,19 @@ class RedisReadCache(ReadCache):
         return value if isinstance(value, list) else None
 
     async def set(self, key: CacheKey, resources: list[Any], ttl: float) -> None:
-        ms = int(ttl * 1000)
-        if ms <= 0 or self._down():
-            return
-        try:
-            await self._redis.set(self.key(key), json.dumps(resources, separators=(",", ":")), px=ms)
-        except self._errors as exc:
-            self._failed(exc)
+        if ttl <= 0 or self._redis.breaker.is_open:
+            return  # not even serialised while Redis is away
+        text = json.dumps(resources, separators=(",", ":"))
+        await self._redis.set(self.key(key), text, ttl, "fhir read cache: reading without it")
 
-    async def aclose(self) -> None:
-        await self._redis.aclose()
+    # aclose: nothing of its own to close (the client is the lifespan's)
 
 
-def open_read_cache(settings: Settings, clock: Callable[[], float]) -> ReadCache:
-    """Redis when CDS_REDIS_URL is set, else in-process."""
-    if settings.redis_url:
-        return RedisReadCache(settings.redis_url, settings.redis_key_prefix)
+def open_read_cache(
+    settings: Settings, clock: Callable[[], float], redis: SharedRedis | None = None
+) -> ReadCache:
+    """Redis when the lifespan made the shared client (CDS_REDIS_URL), else in-process."""
+    if redis is not None:
+        return RedisReadCache(redis)
     ttl = int(settings.cache_ttl_s)
     return MemoryReadCache(settings.cache_max_entries, ttl, clock, settings.cache_max_mb * 1024 * 1024)

@@ -44,6 +44,7 @@ from cds.fhir.facts import parse_resources
 from cds.fhir_cache import ReadCache, json_loads, open_read_cache
 from cds.outbound import pool_limits, same_base
 from cds.settings import Settings
+from cds.shared_redis import SharedRedis
 
 log = logging.getLogger("cds.fhir")
 
@@ -134,14 +135,20 @@ class _Call:
 class FhirReader:
     """Reads what the engine needs for one patient: prefetch first, then fhirServer. One per app.
 
+    `redis`: the lifespan's shared client (cds.shared_redis), or None for the in-process read cache;
     `clock` (seconds, monotonic) ages the read cache; tests pass their own."""
 
     def __init__(
-        self, http: httpx.AsyncClient, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        *,
+        redis: SharedRedis | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._settings = settings
-        self._cache = open_read_cache(settings, clock) if settings.cache_ttl_s > 0 else None
+        self._cache = open_read_cache(settings, clock, redis) if settings.cache_ttl_s > 0 else None
         self._inflight: dict[tuple[str, str, str], asyncio.Future[_Fetched]] = {}
         # GETs in flight, app-wide, stay below the pool's size (a few slots left for auth's JWKS
         # reads): a request that waits inside httpx for a pool slot and times out there can leave a
@@ -176,7 +183,7 @@ class FhirReader:
         for key, template in templates.items():
             if not self._prefetched(call, key, given.get(key, _ABSENT)):
                 self._fetch(call, key, template)
-        for key, fetched in (await self._run(call.jobs, call.deadline)).items():
+        for key, fetched in (await self._run(call)).items():
             _merge(call, key, fetched)
         medications_read = any(call.sources.get(k) in _READ for k in _MEDICATION_KEYS)
         if not medications_read and call.sources.get("labs") not in _READ:
@@ -187,10 +194,10 @@ class FhirReader:
             )
         in_key_order = [resource for key in templates for resource in call.collected.get(key, ())]
         parsed = parse_resources(in_key_order, self._settings, patient_id=call.patient_id)
-        if other := parsed.other_patient:
-            call.problems.append(f"{_count(other, 'entry', 'entries')} about another patient left out")
-        if parsed.skipped:
-            call.problems.append(_count(parsed.skipped, "malformed entry", "malformed entries") + " skipped")
+        if n := parsed.other_patient:
+            call.problems.append(f"{n} {'entry' if n == 1 else 'entries'} about another patient left out")
+        if n := parsed.skipped:
+            call.problems.append(f"{n} malformed {'entry' if n == 1 else 'entries'} skipped")
         exposure = bool(drugs.has_natalizumab_exposure(parsed.facts))
         return LoadResult(parsed.facts, exposure, call.sources, tuple(call.problems), parsed.skipped)
 
@@ -260,21 +267,18 @@ class FhirReader:
         if self._cache is None:
             return 0.0
         ttl = float(self._settings.cache_ttl_s)
-        if expires_in is not None:
-            try:
-                ttl = min(ttl, float(expires_in))
-            except (TypeError, ValueError):
-                return 0.0
+        try:
+            ttl = min(ttl, float(expires_in)) if expires_in is not None else ttl
+        except (TypeError, ValueError):
+            return 0.0
         return max(ttl, 0.0)
 
-    async def _run(
-        self, jobs: dict[str, Coroutine[Any, Any, _Fetched]], deadline: float
-    ) -> dict[str, _Fetched]:
-        tasks = {key: asyncio.ensure_future(job) for key, job in jobs.items()}
+    async def _run(self, call: _Call) -> dict[str, _Fetched]:
+        tasks = {key: asyncio.ensure_future(job) for key, job in call.jobs.items()}
         if not tasks:
             return {}
         try:
-            await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait(tasks.values(), timeout=max(0.0, call.deadline - time.monotonic()))
         finally:
             pending = [t for t in tasks.values() if not t.done()]
             for t in pending:
@@ -494,7 +498,3 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """Done callback of an abandoned GET: its outcome was reported (or not needed); no asyncio warning."""
     if not task.cancelled():
         task.exception()
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"

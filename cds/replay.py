@@ -1,26 +1,29 @@
 """The `jti` replay store: a JWT id is accepted once per issuer, and refused until the token expires.
 
 CONTRACT:
-    open_replay_store(settings) -> ReplayStore
+    open_replay_store(settings, redis) -> ReplayStore   redis: the lifespan's shared client, or None
     await store.first_use(iss, jti, expires_at) -> bool   True the first time, False on a replay
     await store.close()
 
 Keys are SHA-256 digests of (iss, jti), never the raw values. Entries live until `expires_at`
 (the token's `exp` plus the clock skew the verifier allows), so a token can never be replayed while
 it would still verify. One worker: `MemoryReplayStore` (cachetools TTLCache). Several workers or
-replicas must share it: set CDS_REDIS_URL and `RedisReplayStore` does `SET key 1 NX EXAT expires_at`.
-Store errors propagate: the authenticator treats them as "cannot tell", and refuses the token.
+replicas must share it: set CDS_REDIS_URL and `RedisReplayStore` does `SET key 1 NX EXAT expires_at`
+on the worker's one Redis client (cds.shared_redis). Store errors propagate: the authenticator treats
+them as "cannot tell", and refuses the token (503). It does not consult the shared breaker: every token
+is checked, so tokens are accepted again the moment Redis answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from cachetools import TLRUCache
 
 from cds.settings import Settings
+from cds.shared_redis import SharedRedis
 
 __all__ = ["MemoryReplayStore", "RedisReplayStore", "ReplayStore", "ReplayStoreFull", "open_replay_store"]
 
@@ -69,32 +72,25 @@ class MemoryReplayStore:
 
 
 class RedisReplayStore:
-    """Shared store: `SET cds:jti:<digest> 1 NX EXAT <expires_at>` is atomic across workers."""
+    """Shared store: `SET <prefix>jti:<digest> 1 NX EXAT <expires_at>` is atomic across workers."""
 
-    prefix = "cds:jti:"
-
-    def __init__(
-        self, url: str, *, timeout_s: float = 0.5, client: Any = None, key_prefix: str | None = None
-    ) -> None:
-        import redis.asyncio as aioredis
-
-        if key_prefix is not None:  # CDS_REDIS_KEY_PREFIX: several services on one Redis
-            self.prefix = key_prefix + "jti:"
-
-        self._redis = client or aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+    def __init__(self, redis: SharedRedis) -> None:
+        self._client = redis.client
+        self.prefix = redis.prefix + "jti:"  # CDS_REDIS_KEY_PREFIX: several services on one Redis
 
     async def first_use(self, iss: str, jti: str, expires_at: int) -> bool:
         key = self.prefix + replay_key(iss, jti).hex()
         expires_at = max(int(expires_at), int(time.time()) + 1)
-        return bool(await self._redis.set(key, 1, nx=True, exat=expires_at))
+        return bool(await self._client.set(key, 1, nx=True, exat=expires_at))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        return None  # the client is the lifespan's, closed there
 
 
-def open_replay_store(settings: Settings) -> ReplayStore:
-    if settings.redis_url:
-        return RedisReplayStore(settings.redis_url, key_prefix=settings.redis_key_prefix)
+def open_replay_store(settings: Settings, redis: SharedRedis | None = None) -> ReplayStore:
+    """Redis when the lifespan made the shared client (CDS_REDIS_URL), else per-process memory."""
+    if redis is not None:
+        return RedisReplayStore(redis)
+    if settings.redis_url:  # never a silent per-worker store when a shared one was asked for
+        raise ValueError("CDS_REDIS_URL is set: the replay store needs the shared client (connect_redis)")
     return MemoryReplayStore(ttl_s=settings.jwt_max_lifetime_s + 2 * settings.jwt_clock_skew_s)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import orjson
@@ -42,6 +42,9 @@ from cds.outbound import check_fhir_server
 from cds.settings import Settings
 from cds.store import Store
 
+if TYPE_CHECKING:  # a hook call does not import the view layer; the lifespan hands it the store
+    from cds.views.link_store import LinkStore
+
 log = logging.getLogger("cds.hooks")
 
 EMPTY_CARDS = b'{"cards":[]}'
@@ -60,7 +63,7 @@ class Runtime:
     store: Store
     definitions: dict[str, ServiceDefinition]
     discovery_body: bytes
-    chart_store: Any = None  # cds.views.charts.ChartStore when the chart views are installed
+    links: LinkStore  # chart inputs, cards' full pages, order-select's memory (cds.views.link_store)
 
 
 # ---------------------------------------------------------------- dependencies (async: no thread pool)
@@ -257,11 +260,9 @@ async def _hook(
     estimate = pk.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
     iris = iris_engine.assess_iris(load.facts, order.plan, now)
     dmt = dmt_engine.advise_dmt(load.facts, now)
-    chart = None
-    if rt.chart_store is not None:
-        from cds.views.charts import chart_link
+    from cds.views.chart_links import keep_chart_link
 
-        chart = await chart_link(rt.chart_store, settings.public_base_url, estimate, load.facts.sessions, now)
+    chart = await keep_chart_link(rt.links, settings.public_base_url, estimate, load.facts.sessions, now)
     made = card_render.drafts(
         estimate,
         iris,
@@ -285,9 +286,9 @@ async def _hook(
     )
     ttl = repeats.lifetime_s(settings.cache_ttl_s, expires_in)
     if service.hook == "order-select":
-        await repeats.remember(rt.chart_store, key, cards, ttl)
+        await repeats.remember(rt.links, key, cards, ttl)
     else:
-        repeated = await repeats.unchanged_info(rt.chart_store, key, cards)
+        repeated = await repeats.unchanged_info(rt.links, key, cards)
         if repeated:
             audit["repeatsLeftOut"] = len(repeated)
             cards = [c for c in cards if c not in repeated]
@@ -319,15 +320,13 @@ def prefetched_records(prefetch: dict[str, Any] | None) -> dict[str, dict[str, A
 
 
 async def _keep_pages(rt: Runtime, made: list[card_render.CardDraft], now: datetime) -> dict[str, str]:
-    """Each card's full page in the chart store; its absolute URL by kind (none when it was not kept)."""
-    if rt.chart_store is None or not hasattr(rt.chart_store, "aput_page"):
-        return {}
+    """Each card's full page in the link store; its absolute URL by kind (none when it was not kept)."""
     from cds.views.pages import CardPage, page_href
 
     urls: dict[str, str] = {}
     for draft in made:
         page = CardPage(title=draft.title, markdown=card_render.page_markdown(draft), made_at=now.isoformat())
-        cid = await rt.chart_store.aput_page(page)
+        cid = await rt.links.put_page(page)
         if cid is not None:
             urls[draft.kind] = page_href(rt.settings.public_base_url, cid)
     return urls

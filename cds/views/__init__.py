@@ -1,7 +1,9 @@
-"""What the clinician sees beyond the card JSON: the projected-level chart and the demo page.
+"""What the clinician sees beyond the card JSON: the projected-level chart, the cards' full pages, the demo.
 
-chart.render_svg(estimate, sessions, now) -> str      pure SVG of the level over time
-chart.render_png(estimate, sessions, now) -> bytes    the same as PNG (cairosvg)
-charts.ChartStore(ttl_s, max_entries)                 short-lived opaque-id store; charts.router
-demo.router                                           GET /demo, its static files, demo requests
+level_chart.render_svg(estimate, sessions, now) -> str    pure SVG of the level over time
+level_chart.render_png(estimate, sessions, now) -> bytes  the same as PNG (cairosvg)
+link_store.LinkStore (Memory / Redis)                     what a hook keeps for its links and for order-sign
+chart_links.keep_chart_link, chart_links.router           the chart link and /charts/{id}.svg|png
+pages.router                                              /cards/{id}, a card's full page
+demo.router                                               GET /demo, its static files, demo requests
 """

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from cds.settings import Settings
+
+if TYPE_CHECKING:
+    from cds.hooks.routes import Runtime
 
 __all__ = ["CSP", "router"]
 
@@ -38,15 +43,14 @@ _STATIC = {
 }
 
 
-def _settings(request: Request) -> Any:
-    rt = getattr(request.state, "rt", None)  # lifespan state built by cds.app
-    return getattr(rt, "settings", None) or getattr(request.app.state, "settings", None)
+def _settings(request: Request) -> Settings:
+    rt: Runtime = request.state.rt  # lifespan state built by cds.app
+    return rt.settings
 
 
 def _require_demo(request: Request) -> None:
     """The demo exists only with CDS_DEMO=1 (`make run` sets it)."""
-    settings = _settings(request)
-    if settings is not None and not getattr(settings, "demo", False):
+    if not _settings(request).demo:
         raise HTTPException(status_code=404, detail="not found")
 
 
@@ -64,8 +68,6 @@ def demo_page(request: Request) -> Response:
 def root(request: Request) -> Response:
     """With the demo on, the service's root points to it (a first run opens http://host:port/ first)."""
     _require_demo(request)
-    if _settings(request) is None:
-        raise HTTPException(status_code=404, detail="not found")
     return RedirectResponse("/demo", status_code=307)
 
 

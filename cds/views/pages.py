@@ -1,8 +1,8 @@
 """A card's full page: everything its 1,000-character detail leaves out (assumptions, every note, every
 source, the levels table), at `{public_base_url}/cards/{id}`.
 
-The id is random and opaque (no patient id, no value in the URL); the page lives in the chart store
-(cds.views.charts: in-process, or Redis when CDS_REDIS_URL is set) with the charts' TTL. Like the chart,
+The id is random and opaque (no patient id, no value in the URL); the page lives in the link store
+(cds.views.link_store: in-process, or Redis when CDS_REDIS_URL is set) with the charts' TTL. Like the chart,
 the route is outside JWT: possession of the unguessable id is the access. The markdown is the cards' own
 (FHIR text in it was escaped by cds.hooks.cards.md_escape), rendered here by a small renderer of just
 the subset the cards write: paragraphs, "- " lists, pipe tables, **bold**, _italic_, [label](https://…).
@@ -12,30 +12,14 @@ Anything else is shown as text.
 from __future__ import annotations
 
 import html
-import json
 import re
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from cds.views.link_store import CardPage, link_store
+
 __all__ = ["CardPage", "page_href", "render_html", "router"]
-
-
-@dataclass(frozen=True, slots=True)
-class CardPage:
-    title: str
-    markdown: str
-    made_at: str  # ISO 8601, when the card was made
-
-    def dumps(self) -> str:
-        return json.dumps({"title": self.title, "markdown": self.markdown, "made_at": self.made_at})
-
-    @classmethod
-    def loads(cls, raw: str | bytes) -> CardPage:
-        d = json.loads(raw)
-        return cls(title=str(d["title"]), markdown=str(d["markdown"]), made_at=str(d["made_at"]))
 
 
 def page_href(base_url: str, cid: str) -> str:
@@ -126,21 +110,14 @@ _HEADERS = {
 _GONE = "page not found or expired"
 
 
-def _store(request: Request) -> Any:
-    store = getattr(request.app.state, "chart_store", None)
-    if store is None:
-        raise HTTPException(status_code=404, detail=_GONE)
-    return store
-
-
 @router.get(
     "/cards/{cid}",
     response_class=HTMLResponse,
     summary="A card's full page (assumptions, notes, every source)",
     responses={404: {"description": _GONE}},
 )
-def card_page(cid: str, request: Request) -> Response:
-    page = _store(request).page(cid)
+async def card_page(cid: str, request: Request) -> Response:
+    page = await link_store(request).page(cid)
     if page is None:
         raise HTTPException(status_code=404, detail=_GONE)
     return HTMLResponse(render_html(page), headers=_HEADERS)

@@ -21,7 +21,7 @@ import pytest
 from cds import demo, metrics
 from cds.errors import StoreUnavailable
 from cds.settings import Settings
-from cds.store_pg import PgStore
+from cds.store.postgres import PgStore
 from tests.deploy.own_postgres import OwnPostgres, own_postgres
 from tests.deploy.stores import fresh_database
 from tests.support.servers import serve_service

@@ -13,20 +13,19 @@ from typing import Any
 import pytest
 import redis
 
-from cds import store_pg
 from cds.engine.domain import PlexSession, UnusableValue
-from cds.fhir_cache import MemoryReadCache, RedisReadCache
 from cds.fhir_io import FhirReader
-from cds.store import SqliteStore
-from cds.store_pg import PgStore
-from cds.views.charts import (
+from cds.shared_redis import Breaker, SharedRedis
+from cds.store import SqliteStore, postgres
+from cds.store.postgres import PgStore
+from cds.views.chart_links import RenderCache, keep_chart_link
+from cds.views.link_store import (
     ChartInputs,
-    ChartStore,
-    RedisChartStore,
-    chart_link,
+    MemoryLinkStore,
+    RedisLinkStore,
     dumps_inputs,
     loads_inputs,
-    open_chart_store,
+    open_link_store,
 )
 from tests.fhir_io.test_reader import BASE, PATIENT, TOKEN, FakeFhir, only_missing, settings
 from tests.views.conftest import NOW, make_estimate
@@ -48,9 +47,12 @@ def _keys(redis_url: str, pattern: str) -> list[bytes]:
 async def test_fhir_cache_is_shared_between_readers_through_redis(redis_url: str, redis_prefix: str) -> None:
     fake = FakeFhir()
     s = settings(redis_url=redis_url, redis_key_prefix=redis_prefix, cache_ttl_s=60)
+    redis_a, redis_b = (
+        SharedRedis.from_url(redis_url, redis_prefix),
+        SharedRedis.from_url(redis_url, redis_prefix),
+    )
     async with fake.client() as http:
-        a, b = FhirReader(http, s), FhirReader(http, s)  # two replicas
-        assert isinstance(a._cache, RedisReadCache)
+        a, b = FhirReader(http, s, redis=redis_a), FhirReader(http, s, redis=redis_b)  # two replicas
         try:
             first = await a.load(PATIENT, only_missing(), BASE, TOKEN, 10)
             second = await b.load(PATIENT, only_missing(), BASE, TOKEN, 10)
@@ -65,6 +67,8 @@ async def test_fhir_cache_is_shared_between_readers_through_redis(redis_url: str
         finally:
             await a.aclose()
             await b.aclose()
+            await redis_a.aclose()
+            await redis_b.aclose()
     keys = _keys(redis_url, redis_prefix + "*")
     assert len(keys) == 2 and all(k.startswith(f"{redis_prefix}fhir:".encode()) for k in keys)
     client = redis.Redis.from_url(redis_url)
@@ -82,12 +86,14 @@ async def test_fhir_cache_is_shared_between_readers_through_redis(redis_url: str
 async def test_fhir_cache_ttl_is_capped_by_the_setting(redis_url: str, redis_prefix: str) -> None:
     fake = FakeFhir()
     s = settings(redis_url=redis_url, redis_key_prefix=redis_prefix, cache_ttl_s=5)
+    shared = SharedRedis.from_url(redis_url, redis_prefix)
     async with fake.client() as http:
-        reader = FhirReader(http, s)
+        reader = FhirReader(http, s, redis=shared)
         try:
             await reader.load(PATIENT, only_missing(), BASE, TOKEN, 3600)
         finally:
             await reader.aclose()
+            await shared.aclose()
     client = redis.Redis.from_url(redis_url)
     try:
         (key,) = _keys(redis_url, redis_prefix + "fhir:*")
@@ -99,21 +105,33 @@ async def test_fhir_cache_ttl_is_capped_by_the_setting(redis_url: str, redis_pre
 async def test_redis_outage_degrades_to_no_cache() -> None:
     fake = FakeFhir()
     s = settings(redis_url=DEAD_REDIS)
+    dead = SharedRedis.from_url(DEAD_REDIS)
     async with fake.client() as http:
-        reader = FhirReader(http, s)
+        reader = FhirReader(http, s, redis=dead)
         try:
             results = [await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300) for _ in range(2)]
         finally:
             await reader.aclose()
+            await dead.aclose()
     assert len(fake.requests) == 2  # every read went to the FHIR server
     assert all(r.sources["medicationStatements"] == "fhir" for r in results)
     assert results[0].facts == results[1].facts
 
 
 async def test_in_process_cache_without_redis() -> None:
-    async with FakeFhir().client() as http:
-        reader = FhirReader(http, settings(redis_url=None))
-        assert isinstance(reader._cache, MemoryReadCache)
+    fake = FakeFhir()
+    async with fake.client() as http:
+        reader = FhirReader(http, settings(redis_url=None, cache_ttl_s=60))
+        try:
+            first = await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300)
+            second = await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300)
+        finally:
+            await reader.aclose()
+    assert len(fake.requests) == 1
+    assert (first.sources["medicationStatements"], second.sources["medicationStatements"]) == (
+        "fhir",
+        "cache",
+    )
 
 
 # ---------------------------------------------------------------- chart links
@@ -144,39 +162,63 @@ def test_chart_inputs_round_trip_through_json() -> None:
 
 async def test_chart_link_from_one_replica_opens_on_another(redis_url: str, redis_prefix: str) -> None:
     s = settings(redis_url=redis_url, redis_key_prefix=redis_prefix)
-    a, b = open_chart_store(s, ttl_s=900), open_chart_store(s, ttl_s=900)
-    assert isinstance(a, RedisChartStore)
+    redis_a, redis_b = (
+        SharedRedis.from_url(redis_url, redis_prefix),
+        SharedRedis.from_url(redis_url, redis_prefix),
+    )
+    a, b = open_link_store(s, redis_a), open_link_store(s, redis_b)
+    assert isinstance(a, RedisLinkStore)
     inputs = _inputs()
     try:
-        url = await chart_link(a, "https://cds.example.org", inputs.estimate, inputs.sessions, inputs.now)
+        url = await keep_chart_link(
+            a, "https://cds.example.org", inputs.estimate, inputs.sessions, inputs.now
+        )
         assert url is not None and url.startswith("https://cds.example.org/charts/")
         cid = url.rsplit("/", 1)[1].removesuffix(".svg")
-        assert b.get(cid) == inputs
-        local = ChartStore()
-        assert b.svg(cid) == local.svg(local.put(inputs))  # the same chart as the in-process store
-        assert b.get("unknown-id") is None and b.svg("unknown-id") is None
+        found = await b.chart(cid)
+        assert found == inputs
+        local = MemoryLinkStore()
+        local_cid = await local.put_chart(inputs)
+        local_inputs = await local.chart(str(local_cid))
+        assert local_inputs is not None  # the same chart as from the in-process store
+        assert RenderCache().svg(cid, found) == RenderCache().svg(str(local_cid), local_inputs)
+        assert await b.chart("unknown-id") is None
         client = redis.Redis.from_url(redis_url)
         try:
             assert 0 < client.pttl(f"{redis_prefix}chart:{cid}") <= 900_000
         finally:
             client.close()
     finally:
-        await a.aclose()
-        await b.aclose()
+        await redis_a.aclose()
+        await redis_b.aclose()
 
 
-async def test_chart_store_outage_gives_no_link_and_404() -> None:
-    store = RedisChartStore(DEAD_REDIS)
+async def test_link_store_outage_gives_no_link_and_404_and_stops_asking() -> None:
+    dead = SharedRedis.from_url(DEAD_REDIS)
+    store = RedisLinkStore(dead)
     inputs = _inputs()
     try:
-        assert await chart_link(store, "http://x", inputs.estimate, inputs.sessions, inputs.now) is None
-        assert store.get("anything") is None and store.svg("anything") is None
+        assert await keep_chart_link(store, "http://x", inputs.estimate, inputs.sessions, inputs.now) is None
+        assert dead.breaker.is_open  # the next calls do not wait for Redis
+        assert await store.chart("anything") is None and await store.recall("anything") is None
     finally:
-        await store.aclose()
+        await dead.aclose()
 
 
-def test_in_process_chart_store_without_redis() -> None:
-    assert isinstance(open_chart_store(settings(redis_url=None)), ChartStore)
+def test_breaker_spares_redis_for_its_pause_then_asks_again() -> None:
+    now = [100.0]
+    breaker = Breaker(retry_after_s=5.0, clock=lambda: now[0])
+    assert not breaker.is_open
+    breaker.trip(ConnectionError("refused"), "test")
+    assert breaker.is_open
+    now[0] += 4.9
+    assert breaker.is_open
+    now[0] += 0.2
+    assert not breaker.is_open
+
+
+def test_in_process_link_store_without_redis() -> None:
+    assert isinstance(open_link_store(settings(redis_url=None), None), MemoryLinkStore)
 
 
 # ---------------------------------------------------------------- feedback key
@@ -276,7 +318,7 @@ async def test_sqlite_table_of_the_old_key_is_migrated(tmp_path: Path) -> None:
 
 
 async def test_postgres_version_1_table_is_migrated(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_pg, "MIGRATIONS", store_pg.MIGRATIONS[:1])
+    monkeypatch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:1])
     old = PgStore(pg_dsn)
     await old.start()
     try:
@@ -288,7 +330,7 @@ async def test_postgres_version_1_table_is_migrated(pg_dsn: str, monkeypatch: py
     new = PgStore(pg_dsn)
     await new.start()  # applies the later versions
     try:
-        assert await new.schema_version() == len(store_pg.MIGRATIONS)
+        assert await new.schema_version() == len(postgres.MIGRATIONS)
         assert await new.add_feedback("svc", [_accepted("c1", "s1")]) == 0  # the old row is still the key
         assert await new.add_feedback("svc", [_accepted("c1", "s2")]) == 1
         assert len(await new.feedback()) == 2

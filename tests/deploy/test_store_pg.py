@@ -1,4 +1,4 @@
-"""cds/store_pg.py against the real local PostgreSQL, one fresh database per test."""
+"""cds/store/postgres.py against the real local PostgreSQL, one fresh database per test."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cds.store_pg import MIGRATIONS, PgStore, is_postgres_url
+from cds.store.postgres import MIGRATIONS, PgStore, is_postgres_url
 
 
 def _item(card: str, outcome: str = "accepted", ts: str = "2026-01-05T10:00:00Z") -> dict[str, object]:
@@ -41,11 +41,11 @@ async def test_concurrent_starters_migrate_once(pg_dsn: str) -> None:
 
 _STARTER = """
 import asyncio, os, sys, time
-from cds.store_pg import PgStore
+from cds.store.postgres import PgStore
 
 async def main() -> None:
     store = PgStore(sys.argv[1])
-    await store._pool.open(wait=True)
+    await store.connect()
     open(sys.argv[3], "w").close()
     while not os.path.exists(sys.argv[2]):  # start line: every process is connected first
         await asyncio.sleep(0.005)

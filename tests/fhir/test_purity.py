@@ -26,7 +26,6 @@ FORBIDDEN = (
     "cds.hooks",
     "cds.views",
     "cds.store",
-    "cds.store_pg",
     "cds.outbound",
 )
 

@@ -241,15 +241,15 @@ def test_sign_after_select_with_changed_data_shows_the_changed_card(
 def test_memory_holds_digests_not_card_text(settings: Settings, tmp_path: Path) -> None:
     st = make_settings(tmp_path, cache_ttl_s=300)
     from cds.app import create_app
+    from cds.views.link_store import MemoryLinkStore
     from tests.support.servers import serve_asgi
 
-    app = create_app(st)
-    with serve_asgi(app) as url, httpx.Client(base_url=url, timeout=10) as c:
+    store = MemoryLinkStore()
+    with serve_asgi(create_app(st, links=store)) as url, httpx.Client(base_url=url, timeout=10) as c:
         cards = post(c, SELECT, request("active-fingolimod", "order-select", st, "Practitioner/x"))
-        store = app.state.chart_store
-        kept = list(store._recalls.items())  # the in-process memory, read directly for this check
+        kept = list(store.memories().items())
     assert len(kept) == 1
-    key, (_, value) = kept[0]
+    key, value = kept[0]
     assert re.fullmatch(r"[0-9a-f]{64}", key)
     assert all(re.fullmatch(r"[a-z-]+:[0-9a-f]{32}", d) for d in value.split())
     for card in cards:

@@ -32,9 +32,7 @@ async def test_feedback_idempotent_and_durable_settings(tmp_path: Path) -> None:
             ("svc", "c1", [{"id": "s1"}]),
             ("other", "c1", [{"id": "s1"}]),
         ]
-        conn = store._require()
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert await store.durability() == ("wal", 2)  # WAL, synchronous=FULL
     finally:
         await store.close()
     assert not await store.ping()

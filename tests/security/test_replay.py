@@ -12,6 +12,7 @@ import pytest
 
 from cds.replay import MemoryReplayStore, RedisReplayStore, ReplayStore, ReplayStoreFull, open_replay_store
 from cds.settings import Settings
+from cds.shared_redis import SharedRedis
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -31,9 +32,12 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[ReplayStore]:
     else:
         if not _redis_up():
             pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-        s = RedisReplayStore(REDIS_URL)
+        shared = SharedRedis.from_url(REDIS_URL)
+        s = RedisReplayStore(shared)
     yield s
     await s.close()
+    if request.param == "redis":
+        await shared.aclose()
 
 
 def exp_in(seconds: float) -> int:
@@ -65,7 +69,8 @@ async def test_redis_entry_expires_at_exp_and_holds_no_raw_jti() -> None:
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     import redis.asyncio as aioredis
 
-    store = RedisReplayStore(REDIS_URL)
+    shared = SharedRedis.from_url(REDIS_URL)
+    store = RedisReplayStore(shared)
     jti = "visible-" + uuid.uuid4().hex
     exp = exp_in(120)
     assert await store.first_use("https://a.example", jti, exp)
@@ -73,26 +78,28 @@ async def test_redis_entry_expires_at_exp_and_holds_no_raw_jti() -> None:
     try:
         keys = [k.decode() async for k in client.scan_iter(match="cds:jti:*")]
         assert keys and not any(jti in k for k in keys)
-        assert _key(jti) in keys
-        assert abs(await client.expiretime(_key(jti)) - exp) <= 1
+        assert _key(store, jti) in keys
+        assert abs(await client.expiretime(_key(store, jti)) - exp) <= 1
     finally:
         await client.aclose()
-        await store.close()
+        await shared.aclose()
 
 
-def _key(jti: str) -> str:
+def _key(store: RedisReplayStore, jti: str) -> str:
     from cds.replay import replay_key
 
-    return RedisReplayStore.prefix + replay_key("https://a.example", jti).hex()
+    return store.prefix + replay_key("https://a.example", jti).hex()
 
 
 async def test_redis_down_raises_so_the_token_is_refused() -> None:
-    store = RedisReplayStore("redis://127.0.0.1:9/0", timeout_s=0.2)
+    dead = SharedRedis.from_url("redis://127.0.0.1:9/0", timeout_s=0.2)
+    store = RedisReplayStore(dead)
     import redis.exceptions
 
-    with pytest.raises(redis.exceptions.RedisError):
-        await store.first_use("https://a.example", "x", exp_in(60))
-    await store.close()
+    for _ in range(2):  # the second time too: the replay store asks Redis every time (no breaker)
+        with pytest.raises(redis.exceptions.RedisError):
+            await store.first_use("https://a.example", "x", exp_in(60))
+    await dead.aclose()
 
 
 async def test_authenticator_fails_closed_when_the_store_fails() -> None:
@@ -122,10 +129,12 @@ async def test_authenticator_fails_closed_when_the_store_fails() -> None:
         }
     )
     async with httpx.AsyncClient() as http:
-        auth = Authenticator(settings, http, replay=RedisReplayStore("redis://127.0.0.1:9/0", timeout_s=0.2))
+        dead = SharedRedis.from_url("redis://127.0.0.1:9/0", timeout_s=0.2)
+        auth = Authenticator(settings, http, replay=RedisReplayStore(dead))
         with pytest.raises(ReplayStoreUnavailable):  # refused, as a 503 (our fault), not a 401 (issue 18)
             await auth.check(req, url)
         await auth.close()
+        await dead.aclose()
 
 
 async def test_memory_store_forgets_after_its_ttl() -> None:
@@ -160,4 +169,8 @@ def test_store_is_chosen_by_redis_url() -> None:
         Settings(_env_file=None, redis_url=None, jwt_max_lifetime_s=600, jwt_clock_skew_s=60)
     )
     assert isinstance(memory, MemoryReplayStore) and memory.ttl_s == 720
-    assert isinstance(open_replay_store(Settings(_env_file=None, redis_url=REDIS_URL)), RedisReplayStore)
+    with_redis = Settings(_env_file=None, redis_url=REDIS_URL)
+    shared = SharedRedis.from_url(REDIS_URL)
+    assert isinstance(open_replay_store(with_redis, shared), RedisReplayStore)
+    with pytest.raises(ValueError):  # never a per-worker store when a shared one was asked for
+        open_replay_store(with_redis, None)

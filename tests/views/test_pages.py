@@ -53,13 +53,11 @@ def test_page_round_trips_through_json() -> None:
     assert CardPage.loads(p.dumps()) == p
 
 
-def test_a_full_store_gives_no_page_rather_than_dropping_a_live_one() -> None:
-    import asyncio
+async def test_a_full_store_gives_no_page_rather_than_dropping_a_live_one() -> None:
+    from cds.views.link_store import MemoryLinkStore
 
-    from cds.views.charts import ChartStore
-
-    store = ChartStore(ttl_s=60, max_entries=1)  # room for one chart and its three cards' pages
+    store = MemoryLinkStore(ttl_s=60, max_entries=1)  # room for one chart and its three cards' pages
     p = CardPage(title="t", markdown="m", made_at="2026-12-07T04:00:00+00:00")
-    kept = [asyncio.run(store.aput_page(p)) for _ in range(3)]
-    assert all(kept) and asyncio.run(store.aput_page(p)) is None
-    assert all(store.page(cid) == p for cid in kept if cid)
+    kept = [await store.put_page(p) for _ in range(3)]
+    assert all(kept) and await store.put_page(p) is None
+    assert all([await store.page(cid) == p for cid in kept if cid])

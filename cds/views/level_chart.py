@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
-from cds.engine.domain import PlexEstimate, PlexSession
+from cds.engine.domain import NatalizumabLevel, PlexEstimate, PlexSession, ProjectedPoint
 from cds.engine.pk import REFERENCE_INTERVAL_DAYS
 
 __all__ = ["HEIGHT", "WIDTH", "render_png", "render_svg"]
@@ -43,8 +43,6 @@ _C_SESSION = "#444444"
 
 def _fmt(v: float) -> str:
     """A level to two significant figures, no exponent: 125, 25, 2.5, 0.35, 0.012."""
-    if v >= 100:
-        return f"{v:.0f}"
     if v >= 10:
         return f"{v:.0f}"
     if v >= 1:
@@ -197,38 +195,58 @@ def _describe(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: da
     return " ".join(parts)
 
 
-def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime) -> str:
-    """The chart as a standalone SVG document (UTF-8 text, no external references)."""
-    done = sorted(sessions, key=lambda s: s.performed_at)
+@dataclass(frozen=True, slots=True)
+class _Chart:
+    """What the drawing steps share: the engine result, its series in drawing order, and the scale."""
+
+    estimate: PlexEstimate
+    now: datetime
+    done: tuple[PlexSession, ...]  # sessions done, oldest first
+    levels: tuple[NatalizumabLevel, ...]  # measured levels (and the starting level), oldest first
+    proj: tuple[ProjectedPoint, ...]  # projected points, by session number
+    planned_at: tuple[datetime, ...]  # when each planned session takes place
+    ordered: int | None  # how many planned sessions the order covers
+    s: _Scale
+
+    @property
+    def adjusted(self) -> float | None:
+        return self.estimate.adjusted_level_ug_per_ml
+
+    @property
+    def xn(self) -> float:
+        return self.s.x(self.now)
+
+
+def _chart(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime) -> _Chart:
+    """Sort the series and fit the scale to every time and value the chart shows."""
+    done = tuple(sorted(sessions, key=lambda s: s.performed_at))
     levels = sorted(estimate.levels_used, key=lambda lv: lv.drawn_at)
     if estimate.starting_level is not None and estimate.starting_level not in levels:
         levels = sorted([*levels, estimate.starting_level], key=lambda lv: lv.drawn_at)
-    proj = sorted(estimate.projection, key=lambda p: p.session_number)
-    adjusted = estimate.adjusted_level_ug_per_ml
-
-    planned_at = _session_times(estimate)
-    ordered = _ordered_planned(estimate)
+    proj = tuple(sorted(estimate.projection, key=lambda p: p.session_number))
+    planned_at = tuple(_session_times(estimate))
     times = [now, *(lv.drawn_at for lv in levels), *(s.performed_at for s in done), *(p.at for p in proj)]
     times += planned_at
-    if estimate.target_expected_at is not None:
-        times.append(estimate.target_expected_at)
-    if estimate.remeasure_at is not None:
-        times.append(estimate.remeasure_at)
+    times += [t for t in (estimate.target_expected_at, estimate.remeasure_at) if t is not None]
     values = [estimate.target_ug_per_ml, *(lv.value_ug_per_ml for lv in levels)]
     values += [v for p in proj for v in (p.level_ug_per_ml, p.low_ug_per_ml, p.high_ug_per_ml)]
-    if adjusted is not None:
-        values.append(adjusted)
-    s = _scale(times, values)
+    if estimate.adjusted_level_ug_per_ml is not None:
+        values.append(estimate.adjusted_level_ug_per_ml)
+    scale = _scale(times, values)
+    return _Chart(estimate, now, done, tuple(levels), proj, planned_at, _ordered_planned(estimate), scale)
 
+
+def _header(c: _Chart) -> list[str]:
+    """The svg element, title and description, the hatch pattern, the background and the heading."""
     title = "Natalizumab serum level: measured and projected over plasma exchange sessions"
-    out: list[str] = [
+    out = [
         (
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title chart-desc" '
             f"font-family={quoteattr(_FONT)}>"
         ),
         f'<title id="chart-title">{escape(title)}</title>',
-        f'<desc id="chart-desc">{escape(_describe(estimate, tuple(done), now))}</desc>',
+        f'<desc id="chart-desc">{escape(_describe(c.estimate, c.done, c.now))}</desc>',
         (
             '<defs><pattern id="hatch" patternUnits="userSpaceOnUse" width="7" height="7" '
             'patternTransform="rotate(45)">'
@@ -239,45 +257,38 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
         _text(_X0, 22, "Natalizumab serum level (µg/mL, log scale)", size=15, weight="bold"),
     ]
-    if estimate.basis == "dosing-history":
-        out.append(
-            _text(
-                _X0,
-                39,
-                "No level measured: today's level is estimated from the dosing history",
-                size=11,
-                fill="#555555",
-                cls="basis-note",
-            )
-        )
+    if c.estimate.basis == "dosing-history":
+        note = "No level measured: today's level is estimated from the dosing history"
+        out.append(_text(_X0, 39, note, size=11, fill="#555555", cls="basis-note"))
+    return out
 
-    # grid and axes
-    out.append('<g id="axes" class="axes">')
+
+def _y_grid(s: _Scale) -> list[str]:
+    """A line per decade (labelled) and dotted lines at 2x and 5x (labelled when the axis is short)."""
+    out: list[str] = []
     decade = s.lo
     while decade <= s.hi * 1.0001:
         y = s.y(decade)
         out.append(f'<line x1="{_X0}" y1="{y:.1f}" x2="{_X1}" y2="{y:.1f}" stroke="{_C_GRID}"/>')
         out.append(_text(_X0 - 8, y + 4, _fmt(decade), anchor="end", cls="y-tick"))
         for m in (2, 5):
-            if decade * m < s.hi:
-                ym = s.y(decade * m)
-                out.append(
-                    f'<line x1="{_X0}" y1="{ym:.1f}" x2="{_X1}" y2="{ym:.1f}" stroke="{_C_GRID}" '
-                    'stroke-dasharray="1 3"/>'
-                )
-                if s.hi / s.lo <= 100:
-                    out.append(
-                        _text(
-                            _X0 - 8,
-                            ym + 4,
-                            _fmt(decade * m),
-                            anchor="end",
-                            size=10,
-                            fill="#555555",
-                            cls="y-tick",
-                        )
-                    )
+            if decade * m >= s.hi:
+                continue
+            ym = s.y(decade * m)
+            out.append(
+                f'<line x1="{_X0}" y1="{ym:.1f}" x2="{_X1}" y2="{ym:.1f}" stroke="{_C_GRID}" '
+                'stroke-dasharray="1 3"/>'
+            )
+            if s.hi / s.lo <= 100:
+                label = _fmt(decade * m)
+                out.append(_text(_X0 - 8, ym + 4, label, anchor="end", size=10, fill="#555555", cls="y-tick"))
         decade *= 10
+    return out
+
+
+def _axes(s: _Scale) -> list[str]:
+    """Grid, date ticks, the plot frame and the date axis title."""
+    out = ['<g id="axes" class="axes">', *_y_grid(s)]
     for t in _x_ticks(s):
         x = s.x(t)
         out.append(f'<line x1="{x:.1f}" y1="{_Y1}" x2="{x:.1f}" y2="{_Y1 + 5}" stroke="#222222"/>')
@@ -285,200 +296,224 @@ def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: d
     out.append(
         f'<rect x="{_X0}" y="{_Y0}" width="{_X1 - _X0}" height="{_Y1 - _Y0}" fill="none" stroke="#222222"/>'
     )
-    years = sorted({t.astimezone(UTC).year for t in (s.t0, s.t1)})
-    out.append(
-        _text(
-            (_X0 + _X1) / 2,
-            _Y1 + 64,
-            f"Date (UTC, {'–'.join(str(y) for y in years)})",
-            anchor="middle",
-            size=11,
-        )
-    )
+    years = "–".join(str(y) for y in sorted({t.astimezone(UTC).year for t in (s.t0, s.t1)}))
+    out.append(_text((_X0 + _X1) / 2, _Y1 + 64, f"Date (UTC, {years})", anchor="middle", size=11))
     out.append("</g>")
+    return out
 
-    # today
-    xn = s.x(now)
-    out.append(
+
+def _today(c: _Chart) -> str:
+    xn = c.xn
+    return (
         f'<g id="today"><line x1="{xn:.1f}" y1="{_Y0}" x2="{xn:.1f}" y2="{_Y1}" stroke="#888888" '
         f'stroke-dasharray="2 2"/>{_text(xn + 3, _Y1 - 5, "today", size=10, fill="#555555")}</g>'
     )
 
-    # projection band and line, starting from the adjusted level today
-    if proj:
-        start = [(now, adjusted, adjusted, adjusted)] if adjusted is not None else []
-        pts = start + [(p.at, p.level_ug_per_ml, p.low_ug_per_ml, p.high_ug_per_ml) for p in proj]
-        upper = [f"{s.x(t):.1f},{s.y(hi):.1f}" for t, _, _, hi in pts]
-        lower = [f"{s.x(t):.1f},{s.y(lo):.1f}" for t, _, lo, _ in reversed(pts)]
-        out.append(
+
+def _projection(c: _Chart) -> list[str]:
+    """The projected range (hatched band) and line from the adjusted level today, a square per session."""
+    if not c.proj:
+        return []
+    s, adjusted = c.s, c.adjusted
+    start = [(c.now, adjusted, adjusted, adjusted)] if adjusted is not None else []
+    pts = start + [(p.at, p.level_ug_per_ml, p.low_ug_per_ml, p.high_ug_per_ml) for p in c.proj]
+    upper = [f"{s.x(t):.1f},{s.y(hi):.1f}" for t, _, _, hi in pts]
+    lower = [f"{s.x(t):.1f},{s.y(lo):.1f}" for t, _, lo, _ in reversed(pts)]
+    line = " ".join(f"{s.x(t):.1f},{s.y(v):.1f}" for t, v, _, _ in pts)
+    out = [
+        (
             f'<g id="band"><polygon class="band" points="{" ".join(upper + lower)}" '
             f'fill="url(#hatch)" stroke="{_C_PROJ}" stroke-width="0.8" stroke-dasharray="2 2"/></g>'
-        )
-        line = " ".join(f"{s.x(t):.1f},{s.y(v):.1f}" for t, v, _, _ in pts)
-        out.append(
+        ),
+        (
             f'<g id="projection"><polyline class="projection-line" points="{line}" fill="none" '
             f'stroke="{_C_PROJ}" stroke-width="2" stroke-dasharray="7 4"/>'
+        ),
+    ]
+    every = 1 if len(c.proj) <= 7 else 2
+    for i, p in enumerate(c.proj):
+        x, y = s.x(p.at), s.y(p.level_ug_per_ml)
+        out.append(
+            f'<rect class="projected-point" x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" '
+            f'fill="{_C_PROJ}"><title>After planned session {p.session_number}: '
+            f"{_fmt(p.level_ug_per_ml)} µg/mL (range {_fmt(p.low_ug_per_ml)}–"
+            f"{_fmt(p.high_ug_per_ml)})</title></rect>"
         )
-        every = 1 if len(proj) <= 7 else 2
-        for i, p in enumerate(proj):
-            x, y = s.x(p.at), s.y(p.level_ug_per_ml)
+        if i % every == 0 or i == len(c.proj) - 1:
             out.append(
-                f'<rect class="projected-point" x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" '
-                f'fill="{_C_PROJ}"><title>After planned session {p.session_number}: '
-                f"{_fmt(p.level_ug_per_ml)} µg/mL (range {_fmt(p.low_ug_per_ml)}–"
-                f"{_fmt(p.high_ug_per_ml)})</title></rect>"
+                _text(x + 6, y - 7, _fmt(p.level_ug_per_ml), size=10, fill=_C_PROJ, cls="projected-label")
             )
-            if i % every == 0 or i == len(proj) - 1:
-                out.append(
-                    _text(x + 6, y - 7, _fmt(p.level_ug_per_ml), size=10, fill=_C_PROJ, cls="projected-label")
-                )
-        out.append("</g>")
+    out.append("</g>")
+    return out
 
-    # target line
-    yt = s.y(estimate.target_ug_per_ml)
-    out.append(
-        f'<g id="target" class="target"><line class="target-line" x1="{_X0}" y1="{yt:.1f}" '
-        f'x2="{_X1}" y2="{yt:.1f}" stroke="{_C_TARGET}" stroke-width="2" stroke-dasharray="10 4 2 4"/>'
-    )
-    out.append(_text(_X1 + 6, yt - 3, "target", size=11, weight="bold", fill=_C_TARGET, cls="target-label"))
-    out.append(
-        _text(
-            _X1 + 6,
-            yt + 11,
-            f"<{_fmt(estimate.target_ug_per_ml)} µg/mL",
-            size=11,
-            weight="bold",
-            fill=_C_TARGET,
-            cls="target-label",
-        )
-    )
+
+def _target_label(y: float, body: str) -> str:
+    return _text(_X1 + 6, y, body, size=11, weight="bold", fill=_C_TARGET, cls="target-label")
+
+
+def _target(c: _Chart) -> list[str]:
+    """The target line, its label, and a tick where the projection expects to reach it."""
+    estimate = c.estimate
+    yt = c.s.y(estimate.target_ug_per_ml)
+    out = [
+        (
+            f'<g id="target" class="target"><line class="target-line" x1="{_X0}" y1="{yt:.1f}" '
+            f'x2="{_X1}" y2="{yt:.1f}" stroke="{_C_TARGET}" stroke-width="2" stroke-dasharray="10 4 2 4"/>'
+        ),
+        _target_label(yt - 3, "target"),
+        _target_label(yt + 11, f"<{_fmt(estimate.target_ug_per_ml)} µg/mL"),
+    ]
     if estimate.target_expected_at is not None:
-        xe = s.x(estimate.target_expected_at)
+        xe = c.s.x(estimate.target_expected_at)
         out.append(
             f'<line x1="{xe:.1f}" y1="{yt - 7:.1f}" x2="{xe:.1f}" y2="{yt + 7:.1f}" '
             f'stroke="{_C_TARGET}" stroke-width="2"/>'
         )
     out.append("</g>")
+    return out
 
-    # measured points
-    out.append('<g id="measured">')
-    for lv in levels:
-        x, y = s.x(lv.drawn_at), s.y(lv.value_ug_per_ml)
-        censored = lv.comparator in ("<", "<=")
-        fill = "#ffffff" if censored else _C_MEASURED
-        label = f"{lv.comparator or ''}{_fmt(lv.value_ug_per_ml)}"
-        out.append(
+
+def _measured_point(s: _Scale, lv: NatalizumabLevel) -> list[str]:
+    """A filled circle (open for a "<" result) with its value written above it."""
+    x, y = s.x(lv.drawn_at), s.y(lv.value_ug_per_ml)
+    fill = "#ffffff" if lv.comparator in ("<", "<=") else _C_MEASURED
+    label = f"{lv.comparator or ''}{_fmt(lv.value_ug_per_ml)}"
+    return [
+        (
             f'<circle class="measured-point" cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{fill}" '
             f'stroke="{_C_MEASURED}" stroke-width="2"><title>Measured {escape(label)} µg/mL on '
             f"{_day(lv.drawn_at)}</title></circle>"
-        )
-        out.append(
-            _text(
-                x,
-                y - 11,
-                f"{label} µg/mL",
-                anchor="middle",
-                size=11,
-                weight="bold",
-                fill=_C_MEASURED,
-                cls="measured-label",
-            )
-        )
-    if adjusted is not None:
-        y = s.y(adjusted)
-        out.append(
+        ),
+        _text(
+            x,
+            y - 11,
+            f"{label} µg/mL",
+            anchor="middle",
+            size=11,
+            weight="bold",
+            fill=_C_MEASURED,
+            cls="measured-label",
+        ),
+    ]
+
+
+def _adjusted_point(c: _Chart, adjusted: float) -> list[str]:
+    """The level adjusted to today: a diamond on the today line, labelled on the side with room."""
+    xn, y = c.xn, c.s.y(adjusted)
+    x, y_label, anchor = (xn - 9, y + 16, "end") if xn - 90 > _X0 else (xn + 10, y - 9, "start")
+    return [
+        (
             f'<polygon class="adjusted-point" points="{xn:.1f},{y - 7:.1f} {xn + 7:.1f},{y:.1f} '
             f'{xn:.1f},{y + 7:.1f} {xn - 7:.1f},{y:.1f}" fill="#ffffff" stroke="{_C_MEASURED}" '
             f'stroke-width="2"><title>Estimated today: {_fmt(adjusted)} µg/mL</title></polygon>'
-        )
-        left = xn - 90 > _X0
-        out.append(
-            _text(
-                xn - 9 if left else xn + 10,
-                y + 16 if left else y - 9,
-                f"today ≈{_fmt(adjusted)}",
-                anchor="end" if left else "start",
-                size=10,
-                fill=_C_MEASURED,
-                cls="adjusted-label",
-            )
-        )
-    out.append("</g>")
+        ),
+        _text(
+            x,
+            y_label,
+            f"today ≈{_fmt(adjusted)}",
+            anchor=anchor,
+            size=10,
+            fill=_C_MEASURED,
+            cls="adjusted-label",
+        ),
+    ]
 
-    # PLEX sessions on the time axis
-    out.append('<g id="sessions">')
+
+def _measured(c: _Chart) -> list[str]:
+    out = ['<g id="measured">']
+    for lv in c.levels:
+        out += _measured_point(c.s, lv)
+    if c.adjusted is not None:
+        out += _adjusted_point(c, c.adjusted)
+    out.append("</g>")
+    return out
+
+
+def _planned_session(c: _Chart, j: int, when: datetime, ym: float) -> list[str]:
+    """Planned session `j` (1-based): an open triangle, dashed when the order does not cover it."""
+    x = c.s.x(when)
+    beyond = c.ordered is not None and j > c.ordered  # estimated, not (yet) ordered
+    grey = "#999999" if beyond else "#555555"
+    cls = "session-mark session-planned" + (" session-beyond-order" if beyond else " session-ordered")
+    return [
+        (
+            f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
+            f'stroke-opacity="{0.2 if beyond else 0.35}" stroke-dasharray="2 3"/>'
+        ),
+        _triangle(x, ym, False, cls, dashed=beyond),
+        _text(x, ym + 12, str(len(c.done) + j), anchor="middle", size=9, fill=grey, cls="session-label"),
+    ]
+
+
+def _sessions(c: _Chart) -> list[str]:
+    """PLEX sessions on the time axis, numbered: done (filled), then planned (open)."""
     ym = _Y1 + 18
-    out.append(_text(_X0 - 8, ym - 1, "PLEX", anchor="end", size=10, fill=_C_SESSION))
-    for i, sess in enumerate(done, start=1):
-        x = s.x(sess.performed_at)
+    out = ['<g id="sessions">', _text(_X0 - 8, ym - 1, "PLEX", anchor="end", size=10, fill=_C_SESSION)]
+    for i, sess in enumerate(c.done, start=1):
+        x = c.s.x(sess.performed_at)
         out.append(
             f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
             'stroke-opacity="0.35"/>'
         )
         out.append(_triangle(x, ym, True, "session-mark session-done"))
         out.append(_text(x, ym + 12, str(i), anchor="middle", size=9, cls="session-label"))
-    for j, when in enumerate(planned_at, start=1):
-        x = s.x(when)
-        beyond = ordered is not None and j > ordered  # estimated, not (yet) ordered
-        out.append(
-            f'<line x1="{x:.1f}" y1="{_Y0}" x2="{x:.1f}" y2="{_Y1}" stroke="{_C_SESSION}" '
-            f'stroke-opacity="{0.2 if beyond else 0.35}" stroke-dasharray="2 3"/>'
-        )
-        cls = "session-mark session-planned" + (" session-beyond-order" if beyond else " session-ordered")
-        out.append(_triangle(x, ym, False, cls, dashed=beyond))
-        out.append(
-            _text(
-                x,
-                ym + 12,
-                str(len(done) + j),
-                anchor="middle",
-                size=9,
-                fill="#999999" if beyond else "#555555",
-                cls="session-label",
-            )
-        )
+    for j, when in enumerate(c.planned_at, start=1):
+        out += _planned_session(c, j, when, ym)
     out.append("</g>")
-    if ordered is not None and estimate.remaining is not None:
-        extra = "" if estimate.remaining.estimate == ordered else f"; estimate {estimate.remaining.estimate}"
-        out.append(
-            _text(
-                _X1,
-                39,
-                f"Ordered: {ordered} session{'' if ordered == 1 else 's'}{extra}",
-                anchor="end",
-                size=11,
-                fill=_C_SESSION,
-                cls="ordered-note",
-            )
-        )
+    return out
 
-    # when to re-measure the level
-    if estimate.remeasure_at is not None:
-        xr = s.x(estimate.remeasure_at)
-        out.append(
-            f'<g id="remeasure" class="remeasure"><line x1="{xr:.1f}" y1="{_Y0}" x2="{xr:.1f}" y2="{_Y1}" '
-            f'stroke="{_C_MEASURED}" stroke-width="1.5" stroke-dasharray="1 3"/>'
-            f'<circle class="remeasure-mark" cx="{xr:.1f}" cy="{_Y0 + 8}" r="5" fill="#ffffff" '
-            f'stroke="{_C_MEASURED}" stroke-width="2"><title>Re-measure the level around '
-            f"{_day(estimate.remeasure_at)}</title></circle>"
-            + _text(xr + 8, _Y0 + 12, "re-measure", size=10, fill=_C_MEASURED, cls="remeasure-label")
-            + "</g>"
-        )
 
-    if not levels and adjusted is None and not proj:
-        out.append(
-            _text(
-                (_X0 + _X1) / 2,
-                (_Y0 + _Y1) / 2,
-                "No natalizumab level to chart",
-                anchor="middle",
-                size=14,
-                fill="#555555",
-            )
-        )
+def _ordered_note(c: _Chart) -> list[str]:
+    """How many sessions the order covers, and the estimate when it differs (top right)."""
+    remaining = c.estimate.remaining
+    if c.ordered is None or remaining is None:
+        return []
+    extra = "" if remaining.estimate == c.ordered else f"; estimate {remaining.estimate}"
+    text = f"Ordered: {c.ordered} session{'' if c.ordered == 1 else 's'}{extra}"
+    return [_text(_X1, 39, text, anchor="end", size=11, fill=_C_SESSION, cls="ordered-note")]
 
-    out.append(_legend())
-    out.append("</svg>")
+
+def _remeasure(c: _Chart) -> list[str]:
+    """When to re-measure the level: a dotted vertical line with an open circle at the top."""
+    when = c.estimate.remeasure_at
+    if when is None:
+        return []
+    xr = c.s.x(when)
+    return [
+        f'<g id="remeasure" class="remeasure"><line x1="{xr:.1f}" y1="{_Y0}" x2="{xr:.1f}" y2="{_Y1}" '
+        f'stroke="{_C_MEASURED}" stroke-width="1.5" stroke-dasharray="1 3"/>'
+        f'<circle class="remeasure-mark" cx="{xr:.1f}" cy="{_Y0 + 8}" r="5" fill="#ffffff" '
+        f'stroke="{_C_MEASURED}" stroke-width="2"><title>Re-measure the level around '
+        f"{_day(when)}</title></circle>"
+        + _text(xr + 8, _Y0 + 12, "re-measure", size=10, fill=_C_MEASURED, cls="remeasure-label")
+        + "</g>"
+    ]
+
+
+def _nothing_to_chart(c: _Chart) -> list[str]:
+    if c.levels or c.adjusted is not None or c.proj:
+        return []
+    middle = ((_X0 + _X1) / 2, (_Y0 + _Y1) / 2)
+    return [_text(*middle, "No natalizumab level to chart", anchor="middle", size=14, fill="#555555")]
+
+
+def render_svg(estimate: PlexEstimate, sessions: tuple[PlexSession, ...], now: datetime) -> str:
+    """The chart as a standalone SVG document (UTF-8 text, no external references)."""
+    c = _chart(estimate, sessions, now)
+    out = [
+        *_header(c),
+        *_axes(c.s),
+        _today(c),
+        *_projection(c),
+        *_target(c),
+        *_measured(c),
+        *_sessions(c),
+        *_ordered_note(c),
+        *_remeasure(c),
+        *_nothing_to_chart(c),
+        _legend(),
+        "</svg>",
+    ]
     return "\n".join(out)
 
 

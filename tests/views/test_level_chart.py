@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from cds.engine.domain import NatalizumabLevel, PlexSession
-from cds.views.chart import render_png, render_svg
+from cds.views.level_chart import render_png, render_svg
 from tests.views.conftest import NOW, make_estimate
 
 NS = {"s": "http://www.w3.org/2000/svg"}

@@ -1,4 +1,4 @@
-"""PostgreSQL backend of the Store contract (cds/store.py), for several replicas sharing one database.
+"""PostgreSQL backend of the Store contract (cds/store/__init__.py), for several replicas sharing one database.
 
 Chosen by open_store() when CDS_DATABASE_URL is a `postgresql://` (or `postgres://`) URL.
 
@@ -39,7 +39,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from cds import jsontext
 from cds.errors import BadHookRequest, StoreUnavailable
-from cds.store import AuditQueue, within
+from cds.store.audit_queue import AuditQueue, within
 
 log = logging.getLogger("cds.store")
 
@@ -160,8 +160,12 @@ class PgStore:
             kwargs={"connect_timeout": max(2, math.ceil(timeout_s)), "application_name": "cds"},
         )
 
+    async def connect(self) -> None:
+        """Open the pool and wait for its first connection (startup may wait longer than a call)."""
+        await self._pool.open(wait=True, timeout=max(10.0, self._timeout_s))
+
     async def start(self) -> None:
-        await self._pool.open(wait=True, timeout=max(10.0, self._timeout_s))  # startup may wait longer
+        await self.connect()
         await self.migrate()
         self._audit.start()
 
