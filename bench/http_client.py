@@ -1,11 +1,11 @@
-"""CPU per FHIR GET of the httpx client, with httpx's own transport and with the service's
-(cds/transport.py: aiohttp under httpx), against the local FHIR server loaded with the bench patient.
+"""CPU per FHIR GET of the app's one httpx client (cds.outbound.http_client), against the local FHIR
+server loaded with the bench patient.
 
     .venv/bin/python bench/http_client.py [--rounds 40] [--repeats 2]
 
-Each round reads the six searches a hook without prefetch makes, one at a time and then all six at
-once; the two transports alternate `--repeats` times. Client-side CPU only (time.process_time of
-this process); the FHIR server's own CPU is not counted.
+Each round reads the searches a hook without prefetch makes, one at a time and then all at once,
+`--repeats` times. Client-side CPU only (time.process_time of this process); the FHIR server's own
+CPU is not counted.
 """
 
 from __future__ import annotations
@@ -17,19 +17,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-async def measure(kind: str, urls: list[str], rounds: int) -> dict[int, float]:
-    from cds.transport import FhirTransport
+async def measure(urls: list[str], rounds: int) -> dict[int, float]:
+    from cds.outbound import http_client
+    from cds.settings import Settings
 
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=8)
-    transport = FhirTransport(limits=limits) if kind == "aiohttp" else None
     out: dict[int, float] = {}
-    async with httpx.AsyncClient(limits=limits, transport=transport) as c:
+    async with http_client(Settings(auth="off", fhir_timeout_s=10)) as c:
         for u in urls:  # warm: connections open, every answer a 200
             r = await c.get(u, headers={"Accept": "application/fhir+json"})
             r.raise_for_status()
@@ -69,13 +66,11 @@ def main() -> None:
             if key != "patient"
         ]
         for _ in range(a.repeats):
-            for kind in ("httpx", "aiohttp"):
-                got = asyncio.run(measure(kind, urls, a.rounds))
-                print(
-                    f"{kind:<8} CPU per GET: {got[1]:6,.0f} µs one at a time, "
-                    f"{got[len(urls)]:6,.0f} µs {len(urls)} at once",
-                    flush=True,
-                )
+            got = asyncio.run(measure(urls, a.rounds))
+            print(
+                f"CPU per GET: {got[1]:6,.0f} µs one at a time, {got[len(urls)]:6,.0f} µs {len(urls)} at once",
+                flush=True,
+            )
     finally:
         R.stop_fhir(state)
 

@@ -552,8 +552,7 @@ def versions() -> dict[str, str]:
         "orjson",
         "fhir.resources",
         "httpx",
-        "httpx-aiohttp",
-        "aiohttp",
+        "httpcore",
     ):
         try:
             v[pkg] = metadata.version(pkg)

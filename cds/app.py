@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -38,11 +37,11 @@ from cds.hooks.openapi import customise_openapi
 from cds.hooks.services import definitions
 from cds.log import log_refused
 from cds.middleware import install
+from cds.outbound import http_client
 from cds.replay import open_replay_store
 from cds.settings import Settings
 from cds.shared_redis import connect_redis
 from cds.store import open_store
-from cds.transport import http_transport, no_cookies
 from cds.views.chart_links import RenderCache
 from cds.views.link_store import LinkStore, open_link_store
 
@@ -336,14 +335,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        limits = fhir_io.pool_limits(settings)  # FhirReader keeps its GETs below max_connections
-        http = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=limits,
-            timeout=httpx.Timeout(settings.fhir_timeout_s),
-            transport=http_transport(limits),
-            cookies=no_cookies(),
-        )
+        http = http_client(settings)
         store = open_store(settings)
         redis = connect_redis(settings)  # the one Redis client of this worker, or None
         link_store = links or open_link_store(settings, redis)

@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -38,10 +39,10 @@ from cds import metrics
 from cds.engine import drugs
 from cds.engine.domain import PatientFacts
 from cds.errors import DataUnavailable
-from cds.fhir.bundles import KEY_TYPES, bundle_resources, key_resources, next_link
+from cds.fhir.bundles import KEY_LABELS, KEY_TYPES, bundle_resources, key_resources, next_link, searched_type
 from cds.fhir.facts import parse_resources
 from cds.fhir_cache import ReadCache, json_loads, open_read_cache
-from cds.outbound import same_base
+from cds.outbound import pool_limits, same_base
 from cds.settings import Settings
 from cds.shared_redis import SharedRedis
 
@@ -65,7 +66,7 @@ NATALIZUMAB_ANTIBODY_CODE = "http://loinc.org|58012-6"
 _PATIENT_STATUS_CODES = "http://loinc.org|82810-3,http://loinc.org|63895-7,http://loinc.org|29463-7"
 
 
-def prefetch_templates(settings: Any) -> dict[str, str]:
+def prefetch_templates(settings: Settings) -> dict[str, str]:
     """Prefetch key -> CDS Hooks 2.0 template; the fallback issues the same queries itself.
 
     No LOINC code exists for serum natalizumab, so by default `labs` fetches recent laboratory
@@ -73,7 +74,7 @@ def prefetch_templates(settings: Any) -> dict[str, str]:
     Date windows cannot be written in a 2.0 template: the service filters by date after reading.
     """
     pid = "{{context.patientId}}"
-    level_codes = list(getattr(settings, "natalizumab_level_codes", []) or [])
+    level_codes = list(settings.natalizumab_level_codes)
     if level_codes:
         labs = f"Observation?patient={pid}&code={','.join(level_codes + [NATALIZUMAB_ANTIBODY_CODE])}&_sort=-date&_count=50"
     else:
@@ -93,17 +94,6 @@ def prefetch_templates(settings: Any) -> dict[str, str]:
 
 # ================================================================ reading: prefetch, then fhirServer
 
-_KEY_LABELS = {
-    "patient": "the patient record",
-    "labs": "laboratory results",
-    "lymphocytes": "lymphocyte counts",
-    "patientStatus": "pregnancy, breastfeeding and weight observations",
-    "medicationStatements": "medication statements",
-    "medicationRequests": "medication orders",
-    "medicationAdministrations": "medication administrations",
-    "conditions": "conditions",
-    "procedures": "procedures",
-}
 _MEDICATION_KEYS = ("medicationStatements", "medicationRequests", "medicationAdministrations")
 _READ = frozenset({"prefetch", "fhir", "cache"})
 
@@ -125,19 +115,40 @@ class _Fetched:
     cached: bool = False
 
 
+@dataclass
+class _Call:
+    """One load: where and how it may read, and what it has read so far."""
+
+    base: str | None  # fhirServer without its trailing slash
+    patient_id: str
+    token: str | None
+    can_fetch: bool
+    ttl: float  # how long its searches may be cached; 0: not at all
+    deadline: float  # time.monotonic() by which every read has ended
+    semaphore: asyncio.Semaphore  # its reads at once: fhir_max_concurrency
+    collected: dict[str, list[Any]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    jobs: dict[str, Coroutine[Any, Any, _Fetched]] = field(default_factory=dict)
+
+
 class FhirReader:
-    """Reads what the engine needs for one patient: prefetch first, then fhirServer. One per app."""
+    """Reads what the engine needs for one patient: prefetch first, then fhirServer. One per app.
+
+    `redis`: the lifespan's shared client (cds.shared_redis), or None for the in-process read cache;
+    `clock` (seconds, monotonic) ages the read cache; tests pass their own."""
 
     def __init__(
-        self, http: httpx.AsyncClient, settings: Settings, *, redis: SharedRedis | None = None
+        self,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        *,
+        redis: SharedRedis | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._settings = settings
-        self._clock = time.monotonic  # tests may replace it to age the cache
-        ttl = int(getattr(settings, "cache_ttl_s", 0) or 0)
-        self._cache: ReadCache | None = (
-            open_read_cache(settings, lambda: self._clock(), redis) if ttl > 0 else None
-        )  # redis: the lifespan's shared client (cds.shared_redis), or None for the in-process cache
+        self._cache = open_read_cache(settings, clock, redis) if settings.cache_ttl_s > 0 else None
         self._inflight: dict[tuple[str, str, str], asyncio.Future[_Fetched]] = {}
         # GETs in flight, app-wide, stay below the pool's size (a few slots left for auth's JWKS
         # reads): a request that waits inside httpx for a pool slot and times out there can leave a
@@ -148,6 +159,11 @@ class FhirReader:
         import fhir.resources.R4B.servicerequest  # noqa: F401  (warm: draft orders are R4B-validated)
 
     # ------------------------------------------------------------ public
+
+    @property
+    def cache(self) -> ReadCache | None:
+        """The read cache (None when `cache_ttl_s` is 0)."""
+        return self._cache
 
     async def aclose(self) -> None:
         if self._cache is not None:
@@ -161,90 +177,89 @@ class FhirReader:
         token: str | None,
         expires_in: int | None,
     ) -> LoadResult:
-        s = self._settings
-        deadline = time.monotonic() + s.fhir_deadline_s
+        call = self._call(patient_id, fhir_server, token, expires_in)
         given = prefetch if isinstance(prefetch, dict) else {}
-        base = fhir_server.rstrip("/") if isinstance(fhir_server, str) and fhir_server else None
-        patient_id = patient_id if isinstance(patient_id, str) else ""
-        can_fetch = base is not None and bool(patient_id) and (bool(token) or bool(s.allow_open_fhir))
-        token = token or None
-        ttl = self._ttl(expires_in)
-        semaphore = asyncio.Semaphore(s.fhir_max_concurrency)
-
-        collected: dict[str, list[Any]] = {}
-        sources: dict[str, str] = {}
-        problems: list[str] = []
-        jobs: dict[str, Any] = {}
-        templates = prefetch_templates(s)
+        templates = prefetch_templates(self._settings)
         for key, template in templates.items():
-            label = _KEY_LABELS[key]
-            value = given.get(key, _ABSENT)
-            rtype = value.get("resourceType") if isinstance(value, dict) else None
-            if value is None:  # CDS Hooks: present and null = no data
-                collected[key], sources[key] = [], "prefetch"
-                continue
-            if rtype == "Bundle" and (resources := bundle_resources(value, KEY_TYPES[key])) is not None:
-                collected[key], sources[key] = resources, "prefetch"
-                next_url = next_link(value)
-                if next_url is not None:
-                    next_url = urljoin(base + "/", next_url) if base else next_url
-                    if can_fetch and base and same_base(next_url, base):
-                        jobs[key] = self._search(next_url, key, token, semaphore, deadline, base)
-                    else:
-                        problems.append(f"{label}: only the first prefetched page could be read")
-                continue
-            if key == "patient" and rtype == "Patient":
-                if value.get("id") in (None, patient_id):
-                    collected[key], sources[key] = [value], "prefetch"
-                else:
-                    sources[key] = "error"
-                    problems.append("the prefetched patient record is for another patient and was ignored")
-                continue
-            if not can_fetch:
-                sources[key] = "missing"
-                verb = "was" if key == "patient" else "were"
-                problems.append(f"{label} {verb} not prefetched and the FHIR server could not be asked")
-                continue
-            query = template.replace("{{context.patientId}}", quote(patient_id, safe=""))
-            jobs[key] = self._cached_search(base, query, key, token, ttl, semaphore, deadline)  # type: ignore[arg-type]
-
-        for key, fetched in (await self._run(jobs, deadline)).items():
-            label = _KEY_LABELS[key]
-            continuation = sources.get(key) == "prefetch"
-            if fetched.error is not None:
-                if continuation:
-                    problems.append(
-                        f"{label}: only the first prefetched page could be read ({fetched.error})"
-                    )
-                else:
-                    sources[key] = "error"
-                    problems.append(f"{label} could not be read from the FHIR server ({fetched.error})")
-                continue
-            collected[key] = collected.get(key, []) + key_resources(key, fetched.resources)
-            if not continuation:
-                sources[key] = "cache" if fetched.cached else "fhir"
-            if fetched.note is not None:
-                problems.append(f"{label}: {fetched.note}")
-
-        medications_read = any(sources.get(k) in _READ for k in _MEDICATION_KEYS)
-        if not medications_read and sources.get("labs") not in _READ:
+            if not self._prefetched(call, key, given.get(key, _ABSENT)):
+                self._fetch(call, key, template)
+        for key, fetched in (await self._run(call)).items():
+            _merge(call, key, fetched)
+        medications_read = any(call.sources.get(k) in _READ for k in _MEDICATION_KEYS)
+        if not medications_read and call.sources.get("labs") not in _READ:
             raise DataUnavailable(
                 "neither medications nor laboratory results could be read from prefetch or the FHIR server",
                 code="fhir-data-unavailable",
-                sources=sources,
+                sources=call.sources,
             )
-        in_key_order: list[Any] = []
-        for key in templates:
-            in_key_order += collected.get(key, ())
-        parsed = parse_resources(in_key_order, s, patient_id=patient_id)
-        if parsed.other_patient:
-            problems.append(
-                _count(parsed.other_patient, "entry", "entries") + " about another patient left out"
-            )
-        if parsed.skipped:
-            problems.append(_count(parsed.skipped, "malformed entry", "malformed entries") + " skipped")
+        in_key_order = [resource for key in templates for resource in call.collected.get(key, ())]
+        parsed = parse_resources(in_key_order, self._settings, patient_id=call.patient_id)
+        if n := parsed.other_patient:
+            call.problems.append(f"{n} {'entry' if n == 1 else 'entries'} about another patient left out")
+        if n := parsed.skipped:
+            call.problems.append(f"{n} malformed {'entry' if n == 1 else 'entries'} skipped")
         exposure = bool(drugs.has_natalizumab_exposure(parsed.facts))
-        return LoadResult(parsed.facts, exposure, sources, tuple(problems), parsed.skipped)
+        return LoadResult(parsed.facts, exposure, call.sources, tuple(call.problems), parsed.skipped)
+
+    # ------------------------------------------------------------ planning the reads
+
+    def _call(
+        self, patient_id: str, fhir_server: str | None, token: str | None, expires_in: int | None
+    ) -> _Call:
+        s = self._settings
+        base = fhir_server.rstrip("/") if isinstance(fhir_server, str) and fhir_server else None
+        patient_id = patient_id if isinstance(patient_id, str) else ""
+        can_fetch = base is not None and bool(patient_id) and (bool(token) or s.allow_open_fhir)
+        return _Call(
+            base,
+            patient_id,
+            token or None,
+            can_fetch,
+            self._ttl(expires_in),
+            time.monotonic() + s.fhir_deadline_s,
+            asyncio.Semaphore(s.fhir_max_concurrency),
+        )
+
+    def _prefetched(self, call: _Call, key: str, value: Any) -> bool:
+        """Take prefetch[key] when it can be used (a Bundle, null, the patient's Patient); False when
+        the key must be read from the FHIR server instead."""
+        if value is None:  # CDS Hooks: present and null = no data
+            call.collected[key], call.sources[key] = [], "prefetch"
+            return True
+        rtype = value.get("resourceType") if isinstance(value, dict) else None
+        if rtype == "Bundle" and (resources := bundle_resources(value, KEY_TYPES[key])) is not None:
+            call.collected[key], call.sources[key] = resources, "prefetch"
+            if (next_url := next_link(value)) is not None:
+                self._continue(call, key, next_url)
+            return True
+        if key == "patient" and rtype == "Patient":
+            if value.get("id") in (None, call.patient_id):
+                call.collected[key], call.sources[key] = [value], "prefetch"
+            else:
+                call.sources[key] = "error"
+                call.problems.append("the prefetched patient record is for another patient and was ignored")
+            return True
+        return False
+
+    def _continue(self, call: _Call, key: str, next_url: str) -> None:
+        """Read the later pages of a prefetched Bundle, only from the FHIR server itself."""
+        base = call.base
+        next_url = urljoin(base + "/", next_url) if base else next_url
+        if call.can_fetch and base and same_base(next_url, base):
+            call.jobs[key] = self._search(next_url, key, call, base)
+        else:
+            call.problems.append(f"{KEY_LABELS[key]}: only the first prefetched page could be read")
+
+    def _fetch(self, call: _Call, key: str, template: str) -> None:
+        if not call.can_fetch or call.base is None:
+            call.sources[key] = "missing"
+            verb = "was" if key == "patient" else "were"
+            call.problems.append(
+                f"{KEY_LABELS[key]} {verb} not prefetched and the FHIR server could not be asked"
+            )
+            return
+        query = template.replace("{{context.patientId}}", quote(call.patient_id, safe=""))
+        call.jobs[key] = self._cached_search(call.base, query, key, call)
 
     # ------------------------------------------------------------ fetching
 
@@ -252,19 +267,18 @@ class FhirReader:
         if self._cache is None:
             return 0.0
         ttl = float(self._settings.cache_ttl_s)
-        if expires_in is not None:
-            try:
-                ttl = min(ttl, float(expires_in))
-            except (TypeError, ValueError):
-                return 0.0
+        try:
+            ttl = min(ttl, float(expires_in)) if expires_in is not None else ttl
+        except (TypeError, ValueError):
+            return 0.0
         return max(ttl, 0.0)
 
-    async def _run(self, jobs: dict[str, Any], deadline: float) -> dict[str, _Fetched]:
-        tasks = {key: asyncio.ensure_future(job) for key, job in jobs.items()}
+    async def _run(self, call: _Call) -> dict[str, _Fetched]:
+        tasks = {key: asyncio.ensure_future(job) for key, job in call.jobs.items()}
         if not tasks:
             return {}
         try:
-            await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait(tasks.values(), timeout=max(0.0, call.deadline - time.monotonic()))
         finally:
             pending = [t for t in tasks.values() if not t.done()]
             for t in pending:
@@ -275,7 +289,7 @@ class FhirReader:
         if pending:  # reads still queued for a connection wrote no `fhir read` line of their own
             log.warning(
                 "fhir reads unfinished at the deadline: %s",
-                ",".join(sorted({_resource_type(k) for k, t in tasks.items() if t in pending})),
+                ",".join(sorted({searched_type(k) for k, t in tasks.items() if t in pending})),
             )
         for key, t in tasks.items():
             if t.cancelled():
@@ -287,33 +301,24 @@ class FhirReader:
                 out[key] = t.result()
         return out
 
-    async def _cached_search(
-        self,
-        base: str,
-        query: str,
-        key: str,
-        token: str | None,
-        ttl: float,
-        semaphore: asyncio.Semaphore,
-        deadline: float,
-    ) -> _Fetched:
+    async def _cached_search(self, base: str, query: str, key: str, call: _Call) -> _Fetched:
         url = f"{base}/{query}"
-        if self._cache is None or ttl <= 0:
-            return await self._search(url, key, token, semaphore, deadline, base)
-        ckey = (base, query, hashlib.sha256((token or "").encode()).hexdigest())
+        if self._cache is None or call.ttl <= 0:
+            return await self._search(url, key, call, base)
+        ckey = (base, query, hashlib.sha256((call.token or "").encode()).hexdigest())
         cache = self._cache
         hit = await cache.get(ckey)
         metrics.count_cache("fhir", hit is not None)
         if hit is not None:
-            log.info("fhir read type=%s status=cached ms=0 cache=hit", _resource_type(key))
+            log.info("fhir read type=%s status=cached ms=0 cache=hit", searched_type(key))
             return _Fetched(hit, cached=True)
         task = self._inflight.get(ckey)
         if task is None:
 
             async def fetch_and_keep() -> _Fetched:  # one fetch, one cache write, however many wait
-                fetched = await self._search(url, key, token, semaphore, deadline, base)
+                fetched = await self._search(url, key, call, base)
                 if fetched.error is None and fetched.note is None:
-                    await cache.set(ckey, fetched.resources, ttl)
+                    await cache.set(ckey, fetched.resources, call.ttl)
                 return fetched
 
             task = asyncio.ensure_future(fetch_and_keep())
@@ -322,21 +327,13 @@ class FhirReader:
             def _done(t: asyncio.Future[_Fetched], k: tuple[str, str, str] = ckey) -> None:
                 if self._inflight.get(k) is t:
                     del self._inflight[k]
-                if not t.cancelled():
-                    t.exception()  # retrieved: a failure is reported through its waiters
+                _retrieve(t)  # a failure is reported through its waiters
 
             task.add_done_callback(_done)
         return await asyncio.shield(task)
 
-    async def _search(
-        self,
-        url: str,
-        key: str,
-        token: str | None,
-        semaphore: asyncio.Semaphore,
-        deadline: float,
-        base: str,
-    ) -> _Fetched:
+    async def _search(self, url: str, key: str, call: _Call, base: str) -> _Fetched:
+        """Every page of a search (or the one resource of a read) from `url` on, within the page limit."""
         resources: list[Any] = []
         max_pages = self._settings.fhir_max_pages
         pages = 0
@@ -347,7 +344,7 @@ class FhirReader:
                     resources, note=f"more than {max_pages} pages; only the first {max_pages} were read"
                 )
             try:
-                body = await self._page(next_url, key, token, semaphore, deadline)
+                body = await self._page(next_url, key, call)
             except _Unreadable as exc:
                 if pages == 0:
                     return _Fetched([], error=exc.reason)
@@ -376,14 +373,12 @@ class FhirReader:
                     )
         return _Fetched(resources)
 
-    async def _page(
-        self, url: str, key: str, token: str | None, semaphore: asyncio.Semaphore, deadline: float
-    ) -> dict[str, Any]:
+    async def _page(self, url: str, key: str, call: _Call) -> dict[str, Any]:
         headers = {"Accept": "application/fhir+json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        async with semaphore:
-            remaining = deadline - time.monotonic()
+        if call.token:
+            headers["Authorization"] = f"Bearer {call.token}"
+        async with call.semaphore:
+            remaining = call.deadline - time.monotonic()
             if remaining <= 0:
                 raise _Unreadable("timeout", "timeout")
             limit = min(float(self._settings.fhir_timeout_s), remaining)
@@ -419,11 +414,11 @@ class FhirReader:
                 seconds = time.monotonic() - started
                 log.info(
                     "fhir read type=%s status=%s ms=%.0f cache=miss",
-                    _resource_type(key),
+                    searched_type(key),
                     status[0],
                     seconds * 1000,
                 )
-                metrics.observe_fhir_fetch(_resource_type(key), seconds, error)
+                metrics.observe_fhir_fetch(searched_type(key), seconds, error)
 
     async def _get(
         self, url: str, headers: dict[str, str], limit: float, status: list[str]
@@ -481,23 +476,25 @@ _ABSENT: Any = object()
 _POOL_RESERVED = 4  # pool slots FhirReader leaves to the app's other users of the client (JWKS)
 
 
-def pool_limits(settings: Any) -> httpx.Limits:
-    """Connection limits of the app's shared httpx client (cds/app.py); FhirReader stays below them."""
-    concurrency = int(getattr(settings, "fhir_max_concurrency", 8))
-    return httpx.Limits(
-        max_connections=max(concurrency * 4, 16), max_keepalive_connections=max(concurrency, 8)
-    )
+def _merge(call: _Call, key: str, fetched: _Fetched) -> None:
+    """A finished read into the call: its resources, source, and any problem in card words."""
+    label = KEY_LABELS[key]
+    continuation = call.sources.get(key) == "prefetch"  # the later pages of a prefetched Bundle
+    if fetched.error is not None:
+        if continuation:
+            call.problems.append(f"{label}: only the first prefetched page could be read ({fetched.error})")
+        else:
+            call.sources[key] = "error"
+            call.problems.append(f"{label} could not be read from the FHIR server ({fetched.error})")
+        return
+    call.collected[key] = call.collected.get(key, []) + key_resources(key, fetched.resources)
+    if not continuation:
+        call.sources[key] = "cache" if fetched.cached else "fhir"
+    if fetched.note is not None:
+        call.problems.append(f"{label}: {fetched.note}")
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
     """Done callback of an abandoned GET: its outcome was reported (or not needed); no asyncio warning."""
     if not task.cancelled():
         task.exception()
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
-def _resource_type(key: str) -> str:
-    return min(KEY_TYPES[key] - {"Medication"})

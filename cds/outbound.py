@@ -1,4 +1,4 @@
-"""Which FHIR servers the service may call (SSRF guard).
+"""Which FHIR servers the service may call (SSRF guard), and the one HTTP client outbound calls use.
 
 CONTRACT: check_fhir_server(url, settings, claims) -> None, raises cds.errors.FhirServerNotAllowed.
 Call it before any request to a `fhirServer`, and again for every URL the service would follow
@@ -21,6 +21,10 @@ validate_allowlist(settings) (run by cds.auth.validate_startup) refuses prefixes
 be called: malformed ones and plain http off loopback.
 normalise_url(url) -> str | None: the URL as a decoding server reads it (`%2e` decoded, dot segments
 resolved); same_base (below) checks a `link[next]` in that form too before sending the token.
+
+http_client(settings) -> httpx.AsyncClient: the app's one client for FHIR reads and JWKS, on httpx's own
+transport (proxies from the environment honoured, TLS verified with certifi or SSL_CERT_FILE), within
+`pool_limits(settings)`, never following a redirect and keeping no cookie (`no_cookies`).
 """
 
 from __future__ import annotations
@@ -29,18 +33,23 @@ import ipaddress
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from cds.engine.memo import Memo
+import httpx
+
 from cds.errors import FhirServerNotAllowed
 from cds.settings import Settings
 
 __all__ = [
     "check_fhir_server",
     "fhir_server_allowed",
+    "http_client",
     "is_loopback_host",
+    "no_cookies",
     "normalise_url",
+    "pool_limits",
     "same_base",
     "validate_allowlist",
 ]
@@ -50,13 +59,16 @@ _BAD_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
 _BAD_ESCAPES = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 
+class Issued(Protocol):
+    """What the allowlist reads of verified token claims (cds.auth.Claims): the issuer."""
+
+    @property
+    def iss(self) -> str: ...
+
+
 def is_loopback_host(host: str | None) -> bool:
-    if not host:
+    if not host or not isinstance(host, str):
         return False
-    return _LOOPBACK[host] if isinstance(host, str) else False
-
-
-def _is_loopback_uncached(host: str) -> bool:
     host = host.strip("[]").lower()
     if host == "localhost":
         return True
@@ -87,11 +99,7 @@ class _Url:
 
 def _parse(url: str) -> _Url | None:
     """A canonical view of a FHIR base URL, or None when it is not one we would ever call."""
-    return _PARSED[url] if isinstance(url, str) else None
-
-
-def _parse_uncached(url: str) -> _Url | None:
-    if len(url) > 2048 or _BAD_CHARS.search(url) or _BAD_ESCAPES.search(url):
+    if not isinstance(url, str) or len(url) > 2048 or _BAD_CHARS.search(url) or _BAD_ESCAPES.search(url):
         return None
     try:
         parts = urlsplit(url)
@@ -108,12 +116,6 @@ def _parse_uncached(url: str) -> _Url | None:
         return None
     host = parts.hostname.lower().rstrip(".") if parts.hostname.endswith(".") else parts.hostname.lower()
     return _Url(scheme, host, port if port is not None else _DEFAULT_PORT[scheme], segments)
-
-
-# Every hook call that names a fhirServer checks it against the allowlist: the same few URLs each time
-# (about 25 µs a check when parsed anew). Both functions are pure; the memos start over when full.
-_PARSED: Memo[str, _Url | None] = Memo(_parse_uncached, 256, admit=lambda url: len(url) <= 2048)
-_LOOPBACK: Memo[str, bool] = Memo(_is_loopback_uncached, 256, admit=lambda host: len(host) <= 255)
 
 
 _ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
@@ -157,7 +159,7 @@ def _matches(target: _Url, prefixes: list[str]) -> bool:
     return False
 
 
-def fhir_server_allowed(url: str, settings: Settings, claims: Any = None) -> str | None:
+def fhir_server_allowed(url: str, settings: Settings, claims: Issued | None = None) -> str | None:
     """None when `url` may be called, else the reason (for the log; the EHR sees a generic 412)."""
     target = _parse(url)
     if target is None:
@@ -172,7 +174,7 @@ def fhir_server_allowed(url: str, settings: Settings, claims: Any = None) -> str
         if global_list:
             return None if _matches(target, global_list) else "not on CDS_FHIR_SERVER_ALLOWLIST"
         return None if loopback else "auth off and no allowlist: loopback only"
-    issuer = settings.jwt_issuers.get(getattr(claims, "iss", None) or "")
+    issuer = settings.jwt_issuers.get(claims.iss)
     issuer_list = list(issuer.fhir_servers) if issuer is not None else []
     if not global_list and not issuer_list:
         return "no FHIR server allowlist configured for this issuer"
@@ -183,7 +185,7 @@ def fhir_server_allowed(url: str, settings: Settings, claims: Any = None) -> str
     return None
 
 
-def check_fhir_server(url: str, settings: Settings, claims: Any = None) -> None:
+def check_fhir_server(url: str, settings: Settings, claims: Issued | None = None) -> None:
     reason = fhir_server_allowed(url, settings, claims)
     if reason is not None:
         raise FhirServerNotAllowed(f"fhirServer is not on this service's allowlist ({reason})")
@@ -228,3 +230,29 @@ def same_base(url: str, base: str) -> bool:
         return False
     base_path = b.path.rstrip("/")
     return u.path.rstrip("/") == base_path or u.path.startswith(base_path + "/")
+
+
+def pool_limits(settings: Settings) -> httpx.Limits:
+    """Connection limits of the app's one client; cds.fhir_io.FhirReader keeps its GETs below them."""
+    concurrency = settings.fhir_max_concurrency
+    return httpx.Limits(
+        max_connections=max(concurrency * 4, 16), max_keepalive_connections=max(concurrency, 8)
+    )
+
+
+def no_cookies() -> CookieJar:
+    """A jar that keeps no cookie, for the app client: one client serves every EHR user and patient,
+    and a cookie one FHIR server set for one token must not ride along with the next token's reads."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """The app's one outbound client (FHIR reads, JWKS), built in the lifespan (cds/app.py). No
+    `transport=`: httpx then builds its own AsyncHTTPTransport with these limits, and mounts the proxies
+    the environment names (HTTPS_PROXY, NO_PROXY …), which it does only for a client it builds itself."""
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        limits=pool_limits(settings),
+        timeout=httpx.Timeout(settings.fhir_timeout_s),
+        cookies=no_cookies(),
+    )

@@ -5,8 +5,8 @@ module that reads FHIR (prefetch and server reads) is cds/fhir_io.py, which call
     r4b.py        full fhir.resources R4B validation (r4b_valid) and its once-per-shape memory
     terms.py      codes and text rules: what a code or a name means (levels, PLEX, drugs, status)
     values.py     numbers and units of laboratory values (grouping, decimal commas, mass concentration)
-    elements.py   small readers of validated elements (CodeableConcept, dateTime) and shared lookups
-    bundles.py    what each prefetch key holds; a Bundle's resources and its next link
+    elements.py   small readers of validated elements (CodeableConcept, dateTime, values)
+    bundles.py    what each prefetch key holds (types, card label); a Bundle's resources and next link
     facts.py      parse_resources: resources → PatientFacts (Patient, Procedure, Condition handlers)
     facts_context.py, facts_observations.py, facts_medications.py   the other handlers and their state
     orders.py     plex_orders: a hook's draft ServiceRequests → PlexOrder with its PlexPlan

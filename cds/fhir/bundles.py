@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["KEY_TYPES", "bundle_resources", "key_resources", "next_link"]
+__all__ = ["KEY_LABELS", "KEY_TYPES", "bundle_resources", "key_resources", "next_link", "searched_type"]
 
 KEY_TYPES: dict[str, frozenset[str]] = {
     "patient": frozenset({"Patient"}),
@@ -17,6 +17,20 @@ KEY_TYPES: dict[str, frozenset[str]] = {
     "medicationAdministrations": frozenset({"MedicationAdministration", "Medication"}),
     "conditions": frozenset({"Condition"}),
     "procedures": frozenset({"Procedure"}),
+}
+
+
+# what each key holds, in the words of a card that says it could not be read
+KEY_LABELS: dict[str, str] = {
+    "patient": "the patient record",
+    "labs": "laboratory results",
+    "lymphocytes": "lymphocyte counts",
+    "patientStatus": "pregnancy, breastfeeding and weight observations",
+    "medicationStatements": "medication statements",
+    "medicationRequests": "medication orders",
+    "medicationAdministrations": "medication administrations",
+    "conditions": "conditions",
+    "procedures": "procedures",
 }
 
 
@@ -66,3 +80,8 @@ def key_resources(key: str, resources: list[Any]) -> list[Any]:
         or not isinstance(r.get("resourceType"), str)
         or r.get("resourceType") in wanted
     ]
+
+
+def searched_type(key: str) -> str:
+    """The resource type a key's search reads (for logs and metrics)."""
+    return min(KEY_TYPES[key] - {"Medication"})

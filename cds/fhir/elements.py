@@ -1,21 +1,17 @@
-"""Small readers of validated FHIR elements (CodeableConcept, dateTime, references, values), the
-slim validation of one resource, and the remembered term lookups the facts and orders share."""
+"""Small readers of validated FHIR elements (CodeableConcept, dateTime, references, values) and the
+slim validation of one resource, shared by the facts and the orders."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
-from cds.engine import drugs
-from cds.engine.memo import Memo
 from cds.fhir import r4b, shapes, terms, values
 from cds.fhir.shapes import MODELS
-
-_T = TypeVar("_T")
 
 
 def validate_resource(resource: Any, strict: bool) -> shapes.Resource | None:
@@ -52,20 +48,8 @@ def texts_of(cc: shapes.CodeableConcept | None) -> list[str]:
 
 
 def concept_of(cc: shapes.CodeableConcept | None) -> tuple[tuple[tuple[str, str], ...], list[str]]:
-    """(codings_of(cc), texts_of(cc)) in one pass over the codings."""
-    if not cc:
-        return (), []
-    text = cc.get("text")
-    texts = [text] if text else []
-    if "coding" not in cc:
-        return (), texts
-    codes = []
-    for c in cc["coding"]:
-        if code := c.get("code"):
-            codes.append((c.get("system") or "", code))
-        if display := c.get("display"):
-            texts.append(display)
-    return tuple(codes), texts
+    """(codings_of(cc), texts_of(cc)): the codes and the texts of a concept."""
+    return codings_of(cc), texts_of(cc)
 
 
 def concept_label(cc: shapes.CodeableConcept | None) -> str:
@@ -79,20 +63,11 @@ def label_from(codes: tuple[tuple[str, str], ...], texts: list[str]) -> str:
     return codes[0][1] if codes else ""
 
 
-def read_datetime(text: str) -> tuple[datetime, str] | None:
-    """terms.parse_fhir_datetime of a value the slim model validated as a dateTime (_DateTime): there a
-    20-character value ending in Z can only be YYYY-MM-DDThh:mm:ssZ, which is read as that function
-    reads it, without matching its pattern again."""
-    if len(text) == 20 and text[19] == "Z":
-        return datetime.fromisoformat(text).astimezone(UTC), "time"
-    return terms.parse_fhir_datetime(text)
-
-
 def first_datetime(*candidates: str | None) -> tuple[datetime, str] | None:
     """The first date given, of validated dateTime values."""
     for c in candidates:
         if c:
-            return read_datetime(c)
+            return terms.parse_fhir_datetime(c)
     return None
 
 
@@ -100,36 +75,6 @@ def source_of(r: shapes.Resource, rtype: str) -> str:
     rid = r.get("id")
     return f"{rtype}/{rid}" if rid else rtype
 
-
-_MEMO_MAX_CHARS = 512  # keys with more text than this are computed every time (the memo stays small)
-
-
-def _chars(key: Any) -> int:
-    if isinstance(key, str):
-        return len(key)
-    if isinstance(key, (tuple, frozenset)):
-        return sum(_chars(k) for k in key)
-    return 0
-
-
-def _short(key: Any) -> bool:
-    return _chars(key) <= _MEMO_MAX_CHARS
-
-
-def memo(fn: Callable[..., _T]) -> Memo[tuple[Any, ...], _T]:
-    """fn(*key) remembered by its argument tuple: laboratory, procedure, drug and problem-list codes and
-    names repeat across patients (2048 keys, then it starts over; long texts are not stored)."""
-    return Memo(lambda key: fn(*key), 2048, admit=_short)
-
-
-plex_modality_memo = memo(terms.plex_modality)
-condition_kind_memo = memo(terms.condition_kind)
-identify_memo = memo(drugs.identify)
-lymphocyte_kind_memo = memo(terms.lymphocyte_kind)
-# by the texts of a session or order (notes and names recur)
-plasma_volumes_memo: Memo[tuple[str | None, ...], float | None] = Memo(
-    terms.plasma_volumes, 2048, admit=_short
-)
 
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
@@ -196,4 +141,4 @@ def plasma_volumes_from(
             vs = ext.get("valueString")
             if vs and (pv := terms.plasma_volumes([vs + " plasma volumes"])):
                 return pv
-    return plasma_volumes_memo[texts]  # empty texts are passed over
+    return terms.plasma_volumes(texts)  # empty texts are passed over

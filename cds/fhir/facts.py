@@ -36,8 +36,8 @@ from __future__ import annotations
 import calendar
 import operator
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -49,12 +49,10 @@ from cds.fhir.elements import (
     codings_of,
     concept_label,
     concept_of,
-    condition_kind_memo,
     first_datetime,
     label_from,
     other_patient,
     plasma_volumes_from,
-    plex_modality_memo,
     source_of,
     texts_of,
     validate_resource,
@@ -63,6 +61,7 @@ from cds.fhir.facts_context import Collected, ParseContext
 from cds.fhir.facts_medications import administration_facts, medication_facts
 from cds.fhir.facts_observations import CodeHint, observation_facts, prefilter_observation
 from cds.fhir.shapes import ALL_MODELS, MODELS
+from cds.settings import Settings
 
 __all__ = ["Parsed", "parse_resources"]
 
@@ -99,7 +98,7 @@ def _procedure(p: shapes.Procedure, ctx: ParseContext, _hint: None = None) -> No
         return
     code = p.get("code")
     codes, texts = concept_of(code)
-    modality = plex_modality_memo[codes, tuple(texts), ctx.plex_codes]
+    modality = terms.plex_modality(codes, texts, ctx.plex_codes)
     if modality is None:
         return
     src = source_of(p, "Procedure")
@@ -124,7 +123,7 @@ def _condition(c: shapes.Condition, ctx: ParseContext, _hint: None = None) -> No
         return
     code = c.get("code")
     codes, texts = concept_of(code)
-    kind = condition_kind_memo[codes, " ".join(texts)]
+    kind = terms.condition_kind(codes, " ".join(texts))
     descriptions: list[str] = []
     body_site_codes: list[tuple[str, str]] = []
     for site in c.get("bodySite", ()):
@@ -164,7 +163,10 @@ def _condition(c: shapes.Condition, ctx: ParseContext, _hint: None = None) -> No
 
 _HISTORY = re.compile(r"\bhistory\b|\bprevious\b|\bpast\b", re.IGNORECASE)
 
-_HANDLERS: dict[str, Any] = {
+# Each handler reads one validated resource (and, for an Observation, the pre-filter's look at its code)
+# into the context's lists.
+Handler = Callable[..., None]
+_HANDLERS: dict[str, Handler] = {
     "Observation": observation_facts,
     "Procedure": _procedure,
     "MedicationStatement": medication_facts,
@@ -183,32 +185,49 @@ _BY_TESTED = operator.attrgetter("tested_at")
 
 def parse_resources(
     resources: Iterable[Any],
-    settings: Any,
+    settings: Settings,
     *,
     patient_id: str | None = None,
     now: datetime | None = None,
 ) -> Parsed:
     """Resources (dicts, in any order, duplicates allowed) -> PatientFacts. Never raises for bad data."""
-    now = now or datetime.now(UTC)
-    strict = bool(getattr(settings, "strict_fhir", False))
-    level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
-    candidates: list[dict[str, Any]] = []
-    hints: list[CodeHint | None] = []  # per candidate: its Observation code as the pre-filter read it
+    ctx = ParseContext(settings, now or datetime.now(UTC), medications={})
+    picked = _pick(resources, ctx.level_codes)
+    models = _validate(picked.candidates, settings.strict_fhir)
+    todo, other = _ours(models, picked.hints, patient_id, ctx.medications)
+    skipped = picked.skipped + models.count(None)
+    for handler, model, hint in todo:
+        try:
+            handler(model, ctx, hint)
+        except (ValueError, TypeError, ArithmeticError):  # e.g. an impossible date like 2024-02-30
+            skipped += 1
+    return Parsed(_patient_facts(ctx.acc), skipped, other)
+
+
+@dataclass
+class _Picked:
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    hints: list[CodeHint | None] = field(default_factory=list)  # per candidate: its Observation code
+    skipped: int = 0  # not a resource at all
+
+
+def _pick(resources: Iterable[Any], level_codes: frozenset[tuple[str, str]]) -> _Picked:
+    """The raw resources worth validating: of a type read here, the first of each (type, id), and for
+    Observations only those whose code the pre-filter cannot rule out."""
+    picked = _Picked()
     seen: set[tuple[str, str]] = set()
-    skipped = other = 0
     for raw in resources:
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
         if not isinstance(rtype, str):  # a list or object here must not reach the dict lookup
-            skipped += 1  # not a resource at all
+            picked.skipped += 1
             continue
         if rtype not in MODELS:
             continue  # a resource type nothing here reads
         rid = raw.get("id")
         if isinstance(rid, str):
-            key = (rtype, rid)
-            if key in seen:
+            if (rtype, rid) in seen:
                 continue
-            seen.add(key)
+            seen.add((rtype, rid))
         hint = None
         if rtype == "Observation":
             read = prefilter_observation(raw, level_codes)
@@ -216,48 +235,60 @@ def parse_resources(
                 continue
             if read is not True:
                 hint = read
-        candidates.append(raw)
-        hints.append(hint)
-    models: list[shapes.Resource | None] | None = None
+        picked.candidates.append(raw)
+        picked.hints.append(hint)
+    return picked
+
+
+def _validate(candidates: list[dict[str, Any]], strict: bool) -> list[shapes.Resource | None]:
+    """Slim copies, None for a malformed entry: one call into pydantic-core for all entries; after any
+    failure (or with `strict`), one by one, to skip and count only the bad ones."""
     if not strict and candidates:
-        try:  # one call into pydantic-core for all entries; any failure: one by one, to skip and count it
-            models = list(ALL_MODELS.validate_python(candidates))
+        try:
+            return list(ALL_MODELS.validate_python(candidates))
         except ValidationError:
-            models = None
-    if models is None:
-        models = [validate_resource(raw, strict) for raw in candidates]
+            pass
+    return [validate_resource(raw, strict) for raw in candidates]
+
+
+def _ours(
+    models: list[shapes.Resource | None],
+    hints: list[CodeHint | None],
+    patient_id: str | None,
+    medications: dict[str, shapes.Medication],
+) -> tuple[list[tuple[Handler, shapes.Resource, CodeHint | None]], int]:
+    """(handler, resource, hint) for each valid resource about this patient, in order, and how many
+    were about another patient. Medications go to `medications` first: statements may name them."""
     refs: dict[str, bool] = {}  # subject reference -> another patient (resolved once per read)
-    todo: list[tuple[Any, shapes.Resource, CodeHint | None]] = []  # (handler, resource, hint) in order
-    medications: dict[str, shapes.Medication] = {}  # all read before any handler: statements may name them
-    handlers = _HANDLERS
+    todo: list[tuple[Handler, shapes.Resource, CodeHint | None]] = []
+    other = 0
     for model, hint in zip(models, hints, strict=True):
         if model is None:
-            skipped += 1
             continue
-        subject: shapes.Reference | None = model.get("subject")  # type: ignore[assignment]  # None where there is none
-        if subject and patient_id and (ref := subject.get("reference")):
-            if (known := refs.get(ref)) is None:
-                known = refs[ref] = other_patient(ref, patient_id)
-            if known:
-                other += 1
-                continue
-        rtype = model["resourceType"]  # type: ignore[typeddict-item]
-        if rtype == "Patient" and patient_id and model.get("id") not in (None, patient_id):
+        if patient_id and _about_another_patient(model, patient_id, refs):
             other += 1
             continue
-        if (handler := handlers.get(rtype)) is not None:
+        rtype = model["resourceType"]  # type: ignore[typeddict-item]
+        if (handler := _HANDLERS.get(rtype)) is not None:
             todo.append((handler, model, hint))
         elif rtype == "Medication" and (rid := model.get("id")):
             medications[f"Medication/{rid}"] = model  # type: ignore[assignment]
-    ctx = ParseContext(settings, now, medications)
-    for handler, model, hint in todo:
-        try:
-            handler(model, ctx, hint)
-        except (ValueError, TypeError, ArithmeticError):  # e.g. an impossible date like 2024-02-30
-            skipped += 1
-    a = ctx.acc
+    return todo, other
+
+
+def _about_another_patient(model: shapes.Resource, patient_id: str, refs: dict[str, bool]) -> bool:
+    subject: shapes.Reference | None = model.get("subject")  # type: ignore[assignment]  # None where there is none
+    if subject and (ref := subject.get("reference")):
+        if (known := refs.get(ref)) is None:
+            known = refs[ref] = other_patient(ref, patient_id)
+        if known:
+            return True
+    return model["resourceType"] == "Patient" and model.get("id") not in (None, patient_id)  # type: ignore[typeddict-item]
+
+
+def _patient_facts(a: Collected) -> PatientFacts:
     epoch = datetime.min.replace(tzinfo=UTC)
-    facts = PatientFacts(
+    return PatientFacts(
         levels=tuple(sorted(a.levels, key=_BY_DRAWN)),
         sessions=tuple(sorted(a.sessions, key=_BY_PERFORMED)),
         doses=tuple(sorted(a.doses, key=_BY_GIVEN)),
@@ -268,7 +299,6 @@ def parse_resources(
         unusable=tuple(a.unusable),
         patient=_patient_details(a),
     )
-    return Parsed(facts, skipped, other)
 
 
 def _patient_details(a: Collected) -> PatientDetails:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from cds.engine.domain import (
     AntibodyResult,
@@ -18,6 +17,7 @@ from cds.engine.domain import (
     UnusableValue,
 )
 from cds.fhir import shapes, terms
+from cds.settings import Settings
 
 __all__ = ["MAX_OBSERVATION_AGE", "Collected", "ParseContext", "StatusRecord"]
 
@@ -48,10 +48,10 @@ class Collected:
 class ParseContext:
     """The settings the handlers need, the date window, the Medications read alongside, and `acc`."""
 
-    def __init__(self, settings: Any, now: datetime, medications: dict[str, shapes.Medication]) -> None:
-        self.level_codes = terms.parse_code_list(getattr(settings, "natalizumab_level_codes", []) or [])
-        self.plex_codes = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
-        limit = getattr(settings, "natalizumab_assay_limit_ug_per_ml", None)
+    def __init__(self, settings: Settings, now: datetime, medications: dict[str, shapes.Medication]) -> None:
+        self.level_codes = terms.parse_code_list(settings.natalizumab_level_codes)
+        self.plex_codes = terms.parse_code_list(settings.plex_codes)
+        limit = settings.natalizumab_assay_limit_ug_per_ml
         self.assay_limit: float | None = float(limit) if limit else None
         self.now = now
         self.oldest = now - MAX_OBSERVATION_AGE

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from cds.engine import drugs
 from cds.engine.domain import MedicationUse, NatalizumabDose, UnusableValue
 from cds.fhir import shapes, terms
 from cds.fhir.elements import (
@@ -16,7 +17,6 @@ from cds.fhir.elements import (
     concept_label,
     concept_of,
     first_datetime,
-    identify_memo,
     label_from,
     source_of,
     texts_of,
@@ -106,7 +106,7 @@ def medication_facts(
     if status == "entered-in-error":
         return
     codes, label, text = _medication_concept(m, ctx)
-    ingredient = identify_memo[codes, text or label]
+    ingredient = drugs.identify(codes, text or label)
     if m["resourceType"] == "MedicationStatement":
         rtype, record, active = "MedicationStatement", "statement", status in _STATEMENT_ACTIVE
         p = m.get("effectivePeriod")
@@ -142,7 +142,7 @@ def administration_facts(m: shapes.MedicationAdministration, ctx: ParseContext, 
     if status == "entered-in-error":
         return
     codes, label, text = _medication_concept(m, ctx)
-    ingredient = identify_memo[codes, text or label]
+    ingredient = drugs.identify(codes, text or label)
     p = m.get("effectivePeriod")
     when = first_datetime(
         m.get("effectiveDateTime"), p.get("end") if p else None, p.get("start") if p else None

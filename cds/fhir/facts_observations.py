@@ -4,6 +4,7 @@ laboratory results of a broad `labs` search pass without validation."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cds.engine.domain import AntibodyResult, LymphocyteCount, NatalizumabLevel, UnusableValue
+from cds.engine.domain import AntibodyResult, Comparator, LymphocyteCount, NatalizumabLevel, UnusableValue
 from cds.fhir import shapes, terms, values
 from cds.fhir.elements import (
     UCUM,
@@ -20,10 +21,7 @@ from cds.fhir.elements import (
     concept_of,
     first_datetime,
     label_from,
-    lymphocyte_kind_memo,
-    memo,
     numeric_value,
-    read_datetime,
     reported_raw,
     reported_text,
     source_of,
@@ -54,7 +52,20 @@ _STATUS_KINDS = (
 )
 
 
-def _observation_kind_uncached(
+_REMEMBERED_KEY_CHARS = 512  # an Observation code with more text than this is classified every time
+
+
+def _observation_kind(
+    codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
+) -> str | None:
+    """_classify, remembered for the short codes that recur on every call (the laboratory codes of a
+    broad `labs` search): about 40% of reading a full prefetch when worked out anew (bench/components.py)."""
+    if len(text) + sum(len(system) + len(code) for system, code in codes) > _REMEMBERED_KEY_CHARS:
+        return _classify(codes, text, level_codes)
+    return _classify_remembered(codes, text, level_codes)
+
+
+def _classify(
     codes: tuple[tuple[str, str], ...], text: str, level_codes: frozenset[tuple[str, str]]
 ) -> str | None:
     """'antibody', 'unclear-antibody', 'level', 'lymphocytes', 'pregnancy', 'breastfeeding', 'weight'
@@ -83,7 +94,7 @@ def _observation_kind_uncached(
     return "lymphocytes" if terms.lymphocyte_kind(codes, text) else None
 
 
-_observation_kind = memo(_observation_kind_uncached)
+_classify_remembered = functools.lru_cache(maxsize=2048)(_classify)
 
 
 CodeHint = tuple[tuple[tuple[str, str], ...], str, str | None]  # (codes, text, kind) of an Observation's code
@@ -123,7 +134,7 @@ def prefilter_observation(raw: dict[str, Any], level_codes: frozenset[tuple[str,
             plain and isinstance(system, str) and (value is None or (isinstance(value, str) and value != ""))
         )
     codes_t, joined = tuple(codes), " ".join(texts)
-    kind = _observation_kind[codes_t, joined, level_codes]
+    kind = _observation_kind(codes_t, joined, level_codes)
     if kind is None:
         return False
     return (codes_t, joined, kind) if plain else True
@@ -136,11 +147,11 @@ def observation_facts(o: shapes.Observation, ctx: ParseContext, hint: CodeHint |
         codes, text, kind = hint
     else:
         codes, text = codings_of(o["code"]), " ".join(texts_of(o["code"]))
-        kind = _observation_kind[codes, text, ctx.level_codes]
+        kind = _observation_kind(codes, text, ctx.level_codes)
     if kind is None:
         return
     if effective := o.get("effectiveDateTime"):  # the usual case, as first_datetime below
-        when = read_datetime(effective)
+        when = terms.parse_fhir_datetime(effective)
     else:
         period = o.get("effectivePeriod")
         when = first_datetime(
@@ -180,7 +191,7 @@ def observation_facts(o: shapes.Observation, ctx: ParseContext, hint: CodeHint |
 @dataclass(frozen=True, slots=True)
 class _Measured:
     ug_per_ml: float
-    comparator: str | None
+    comparator: Comparator | None
     value: float
     unit: str  # as reported
 
@@ -190,51 +201,69 @@ class _Qualitative:
     words: str  # the lab's own words ("Not detected", "<0.1")
     verdict: str  # "below" (the assay's limit) | "detected"
     value: float | None = None  # "<0.1" without a unit: 0.1, in the referenceRange's unit
-    comparator: str = "<"
+    comparator: Comparator = "<"
 
 
 def _level_value(o: shapes.Observation) -> _Measured | _Qualitative | values.Problem | None:
     """What a natalizumab Observation's value says; None when it holds no value at all."""
     q = o.get("valueQuantity")
     if q is not None and (value := q.get("value")) is not None:
-        comparator, unit, code = q.get("comparator"), q.get("unit"), q.get("code")
-        if not (unit or code) and comparator in ("<", "<="):
-            return _Qualitative(reported_text(value, comparator, ""), "below", value, comparator)
-        converted = values.mass_concentration(value, unit, code, q.get("system"))
-        if isinstance(converted, values.Problem):
-            return converted
-        return _Measured(converted, comparator, value, unit or code or "")
+        return _level_from_quantity(q, value)
     if vs := o.get("valueString"):
-        split = values.split_value_string(vs)
-        if isinstance(split, values.Problem):
-            return split
-        if split is not None:
-            cmp, number, text_unit = split
-            if not text_unit and cmp in ("<", "<="):
-                return _Qualitative(vs.strip(), "below", number, cmp)
-            in_ug = values.mass_concentration(number, text_unit, None, None)
-            if isinstance(in_ug, values.Problem):
-                return in_ug
-            return _Measured(in_ug, cmp, number, text_unit)
-        verdict = values.level_words(vs)
-        return (
-            _Qualitative(vs.strip(), verdict) if verdict else values.Problem("no-value", "no numeric value")
-        )
+        return _level_from_string(vs)
     if (vcc := o.get("valueCodeableConcept")) is not None:
-        codes, texts = concept_of(vcc)
-        verdict = values.level_codes(codes) or next((v for t in texts if (v := values.level_words(t))), None)
-        words = label_from(codes, texts)
-        return _Qualitative(words, verdict) if verdict else values.Problem("no-value", "no numeric value")
+        return _level_from_concept(vcc) or values.Problem("no-value", "no numeric value")
     if o.get("valueInteger") is not None:
         return values.Problem("no-unit", "no unit given")
     if (vb := o.get("valueBoolean")) is not None:
         return _Qualitative(str(vb).lower(), "detected" if vb else "below")
     for interp in o.get("interpretation", ()):  # no value: a "not detected" interpretation alone
-        codes, texts = concept_of(interp)
-        verdict = values.level_codes(codes) or next((v for t in texts if (v := values.level_words(t))), None)
-        if verdict:
-            return _Qualitative(label_from(codes, texts), verdict)
+        if (read := _level_from_concept(interp)) is not None:
+            return read
     return None
+
+
+def _level_from_quantity(q: shapes.Quantity, value: float) -> _Measured | _Qualitative | values.Problem:
+    comparator, unit, code = q.get("comparator"), q.get("unit"), q.get("code")
+    if not (unit or code) and comparator in ("<", "<="):  # "<0.1" without a unit: below the assay's limit
+        return _Qualitative(reported_text(value, comparator, ""), "below", value, comparator)
+    return _measured(value, unit, code, q.get("system"), comparator, unit or code or "")
+
+
+def _level_from_string(vs: str) -> _Measured | _Qualitative | values.Problem:
+    split = values.split_value_string(vs)
+    if isinstance(split, values.Problem):
+        return split
+    if split is None:  # words only: "Not detected", "<LLOQ"
+        verdict = values.level_words(vs)
+        return (
+            _Qualitative(vs.strip(), verdict) if verdict else values.Problem("no-value", "no numeric value")
+        )
+    comparator, number, text_unit = split
+    if not text_unit and comparator in ("<", "<="):
+        return _Qualitative(vs.strip(), "below", number, comparator)
+    return _measured(number, text_unit, None, None, comparator, text_unit)
+
+
+def _level_from_concept(cc: shapes.CodeableConcept) -> _Qualitative | None:
+    """A qualitative verdict named by a concept's codes or texts; None when it names none."""
+    codes, texts = concept_of(cc)
+    verdict = values.level_codes(codes) or next((v for t in texts if (v := values.level_words(t))), None)
+    return _Qualitative(label_from(codes, texts), verdict) if verdict else None
+
+
+def _measured(
+    value: float,
+    unit: str | None,
+    code: str | None,
+    system: str | None,
+    comparator: Comparator | None,
+    reported_unit: str,
+) -> _Measured | values.Problem:
+    converted = values.mass_concentration(value, unit, code, system)
+    if isinstance(converted, values.Problem):
+        return converted
+    return _Measured(converted, comparator, value, reported_unit)
 
 
 def _specimen(o: shapes.Observation, code_texts: str) -> values.SpecimenKind | values.Problem:
@@ -293,83 +322,81 @@ def _assay_limit(o: shapes.Observation, r: _Qualitative, ctx: ParseContext) -> f
 def _level(
     o: shapes.Observation, code_text: str, when: tuple[datetime, str] | None, src: str, ctx: ParseContext
 ) -> None:
-    at = when[0] if when else None
-
-    def unusable(code: str, reason: str, reported: str = "") -> None:
-        ctx.acc.unusable.append(UnusableValue(_LEVEL, reason, reported or reported_raw(o), at, src, code))
-
     specimen = _specimen(o, code_text)
     if isinstance(specimen, values.Problem):
-        unusable(specimen.code, f"{specimen.reason}: not used as a serum level")
-        return
-    read = _level_value(o)
+        level: NatalizumabLevel | values.Problem = values.Problem(
+            specimen.code, f"{specimen.reason}: not used as a serum level"
+        )
+    elif (read := _level_value(o)) is None and o["status"] in ("registered", "preliminary"):
+        return  # not resulted yet: nothing to name
+    else:
+        level = _level_from(read, o, when, src, specimen, ctx)
+    if isinstance(level, values.Problem):
+        at = when[0] if when else None
+        ctx.acc.unusable.append(UnusableValue(_LEVEL, level.reason, reported_raw(o), at, src, level.code))
+    else:
+        ctx.acc.levels.append(level)
+
+
+def _level_from(
+    read: _Measured | _Qualitative | values.Problem | None,
+    o: shapes.Observation,
+    when: tuple[datetime, str] | None,
+    src: str,
+    specimen: values.SpecimenKind,
+    ctx: ParseContext,
+) -> NatalizumabLevel | values.Problem:
+    """The level a reading gives, or why it gives none: no value, an unreadable value, a qualitative
+    result without a usable limit, an implausible number, no sample date or one not precise to the day."""
     if read is None:
-        if o["status"] not in ("registered", "preliminary"):
-            unusable("no-value", "no numeric value")
-        return
+        return values.Problem("no-value", "no numeric value")
     if isinstance(read, values.Problem):
-        unusable(read.code, read.reason)
-        return
-    if isinstance(read, _Qualitative) and read.verdict == "detected":
-        unusable("qualitative-detected", f"'{read.words}': natalizumab detected but not quantified")
-        return
-    limit: float | None = None
+        return read
     if isinstance(read, _Qualitative):
-        found = _assay_limit(o, read, ctx)
-        if isinstance(found, values.Problem):
-            unusable(found.code, found.reason)
-            return
-        if found is None:
-            unusable(
-                "qualitative-no-limit",
-                f"'{read.words}' is below the assay's limit, but no limit is known "
-                "(no referenceRange, no configured assay limit)",
-            )
-            return
-        limit = found
+        limit = _qualitative_limit(o, read, ctx)
+        if isinstance(limit, values.Problem):
+            return limit
+        value, unit, words = limit, "", read.words
     else:
-        reason = None
-        if read.value < 0:
-            reason = ("negative", "negative value")
-        elif read.value == 0 and read.comparator is None:
-            reason = ("zero", "zero without a '<' comparator")
-        elif read.ug_per_ml > _MAX_LEVEL_UG_PER_ML:
-            reason = ("implausible", "above 1000 µg/mL, not plausible")
-        if reason is not None:
-            unusable(*reason)
-            return
-    if when is None or at is None:
-        unusable("no-date", "no sample date")
-        return
+        if (implausible := _implausible(read)) is not None:
+            return implausible
+        value, unit, words = read.ug_per_ml, read.unit, ""
+    if when is None:
+        return values.Problem("no-date", "no sample date")
     if when[1] in ("year", "month"):
-        unusable("date-imprecise", "sample date is not precise to the day")
-        return
-    date_only = when[1] == "day"
-    if isinstance(read, _Qualitative) and limit is not None:
-        level = NatalizumabLevel(
-            limit,
-            at,
-            read.comparator,  # type: ignore[arg-type]
-            read.value,
-            "",
-            src,
-            specimen,
-            date_only,
-            read.words,
+        return values.Problem("date-imprecise", "sample date is not precise to the day")
+    return NatalizumabLevel(
+        value, when[0], read.comparator, read.value, unit, src, specimen, when[1] == "day", words
+    )
+
+
+def _qualitative_limit(
+    o: shapes.Observation, read: _Qualitative, ctx: ParseContext
+) -> float | values.Problem:
+    """The limit a result below the assay's limit is censored at, or why there is none to use."""
+    if read.verdict == "detected":
+        return values.Problem(
+            "qualitative-detected", f"'{read.words}': natalizumab detected but not quantified"
         )
-    else:
-        assert isinstance(read, _Measured)
-        level = NatalizumabLevel(
-            read.ug_per_ml,
-            at,
-            read.comparator,  # type: ignore[arg-type]
-            read.value,
-            read.unit,
-            src,
-            specimen,
-            date_only,
+    found = _assay_limit(o, read, ctx)
+    if found is None:
+        return values.Problem(
+            "qualitative-no-limit",
+            f"'{read.words}' is below the assay's limit, but no limit is known "
+            "(no referenceRange, no configured assay limit)",
         )
-    ctx.acc.levels.append(level)
+    return found
+
+
+def _implausible(read: _Measured) -> values.Problem | None:
+    """Why a measured number cannot be a serum natalizumab level; None when it can be one."""
+    if read.value < 0:
+        return values.Problem("negative", "negative value")
+    if read.value == 0 and read.comparator is None:
+        return values.Problem("zero", "zero without a '<' comparator")
+    if read.ug_per_ml > _MAX_LEVEL_UG_PER_ML:
+        return values.Problem("implausible", "above 1000 µg/mL, not plausible")
+    return None
 
 
 def _status(o: shapes.Observation, kind: str, at: datetime | None, src: str, ctx: ParseContext) -> None:
@@ -408,26 +435,10 @@ def _status(o: shapes.Observation, kind: str, at: datetime | None, src: str, ctx
 
 
 def _antibody(o: shapes.Observation, at: datetime | None, src: str, ctx: ParseContext) -> None:
-    positive: bool | None = None
-    reported = ""
-    if (vb := o.get("valueBoolean")) is not None:
-        positive, reported = vb, str(vb).lower()
-    elif (vcc := o.get("valueCodeableConcept")) is not None:
-        reported = concept_label(vcc)
-        for word in [*(c for _, c in codings_of(vcc)), *texts_of(vcc)]:
-            if (positive := terms.qualitative(word)) is not None:
-                break
-    elif vs := o.get("valueString"):
-        reported = vs
-        positive = terms.qualitative(vs)
-    elif (vq := o.get("valueQuantity")) is not None and vq.get("value") is not None:
-        reported = reported_text(vq["value"], vq.get("comparator"), vq.get("unit") or "")  # type: ignore[arg-type]
+    positive, reported = _antibody_value(o)
     if positive is None:
         for interp in o.get("interpretation", ()):
-            for word in [*(c for _, c in codings_of(interp)), *texts_of(interp)]:
-                if (positive := terms.qualitative(word)) is not None:
-                    break
-            if positive is not None:
+            if (positive := _positive_or_negative(interp)) is not None:
                 break
     kind = "natalizumab antibody result"
     if positive is None:
@@ -441,10 +452,36 @@ def _antibody(o: shapes.Observation, at: datetime | None, src: str, ctx: ParseCo
         ctx.acc.antibodies.append(AntibodyResult(positive, at, src))
 
 
+def _antibody_value(o: shapes.Observation) -> tuple[bool | None, str]:
+    """(positive, negative or None when the value says neither; the value as reported)."""
+    if (vb := o.get("valueBoolean")) is not None:
+        return vb, str(vb).lower()
+    if (vcc := o.get("valueCodeableConcept")) is not None:
+        return _positive_or_negative(vcc), concept_label(vcc)
+    if vs := o.get("valueString"):
+        return terms.qualitative(vs), vs
+    if (vq := o.get("valueQuantity")) is not None and (value := vq.get("value")) is not None:
+        return None, reported_text(value, vq.get("comparator"), vq.get("unit") or "")
+    return None, ""
+
+
+def _positive_or_negative(cc: shapes.CodeableConcept) -> bool | None:
+    """What the first of a concept's codes, then texts, that says positive or negative says."""
+    for word in [*(c for _, c in codings_of(cc)), *texts_of(cc)]:
+        if (positive := terms.qualitative(word)) is not None:
+            return positive
+    return None
+
+
 def _lymphocytes(
-    o: shapes.Observation, codes: Any, text: str, at: datetime | None, src: str, ctx: ParseContext
+    o: shapes.Observation,
+    codes: tuple[tuple[str, str], ...],
+    text: str,
+    at: datetime | None,
+    src: str,
+    ctx: ParseContext,
 ) -> None:
-    lk = lymphocyte_kind_memo[codes, text]
+    lk = terms.lymphocyte_kind(codes, text)
     num = numeric_value(o)
     kind = "lymphocyte count"
     if isinstance(num, values.Problem):

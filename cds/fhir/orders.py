@@ -17,7 +17,6 @@ from cds.fhir.elements import (
     concept_label,
     first_datetime,
     plasma_volumes_from,
-    plex_modality_memo,
     texts_of,
     validate_resource,
 )
@@ -137,7 +136,7 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
         if sr["status"] == "entered-in-error":
             continue
         sr_code = sr.get("code")
-        modality = plex_modality_memo[codings_of(sr_code), tuple(texts_of(sr_code)), extra]
+        modality = terms.plex_modality(codings_of(sr_code), texts_of(sr_code), extra)
         if modality is None:
             continue
         key = r4b.parsed_json_key(resource)  # draftOrders come from the request's JSON

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from cds.engine import units as _engine_units
-from cds.engine.memo import Memo
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -330,36 +329,19 @@ def _norm_unit(unit: str) -> str:
 
 
 def to_10e9_per_l(value: float, unit: str) -> float | None:
-    """An absolute count as 10⁹/L (= 10³/µL); None for % or any unknown unit."""
-    factor = _count_factor[unit]
-    return value * factor if factor is not None and math.isfinite(value) else None
+    """An absolute count as 10⁹/L (= 10³/µL); None for % or any unknown unit. The unit's factor is the
+    engine's conversion of 1, so value * factor is exactly what the engine computes."""
+    if is_percent_unit(unit) or not math.isfinite(value):
+        return None
+    factor = _engine_units.to_10e9_per_l(1.0, _strip_annotations(unit))
+    return value * factor if factor is not None else None
+
+
+_PERCENT_UNITS = frozenset({"%", "percent", "pct", "/100"})
 
 
 def is_percent_unit(unit: str) -> bool:
-    return _percent[unit]
-
-
-# The factor of a unit is the engine's conversion of 1 (value * factor is exactly what the engine
-# computes); units repeat across patients, so factors are remembered for short unit strings.
-_CACHED_UNIT_LEN = 64
-
-
-def _count_factor_uncached(unit: str) -> float | None:
-    if _percent_uncached(unit):
-        return None
-    return _engine_units.to_10e9_per_l(1.0, _strip_annotations(unit))
-
-
-def _percent_uncached(unit: str) -> bool:
-    return _norm_unit(unit) in {"%", "percent", "pct", "/100"}
-
-
-def _short_unit(unit: str) -> bool:
-    return len(unit) <= _CACHED_UNIT_LEN
-
-
-_count_factor: Memo[str, float | None] = Memo(_count_factor_uncached, 256, admit=_short_unit)
-_percent: Memo[str, bool] = Memo(_percent_uncached, 256, admit=_short_unit)
+    return _norm_unit(unit) in _PERCENT_UNITS
 
 
 # ---------------------------------------------------------------- dates

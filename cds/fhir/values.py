@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cds.engine import units as _units
+from cds.engine.domain import Comparator
 
 UCUM = "http://unitsofmeasure.org"
 SNOMED = "http://snomed.info/sct"
@@ -90,7 +91,7 @@ def parse_number(token: str) -> float | Problem:
     return bad
 
 
-_CMP = {"≤": "<=", "≥": ">=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
+_CMP: dict[str, Comparator] = {"≤": "<=", "≥": ">=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 # comparator, sign, number (digits with separators, space groups of exactly three), then the unit
 _VALUE_STRING = re.compile(
     rf"^\s*(<=|>=|<|>|≤|≥)?\s*(-?)\s*"
@@ -99,7 +100,7 @@ _VALUE_STRING = re.compile(
 )
 
 
-def split_value_string(text: str) -> tuple[str | None, float, str] | Problem | None:
+def split_value_string(text: str) -> tuple[Comparator | None, float, str] | Problem | None:
     """(comparator, value, unit text) of a valueString like "<0.5 ug/mL" or "12,500 ng/mL".
 
     None when the text does not start with a number (e.g. "Not detected"); a Problem when it does but
@@ -160,22 +161,25 @@ def mass_concentration(
     """`value` in µg/mL from a Quantity's unit text, code and system (rules in the module docstring)."""
     unit = (unit or "").strip()
     code = (code or "").strip()
-    shown = unit or code
     if not unit and not code:
         return Problem("no-unit", "no unit given")
+    canonical = _agreed_mass_unit(unit, code, system)
+    if isinstance(canonical, Problem):
+        return canonical
+    converted = _units.to_ug_per_ml(value, canonical)
+    if converted is None:
+        return Problem("number-format", f"the value '{value}' is not a finite number")
+    return converted
+
+
+def _agreed_mass_unit(unit: str, code: str, system: str | None) -> str | Problem:
+    """The UCUM code of the mass concentration that the unit text and the code (either may be empty)
+    both name, or why there is none."""
+    shown = unit or code
     by_text = _human_mass_unit(unit) if unit else None
     by_code: str | Problem | None
     if code and system == UCUM:
-        # the micro sign or Greek mu for UCUM's "u" is not a case question: one reading only
-        by_code = _UCUM_MASS.get(code.replace("µ", "u").replace("μ", "u"))
-        if by_code is None:
-            if isinstance(by_text, str):
-                return Problem(
-                    "unit-conflict", f"unit '{unit}' and UCUM code '{code}' do not name the same unit"
-                )
-            if _human_mass_unit(code) is not None:  # 'Mg/L': a case variant of a unit read here
-                return Problem("unit", f"UCUM code '{code}' is not a mass concentration read here")
-            return Problem("unit", f"unit '{shown}' is not a mass concentration")
+        by_code = _ucum_mass_unit(unit, code, by_text)
     elif code:
         by_code = _human_mass_unit(code)  # a code outside UCUM: read like a unit text
     else:
@@ -192,10 +196,20 @@ def mass_concentration(
     canonical = by_code or by_text
     if canonical is None:
         return Problem("unit", f"unit '{shown}' is not a mass concentration")
-    converted = _units.to_ug_per_ml(value, canonical)
-    if converted is None:
-        return Problem("number-format", f"the value '{value}' is not a finite number")
-    return converted
+    return canonical
+
+
+def _ucum_mass_unit(unit: str, code: str, by_text: str | Problem | None) -> str | Problem:
+    """A UCUM code as one of the mass concentrations read here, or why it is not one."""
+    # the micro sign or Greek mu for UCUM's "u" is not a case question: one reading only
+    found = _UCUM_MASS.get(code.replace("µ", "u").replace("μ", "u"))
+    if found is not None:
+        return found
+    if isinstance(by_text, str):
+        return Problem("unit-conflict", f"unit '{unit}' and UCUM code '{code}' do not name the same unit")
+    if _human_mass_unit(code) is not None:  # 'Mg/L': a case variant of a unit read here
+        return Problem("unit", f"UCUM code '{code}' is not a mass concentration read here")
+    return Problem("unit", f"unit '{unit or code}' is not a mass concentration")
 
 
 def _factor(code: str) -> float | None:

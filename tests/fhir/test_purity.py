@@ -26,7 +26,7 @@ FORBIDDEN = (
     "cds.hooks",
     "cds.views",
     "cds.store",
-    "cds.transport",
+    "cds.outbound",
 )
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from cds.errors import DataUnavailable
+from cds.fhir_cache import MemoryReadCache
 from cds.fhir_io import FhirReader
 from cds.outbound import same_base
 from cds.settings import Settings
@@ -106,13 +107,9 @@ async def load(
     token: str | None = TOKEN,
     server: str | None = BASE,
     expires_in: int | None = 300,
-    reader: FhirReader | None = None,
 ) -> Any:
     async with fake.client() as http:
-        r = reader or FhirReader(http, s or settings())
-        if reader is not None:
-            r._http = http
-        return await r.load(PATIENT, prefetch, server, token, expires_in)
+        return await FhirReader(http, s or settings()).load(PATIENT, prefetch, server, token, expires_in)
 
 
 # ---------------------------------------------------------------- prefetch matrix
@@ -570,15 +567,14 @@ async def test_cache_never_holds_the_raw_token(fake: FakeFhir) -> None:
     async with fake.client() as http:
         reader = FhirReader(http, settings())
         await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300)
-        assert reader._cache is not None and len(reader._cache) == 1
-        assert TOKEN not in repr(list(reader._cache.keys()))
+        assert isinstance(reader.cache, MemoryReadCache) and len(reader.cache) == 1
+        assert TOKEN not in repr(list(reader.cache.keys()))
 
 
 async def test_cache_expires_with_the_token(fake: FakeFhir) -> None:
     clock = [1000.0]
     async with fake.client() as http:
-        reader = FhirReader(http, settings(cache_ttl_s=60))
-        reader._clock = lambda: clock[0]
+        reader = FhirReader(http, settings(cache_ttl_s=60), clock=lambda: clock[0])
         await reader.load(PATIENT, only_missing(), BASE, TOKEN, 10)  # token lives 10 s < 60 s
         clock[0] += 9
         await reader.load(PATIENT, only_missing(), BASE, TOKEN, 10)
@@ -620,14 +616,18 @@ async def test_concurrent_loads_share_one_in_flight_fetch(fake: FakeFhir) -> Non
         await asyncio.sleep(0.05)
 
     fake.override = slow
+    clock = [1000.0]
     async with fake.client() as http:
-        reader = FhirReader(http, settings())
+        reader = FhirReader(http, settings(cache_ttl_s=60), clock=lambda: clock[0])
         results = await asyncio.gather(
             *(reader.load(PATIENT, only_missing(), BASE, TOKEN, 300) for _ in range(5))
         )
-    assert len(fake.requests) == 1
-    assert all(r.facts == results[0].facts for r in results)
-    assert reader._inflight == {}
+        assert len(fake.requests) == 1
+        assert all(r.facts == results[0].facts for r in results)
+        # the shared fetch ends with its reads: once the cache has aged out, the next load reads anew
+        clock[0] += 61
+        again = await reader.load(PATIENT, only_missing(), BASE, TOKEN, 300)
+    assert len(fake.requests) == 2 and again.sources["medicationStatements"] == "fhir"
 
 
 # ---------------------------------------------------------------- logging

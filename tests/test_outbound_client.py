@@ -1,5 +1,7 @@
-"""cds/transport.py over real loopback sockets: what the FHIR reader relies on from its httpx client
-(errors told apart as httpx errors, timeouts, gzip, the query sent as written, connections reused)."""
+"""The app's one outbound client (cds.outbound.http_client) over real loopback sockets: what the FHIR
+reader relies on (errors told apart as httpx errors, timeouts, gzip, the query sent as written,
+connections reused) and what it must never do (follow a redirect, keep a cookie, skip TLS checks,
+ignore the environment's proxy)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from cds.transport import FhirTransport, http_transport, no_cookies
+from cds.outbound import http_client
+from cds.settings import Settings
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -44,8 +47,14 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
 
 
 def client(timeout: float = 2.0) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
-    return httpx.AsyncClient(transport=FhirTransport(limits=limits), timeout=httpx.Timeout(timeout))
+    return http_client(Settings(_env_file=None, fhir_timeout_s=timeout))
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 async def test_a_refused_connection_is_a_connect_error_not_a_timeout() -> None:
@@ -108,24 +117,44 @@ async def test_gzip_query_and_keep_alive() -> None:
         for _ in range(3):
             r = await c.get(base + query, headers={"Accept": "application/fhir+json"})
             assert r.status_code == 200 and r.content == body
-    # sent as written, up to percent-encoding (aiohttp writes "|" as %7C; servers decode both alike)
+    # sent as written, up to percent-encoding (servers decode "|" and %7C alike)
     assert [unquote(p.decode()) for p in paths] == [query] * 3
     assert len(peers) == 1  # one connection, reused
 
 
-def test_a_proxy_in_the_environment_keeps_httpx_transports(monkeypatch: pytest.MonkeyPatch) -> None:
-    limits = httpx.Limits(max_connections=4)
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    assert isinstance(http_transport(limits), FhirTransport)
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-    assert http_transport(limits) is None
-    c = httpx.AsyncClient(transport=http_transport(limits))
-    assert not isinstance(c._transport_for_url(httpx.URL("https://ehr.example.org/fhir")), FhirTransport)
+async def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where egress needs a proxy, HTTP_PROXY / HTTPS_PROXY name it and the client goes through it."""
+    heads: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await read_head(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async with server(proxy) as (proxy_url, _):
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        async with client() as c:
+            r = await c.get("http://ehr.example.org/fhir/metadata")
+    assert r.status_code == 200
+    assert heads and heads[0].startswith(b"GET http://ehr.example.org/fhir/metadata HTTP/1.1")
 
 
-@pytest.mark.parametrize("with_proxy_fallback", [False, True], ids=["aiohttp", "httpx-transport"])
-async def test_no_cookie_rides_along_to_the_next_read(with_proxy_fallback: bool) -> None:
+async def test_a_redirect_is_not_followed() -> None:
+    """A FHIR server's redirect could send the bearer token elsewhere: the reader sees the 3xx itself."""
+    paths: list[bytes] = []
+
+    async def redirects(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            paths.append((await read_head(reader)).split(b" ")[1])
+            writer.write(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with server(redirects) as (base, _), client() as c:
+        r = await c.get(f"{base}/fhir/Patient/p1")
+    assert r.status_code == 302 and paths == [b"/fhir/Patient/p1"]
+
+
+async def test_no_cookie_rides_along_to_the_next_read() -> None:
     """One client serves every user and patient: a cookie a FHIR server sets is never sent back."""
     cookies_seen: list[bytes] = []
 
@@ -140,10 +169,7 @@ async def test_no_cookie_rides_along_to_the_next_read(with_proxy_fallback: bool)
             )
             await writer.drain()
 
-    limits = httpx.Limits(max_connections=4)
-    transport = None if with_proxy_fallback else FhirTransport(limits=limits)
-    client = httpx.AsyncClient(transport=transport, cookies=no_cookies(), trust_env=False)
-    async with server(sets_cookie) as (base, _), client as c:
+    async with server(sets_cookie) as (base, _), client() as c:
         for token in ("first", "second"):
             r = await c.get(f"{base}/fhir/Patient/p1", headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200
@@ -200,7 +226,7 @@ async def test_tls_is_verified_and_ssl_cert_file_is_honoured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An https FHIR server whose certificate no trusted CA signed is refused (a connection error,
-    not a timeout); trusting its CA through SSL_CERT_FILE, as with httpx's own transport, lets it in."""
+    not a timeout); trusting its CA through SSL_CERT_FILE lets it in."""
     import ssl
 
     ca, cert, key = _tls_files(tmp_path)
@@ -219,16 +245,15 @@ async def test_tls_is_verified_and_ssl_cert_file_is_honoured(
 
     srv = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=served)
     url = f"https://127.0.0.1:{srv.sockets[0].getsockname()[1]}/fhir/metadata"
-    limits = httpx.Limits(max_connections=4)
     try:
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-        async with httpx.AsyncClient(transport=FhirTransport(limits=limits), timeout=5) as c:
+        async with client(timeout=5) as c:
             with pytest.raises(httpx.ConnectError) as caught:
                 await c.get(url)
         assert not isinstance(caught.value, httpx.TimeoutException)
         monkeypatch.setenv("SSL_CERT_FILE", str(ca))
-        async with httpx.AsyncClient(transport=FhirTransport(limits=limits), timeout=5) as c:
+        async with client(timeout=5) as c:
             assert (await c.get(url)).status_code == 200
     finally:
         srv.close()
