@@ -30,6 +30,7 @@ its units a Quantity names:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -131,6 +132,8 @@ _LONG_PREFIX = {"nano": "ng", "micro": "ug", "milli": "mg", None: "g"}
 _DENOMINATORS = frozenset({"L", "l", "mL", "ml", "ML"})
 
 
+# Pure and called for each level's unit text and code: worked out once per distinct text (bounded).
+@functools.lru_cache(maxsize=512)
 def _human_mass_unit(text: str) -> str | Problem | None:
     """The UCUM code a human unit text names, a Problem when its case makes it ambiguous, None when it
     names no mass concentration read here."""
@@ -297,25 +300,54 @@ def specimen_of(
     other: str | None = None
     for codes, texts in stated:
         joined = " ".join(t for t in texts if t)
-        is_serum = bool(set(codes) & _SERUM_CODES) or bool(_SERUM_TEXT.search(joined))
-        is_plasma = bool(set(codes) & _PLASMA_CODES) or bool(_PLASMA_TEXT.search(joined))
+        said = _specimen_words(joined)
+        is_serum = bool(set(codes) & _SERUM_CODES) or said.serum
+        is_plasma = bool(set(codes) & _PLASMA_CODES) or said.plasma
         coded_other = any(
             s in _SPECIMEN_SYSTEMS and (s, c) not in _SERUM_CODES | _PLASMA_CODES for s, c in codes
         )
-        m = _OTHER_TEXT.search(joined)
-        if (m or coded_other or not (is_serum or is_plasma)) and (joined or codes):
+        if (said.other or coded_other or not (is_serum or is_plasma)) and (joined or codes):
             other = other or joined or codes[0][1]
         serum, plasma = serum or is_serum, plasma or is_plasma
-    code_text = " ".join(t for t in code_texts if t)
-    if m := _OTHER_TEXT.search(code_text):
-        other = other or m.group(0)
-    named = serum or plasma or bool(_SERUM_TEXT.search(code_text) or _PLASMA_TEXT.search(code_text))
-    if other is None and not named and (m := _BLOOD_TEXT.search(code_text)):
-        other = m.group(0)
+    code = _specimen_words(" ".join(t for t in code_texts if t))
+    other = other or code.other
+    if other is None and not (serum or plasma or code.serum or code.plasma):
+        other = code.blood
     if other is not None:
         return Problem("specimen", f"specimen '{other}' is not serum or plasma")
-    if serum or _SERUM_TEXT.search(code_text):
+    if serum or code.serum:
         return "serum"
-    if plasma or _PLASMA_TEXT.search(code_text):
+    if plasma or code.plasma:
         return "plasma"
     return "unspecified"
+
+
+@dataclass(frozen=True, slots=True)
+class SpecimenWords:
+    """What a text says of the specimen: serum or plasma named, and the first word naming another
+    specimen (CSF, urine, ...) or blood (`blood` counts as other only when serum and plasma are not named)."""
+
+    serum: bool
+    plasma: bool
+    other: str | None
+    blood: str | None
+
+
+def _specimen_words(text: str) -> SpecimenWords:
+    # Every level of a patient carries the same few texts, and the four searches cost about 10 µs a
+    # level (bench/components.py): short texts are read once per worker (bounded), long free text every time.
+    return _specimen_words_remembered(text) if len(text) <= 512 else _read_specimen_words(text)
+
+
+def _read_specimen_words(text: str) -> SpecimenWords:
+    other = _OTHER_TEXT.search(text)
+    blood = _BLOOD_TEXT.search(text)
+    return SpecimenWords(
+        serum=bool(_SERUM_TEXT.search(text)),
+        plasma=bool(_PLASMA_TEXT.search(text)),
+        other=other.group(0) if other else None,
+        blood=blood.group(0) if blood else None,
+    )
+
+
+_specimen_words_remembered = functools.lru_cache(maxsize=1024)(_read_specimen_words)
