@@ -15,10 +15,13 @@ import copy
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 from cds.demo import scenarios as _scenarios
+
+if TYPE_CHECKING:  # cds.settings is imported at call time: the demo data loads without the app's settings
+    from cds.settings import Settings
 
 __all__ = [
     "DEMO_FHIR_BASE",
@@ -199,7 +202,7 @@ def hook_request(
     hook: Literal["order-select", "order-sign"],
     *,
     prefetch: bool = True,
-    settings: Any = None,
+    settings: Settings | None = None,
     fhir_server: str | None = None,
     token: str | None = None,
 ) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def plex_orders(draft_orders: Any, selections: list[str] | None, settings: Setti
     if not isinstance(entries, list):
         raise BadHookRequest("context.draftOrders.entry must be a list", code="draft-orders")
     wanted = None if selections is None else {_norm_selection(s) for s in selections if isinstance(s, str)}
-    extra = terms.parse_code_list(getattr(settings, "plex_codes", []) or [])
+    extra = terms.parse_code_list(settings.plex_codes)
     orders: list[PlexOrder] = []
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
