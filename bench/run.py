@@ -221,30 +221,13 @@ def service_env(workers: int, state: Path, allow: list[str], **extra: str) -> di
 def cds_serve_argv(port: int, workers: int, code: Path = ROOT) -> tuple[list[str], str]:
     """`cds serve` of the tree `code` (its own .venv when it is not this tree: `--old`)."""
     cds_bin = Path(PY).parent / "cds" if code == ROOT else code / ".venv" / "bin" / "cds"
+    serve = [str(cds_bin), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if code != ROOT:
         if not cds_bin.exists():
             raise RuntimeError(f"{cds_bin} is missing: run `make venv` in {code}")
-        return [
-            str(cds_bin),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ], (f"{cds_bin} serve")
+        return serve, f"{cds_bin} serve"
     if cds_bin.exists() and (ROOT / "cds" / "cli.py").exists():
-        return [
-            str(cds_bin),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ], "cds serve"
+        return serve, "cds serve"
     return [
         PY,
         str(BENCH / "serve.py"),
