@@ -295,7 +295,7 @@ async def _hook(
     await _finish(rt, audit, started, outcome="cards", kinds=kinds)
     body = CdsResponse(cards=cards).to_json()
     metrics.count_cards(service.id, body["cards"])
-    # json_ready left str keys and plain values only (no NaN): orjson writes the same bytes as
+    # to_json leaves str keys and plain values only (no NaN): orjson writes the same bytes as
     # pydantic_core.to_json (tests/hooks/test_json_bytes.py), in about a fifth of the time
     return Response(orjson.dumps(body), media_type=JSON)
 
