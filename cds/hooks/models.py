@@ -36,27 +36,53 @@ Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<1
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
-def _empty(v: Any) -> bool:
-    return v is None or (not v and isinstance(v, (str, list, dict)))
-
-
 def prune(value: Any) -> Any:
     """Drop None, "", [] and {} recursively (dict values and list items); refuse NaN and infinities
     (JSON has no such numbers), so the result can go to any JSON encoder."""
     if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, (dict, list, float)):
-                v = prune(v)
-            if not _empty(v):
-                out[k] = v
-        return out
+        return _pruned_dict(value)
     if isinstance(value, list):
-        items = [prune(v) if isinstance(v, (dict, list, float)) else v for v in value]
-        return [v for v in items if not _empty(v)]
-    if isinstance(value, float) and not math.isfinite(value):
+        return _pruned_list(value)
+    return _finite(value) if isinstance(value, float) else value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
         raise ValueError("NaN or infinity cannot be written as JSON")
     return value
+
+
+# The two walks below test for str first: most values of a response are non-empty strings.
+
+
+def _pruned_dict(values: dict[Any, Any]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for k, v in values.items():
+        if type(v) is str:
+            if v:
+                out[k] = v
+        elif isinstance(v, (dict, list)):
+            v = prune(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = _finite(v) if isinstance(v, float) else v
+    return out
+
+
+def _pruned_list(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if type(v) is str:
+            if v:
+                out.append(v)
+        elif isinstance(v, (dict, list)):
+            v = prune(v)
+            if v:
+                out.append(v)
+        elif v is not None:
+            out.append(_finite(v) if isinstance(v, float) else v)
+    return out
 
 
 def new_uuid() -> str:
