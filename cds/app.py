@@ -11,8 +11,6 @@ status + OperationOutcome.
 from __future__ import annotations
 
 import gc
-import importlib
-import inspect
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -22,10 +20,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import Receive, Scope, Send
 
 import cds
 from cds import fhir_io, metrics
@@ -42,14 +38,12 @@ from cds.replay import open_replay_store
 from cds.settings import Settings
 from cds.shared_redis import connect_redis
 from cds.store import open_store
+from cds.views import chart_links as chart_views
+from cds.views import demo as demo_views
 from cds.views.chart_links import RenderCache
 from cds.views.link_store import LinkStore, open_link_store
 
 log = logging.getLogger("cds.app")
-
-# Routers other work adds (module:attribute); included when the module exists.
-# cds.views: the clinician view (chart, /demo page).
-OPTIONAL_ROUTERS: tuple[str, ...] = ("cds.views.chart_links:router", "cds.views.demo:router")
 
 
 def _outcome(status: int, code: str, text: str, diagnostics: str) -> JSONResponse:
@@ -135,141 +129,6 @@ def _hook_instance(request: Request) -> str:
     return str(getattr(request.state, "hook_instance", "-"))
 
 
-# Responses whose __call__ is Response.__call__: start (status, raw_headers), then the whole body.
-_PLAIN_RESPONSES = frozenset({Response, JSONResponse})
-
-_BODY_KEY = "cds.edge_body"  # the body handed from serve_body to _call_endpoint (popped there)
-
-HOOK_PATH = "/cds-services/{service_id}"
-_HOOK_PREFIX = "/cds-services/"
-
-
-class HookFastPath:
-    """POST /cds-services/{id} straight to the route's endpoint, under the app's exception handlers.
-
-    FastAPI's router, parameter solving and per-route wrappers cost about 50 µs per hook call for an
-    endpoint that takes only (service_id, request) and returns a Response. The edge middleware, which
-    has read the body, hands hook calls to `serve_body`; errors go to the app's own exception handlers,
-    and unhandled ones to the ServerErrorMiddleware outside, as from the route. Everything else goes down
-    the normal stack (`__call__`), and so does every hook call if the route ever gains dependencies or
-    other parameters, or the app a handler that is not a coroutine function.
-    """
-
-    def __init__(self, app: Any, fastapi_app: FastAPI) -> None:
-        self.app = app
-        self._fastapi = fastapi_app
-        self._built = False  # built on the first request, once every handler is registered
-        self._endpoint: Any = None
-        self._handlers: Any = None  # (by exception class, by status code), as ExceptionMiddleware holds them
-
-    def _build(self) -> None:
-        self._built = True
-        # The hook route lives on cds.hooks.routes.router, included with no prefix or dependencies.
-        route = next(
-            (
-                r
-                for r in routes.router.routes
-                if isinstance(r, APIRoute) and r.path == HOOK_PATH and "POST" in (r.methods or ())
-            ),
-            None,
-        )
-        handlers = self._fastapi.exception_handlers
-        by_class = {k: v for k, v in handlers.items() if isinstance(k, type) and k is not Exception}
-        by_status = {k: v for k, v in handlers.items() if isinstance(k, int) and k != 500}
-        plain = (
-            route is not None
-            and not route.dependant.dependencies
-            and not routes.router.dependencies
-            and not self._fastapi.router.dependencies
-            and list(inspect.signature(route.endpoint).parameters) == ["service_id", "request"]
-            and inspect.iscoroutinefunction(route.endpoint)
-            and StarletteHTTPException in by_class
-            and all(inspect.iscoroutinefunction(h) for h in (*by_class.values(), *by_status.values()))
-        )
-        if not plain:
-            log.warning("hook fast path off: %s is not a plain (service_id, request) endpoint", HOOK_PATH)
-            return
-        assert route is not None
-        self._endpoint = route.endpoint
-        self._handlers = (by_class, by_status)
-
-    async def _call_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        request._body = scope.pop(_BODY_KEY)  # read by the edge layer: what Request.body() keeps once read
-        response = await self._endpoint(scope["path_params"]["service_id"], request)
-        await self._send(response, scope, receive, send)
-
-    def _service_id(self, scope: dict[str, Any]) -> str | None:
-        """The service id of a request this layer answers, else None."""
-        if not self._built:
-            self._build()
-        path = scope.get("path", "")
-        if (
-            self._handlers is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and path.startswith(_HOOK_PREFIX)
-            and "/" not in path[len(_HOOK_PREFIX) :]
-            and len(path) > len(_HOOK_PREFIX)
-            and not scope.get("root_path")
-            and scope.get("fastapi.telemetry") is None  # traced requests keep FastAPI's route spans
-        ):
-            return str(path[len(_HOOK_PREFIX) :])
-        return None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-    async def serve_body(self, scope: dict[str, Any], body: bytes, receive: Any, send: Any) -> bool:
-        """Answer a hook call whose body the edge layer has read: False (nothing sent) if not one.
-
-        What FastAPI's routing and ExceptionMiddleware do for the route, in fewer frames: the endpoint's
-        Request holds the body; a handled exception's handler gets a Request of its own (as
-        ExceptionMiddleware's); an unhandled one propagates (ServerErrorMiddleware answers
-        it); responses go out as Response.__call__ sends them, with the edge layer's headers.
-        """
-        service_id = self._service_id(scope)
-        handlers = self._handlers
-        if service_id is None:
-            return False
-        scope["path_params"] = {"service_id": service_id}
-        scope["endpoint"] = self._endpoint
-        scope["starlette.exception_handlers"] = handlers
-        scope[_BODY_KEY] = body
-        try:
-            await self._call_endpoint(scope, receive, send)
-        except Exception as exc:
-            handler = handlers[1].get(exc.status_code) if isinstance(exc, StarletteHTTPException) else None
-            if handler is None:
-                for cls in type(exc).__mro__:
-                    handler = handlers[0].get(cls)
-                    if handler is not None:
-                        break
-                else:
-                    raise
-            response = await handler(Request(scope, receive, send), exc)
-            if response is not None:
-                await self._send(response, scope, receive, send)
-            exc.__traceback__ = None  # as Starlette does: reused exceptions accumulate tracebacks
-        return True
-
-    @staticmethod
-    async def _send(response: Response, scope: Scope, receive: Any, send: Any) -> None:
-        rewrite = getattr(send, "edge_headers", None)
-        server_send = getattr(send, "server_send", None)
-        if (
-            type(response) not in _PLAIN_RESPONSES
-            or response.background is not None
-            or rewrite is None
-            or server_send is None
-        ):
-            await response(scope, receive, send)
-            return
-        headers = rewrite(response.raw_headers)
-        await server_send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        await server_send({"type": "http.response.body", "body": response.body})
-
-
 _GC_GEN0_THRESHOLD = 10_000
 _gc_tuned = False
 
@@ -293,20 +152,6 @@ def _tune_gc() -> None:
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(_GC_GEN0_THRESHOLD, gen0), gen1, gen2)
-
-
-def _optional_routers(app: FastAPI) -> None:
-    for spec in OPTIONAL_ROUTERS:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
-                continue
-            raise
-        router = getattr(module, attr, None)
-        if router is not None:
-            app.include_router(router)
 
 
 def _demo_routes(app: FastAPI) -> None:
@@ -340,9 +185,8 @@ def create_app(
         redis = connect_redis(settings)  # the one Redis client of this worker, or None
         link_store = links or open_link_store(settings, redis)
         auth = Authenticator(settings, http, replay=open_replay_store(settings, redis))
-        reader: Any = None
+        reader = fhir_io.FhirReader(http, settings, redis=redis)
         try:
-            reader = fhir_io.FhirReader(http, settings, redis=redis)
             await store.start()
             rt = routes.Runtime(
                 links=link_store,
@@ -357,17 +201,12 @@ def create_app(
             _tune_gc()
             yield {"rt": rt, "links": link_store, "chart_renders": renders}
         finally:
-            closers = (
-                getattr(auth, "close", None),
-                getattr(reader, "aclose", None),
-                getattr(redis, "aclose", None),
-            )
+            closers = [auth.close, reader.aclose] + ([redis.aclose] if redis is not None else [])
             for closer in closers:
-                if closer is not None:
-                    try:
-                        await closer()
-                    except Exception:
-                        log.exception("error while closing")
+                try:
+                    await closer()
+                except Exception:
+                    log.exception("error while closing")
             await store.close()
             await http.aclose()
 
@@ -385,13 +224,13 @@ def create_app(
         redirect_slashes=False,  # its redirect reflects the Host header; _slash_redirect is path-only
     )
     _install_error_handlers(app)
-    app.add_middleware(HookFastPath, fastapi_app=app)  # added first: runs inside the edge layer
     install(app, settings)
     app.include_router(routes.router)
     app.include_router(routes.health_router)
     app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
     if settings.demo:
         _demo_routes(app)
-    _optional_routers(app)
+    app.include_router(chart_views.router)  # the chart and the cards' full pages
+    app.include_router(demo_views.router)  # the /demo page
     customise_openapi(app)
     return app

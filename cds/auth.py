@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 from cachetools import TTLCache
+from starlette.requests import Request
 
 from cds.errors import ReplayStoreUnavailable, Unauthorized
 from cds.outbound import is_loopback_host, validate_allowlist
@@ -238,7 +239,7 @@ class Authenticator:
             self._replay = open_replay_store(self.settings)
         return self._replay
 
-    async def check(self, request: Any, endpoint_url: str) -> Claims | None:
+    async def check(self, request: Request, endpoint_url: str) -> Claims | None:
         if self.settings.auth == "off":
             return None
         context: dict[str, Any] = {}
@@ -255,35 +256,16 @@ class Authenticator:
             )
             raise Unauthorized("verification error") from None
 
-    async def _verify(self, request: Any, endpoint_url: str, context: dict[str, Any]) -> Claims:
+    async def _verify(self, request: Request, endpoint_url: str, context: dict[str, Any]) -> Claims:
         token = _bearer(request)
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise _Reject(f"malformed token ({type(exc).__name__})") from None
-        alg, kid = header.get("alg"), header.get("kid")
-        context.update(alg=_short(alg), kid=_short(kid), iss=_short(unverified.get("iss")))
-        if alg not in ALLOWED_ALGORITHMS:
-            raise _Reject("algorithm not allowed")
-        if not isinstance(kid, str) or not kid:
-            raise _Reject("kid missing")
-        if "typ" in header and str(header["typ"]).upper() != "JWT":
-            raise _Reject("typ is not JWT")
-        iss = unverified.get("iss")
-        if not isinstance(iss, str):
-            raise _Reject("issuer not allowlisted")
-        cfg = self.settings.jwt_issuers.get(iss)
-        if cfg is None:
-            raise _Reject("issuer not allowlisted")
-
+        header, iss, cfg = self._unverified(token, context)
+        alg, kid = header["alg"], header["kid"]
         key = await self._key(cfg, iss, header, kid)
         kty, crv = _KEY_TYPE[alg]
         if key.jwk.key_type != kty or (crv and key.crv != crv):
             raise _Reject("key type does not match alg")
         if key.alg not in (None, alg):
             raise _Reject("key is for another alg")
-
         skew = self.settings.jwt_clock_skew_s
         try:
             claims = jwt.decode(
@@ -297,9 +279,37 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise _Reject(f"claims or signature invalid ({type(exc).__name__})") from None
+        tenant, jti = self._checked_claims(claims, cfg, context)
+        if not await self._first_use(iss, jti, int(claims["exp"]) + skew, context):
+            raise _Reject("jti replayed")
+        return Claims(iss=iss, jti=jti, tenant=tenant)
+
+    def _unverified(self, token: str, context: dict[str, Any]) -> tuple[dict[str, Any], str, IssuerConfig]:
+        """The header (its `alg` allowed, its `kid` a non-empty string), the issuer and its configuration,
+        read before any key is chosen: nothing here is trusted yet."""
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise _Reject(f"malformed token ({type(exc).__name__})") from None
+        alg, kid, iss = header.get("alg"), header.get("kid"), unverified.get("iss")
+        context.update(alg=_short(alg), kid=_short(kid), iss=_short(iss))
+        if alg not in ALLOWED_ALGORITHMS:
+            raise _Reject("algorithm not allowed")
+        if not isinstance(kid, str) or not kid:
+            raise _Reject("kid missing")
+        if "typ" in header and str(header["typ"]).upper() != "JWT":
+            raise _Reject("typ is not JWT")
+        if not isinstance(iss, str) or iss not in self.settings.jwt_issuers:
+            raise _Reject("issuer not allowlisted")
+        return header, iss, self.settings.jwt_issuers[iss]
+
+    def _checked_claims(
+        self, claims: dict[str, Any], cfg: IssuerConfig, context: dict[str, Any]
+    ) -> tuple[str | None, str]:
+        """(tenant, jti) of claims whose signature, aud, iss and exp PyJWT has checked; the rest here."""
         exp, iat = claims["exp"], claims["iat"]
-        now = time.time()
-        if iat > now + skew:
+        if iat > time.time() + self.settings.jwt_clock_skew_s:
             raise _Reject("iat in the future")
         if exp - iat > self.settings.jwt_max_lifetime_s:
             raise _Reject("token lifetime too long")
@@ -313,9 +323,7 @@ class Authenticator:
         if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI_CHARS:
             raise _Reject("jti missing or invalid")
         context["jti"] = jti
-        if not await self._first_use(iss, jti, int(exp) + skew, context):
-            raise _Reject("jti replayed")
-        return Claims(iss=iss, jti=jti, tenant=tenant)
+        return tenant, jti
 
     async def _first_use(self, iss: str, jti: str, expires_at: int, context: dict[str, Any]) -> bool:
         """The replay store's answer; its failure (Redis down, full) is a 503, never a 401."""
@@ -347,7 +355,7 @@ class Authenticator:
             await self._replay.close()
 
 
-def _bearer(request: Any) -> str:
+def _bearer(request: Request) -> str:
     value: str | None = request.headers.get("authorization")
     if not value:
         raise _Reject("no Authorization header")

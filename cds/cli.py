@@ -1,17 +1,23 @@
 """Command line: `cds serve` (the service under uvicorn) and `cds demo` (fire a demo hook, print the cards).
 
-TCP_NODELAY: uvicorn's multi-worker mode hands each worker a socket rebuilt from a file descriptor,
-whose `proto` is 0, so asyncio no longer sets TCP_NODELAY on accepted connections (uvicorn #3149; a
-44 ms p50 was measured here). We therefore serve with `EdgeHTTP`, uvicorn's own HTTP protocol with
-additions: it sets TCP_NODELAY on every accepted socket in `connection_made`, and it bounds what a
-client may hold (issue 18):
-  * the request head (request line and headers) to CDS_MAX_HEADER_BYTES: beyond it 431 and close
-    (4 sockets each sending a 64 MB header took RSS from 94 to 410 MB; httptools keeps a header whole);
-  * the time to send the head to CDS_HEADER_TIMEOUT_S from its first byte (or from the connection),
-    and the body to CDS_BODY_TIMEOUT_S after the head: beyond it the connection is closed (200
-    slowloris sockets were held for 45 s). Idle keep-alive connections keep uvicorn's own timeout.
-It hooks the parser callbacks `on_headers_complete` / `on_message_complete` of uvicorn's httptools
-protocol (the httptools callback interface) and counts head bytes before they reach the parser.
+The one seam with uvicorn's HTTP layer is `EdgeHTTP`, an asyncio.Protocol of our own that uvicorn makes
+for every connection through its public `Config(http=EdgeHTTP)` option. It creates uvicorn's httptools
+protocol with the same keyword arguments and hands it every asyncio.Protocol call (connection_made,
+data_received, eof_received, connection_lost, pause_writing, resume_writing), after doing what uvicorn
+does not:
+  * TCP_NODELAY on every accepted socket: uvicorn's multi-worker mode hands each worker a socket
+    rebuilt from a file descriptor, whose `proto` is 0, so asyncio no longer sets it (uvicorn #3149; a
+    44 ms p50 was measured here);
+  * the request head (request line and headers) bounded to CDS_MAX_HEADER_BYTES, counted before the
+    bytes reach uvicorn (httptools keeps a header whole: 4 sockets each sending a 64 MB header took RSS
+    from 94 to 410 MB): beyond it a raw 431 and close (issue 18);
+  * the time to send the head bounded to CDS_HEADER_TIMEOUT_S from its first byte (or from the
+    connection), and the body to CDS_BODY_TIMEOUT_S after the head (200 slowloris sockets were held for
+    45 s): timers from loop.call_later; beyond them a raw 408 (in a head) or a close (in a body).
+    Idle keep-alive connections keep uvicorn's own timeout.
+To know where a head and a request end, it feeds the same bytes to an httptools parser of its own
+(httptools' public callback interface, `_Framing`: two callbacks, a few µs per request).
+CDS_MAX_CONNECTIONS is uvicorn's own `limit_concurrency` (503 beyond it).
 
 Several workers: `Supervisor` starts each worker with its own `SO_REUSEPORT` listening socket on the
 same address, so the kernel spreads connections across workers (uvicorn's shared socket let one worker
@@ -39,11 +45,18 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # httptools: a dependency
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from cds.settings import Settings
 
 log = logging.getLogger("cds.cli")
 
@@ -75,8 +88,6 @@ class EdgeLimits:
 @functools.cache
 def edge_limits() -> EdgeLimits:
     """From the settings, once per process (every worker reads its own environment)."""
-    from cds.settings import Settings
-
     s = Settings()
     return EdgeLimits(s.max_header_bytes, s.header_timeout_s, s.body_timeout_s, s.max_connections)
 
@@ -91,73 +102,105 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
         pass
 
 
-class EdgeHTTP(HttpToolsProtocol):
-    """uvicorn's httptools protocol with TCP_NODELAY, a bounded request head and read deadlines.
+class _Framing:
+    """httptools' parser callbacks for the two events the limits need: a request's head is in, and the
+    whole request is in. The parser calls only the callbacks an object has (nothing per header)."""
 
-    State per connection: `_in_head` (the bytes arriving belong to a request head), `_head_bytes`
-    counted so far (the last 3 bytes kept to find a CRLFCRLF split across reads), one timer.
+    def __init__(self, head_done: Callable[[], None], request_done: Callable[[], None]) -> None:
+        self.on_headers_complete = head_done
+        self.on_message_complete = request_done
+
+
+class EdgeHTTP(asyncio.Protocol):
+    """TCP_NODELAY, a bounded request head and read deadlines around uvicorn's own HTTP protocol.
+
+    uvicorn makes one per connection (`Config(http=EdgeHTTP)`) with the keyword arguments it gives
+    any protocol class; they go unchanged to the uvicorn protocol this one delegates to.
     """
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def __init__(self, **uvicorn_args: Any) -> None:
+        self.http = HttpToolsProtocol(**uvicorn_args)
+        self.limits = edge_limits()
+        self.framing: httptools.HttpRequestParser | None = httptools.HttpRequestParser(
+            _Framing(self._head_done, self._request_done)
+        )
+        self.transport: asyncio.Transport | None = None
+        self.in_head = True  # the bytes arriving belong to a request head
+        self.head_bytes = 0  # of the current head so far
+        self.tail = b""  # its last 3 bytes: a CRLFCRLF may be split across reads
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is no subclass)
         set_nodelay(transport)
-        super().connection_made(transport)
-        self._limits = edge_limits()
-        self._in_head = True
-        self._head_bytes = 0
-        self._tail = b""
-        self._deadline: asyncio.TimerHandle | None = None
-        self._arm(self._limits.header_timeout_s)  # a connection that never says anything
+        self.http.connection_made(self.transport)
+        self._arm(self.limits.header_timeout_s)  # a connection that never says anything
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
+        self.http.connection_lost(exc)
+
+    def eof_received(self) -> None:
+        self.http.eof_received()  # None: the transport closes itself, as for uvicorn's protocol
+
+    def pause_writing(self) -> None:
+        self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.http.resume_writing()
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            if self._deadline is None:
-                self._arm(self._limits.header_timeout_s)  # the first byte of a new head
-            seen = self._tail + data
-            end = seen.find(b"\r\n\r\n")
-            self._head_bytes += len(data) if end < 0 else end + 4 - len(self._tail)
-            self._tail = seen[-3:]
-            if self._head_bytes > self._limits.max_header_bytes:
-                self._refuse(_TOO_LARGE)
-                return
-        super().data_received(data)
+        if self.in_head and self._head_too_large(data):
+            self._refuse(_TOO_LARGE)
+            return
+        if self.framing is not None:
+            try:
+                self.framing.feed_data(data)  # may call _head_done / _request_done
+            except httptools.HttpParserError:  # uvicorn's own parser answers it (400, or an upgrade)
+                self.framing = None
+                self._disarm()
+        self.http.data_received(data)
 
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._arm(self._limits.body_timeout_s)  # the body, if any, within this
-        super().on_headers_complete()
+    def _head_too_large(self, data: bytes) -> bool:
+        if self.deadline is None:
+            self._arm(self.limits.header_timeout_s)  # the first byte of a new head
+        seen = self.tail + data
+        end = seen.find(b"\r\n\r\n")
+        self.head_bytes += len(data) if end < 0 else end + 4 - len(self.tail)
+        self.tail = seen[-3:]
+        return self.head_bytes > self.limits.max_header_bytes
 
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
+    def _head_done(self) -> None:
+        self.in_head = False
+        self._arm(self.limits.body_timeout_s)  # the body, if any, within this
+
+    def _request_done(self) -> None:
         self._disarm()  # the request is in; the app's time is not bounded here
-        self._in_head, self._head_bytes, self._tail = True, 0, b""
+        self.in_head, self.head_bytes, self.tail = True, 0, b""
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
-        self._deadline = asyncio.get_running_loop().call_later(seconds, self._too_slow)
+        self.deadline = asyncio.get_running_loop().call_later(seconds, self._too_slow)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
 
     def _too_slow(self) -> None:
-        self._deadline = None
+        self.deadline = None
         # in a head nothing has been answered yet: say 408; in a body the app may be answering
-        self._refuse(_TOO_SLOW if self._in_head else b"")
+        self._refuse(_TOO_SLOW if self.in_head else b"")
 
     def _refuse(self, response: bytes) -> None:
         self._disarm()
-        if not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing():
             if response:
                 self.transport.write(response)
             self.transport.close()
 
 
-NoDelayHTTP = EdgeHTTP  # its former name (bench/ and tests import it)
+NoDelayHTTP = EdgeHTTP  # its former name, which bench/serve.py and bench/profiling.py import
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -211,10 +254,8 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cds-parent-watch", daemon=True).start()
 
 
-def _worker(config: Any, host: str, port: int, parent: int) -> None:
+def _worker(config: uvicorn.Config, host: str, port: int, parent: int) -> None:
     """One worker process: its own SO_REUSEPORT socket, the app, until SIGTERM or its parent's death."""
-    import uvicorn
-
     exit_with_parent(parent)
     config.configure_logging()
     sock = reuseport_socket(host, port)
@@ -227,7 +268,9 @@ _STARTUP_FAILURE = 3  # uvicorn.Server exits with it when the app or the socket 
 class Supervisor:
     """`workers` processes serving `config`'s app on host:port; a worker that dies is restarted."""
 
-    def __init__(self, config: Any, host: str, port: int, workers: int, stop_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, config: uvicorn.Config, host: str, port: int, workers: int, stop_timeout_s: float = 30.0
+    ) -> None:
         self.config = config
         self.host = host
         self.port = port
@@ -236,14 +279,14 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self._stop = threading.Event()
 
-    def _start(self) -> Any:
+    def _start(self) -> BaseProcess:
         proc = self._ctx.Process(
             target=_worker, args=(self.config, self.host, self.port, os.getpid()), name="cds-worker"
         )
         proc.start()
         return proc
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stop.set()
 
     def run(self) -> int:
@@ -269,7 +312,7 @@ class Supervisor:
             self._stop_all(procs)
         return 0
 
-    def _stop_all(self, procs: list[Any]) -> None:
+    def _stop_all(self, procs: list[BaseProcess]) -> None:
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -284,7 +327,6 @@ class Supervisor:
 def _serve(args: argparse.Namespace) -> int:
     from cds.log import configure_logging
     from cds.metrics import prepare_multiprocess
-    from cds.settings import Settings
 
     settings = Settings()
     host = args.host or settings.host
@@ -308,7 +350,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
-def check_replay_store(settings: Any, workers: int) -> None:
+def check_replay_store(settings: Settings, workers: int) -> None:
     """JWT on and several workers need one jti store they all see (Redis); refuse to start without it.
 
     Each worker's in-memory store knows only the tokens that worker saw, so a replay sent to another
@@ -325,7 +367,6 @@ def run_server(factory: str, *, host: str, port: int, workers: int, log_level: s
 
     bench/serve.py serves the benchmark's baseline app through this same call, so that the baseline
     and the service differ only in the app."""
-    import uvicorn
 
     from cds.log import logging_config
 
@@ -358,7 +399,7 @@ def run_server(factory: str, *, host: str, port: int, workers: int, log_level: s
     return 0
 
 
-def default_public_base_url(settings: Any, host: str, port: int) -> str:
+def default_public_base_url(settings: Settings, host: str, port: int) -> str:
     """Links (chart, full page) and the JWT `aud` follow the address served unless CDS_PUBLIC_BASE_URL
     is set: the workers build their Settings from the environment, so it is set there before they start."""
     import os
@@ -376,7 +417,7 @@ def default_public_base_url(settings: Any, host: str, port: int) -> str:
 _SERVICE_FOR_HOOK = {"order-select": "pml-plex-select", "order-sign": "pml-plex-sign"}
 
 
-def _demo_url(args: argparse.Namespace, settings: Any) -> str:
+def _demo_url(args: argparse.Namespace, settings: Settings) -> str:
     if args.url:
         return str(args.url)
     if "public_base_url" in settings.model_fields_set:
@@ -430,7 +471,6 @@ def _demo(args: argparse.Namespace) -> int:
     import httpx
 
     from cds import demo
-    from cds.settings import Settings
 
     if args.list:
         return _demo_list()

@@ -38,8 +38,8 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
-
-from cds.engine.memo import Memo
+from starlette.requests import Request
+from starlette.responses import Response
 
 __all__ = [
     "MULTIPROC_ENV",
@@ -147,10 +147,8 @@ def metrics_response() -> tuple[bytes, str]:
     return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 
-async def metrics_endpoint(request: Any) -> Any:
+async def metrics_endpoint(request: Request) -> Response:
     """Starlette/FastAPI route function for `GET /metrics` (outside JWT, like /healthz)."""
-    from starlette.responses import Response
-
     body, content_type = metrics_response()
     return Response(body, media_type=content_type)
 
@@ -173,21 +171,10 @@ def prepare_multiprocess(workers: int, state_dir: Path | str) -> str | None:
     return path
 
 
-# Children of the per-call metrics by label values: `labels()` validates and locks on every call
-# (about 1 µs each); the child it returns for the same values is always the same object. Label values
-# are bounded; the memo's size only guards against a caller whose values are not.
-_REQUEST_CHILDREN: Memo[tuple[str, str], tuple[Any, Any]] = Memo(
-    lambda key: (REQUESTS.labels(*key), REQUEST_SECONDS.labels(*key)), 4096
-)
-_CARD_CHILDREN: Memo[tuple[str, str, str], Any] = Memo(lambda key: CARDS.labels(*key), 4096)
-_PREFETCH_CHILDREN: Memo[tuple[str, str], Any] = Memo(lambda key: PREFETCH_KEYS.labels(*key), 4096)
-
-
 def observe_request(service_id: str, outcome: str, seconds: float) -> None:
     """outcome: "cards", "no-cards", or the error's stable code (bad-request, data-unavailable, …)."""
-    requests, request_seconds = _REQUEST_CHILDREN[service_id, outcome]
-    requests.inc()
-    request_seconds.observe(seconds)
+    REQUESTS.labels(service_id, outcome).inc()
+    REQUEST_SECONDS.labels(service_id, outcome).observe(seconds)
 
 
 def observe_fhir_fetch(resource_type: str, seconds: float, error: str | None = None) -> None:
@@ -199,9 +186,9 @@ def observe_fhir_fetch(resource_type: str, seconds: float, error: str | None = N
 def count_prefetch(service_id: str, hits: int, misses: int) -> None:
     """Hit ratio in PromQL: rate(cds_prefetch_keys_total{result="hit"}[5m]) / rate(cds_prefetch_keys_total[5m])."""
     if hits:
-        _PREFETCH_CHILDREN[service_id, "hit"].inc(hits)
+        PREFETCH_KEYS.labels(service_id, "hit").inc(hits)
     if misses:
-        _PREFETCH_CHILDREN[service_id, "miss"].inc(misses)
+        PREFETCH_KEYS.labels(service_id, "miss").inc(misses)
 
 
 def count_cache(cache: str, hit: bool) -> None:
@@ -214,7 +201,7 @@ def count_cards(service_id: str, cards: Iterable[Any]) -> None:
         data: Mapping[str, Any] = card if isinstance(card, Mapping) else _as_dict(card)
         ext = data.get("extension") or {}
         kind = (ext.get("pml-plex") or {}).get("kind") if isinstance(ext, Mapping) else None
-        _CARD_CHILDREN[service_id, str(kind or "other"), str(data.get("indicator") or "info")].inc()
+        CARDS.labels(service_id, str(kind or "other"), str(data.get("indicator") or "info")).inc()
 
 
 def count_feedback(service_id: str, outcome: str, n: int = 1) -> None:

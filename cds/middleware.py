@@ -13,7 +13,8 @@ One layer (`EdgeMiddleware`, outermost of the app's own middleware) does, in thi
      * POST/PUT/PATCH whose Content-Type is not application/json or application/*+json
        (parameters allowed; a charset must be utf-8) -> 415;
      * a JSON body nested deeper than MAX_JSON_DEPTH -> 400;
-     The body is read here in full (bounded by the limit) and handed on unchanged.
+     The body is read here in full (bounded by the limit) and handed on unchanged, as one
+     `http.request` message of the `receive` the app behind is called with.
   3. Every response (rejections included) gets `X-Content-Type-Options: nosniff`, `Vary: Origin` and,
      for an allowed Origin, `Access-Control-Allow-Origin`, as Starlette's CORSMiddleware sets them.
 One layer rather than Starlette's CORSMiddleware around a hygiene layer: each ASGI layer costs a
@@ -23,9 +24,12 @@ coroutine frame, a send wrapper and a header parse per request (bench/components
 from __future__ import annotations
 
 import json
-from typing import Any
 
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds.errors import BadHookRequest, BodyTooLarge, CdsError, UnsupportedMediaType, to_operation_outcome
 from cds.log import log_refused
@@ -84,9 +88,11 @@ def _json_content_type(value: str | None) -> bool:
 
 
 class EdgeMiddleware:
+    """The edge layer as a plain ASGI middleware: answers preflights, refuses bad bodies, adds headers."""
+
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         max_body_bytes: int,
         cors_origins: list[str] | tuple[str, ...] = (),
         max_depth: int = MAX_JSON_DEPTH,
@@ -104,108 +110,103 @@ class EdgeMiddleware:
             max_age=600,
         )
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.lower(): v for k, v in scope["headers"]}
-        method = scope["method"]
-        raw_origin = headers.get(b"origin")
-        if raw_origin is not None and method == "OPTIONS" and b"access-control-request-method" in headers:
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is not None and scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             await self.cors(scope, receive, _with_nosniff(send))
             return
-        send = self._edge_send(send, None if raw_origin is None else raw_origin.decode("latin-1"))
+        send = self._edge_send(send, origin)
+        try:
+            body = await self._checked_body(scope["method"], headers, receive)
+        except CdsError as exc:
+            await _reject(scope, send, exc)
+            return
+        except ClientDisconnect:  # gone before its body was in: nobody to answer
+            return
+        await self.app(scope, receive if body is None else _replay(body, receive), send)
 
-        length = headers.get(b"content-length")
+    async def _checked_body(self, method: str, headers: Headers, receive: Receive) -> bytes | None:
+        """The whole body of a POST/PUT/PATCH once it passed every check; None for other methods.
+
+        Raises the CdsError that refuses the request (400, 413, 415)."""
+        length = headers.get("content-length")
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
-                await _reject(
-                    scope, send, BadHookRequest("invalid Content-Length", code="bad-content-length")
-                )
-                return
+                raise BadHookRequest("invalid Content-Length", code="bad-content-length") from None
             if declared > self.max_body_bytes:
-                await _reject(scope, send, BodyTooLarge())
-                return
+                raise BodyTooLarge()
         if method not in _BODY_METHODS:
-            await self.app(scope, receive, send)
-            return
-        if not _json_content_type(headers.get(b"content-type", b"").decode("latin-1")):
-            await _reject(scope, send, UnsupportedMediaType())
-            return
+            return None
+        if not _json_content_type(headers.get("content-type")):
+            raise UnsupportedMediaType()
+        body = await self._read_body(receive)
+        if json_depth_exceeds(body, self.max_depth):
+            raise BadHookRequest(f"JSON nested deeper than {self.max_depth} levels", code="too-deep")
+        return body
 
+    async def _read_body(self, receive: Receive) -> bytes:
+        """Every `http.request` message's body, stopping at the size limit (a streamed body has no length)."""
         chunks: list[bytes] = []
         size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                raise ClientDisconnect()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _reject(scope, send, BodyTooLarge())
-                return
+                raise BodyTooLarge()
             chunks.append(chunk)
             more = message.get("more_body", False)
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if json_depth_exceeds(data, self.max_depth):
-            await _reject(
-                scope,
-                send,
-                BadHookRequest(f"JSON nested deeper than {self.max_depth} levels", code="too-deep"),
-            )
-            return
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-        direct = getattr(self.app, "serve_body", None)  # cds.app.HookFastPath: hook calls, no replay
-        if direct is not None and await direct(scope, data, receive, send):
-            return
-
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            message: dict[str, Any] = await receive()  # after the body: wait for the disconnect
-            return message
-
-        await self.app(scope, replay, send)
-
-    def _edge_send(self, send: Any, origin: str | None) -> Any:
-        """nosniff and the CORS response headers of Starlette's CORSMiddleware.simple_response.
-
-        The wrapper carries `edge_headers(headers)`, the same rewrite of a start message's headers,
-        for a layer that sends straight to the server (`serve_body`)."""
+    def _edge_send(self, send: Send, origin: str | None) -> Send:
+        """`send` that adds nosniff and the CORS response headers of Starlette's CORSMiddleware.simple_response."""
         extra = [_NOSNIFF]
         if origin is not None and self.cors.is_allowed_origin(origin):
             allowed = "*" if self.cors.allow_all_origins else origin
             extra.append((b"access-control-allow-origin", allowed.encode("latin-1")))
+        replaces_origin = len(extra) > 1
 
-        def edge_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-            kept = []
-            vary = []
-            for name, value in headers or ():
-                if name.lower() == b"vary":
-                    vary.append(value)
-                elif not (len(extra) > 1 and name.lower() == b"access-control-allow-origin"):
-                    kept.append((name, value))
-            return [*kept, *extra, (b"vary", b", ".join([*vary, b"Origin"]))]
-
-        async def edge_send(message: dict[str, Any]) -> None:
+        async def edge_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = edge_headers(message.get("headers"))
+                kept = []
+                vary = []
+                for name, value in message.get("headers") or ():
+                    if name.lower() == b"vary":
+                        vary.append(value)
+                    elif not (replaces_origin and name.lower() == b"access-control-allow-origin"):
+                        kept.append((name, value))
+                message["headers"] = [*kept, *extra, (b"vary", b", ".join([*vary, b"Origin"]))]
             await send(message)
 
-        edge_send.edge_headers = edge_headers  # type: ignore[attr-defined]
-        edge_send.server_send = send  # type: ignore[attr-defined]
         return edge_send
 
 
-def _with_nosniff(send: Any) -> Any:
-    async def nosniff_send(message: dict[str, Any]) -> None:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for the app behind: the body read here as one message, then the server's own messages
+    (the disconnect, when it comes)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _with_nosniff(send: Send) -> Send:
+    async def nosniff_send(message: Message) -> None:
         if message["type"] == "http.response.start":
             message["headers"] = [*(message.get("headers") or ()), _NOSNIFF]
         await send(message)
@@ -213,7 +214,7 @@ def _with_nosniff(send: Any) -> Any:
     return nosniff_send
 
 
-async def _reject(scope: dict[str, Any], send: Any, exc: CdsError) -> None:
+async def _reject(scope: Scope, send: Send, exc: CdsError) -> None:
     log_refused(scope["method"], scope.get("path", ""), exc.status_code, exc.code)
     payload = json.dumps(to_operation_outcome(exc)).encode()
     await send(
@@ -229,7 +230,7 @@ async def _reject(scope: dict[str, Any], send: Any, exc: CdsError) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def install(app: Any, settings: Settings) -> None:
+def install(app: Starlette, settings: Settings) -> None:
     """Add the edge layer (Starlette: the middleware added last runs first, so add it last)."""
     app.add_middleware(
         EdgeMiddleware, max_body_bytes=settings.max_body_bytes, cors_origins=list(settings.cors_origins)

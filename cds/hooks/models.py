@@ -9,7 +9,6 @@ The one sanctioned empty value, the top-level `{"cards": []}`, is kept by `CdsRe
 from __future__ import annotations
 
 import math
-import os
 import re
 import uuid
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import to_jsonable_python
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 # CDS Hooks 2.0: "hookInstance: string, a universally unique identifier (UUID) for this particular hook call"
@@ -38,140 +36,58 @@ Summary = Annotated[str, StringConstraints(min_length=1, max_length=139)]  # "<1
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
-def _empty(v: Any) -> bool:
-    return v is None or (not v and isinstance(v, (str, list, dict)))
-
-
 def prune(value: Any) -> Any:
     """Drop None, "", [] and {} recursively (dict values and list items); refuse NaN and infinities
     (JSON has no such numbers), so the result can go to any JSON encoder."""
     if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, (dict, list, float)):
-                v = prune(v)
-            if not _empty(v):
-                out[k] = v
-        return out
+        return _pruned_dict(value)
     if isinstance(value, list):
-        items = [prune(v) if isinstance(v, (dict, list, float)) else v for v in value]
-        return [v for v in items if not _empty(v)]
-    if isinstance(value, float) and not math.isfinite(value):
+        return _pruned_list(value)
+    return _finite(value) if isinstance(value, float) else value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
         raise ValueError("NaN or infinity cannot be written as JSON")
     return value
 
 
-_STR_INT_BOOL = frozenset({str, int, bool})
-_CONTAINERS = frozenset({str, list, dict})
+# The two walks below test for str first: most values of a response are non-empty strings.
 
 
-def _dict(pairs: Any) -> dict[str, Any] | None:
-    """Pruned JSON-ready dict of (str key, value) pairs; None when a key is not a str."""
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if type(k) is not str:
-            return None
-        t = type(v)
-        if t is str:
+def _pruned_dict(values: dict[Any, Any]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for k, v in values.items():
+        if type(v) is str:
             if v:
                 out[k] = v
-        elif t is dict:
-            w = _dict(v.items())
-            if w is None:
-                w = json_ready(v)
-            if w:
-                out[k] = w
-        elif t is list:
-            items = _list(v)
-            if items:
-                out[k] = items
-        elif t is int or t is bool:
-            out[k] = v
-        elif v is not None:
-            v = json_ready(v)
-            if v is not None and (v or type(v) not in _CONTAINERS):
+        elif isinstance(v, (dict, list)):
+            v = prune(v)
+            if v:
                 out[k] = v
+        elif v is not None:
+            out[k] = _finite(v) if isinstance(v, float) else v
     return out
 
 
-def _list(values: Any) -> list[Any]:
-    """Pruned JSON-ready list of `values`."""
+def _pruned_list(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for v in values:
-        t = type(v)
-        if t is str:
+        if type(v) is str:
             if v:
                 out.append(v)
-        elif t is dict:
-            w = _dict(v.items())
-            if w is None:
-                w = json_ready(v)
-            if w:
-                out.append(w)
-        elif t is int or t is bool:
-            out.append(v)
-        elif v is not None:
-            v = json_ready(v)
-            if v is not None and (v or type(v) not in _CONTAINERS):
+        elif isinstance(v, (dict, list)):
+            v = prune(v)
+            if v:
                 out.append(v)
+        elif v is not None:
+            out.append(_finite(v) if isinstance(v, float) else v)
     return out
-
-
-_FIELD_ORDER: dict[type, tuple[str, ...]] = {}  # model class -> its fields in declaration order
-
-
-def json_ready(value: Any) -> Any:
-    """`value` (models, dicts, lists, scalars) as JSON-ready Python, pruned like `prune`.
-
-    Equal to `prune(model.model_dump(mode="json", exclude_none=True))` in one walk instead of a dump
-    and a prune: fields in declaration order; None, "", [] and {} dropped; NaN and infinities dropped
-    (pydantic's JSON mode writes them as null); anything else (datetimes, UUIDs, enums, tuples in an
-    Any field, dicts with other keys) converted by pydantic's own JSON mode first.
-    """
-    t = type(value)
-    if t in _STR_INT_BOOL:
-        return value
-    if t is float:
-        return value if math.isfinite(value) else None
-    if t is dict:
-        out = _dict(value.items())
-        if out is not None:
-            return out
-    elif t is list or t is tuple:
-        return _list(value)
-    elif isinstance(value, BaseModel):
-        d = value.__dict__
-        order = _FIELD_ORDER.get(t)
-        if order is None:
-            order = _FIELD_ORDER[t] = tuple(t.__pydantic_fields__)
-        if (
-            tuple(d) == order
-        ):  # a validated model holds its fields in declaration order: read them as they are
-            return _dict(d.items())
-        return _dict([(k, d[k]) for k in order])
-    elif value is None:
-        return None
-    return json_ready(to_jsonable_python(value))
-
-
-# RFC 4122 version 4, as uuid.UUID(version=4): hex digit 12 is the version (4); digit 16 holds the variant
-_VARIANT_NIBBLE = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}  # variant bits 10
-
-
-def new_uuids(n: int) -> list[str]:
-    """n random RFC 4122 version-4 UUIDs written like str(uuid.uuid4()): the same os.urandom bits with the
-    version nibble 4 and the variant bits 10, from one os.urandom call and without uuid.UUID objects (a
-    card and its suggestions take theirs at once)."""
-    h = os.urandom(16 * n).hex()
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-{_VARIANT_NIBBLE[h[i + 16]]}"
-        f"{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * n, 32)
-    ]
 
 
 def new_uuid() -> str:
-    return new_uuids(1)[0]
+    """A random (version 4) UUID as the spec writes it: a card's or a suggestion's `uuid`."""
+    return str(uuid.uuid4())
 
 
 # ---------------------------------------------------------------- incoming
@@ -300,7 +216,8 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = json_ready(self)
+        """The JSON object the spec shows: no null, no empty string, list or object anywhere."""
+        out: dict[str, Any] = prune(self.model_dump(mode="json", exclude_none=True))
         return out
 
 
@@ -400,7 +317,7 @@ class CdsResponse(_Out):
     systemActions: list[Action] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = json_ready(self)  # = prune(model_dump(mode="json", exclude_none=True))
+        out = super().to_json()
         out["cards"] = out.get("cards", [])  # the one sanctioned empty value
         return out
 

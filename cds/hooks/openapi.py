@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
+from cds.hooks import routes
 from cds.hooks.models import FeedbackRequest, HookRequest
 
 _RANGE = {
@@ -132,7 +133,8 @@ OPERATION_OUTCOME: dict[str, Any] = {
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    documented = [*app.routes, routes.HOOK_CALL_DOC]  # the hook call is served by a plain route
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=documented)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     bad_request = {
         "description": "Invalid request (OperationOutcome)",

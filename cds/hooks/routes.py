@@ -11,12 +11,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import httpx
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from cds import metrics
@@ -26,9 +27,11 @@ from cds.engine import iris as iris_engine
 from cds.engine import remaining
 from cds.errors import BadHookRequest, CdsError, DataUnavailable, FhirServerNotAllowed, UnknownService
 from cds.fhir import orders as fhir_orders
+from cds.fhir_io import FhirReader, LoadResult
 from cds.hooks import cards as card_render
 from cds.hooks import repeats
 from cds.hooks.models import (
+    Card,
     CdsResponse,
     DiscoveryResponse,
     FeedbackRequest,
@@ -40,9 +43,9 @@ from cds.log import hook_instance_var, service_id_var
 from cds.outbound import check_fhir_server
 from cds.settings import Settings
 from cds.store import Store
-
-if TYPE_CHECKING:  # a hook call does not import the view layer; the lifespan hands it the store
-    from cds.views.link_store import LinkStore
+from cds.views.chart_links import keep_chart_link
+from cds.views.link_store import LinkStore
+from cds.views.pages import CardPage, page_href
 
 log = logging.getLogger("cds.hooks")
 
@@ -58,7 +61,7 @@ class Runtime:
     settings: Settings
     http: httpx.AsyncClient
     auth: Authenticator
-    reader: Any  # cds.fhir_io.FhirReader
+    reader: FhirReader
     store: Store
     definitions: dict[str, ServiceDefinition]
     discovery_body: bytes
@@ -154,16 +157,9 @@ async def discovery(rt: RuntimeDep, claims: ClaimsDep) -> Response:
     return Response(rt.discovery_body, media_type=JSON)
 
 
-@router.post(
-    "/cds-services/{service_id}",
-    response_model=CdsResponse,
-    responses={**_ERRORS, 412: {"description": "Required data unavailable (OperationOutcome)", **_OO}},
-    openapi_extra={"requestBody": _REQ_HOOK},
-    summary="Call a CDS service (order-select / order-sign)",
-    tags=["cds-hooks"],
-)
 async def call_service(service_id: str, request: Request) -> Response:
-    # No FastAPI dependencies on the hot path: resolving them cost about 90 µs per call (bench/components.py).
+    # POST /cds-services/{service_id}, through serve_hook_call (its docstring would become the
+    # OpenAPI description)
     started = time.perf_counter()
     service = _service(service_id)
     try:
@@ -173,6 +169,29 @@ async def call_service(service_id: str, request: Request) -> Response:
     except CdsError as exc:
         metrics.observe_request(service.id, exc.code, time.perf_counter() - started)
         raise
+
+
+async def serve_hook_call(request: Request) -> Response:
+    return await call_service(request.path_params["service_id"], request)
+
+
+# The hook call is a plain Starlette route on this router, not a FastAPI APIRoute: FastAPI's parameter
+# solving and route wrappers cost about 130 µs of the 350 µs CPU of a non-PLEX call on the real server
+# (issue 16, bench/), and call_service needs none of it (it reads the body itself, after the JWT
+# check). Everything else is the app's ordinary routing and exception handling. Its OpenAPI operation
+# is HOOK_CALL_DOC, an APIRoute that cds.hooks.openapi hands to get_openapi and that serves nothing.
+HOOK_PATH = "/cds-services/{service_id}"
+router.add_route(HOOK_PATH, serve_hook_call, methods=["POST"], include_in_schema=False)
+HOOK_CALL_DOC = APIRoute(
+    HOOK_PATH,
+    call_service,
+    methods=["POST"],
+    response_model=CdsResponse,
+    responses={**_ERRORS, 412: {"description": "Required data unavailable (OperationOutcome)", **_OO}},
+    openapi_extra={"requestBody": _REQ_HOOK},
+    summary="Call a CDS service (order-select / order-sign)",
+    tags=["cds-hooks"],
+)
 
 
 async def _run(
@@ -199,21 +218,49 @@ async def _hook(
     claims: Claims | None,
     started: float,
 ) -> Response:
-    settings = rt.settings
-    if hook.hook != service.hook:
-        if hook.hook not in ORDER_HOOKS or service.hook not in ORDER_HOOKS:
-            raise BadHookRequest(
-                f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch"
-            )
-        # The CDS Hooks Sandbox stamps its current screen's hook on every call (issue 17): routing is on
-        # the service id, so the call is answered as this service's own hook, and said in the log.
-        log.warning(
-            "hook %s %s sent hook=%s; answered as %s", service.id, hook.hookInstance, hook.hook, service.hook
-        )
-
+    _check_hook(service, hook)
     selections = hook.context.selections if service.hook == "order-select" else None
-    orders = fhir_orders.plex_orders(hook.context.draftOrders, selections, settings)
-    audit: dict[str, Any] = {
+    orders = fhir_orders.plex_orders(hook.context.draftOrders, selections, rt.settings)
+    audit = _audit_row(service, hook, claims)
+    if not orders:
+        await _finish(rt, audit, started, outcome="no-plex-order", kinds=[])
+        return Response(EMPTY_CARDS, media_type=JSON)
+    load = await _load(service, hook, rt, claims, audit, started)
+    if not load.exposure:
+        await _finish(rt, audit, started, outcome="no-natalizumab-exposure", kinds=[])
+        return Response(EMPTY_CARDS, media_type=JSON)
+    cards = await _cards(service, hook, rt, load, orders[0])
+    repeated = await _repeats(service, hook, rt, claims, orders[0], cards)
+    if repeated:
+        audit["repeatsLeftOut"] = len(repeated)
+        cards = [c for c in cards if c not in repeated]
+    kinds = [c.extension["pml-plex"]["kind"] for c in cards if c.extension]
+    await _finish(rt, audit, started, outcome="cards", kinds=kinds)
+    body = CdsResponse(cards=cards).to_json()
+    metrics.count_cards(service.id, body["cards"])
+    # to_json leaves str keys and plain values only (no NaN): orjson writes the same bytes as
+    # pydantic_core.to_json (tests/hooks/test_json_bytes.py), in about a fifth of the time
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+def _check_hook(service: CdsService, hook: HookRequest) -> None:
+    """A call whose `hook` is not the service's is refused, except between the two order hooks."""
+    if hook.hook == service.hook:
+        return
+    if hook.hook not in ORDER_HOOKS or service.hook not in ORDER_HOOKS:
+        raise BadHookRequest(
+            f"service {service.id} answers {service.hook}, not {hook.hook}", code="hook-mismatch"
+        )
+    # The CDS Hooks Sandbox stamps its current screen's hook on every call (issue 17): routing is on
+    # the service id, so the call is answered as this service's own hook, and said in the log.
+    log.warning(
+        "hook %s %s sent hook=%s; answered as %s", service.id, hook.hookInstance, hook.hook, service.hook
+    )
+
+
+def _audit_row(service: CdsService, hook: HookRequest, claims: Claims | None) -> dict[str, Any]:
+    """The audit row's first fields; _load and _finish add what the call found and answered."""
+    return {
         "time": datetime.now(UTC).isoformat(),
         "service": service.id,
         "hook": service.hook,
@@ -223,10 +270,21 @@ async def _hook(
         "tenant": claims.tenant if claims else None,
         "jti": claims.jti if claims else None,
     }
-    if not orders:
-        await _finish(rt, audit, started, outcome="no-plex-order", kinds=[])
-        return Response(EMPTY_CARDS, media_type=JSON)
 
+
+async def _load(
+    service: CdsService,
+    hook: HookRequest,
+    rt: Runtime,
+    claims: Claims | None,
+    audit: dict[str, Any],
+    started: float,
+) -> LoadResult:
+    """The patient's facts from the prefetch and, for what it lacks, the EHR's FHIR server.
+
+    A 412 (DataUnavailable) is a hook call too: it gets the integration engineer's log line and an
+    audit row (the FHIR reads before it touched the patient's record) before it propagates."""
+    settings = rt.settings
     token = hook.fhirAuthorization.access_token.get_secret_value() if hook.fhirAuthorization else None
     expires_in = hook.fhirAuthorization.expires_in if hook.fhirAuthorization else None
     fhir_server = hook.fhirServer if (hook.fhirServer and (token or settings.allow_open_fhir)) else None
@@ -240,8 +298,6 @@ async def _hook(
                 fhir_server, token = None, None  # everything is prefetched: no call leaves the service
         load = await rt.reader.load(hook.context.patientId, hook.prefetch, fhir_server, token, expires_in)
     except DataUnavailable as exc:
-        # a 412 is a hook call too: the integration engineer's log line, and an audit row (the FHIR
-        # reads before it touched the patient's record)
         if exc.sources:
             audit["sources"] = dict(exc.sources)
         await _finish(rt, audit, started, outcome=exc.code, kinds=[], status=exc.status_code)
@@ -250,17 +306,18 @@ async def _hook(
     hits = sum(1 for v in load.sources.values() if v == "prefetch")
     metrics.count_prefetch(service.id, hits, len(load.sources) - hits)
     audit["skipped"] = load.skipped
-    if not load.exposure:
-        await _finish(rt, audit, started, outcome="no-natalizumab-exposure", kinds=[])
-        return Response(EMPTY_CARDS, media_type=JSON)
+    return load
 
+
+async def _cards(
+    service: CdsService, hook: HookRequest, rt: Runtime, load: LoadResult, order: fhir_orders.PlexOrder
+) -> list[Card]:
+    """The engine's three answers as cards, each card's full page kept in the chart store."""
+    settings = rt.settings
     now = datetime.now(UTC)
-    order = orders[0]
     estimate = remaining.estimate_remaining(load.facts, order.plan, settings.plex_target_ug_per_ml, now)
     iris = iris_engine.assess_iris(load.facts, order.plan, now)
     dmt = dmt_engine.advise_dmt(load.facts, now)
-    from cds.views.chart_links import keep_chart_link
-
     chart = await keep_chart_link(rt.links, settings.public_base_url, estimate, load.facts.sessions, now)
     made = card_render.drafts(
         card_render.CardInput(
@@ -277,7 +334,18 @@ async def _hook(
         )
     )
     pages = await _keep_pages(rt, made, now)
-    cards = card_render.finish(made, pages)
+    return card_render.finish(made, pages)
+
+
+async def _repeats(
+    service: CdsService,
+    hook: HookRequest,
+    rt: Runtime,
+    claims: Claims | None,
+    order: fhir_orders.PlexOrder,
+    cards: list[Card],
+) -> list[Card]:
+    """order-select remembers its cards; order-sign gets back the info cards it may leave out."""
     key = repeats.memory_key(
         issuer=claims.iss if claims else None,
         tenant=claims.tenant if claims else None,
@@ -285,21 +353,11 @@ async def _hook(
         order=order.reference,
         user_id=hook.context.userId,
     )
-    ttl = repeats.lifetime_s(settings.cache_ttl_s, expires_in)
     if service.hook == "order-select":
-        await repeats.remember(rt.links, key, cards, ttl)
-    else:
-        repeated = await repeats.unchanged_info(rt.links, key, cards)
-        if repeated:
-            audit["repeatsLeftOut"] = len(repeated)
-            cards = [c for c in cards if c not in repeated]
-    kinds = [c.extension["pml-plex"]["kind"] for c in cards if c.extension]
-    await _finish(rt, audit, started, outcome="cards", kinds=kinds)
-    body = CdsResponse(cards=cards).to_json()
-    metrics.count_cards(service.id, body["cards"])
-    # json_ready left str keys and plain values only (no NaN): orjson writes the same bytes as
-    # pydantic_core.to_json (tests/hooks/test_json_bytes.py), in about a fifth of the time
-    return Response(orjson.dumps(body), media_type=JSON)
+        expires_in = hook.fhirAuthorization.expires_in if hook.fhirAuthorization else None
+        await repeats.remember(rt.links, key, cards, repeats.lifetime_s(rt.settings.cache_ttl_s, expires_in))
+        return []
+    return await repeats.unchanged_info(rt.links, key, cards)
 
 
 def prefetched_records(prefetch: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -322,8 +380,6 @@ def prefetched_records(prefetch: dict[str, Any] | None) -> dict[str, dict[str, A
 
 async def _keep_pages(rt: Runtime, made: list[card_render.CardDraft], now: datetime) -> dict[str, str]:
     """Each card's full page in the link store; its absolute URL by kind (none when it was not kept)."""
-    from cds.views.pages import CardPage, page_href
-
     urls: dict[str, str] = {}
     for draft in made:
         page = CardPage(title=draft.title, markdown=card_render.page_markdown(draft), made_at=now.isoformat())

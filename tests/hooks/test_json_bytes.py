@@ -14,7 +14,7 @@ from pydantic_core import to_json
 from cds import demo
 from tests.support.json_values import json_values
 
-_READY = json_values(null=False, max_leaves=30)  # what json_ready hands the encoder
+_READY = json_values(null=False, max_leaves=30)  # what CdsResponse.to_json hands the encoder
 
 
 @settings(max_examples=500, deadline=None)

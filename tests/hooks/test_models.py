@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -102,6 +105,25 @@ def test_card_serialises_without_nulls() -> None:
     body = CdsResponse(cards=[Card(summary="s", indicator="info", source=SRC)]).to_json()
     card = body["cards"][0]
     assert set(card) == {"uuid", "summary", "indicator", "source"}
+
+
+def test_card_json_keeps_declaration_order_and_the_extension_order() -> None:
+    card = Card(summary="s", indicator="info", source=SRC, detail="d", extension={"b": 1, "a": 2})
+    out = card.to_json()
+    assert list(out) == ["uuid", "summary", "detail", "indicator", "source", "extension"]
+    assert list(out["extension"]) == ["b", "a"]
+
+
+def test_card_json_writes_datetimes_as_text_and_drops_nan_in_the_extension() -> None:
+    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    card = Card(summary="s", indicator="info", source=SRC, extension={"at": when, "x": math.nan, "n": 1.5})
+    assert card.to_json()["extension"] == {"at": "2025-01-02T03:04:05Z", "n": 1.5}
+
+
+def test_cards_and_suggestions_get_fresh_random_uuids() -> None:
+    a, b = Card(summary="s", indicator="info", source=SRC), Card(summary="s", indicator="info", source=SRC)
+    assert a.uuid != b.uuid and uuid.UUID(a.uuid).version == 4
+    assert uuid.UUID(Suggestion(label="l").uuid).version == 4
 
 
 def _hook(**over: object) -> dict[str, object]:

@@ -175,3 +175,52 @@ def test_many_slow_sockets_do_not_starve_the_service(svc: Proc) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def _answers(sock: socket.socket, count: int) -> list[bytes]:
+    """The status lines of the next `count` responses on `sock` (each has a Content-Length)."""
+    sock.settimeout(PATIENCE_S)
+    buffer = b""
+    lines: list[bytes] = []
+    while len(lines) < count:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            data = sock.recv(65536)
+            assert data, f"closed after {lines}"
+            buffer += data
+            continue
+        head = buffer[:head_end].split(b"\r\n")
+        length = next(int(h.split(b":")[1]) for h in head if h.lower().startswith(b"content-length:"))
+        while len(buffer) < head_end + 4 + length:
+            buffer += sock.recv(65536)
+        lines.append(head[0])
+        buffer = buffer[head_end + 4 + length :]
+    return lines
+
+
+def test_a_body_sent_with_its_head_is_not_counted_as_head(svc: Proc) -> None:
+    body = b'{"pad": "' + b"a" * (2 * LIMIT) + b'"}'
+    head = (
+        b"POST /cds-services/no-such-service HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with _connect(svc) as sock:
+        sock.sendall(head + body)  # one write: the head's end and the body arrive together
+        assert _answers(sock, 1) == [b"HTTP/1.1 404 Not Found"]
+
+
+def test_chunked_body_then_another_request_on_the_same_connection(svc: Proc) -> None:
+    chunk = b'{"pad": "' + b"a" * LIMIT + b'"}'
+    with _connect(svc) as sock:
+        sock.sendall(
+            b"POST /cds-services/no-such-service HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + f"{len(chunk):x}\r\n".encode()
+            + chunk
+            + b"\r\n0\r\n\r\n"
+            + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert _answers(sock, 2) == [b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK"]
+        time.sleep(DEADLINE_S * 1.5)  # past the body deadline: the request was complete, nothing fires
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answers(sock, 1) == [b"HTTP/1.1 200 OK"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 def json_values(*, null: bool = True, max_leaves: int = 25) -> st.SearchStrategy[Any]:
     """JSON values whose integers fit in 64 bits (beyond that orjson reads floats: HookRequest.from_body);
-    without `null`, no None anywhere (what json_ready hands an encoder)."""
+    without `null`, no None anywhere (what CdsResponse.to_json hands an encoder)."""
     scalars = (
         st.booleans()
         | st.integers(-(2**63), 2**64 - 1)
