@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     # FHIR reads
     fhir_timeout_s: float = Field(1.0, gt=0)
     fhir_deadline_s: float = Field(1.8, gt=0)
-    fhir_max_concurrency: int = Field(8, ge=1)
+    # 10: the nine first-page searches of a hook (cds.fhir_io.prefetch_templates) go out together, so a
+    # no-prefetch hook waits one round trip, not two (bench/guard.md)
+    fhir_max_concurrency: int = Field(10, ge=1)
     fhir_max_pages: int = Field(5, ge=1)
     fhir_max_response_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     strict_fhir: bool = False  # validate every resource with fhir.resources R4B as well

@@ -15,7 +15,7 @@ import pytest
 
 from cds.errors import DataUnavailable
 from cds.fhir_cache import MemoryReadCache
-from cds.fhir_io import FhirReader
+from cds.fhir_io import FhirReader, prefetch_templates
 from cds.outbound import same_base
 from cds.settings import Settings
 from tests.fhir_io.fixtures import PATIENT, bundle, realistic_prefetch
@@ -327,6 +327,25 @@ async def test_everything_failing_is_412(fake: FakeFhir) -> None:
     fake.override = lambda request: httpx.Response(401)
     with pytest.raises(DataUnavailable):
         await load(fake, None)
+
+
+async def test_with_default_settings_every_search_of_a_hook_is_in_flight_at_once(fake: FakeFhir) -> None:
+    """A no-prefetch hook waits one round trip: each search is held until all of them have arrived."""
+    searches = len(prefetch_templates(Settings()))
+    arrived = asyncio.Event()
+    in_flight = 0
+
+    async def held(request: httpx.Request) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        if in_flight == searches:
+            arrived.set()
+        await asyncio.wait_for(arrived.wait(), 0.4)  # a read queued behind the others would time out here
+
+    fake.override = held
+    result = await load(fake, None, s=settings(fhir_max_concurrency=Settings().fhir_max_concurrency))
+    assert in_flight == searches == 9
+    assert result.problems == ()
 
 
 async def test_slow_server_is_cut_at_the_per_call_timeout(fake: FakeFhir) -> None:
