@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cds.engine.drugs import RXNORM_INGREDIENTS
+
 CAT_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 SCT = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -21,12 +23,11 @@ LOCAL_LAB = "http://example.org/fhir/CodeSystem/local-lab"
 NTZ_LEVEL_CODE = f"{LOCAL_LAB}|NTZ-LVL"
 MRN_SYSTEM = "http://example.org/fhir/NamingSystem/demo-mrn"
 
-# ingredient -> (RxNorm code, display); codes.md §4
+# ingredient -> (RxNorm code, display); codes.md §4, from the engine's one table (cds.engine.drugs)
+_RXCUI_OF = {name: code for code, name in RXNORM_INGREDIENTS.items()}
 RX = {
-    "natalizumab": ("354770", "natalizumab"),
-    "fingolimod": ("1012892", "fingolimod"),
-    "dimethyl fumarate": ("1373478", "dimethyl fumarate"),
-    "glatiramer acetate": ("214582", "glatiramer acetate"),
+    name: (_RXCUI_OF[name], name)
+    for name in ("natalizumab", "fingolimod", "dimethyl fumarate", "glatiramer acetate")
 }
 NATALIZUMAB_TEXT = "Tysabri 300 mg IV every 4 weeks"
 

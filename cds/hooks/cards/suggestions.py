@@ -15,6 +15,7 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from cds.engine.drugs import RXNORM_INGREDIENTS
 from cds.fhir import r4b as r4b_shape
 from cds.fhir.orders import PlexOrder
 from cds.hooks.cards.markdown import fhir_datetime
@@ -35,26 +36,29 @@ log = logging.getLogger("cds.hooks.cards")
 LEVEL_TEXT = "Natalizumab [Mass/volume] in Serum or Plasma"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
-# RxNorm ingredient RxCUIs (shared/docs/codes.md §4, VERIFIED rows only; interferons conflict → text only)
-RXCUI: dict[str, str] = {
-    "natalizumab": "354770",
-    "glatiramer acetate": "214582",
-    "peginterferon beta-1a": "1546168",
-    "teriflunomide": "1310520",
-    "dimethyl fumarate": "1373478",
-    "diroximel fumarate": "2261783",
-    "monomethyl fumarate": "1546433",
-    "ocrelizumab": "1876366",
-    "ofatumumab": "712566",
-    "rituximab": "121191",
-    "fingolimod": "1012892",
-    "siponimod": "2121085",
-    "ozanimod": "2288236",
-    "ponesimod": "2532300",
-    "alemtuzumab": "117055",
-    "cladribine": "44157",
-    "mitoxantrone": "7005",
-}
+# RxNorm ingredient RxCUIs of the ingredients a suggestion may code (shared/docs/codes.md §4, VERIFIED
+# rows only; interferons conflict → text only), from the engine's one table (cds.engine.drugs)
+_CODED = (
+    "natalizumab",
+    "glatiramer acetate",
+    "peginterferon beta-1a",
+    "teriflunomide",
+    "dimethyl fumarate",
+    "diroximel fumarate",
+    "monomethyl fumarate",
+    "ocrelizumab",
+    "ofatumumab",
+    "rituximab",
+    "fingolimod",
+    "siponimod",
+    "ozanimod",
+    "ponesimod",
+    "alemtuzumab",
+    "cladribine",
+    "mitoxantrone",
+)
+_RXCUI_OF = {name: code for code, name in RXNORM_INGREDIENTS.items()}
+RXCUI: dict[str, str] = {name: _RXCUI_OF[name] for name in _CODED}
 
 # Label regimens of the immunomodulators a draft may name (a suggested order states its regimen: some
 # EHRs fill an unsigned order with their own defaults), in the order the DMT card prefers them
