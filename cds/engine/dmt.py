@@ -12,7 +12,9 @@ and nothing at all in pregnancy or breastfeeding (`blocked_by`, named on the car
 Rebound window after the last natalizumab dose: relapses from 4 weeks (RESTORE, Fox 2014), severe
 rebound a mean 3.5 months after stopping (Brain Behav 2017), most activity within about 6 months;
 clinical-reference §5.1 [D]: 4 weeks to 6 months, peak around 3-4 months. PLEX clears the drug earlier,
-so the window can open from the first session.
+so the window can open from the first session. What the window rests on comes as `rebound_notes`
+(codes of REBOUND_NOTE_CODES and their values); the DMT card writes the words, as it does for each
+fumarate's `reason_code`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from cds.engine.domain import ConditionalDmt, DmtAdvice, LymphocyteCount, MedicationUse, PatientFacts
+from cds.engine.domain import ConditionalDmt, DmtAdvice, LymphocyteCount, MedicationUse, Note, PatientFacts
 from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, LastDose, drug_class, identify, last_dose
 from cds.engine.references import (
     CLINICSPEAK_2014,
@@ -35,8 +37,10 @@ __all__ = [
     "LYMPHOCYTE_MAX_AGE_DAYS",
     "LYMPHOCYTE_THRESHOLD_10E9_PER_L",
     "REBOUND_FROM_DAYS",
+    "REBOUND_NOTE_CODES",
     "REBOUND_PEAK_DAYS",
     "REBOUND_UNTIL_DAYS",
+    "RELAPSE_WITHIN_A_YEAR_PERCENT",
     "advise_dmt",
 ]
 
@@ -45,6 +49,17 @@ LYMPHOCYTE_MAX_AGE_DAYS = 182.0  # a count within 6 months before a fumarate sta
 REBOUND_FROM_DAYS = 28.0  # relapses as early as 4-8 weeks after the last dose (RESTORE, Fox 2014) [V]
 REBOUND_PEAK_DAYS = 105.0  # severe rebound a mean 3.5 months (≈ 105 d) after stopping (Brain Behav 2017) [V]
 REBOUND_UNTIL_DAYS = 182.0  # about 6 months (clinical-reference §5.1 engine rule) [D]
+RELAPSE_WITHIN_A_YEAR_PERCENT = 45  # relapse within a year of stopping (TYSEDMUS, Papeix 2016) [V]
+
+# The codes of DmtAdvice.rebound_notes and the values each carries (days as ISO dates, "2024-05-10"):
+# plain JSON values; the DMT card writes the words.
+REBOUND_NOTE_CODES: dict[str, tuple[str, ...]] = {
+    "rebound-after-last-dose": ("last_dose_on",),  # the window counts from the last dose
+    "plex-brings-forward": (),  # PLEX clears the drug sooner: the window opens earlier
+    "last-dose-unknown": (),  # no window from the last dose: watch from the start of PLEX
+    "relapse-within-a-year": ("percent",),
+    "no-dmt-drafted": ("blocked_by",),  # ("pregnancy",), ("pregnancy", "breastfeeding"), ...
+}
 
 
 def _latest_count(facts: PatientFacts, now: datetime) -> LymphocyteCount | None:
@@ -56,30 +71,17 @@ def _latest_count(facts: PatientFacts, now: datetime) -> LymphocyteCount | None:
     return max(counts, key=lambda c: c.drawn_at) if counts else None
 
 
-def _fumarate_advice(
-    count: LymphocyteCount | None, unusable: int, dose: LastDose, now: datetime
-) -> tuple[bool, str, str]:
-    """(advised, reason code, reason) for a fumarate: the same for every fumarate, worked out once."""
-    threshold = f"{LYMPHOCYTE_THRESHOLD_10E9_PER_L:g} × 10⁹/L"
+def _fumarate_advice(count: LymphocyteCount | None, dose: LastDose, now: datetime) -> tuple[bool, str]:
+    """(advised, reason code) for a fumarate: the same for every fumarate, worked out once."""
     if count is None:
-        extra = f" ({unusable} lymphocyte result(s) could not be used)" if unusable else ""
-        reason = f"Not advised: no absolute lymphocyte count on record{extra}; a count of at least {threshold} is required."
-        return False, "no-count", reason
-    shown = f"{count.value_10e9_per_l:.2g} × 10⁹/L on {count.drawn_at:%Y-%m-%d}"
+        return False, "no-count"
     after_dose = dose.known and (dose.at is None or count.drawn_at > dose.at)
     recent = (now - count.drawn_at) <= timedelta(days=LYMPHOCYTE_MAX_AGE_DAYS)
     if not (after_dose and recent):
-        why = "is not from after the last natalizumab dose" if not after_dose else "is older than 6 months"
-        reason = (
-            f"Not advised yet: the latest count ({shown}) {why}. Natalizumab raises circulating "
-            f"lymphocytes, so a count drawn on it overstates the count off it: draw a new count "
-            f"(at least {threshold} required)."
-        )
-        return False, "no-count-after-last-dose", reason
+        return False, "no-count-after-last-dose"
     if count.value_10e9_per_l >= LYMPHOCYTE_THRESHOLD_10E9_PER_L:
-        reason = f"Possible: latest absolute lymphocyte count {shown} is at or above {threshold}; monitor the count."
-        return True, "ok", reason
-    return False, "low-count", f"Not advised: latest absolute lymphocyte count {shown} is below {threshold}."
+        return True, "ok"
+    return False, "low-count"
 
 
 def _blocked_by(facts: PatientFacts) -> tuple[str, ...]:
@@ -101,14 +103,12 @@ def _conflicts(medications: tuple[MedicationUse, ...]) -> tuple[MedicationUse, .
 def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
     """Allowed / conditional / avoid DMTs, active avoid-class conflicts and the rebound window."""
     count = _latest_count(facts, now)
-    unusable = sum(1 for u in facts.unusable if u.kind == "lymphocyte count")
     dose = last_dose(facts, now)
     blocked = _blocked_by(facts)
-    advised, code, reason = _fumarate_advice(count, unusable, dose, now)
+    advised, code = _fumarate_advice(count, dose, now)
     if blocked:
         advised, code = False, blocked[0]
-        reason = f"Not advised: {' and '.join(blocked)} on record; decide with the patient and obstetrics."
-    conditional = tuple(ConditionalDmt(f, advised, reason, count, code) for f in FUMARATES)
+    conditional = tuple(ConditionalDmt(f, advised, count, code) for f in FUMARATES)
     suggestible = () if blocked else ALLOWED
 
     last = dose.at if dose.known else None
@@ -120,29 +120,23 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
         ),
         default=None,
     )
-    notes: list[str] = []
+    notes: list[Note] = []
     rebound_from = rebound_peak = rebound_until = None
     if last is not None:
         rebound_from = last + timedelta(days=REBOUND_FROM_DAYS)
         rebound_peak = last + timedelta(days=REBOUND_PEAK_DAYS)
         rebound_until = last + timedelta(days=REBOUND_UNTIL_DAYS)
-        notes.append(
-            f"MS activity may return from about 4 weeks after the last natalizumab dose "
-            f"({last:%Y-%m-%d}), peaking around 3-4 months and lasting to about 6 months."
-        )
+        notes.append(Note("rebound-after-last-dose", {"last_dose_on": last.date().isoformat()}))
         if first_plex is not None and first_plex < rebound_from:
             rebound_from = first_plex
-        notes.append("Plasma exchange removes the drug sooner and brings the rebound window forward.")
+        notes.append(Note("plex-brings-forward"))
     else:
         if first_plex is not None:
             rebound_from = first_plex
-        notes.append(
-            "The date of the last natalizumab dose is unknown: expect possible MS rebound from the "
-            "start of plasma exchange, peaking around 3-4 months after the last dose."
-        )
-    notes.append("About 45% relapse within a year of stopping natalizumab.")
+        notes.append(Note("last-dose-unknown"))
+    notes.append(Note("relapse-within-a-year", {"percent": RELAPSE_WITHIN_A_YEAR_PERCENT}))
     if blocked:
-        notes.append(f"{' and '.join(blocked).capitalize()} on record: no DMT order is drafted.")
+        notes.append(Note("no-dmt-drafted", {"blocked_by": blocked}))
     return DmtAdvice(
         allowed=ALLOWED,
         conditional=conditional,
@@ -151,7 +145,7 @@ def advise_dmt(facts: PatientFacts, now: datetime) -> DmtAdvice:
         rebound_from=rebound_from,
         rebound_peak=rebound_peak,
         rebound_until=rebound_until,
-        rebound_note=" ".join(notes),
+        rebound_notes=tuple(notes),
         suggestible=suggestible,
         references=(
             CLINICSPEAK_2014,

@@ -174,14 +174,15 @@ class PlexPlan:
 
 # ---------------------------------------------------------------- outputs
 
-NoteValue = str | int | float | tuple[str, ...] | None  # plain JSON values (days as ISO dates)
+NoteValue = str | bool | int | float | tuple[str, ...] | None  # plain JSON values (days as ISO dates)
 
 
 @dataclass(frozen=True, slots=True)
 class Note:
     """One engine finding as a stable code and the values the words need, e.g.
     Note("old-level", {"age_days": 14.2}). The cards write the sentence; the codes are listed with
-    their values where they are made (pk.NOTE_CODES, iris.REASON_CODES)."""
+    their values where they are made (remaining.NOTE_CODES, iris.REASON_CODES, iris.WATCH_NOTE_CODES,
+    dmt.REBOUND_NOTE_CODES)."""
 
     code: str
     values: Mapping[str, NoteValue] = field(default_factory=dict)
@@ -271,7 +272,9 @@ class IrisAssessment:
     reasons: tuple[Note, ...]  # what raised the risk, e.g. Note("brainstem", {"terms": ("pons",)})
     watch_from: datetime | None
     watch_until: datetime | None
-    watch_note: str
+    watch_notes: tuple[
+        Note, ...
+    ]  # the watch window's notes, in order (iris.WATCH_NOTE_CODES); the card words them
     steroids: tuple[SteroidStatement, ...]
     pml_on_record: bool
     references: tuple[Reference, ...] = ()
@@ -284,9 +287,10 @@ class IrisAssessment:
 class ConditionalDmt:
     ingredient: str
     advised: bool  # True only with a recent count ≥ 0.5 × 10⁹/L drawn after the last natalizumab dose
-    reason: str
-    lymphocytes: LymphocyteCount | None = None
-    reason_code: str = ""  # "no-count", "no-count-after-last-dose", "low-count", "ok", "pregnancy"
+    lymphocytes: LymphocyteCount | None = None  # the latest count the advice rests on
+    # why (the card words it): "no-count", "no-count-after-last-dose" (from before the last dose or older
+    # than 6 months), "low-count", "ok", "pregnancy", "breastfeeding"
+    reason_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +302,7 @@ class DmtAdvice:
     rebound_from: datetime | None
     rebound_peak: datetime | None
     rebound_until: datetime | None
-    rebound_note: str
+    rebound_notes: tuple[Note, ...]  # the rebound window's notes, in order (dmt.REBOUND_NOTE_CODES)
     suggestible: tuple[str, ...] = field(default=())  # ingredients a draft order may be offered for
     references: tuple[Reference, ...] = ()
     blocked_by: tuple[str, ...] = ()  # "pregnancy", "breastfeeding": no DMT is drafted, each is named

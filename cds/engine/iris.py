@@ -13,7 +13,8 @@ not count. Reasons are engine-written: they name the matched term, never copy FH
 
 Watch window: IRIS came a mean 57.4 ± 21.2 days after the last infusion (Stefoski 2019); the engine
 watches from mean - 2 SD (about 15 days), or from the start of PLEX when that is earlier, because
-PLEX/IA may accelerate IRIS (Tan 2011). The window has no hard end: later IRIS is described.
+PLEX/IA may accelerate IRIS (Tan 2011). The window has no hard end: later IRIS is described. What the
+window rests on comes as `watch_notes` (codes of WATCH_NOTE_CODES and their values); the card words them.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Mapping  # noqa: UP035 (the engine imports only what test_purity.py allows)
 
 from cds.engine.domain import (
     ConditionFact,
     IrisAssessment,
     Note,
+    NoteValue,
     PatientFacts,
     PlexPlan,
     SteroidStatement,
@@ -46,6 +49,7 @@ __all__ = [
     "IRIS_ONSET_SD_DAYS",
     "MIN_LOBES_WIDESPREAD",
     "REASON_CODES",
+    "WATCH_NOTE_CODES",
     "WATCH_SD_MULTIPLE",
     "assess_iris",
 ]
@@ -54,6 +58,27 @@ IRIS_ONSET_MEAN_DAYS = 57.4  # mean days from last infusion to IRIS, Stefoski 20
 IRIS_ONSET_SD_DAYS = 21.2  # its SD, Stefoski 2019 [V]
 WATCH_SD_MULTIPLE = 2.0  # window = mean ± 2 SD ≈ 15-100 d, "weeks to ~3 months" [D]
 MIN_LOBES_WIDESPREAD = 2  # two or more distinct lobes named = multilobar (Vermersch 2011 "multilobar")
+
+# The codes of IrisAssessment.watch_notes, in the order they come, and the values each carries (days as
+# ISO dates, "2024-05-10"): plain JSON values; the IRIS card writes the words.
+WATCH_NOTE_CODES: dict[str, tuple[str, ...]] = {
+    "iris-expected": ("tan_iris", "tan_cases", "stefoski_iris", "stefoski_cases"),  # IRIS in n of N
+    "iris-on-record": (),  # an active IRIS condition: manage it, not its risk
+    "onset-after-last-infusion": ("last_infusion_on", "mean_days", "sd_days"),  # no safe end date
+    "plex-brings-forward": (),  # PLEX starts before mean - 2 SD: watch from its start
+    "no-infusion-on-record": (),  # no natalizumab dose at all: watch from the start of PLEX
+    "last-infusion-unknown": (),  # a dose may be missing: no date from it
+    "no-pml-on-record": (),
+    "severe-risk-raised": (),
+    "severe-risk-not-raised": ("multilobar",),  # multilobar: named, and alone it does not raise the risk
+}
+# IRIS followed washout in 42 of 42 (Tan 2011) and 15 of 17 (Stefoski 2019) patients
+IRIS_EXPECTED: Mapping[str, NoteValue] = {
+    "tan_iris": 42,
+    "tan_cases": 42,
+    "stefoski_iris": 15,
+    "stefoski_cases": 17,
+}
 
 # The reasons that raise the risk of severe IRIS, as IrisAssessment.reasons codes them. "terms": the sites
 # or words the record names, in order of first mention (engine terms, never FHIR text).
@@ -324,51 +349,39 @@ def assess_iris(facts: PatientFacts, plan: PlexPlan, now: datetime) -> IrisAsses
         + [plan.first_session_at or now]
     )
     spread = WATCH_SD_MULTIPLE * IRIS_ONSET_SD_DAYS
-    notes: list[str] = ["IRIS follows natalizumab washout in most patients (42 of 42; 15 of 17)."]
+    notes = [Note("iris-expected", IRIS_EXPECTED)]
     iris_on_record = any(c.kind == "iris" and c.active for c in facts.conditions)
     if iris_on_record:
-        notes.append("IRIS is already recorded for this patient: manage it as IRIS, not as a risk.")
+        notes.append(Note("iris-on-record"))
     if last_infusion is not None:
         watch_from = last_infusion + timedelta(days=IRIS_ONSET_MEAN_DAYS - spread)
-        notes.append(
-            f"It usually appears weeks to about 3 months after the last infusion "
-            f"({last_infusion:%Y-%m-%d}; mean {IRIS_ONSET_MEAN_DAYS:g} ± {IRIS_ONSET_SD_DAYS:g} days), "
-            "and later onset is possible: there is no safe end date."
-        )
+        onset: dict[str, NoteValue] = {
+            "last_infusion_on": last_infusion.date().isoformat(),
+            "mean_days": IRIS_ONSET_MEAN_DAYS,
+            "sd_days": IRIS_ONSET_SD_DAYS,
+        }
+        notes.append(Note("onset-after-last-infusion", onset))
         if plex_start < watch_from:
             watch_from = plex_start
-            notes.append("Plasma exchange may bring IRIS forward: watch from the start of PLEX.")
+            notes.append(Note("plex-brings-forward"))
     elif dose.known:  # no natalizumab dose on record at all: PLEX is the only anchor
         watch_from = plex_start
-        notes.append(
-            "No natalizumab infusion is on record: watch from the start of PLEX; "
-            "IRIS may come weeks to months after the last infusion."
-        )
+        notes.append(Note("no-infusion-on-record"))
     else:  # a dose may be missing from the record: no date is computed from it
         watch_from = None
-        notes.append(
-            "The date of the last infusion is unknown: watch for IRIS from now and through plasma exchange; "
-            "it may come weeks to months after the last infusion."
-        )
+        notes.append(Note("last-infusion-unknown"))
     if not pml:
-        notes.append("No PML diagnosis is on record, so no imaging description could be assessed.")
+        notes.append(Note("no-pml-on-record"))
     elif high:
-        notes.append(
-            "Risk of severe IRIS raised: watch closely for clinical and MRI worsening during and after "
-            "plasma exchange."
-        )
+        notes.append(Note("severe-risk-raised"))
     else:
-        lobar = " Multilobar PML is named; alone it does not raise the risk." if multilobar else ""
-        notes.append(
-            "Risk of severe IRIS not raised by the record (no brainstem, widespread or enhancing PML "
-            f"found); IRIS itself is still expected: monitor.{lobar}"
-        )
+        notes.append(Note("severe-risk-not-raised", {"multilobar": multilobar}))
     return IrisAssessment(
         risk="high" if high else "standard",
         reasons=tuple(reasons),
         watch_from=watch_from,
         watch_until=None,
-        watch_note=" ".join(notes),
+        watch_notes=tuple(notes),
         steroids=_steroids(high),
         pml_on_record=bool(pml),
         references=_REFERENCES,

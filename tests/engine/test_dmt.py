@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds.engine.dmt import advise_dmt
-from cds.engine.domain import LymphocyteCount, MedicationUse, PatientFacts, UnusableValue
+from cds.engine.dmt import REBOUND_NOTE_CODES, RELAPSE_WITHIN_A_YEAR_PERCENT, advise_dmt
+from cds.engine.domain import (
+    LymphocyteCount,
+    MedicationUse,
+    Note,
+    PatientDetails,
+    PatientFacts,
+    UnusableValue,
+)
 from cds.engine.drugs import ALLOWED, AVOID, FUMARATES, RXNORM_INGREDIENTS, drug_class
 
 from .conftest import NOW, days, dose, session
@@ -20,25 +27,25 @@ def count(value: float, days_ago: float = 3) -> LymphocyteCount:
 
 
 @pytest.mark.parametrize(
-    ("counts", "advised", "reason_part"),
+    ("counts", "advised", "code", "latest"),
     [
-        ((count(0.8),), True, "0.8 × 10⁹/L on 2024-05-07"),  # ≥ 0.5 × 10⁹/L (label threshold, §5.2)
-        ((count(0.5),), True, "at or above 0.5"),  # the threshold itself is allowed
-        ((count(0.49),), False, "below 0.5"),
-        ((count(0.3, 1), count(1.2, 30)), False, "0.3"),  # the latest count decides
-        ((count(1.2, 1), count(0.3, 30)), True, "1.2"),
-        ((), False, "no absolute lymphocyte count"),
-        ((count(1.0, -2),), False, "no absolute lymphocyte count"),  # future-dated: ignored
+        ((count(0.8),), True, "ok", 0.8),  # ≥ 0.5 × 10⁹/L (label threshold, §5.2)
+        ((count(0.5),), True, "ok", 0.5),  # the threshold itself is allowed
+        ((count(0.49),), False, "low-count", 0.49),
+        ((count(0.3, 1), count(1.2, 30)), False, "low-count", 0.3),  # the latest count decides
+        ((count(1.2, 1), count(0.3, 30)), True, "ok", 1.2),
+        ((), False, "no-count", None),
+        ((count(1.0, -2),), False, "no-count", None),  # future-dated: ignored
     ],
 )
 def test_fumarates_conditional_on_lymphocytes(
-    counts: tuple[LymphocyteCount, ...], advised: bool, reason_part: str
+    counts: tuple[LymphocyteCount, ...], advised: bool, code: str, latest: float | None
 ) -> None:
     a = advise_dmt(PatientFacts(lymphocytes=counts), NOW)
     assert {c.ingredient for c in a.conditional} == set(FUMARATES)
     for c in a.conditional:
-        assert c.advised is advised
-        assert reason_part in c.reason
+        assert (c.advised, c.reason_code) == (advised, code)
+        assert (c.lymphocytes.value_10e9_per_l if c.lymphocytes else None) == latest
     assert not set(FUMARATES) & set(a.suggestible)  # never drafted (clarifications.md), advised or not
 
 
@@ -46,7 +53,7 @@ def test_a_count_drawn_on_natalizumab_does_not_qualify() -> None:
     # issue 15 item 11: natalizumab raises circulating lymphocytes; the count must follow the last dose
     a = advise_dmt(PatientFacts(lymphocytes=(count(0.9, 20),), doses=(dose(10),)), NOW)
     assert all(not c.advised and c.reason_code == "no-count-after-last-dose" for c in a.conditional)
-    assert "raises circulating lymphocytes" in a.conditional[0].reason
+    assert a.conditional[0].lymphocytes == count(0.9, 20)  # the count the card names, with its date
     after = advise_dmt(PatientFacts(lymphocytes=(count(0.9, 5),), doses=(dose(10),)), NOW)
     assert all(c.advised and c.reason_code == "ok" for c in after.conditional)
 
@@ -66,13 +73,15 @@ def test_pregnancy_or_breastfeeding_blocks_every_draft(field: str) -> None:
     details = replace(PatientDetails(), **{field: True})
     a = advise_dmt(PatientFacts(lymphocytes=(count(0.9),), patient=details), NOW)
     assert a.suggestible == () and a.blocked_by == ("pregnancy" if field == "pregnant" else "breastfeeding",)
-    assert all(not c.advised for c in a.conditional)
+    assert all(not c.advised and c.reason_code == a.blocked_by[0] for c in a.conditional)
+    assert a.rebound_notes[-1] == Note("no-dmt-drafted", {"blocked_by": a.blocked_by})
 
 
-def test_unusable_lymphocyte_results_are_mentioned() -> None:
+def test_an_unusable_lymphocyte_result_is_no_count() -> None:
+    # the card names the unusable results from the load (tests/hooks/test_cards.py)
     u = UnusableValue(kind="lymphocyte count", reason="reported in %")
     a = advise_dmt(PatientFacts(unusable=(u,)), NOW)
-    assert all(not c.advised and "1 lymphocyte result" in c.reason for c in a.conditional)
+    assert all(not c.advised and c.reason_code == "no-count" and c.lymphocytes is None for c in a.conditional)
 
 
 def test_lists_follow_clinical_reference() -> None:
@@ -121,18 +130,30 @@ def test_rebound_window_from_last_dose() -> None:
     assert a.rebound_from == last + timedelta(days=28)
     assert a.rebound_peak == last + timedelta(days=105)
     assert a.rebound_until == last + timedelta(days=182)
+    assert a.rebound_notes == (
+        Note("rebound-after-last-dose", {"last_dose_on": last.date().isoformat()}),
+        Note("plex-brings-forward"),
+        Note("relapse-within-a-year", {"percent": RELAPSE_WITHIN_A_YEAR_PERCENT}),
+    )
 
 
 def test_plex_brings_rebound_forward() -> None:
     a = advise_dmt(PatientFacts(doses=(dose(10),), sessions=(session(4),)), NOW)
     assert a.rebound_from == NOW - days(4)
-    assert "forward" in a.rebound_note
+    assert Note("plex-brings-forward") in a.rebound_notes
 
 
 def test_rebound_without_dose_date() -> None:
     a = advise_dmt(PatientFacts(), NOW)
     assert a.rebound_from is None and a.rebound_peak is None
-    assert "unknown" in a.rebound_note
+    assert [n.code for n in a.rebound_notes] == ["last-dose-unknown", "relapse-within-a-year"]
+
+
+def test_every_rebound_note_carries_the_values_its_code_lists() -> None:
+    pregnant = PatientFacts(patient=PatientDetails(pregnant=True, breastfeeding=True))
+    for facts in (PatientFacts(), PatientFacts(doses=(dose(10),), sessions=(session(4),)), pregnant):
+        for n in advise_dmt(facts, NOW).rebound_notes:
+            assert tuple(n.values) == REBOUND_NOTE_CODES[n.code], n
 
 
 names = sorted({*ALLOWED, *FUMARATES, *AVOID, "methylprednisolone", "paracetamol"})

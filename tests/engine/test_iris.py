@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from cds.engine.domain import ConditionFact, IrisAssessment, Note, PatientFacts, PlexPlan
-from cds.engine.iris import assess_iris
+from cds.engine.iris import WATCH_NOTE_CODES, assess_iris
 
 from .conftest import NOW, days, dose, session
 
@@ -132,7 +132,7 @@ def test_multilobar_is_named_but_is_not_widespread(description: str) -> None:
     a = assess(pml(description))
     assert a.risk == "standard" and a.reasons == ()
     assert "multilobar" in a.reason_codes
-    assert "does not raise" in a.watch_note
+    assert a.watch_notes[-1] == Note("severe-risk-not-raised", {"multilobar": True})
 
 
 @pytest.mark.parametrize("sites", [("83251001", "16630005"), ("31065004", "83251001")])
@@ -164,12 +164,16 @@ def test_new_pml_lesion_in_the_pons_still_counts() -> None:
 def test_iris_on_record_changes_the_assessment() -> None:
     iris = ConditionFact(kind="iris", text="Immune reconstitution inflammatory syndrome")
     a = assess_iris(PatientFacts(conditions=(pml("frontal"), iris)), PlexPlan(), NOW)
-    assert a.iris_on_record and "already recorded" in a.watch_note
+    assert a.iris_on_record and a.watch_notes[1] == Note("iris-on-record")
 
 
 def test_the_watch_window_has_no_end() -> None:
     a = assess(pml("frontal"), facts=PatientFacts(doses=(dose(5),)))
-    assert a.watch_until is None and "no safe end date" in a.watch_note
+    onset = Note(
+        "onset-after-last-infusion",
+        {"last_infusion_on": (NOW - days(5)).date().isoformat(), "mean_days": 57.4, "sd_days": 21.2},
+    )
+    assert a.watch_until is None and onset in a.watch_notes  # the card says: no safe end date
 
 
 def test_single_lobe_code_is_standard() -> None:
@@ -217,13 +221,14 @@ def test_plex_brings_the_watch_window_forward() -> None:
     facts = PatientFacts(doses=(dose(5),), sessions=(session(1),))
     a = assess(pml("frontal"), facts=facts)
     assert a.watch_from == NOW - days(1)
-    assert "bring IRIS forward" in a.watch_note
+    assert Note("plex-brings-forward") in a.watch_notes
     assert a.watch_until is None
 
 
 def test_no_infusion_on_record_watches_from_the_plex_start() -> None:
     a = assess(pml("frontal"), plan=PlexPlan(first_session_at=NOW + days(1)))
     assert a.watch_from == NOW + days(1)
+    assert Note("no-infusion-on-record") in a.watch_notes
     assert a.watch_until is None
 
 
@@ -233,7 +238,22 @@ def test_an_unknown_last_infusion_gives_no_watch_date() -> None:
 
     order = MedicationUse("natalizumab", "Tysabri", active=True, last_date=NOW - days(1000), record="request")
     a = assess(pml("frontal"), facts=PatientFacts(medications=(order,)))
-    assert a.watch_from is None and "unknown" in a.watch_note
+    assert a.watch_from is None and Note("last-infusion-unknown") in a.watch_notes
+
+
+@pytest.mark.parametrize(
+    ("condition", "last"),
+    [
+        (pml("pons"), Note("severe-risk-raised")),
+        (pml("frontal"), Note("severe-risk-not-raised", {"multilobar": False})),
+        (ConditionFact(kind="ms", text="Multiple sclerosis"), Note("no-pml-on-record")),
+    ],
+)
+def test_the_watch_notes_end_with_the_severe_risk(condition: ConditionFact, last: Note) -> None:
+    a = assess(condition, facts=PatientFacts(doses=(dose(5),)))
+    assert a.watch_notes[0].code == "iris-expected" and a.watch_notes[-1] == last
+    for n in a.watch_notes:  # each note carries the values its code lists
+        assert tuple(n.values) == WATCH_NOTE_CODES[n.code], n
 
 
 def test_steroid_statements_carry_evidence_levels() -> None:

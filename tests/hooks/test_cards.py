@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cds.engine.dmt import REBOUND_NOTE_CODES, RELAPSE_WITHIN_A_YEAR_PERCENT
 from cds.engine.domain import (
     ConditionalDmt,
     DmtAdvice,
@@ -17,6 +18,7 @@ from cds.engine.domain import (
     MedicationUse,
     NatalizumabLevel,
     Note,
+    NoteValue,
     PatientFacts,
     PlexEstimate,
     PlexPlan,
@@ -25,11 +27,13 @@ from cds.engine.domain import (
     SteroidStatement,
     UnusableValue,
 )
+from cds.engine.iris import IRIS_EXPECTED, WATCH_NOTE_CODES
 from cds.engine.remaining import NOTE_CODES
 from cds.fhir.orders import PlexOrder
 from cds.fhir_io import LoadResult
 from cds.hooks import cards
 from cds.hooks.cards.estimate_notes import note_text
+from cds.hooks.cards.washout_notes import rebound_text, watch_text
 from cds.hooks.models import CdsResponse
 from tests.hooks.checks import card, check_response, ext
 
@@ -90,7 +94,7 @@ def iris(**over: Any) -> IrisAssessment:
         reasons=(Note("brainstem", {"terms": ("pons",)}), Note("enhancement")),
         watch_from=NOW,
         watch_until=None,
-        watch_note="IRIS usually follows washout by weeks.",
+        watch_notes=(Note("iris-expected", IRIS_EXPECTED), Note("severe-risk-raised")),
         steroids=(
             SteroidStatement("Consider methylprednisolone for IRIS with mass effect.", "expert opinion", REF),
         ),
@@ -106,19 +110,14 @@ def dmt(**over: Any) -> DmtAdvice:
     base: dict[str, Any] = dict(  # noqa: C408 (keyword form mirrors the dataclass)
         allowed=("glatiramer acetate", "interferon beta-1a"),
         conditional=(
-            ConditionalDmt(
-                "dimethyl fumarate",
-                False,
-                "lymphocytes below 0.5",
-                LymphocyteCount(0.4, NOW - timedelta(days=3)),
-            ),
+            ConditionalDmt("dimethyl fumarate", False, LymphocyteCount(0.4, NOW - timedelta(days=3))),
         ),
         avoid=("fingolimod", "ocrelizumab", "alemtuzumab"),
         active_conflicts=(),
         rebound_from=NOW + timedelta(days=60),
         rebound_peak=NOW + timedelta(days=120),
         rebound_until=NOW + timedelta(days=180),
-        rebound_note="Disease activity may rebound 3-6 months after the last infusion.",
+        rebound_notes=(Note("plex-brings-forward"),),
         suggestible=("glatiramer acetate",),
         references=(REF,),
     )
@@ -534,6 +533,53 @@ def test_every_engine_note_code_has_words() -> None:
         assert note_text(Note(code, values)) != code, code
 
 
+def _sample_values(keys: tuple[str, ...]) -> dict[str, NoteValue]:
+    samples: dict[str, NoteValue] = {"multilobar": True, "blocked_by": ("pregnancy", "breastfeeding")}
+    return {k: "2024-05-10" if k.endswith("_on") else samples.get(k, 2) for k in keys}
+
+
+def test_every_watch_and_rebound_note_code_has_words() -> None:
+    for codes, words in ((WATCH_NOTE_CODES, watch_text), (REBOUND_NOTE_CODES, rebound_text)):
+        for code, keys in codes.items():
+            text = words((Note(code, _sample_values(keys)),))
+            assert text != code and text.endswith("."), code
+
+
+def test_iris_watch_notes_in_words() -> None:
+    onset = {"last_infusion_on": "2024-05-05", "mean_days": 57.4, "sd_days": 21.2}
+    notes = (
+        Note("iris-expected", IRIS_EXPECTED),
+        Note("onset-after-last-infusion", onset),
+        Note("severe-risk-not-raised", {"multilobar": True}),
+    )
+    d = full("iris", ia=iris(risk="standard", reasons=(), watch_notes=notes))
+    assert (
+        "**Watch:** from 2024-05-10, no end date. IRIS follows natalizumab washout in most patients "
+        "(42 of 42; 15 of 17). It usually appears weeks to about 3 months after the last infusion (2024-05-05; "
+        "mean 57.4 ± 21.2 days), and later onset is possible: there is no safe end date. Risk of severe IRIS "
+        "not raised by the record (no brainstem, widespread or enhancing PML found); IRIS itself is still "
+        "expected: monitor. Multilobar PML is named; alone it does not raise the risk."
+    ) in d
+    unlobed = full("iris", ia=iris(watch_notes=(Note("severe-risk-not-raised", {"multilobar": False}),)))
+    assert "monitor." in unlobed and "Multilobar" not in unlobed
+
+
+def test_dmt_rebound_notes_in_words() -> None:
+    notes = (
+        Note("rebound-after-last-dose", {"last_dose_on": "2024-04-30"}),
+        Note("plex-brings-forward"),
+        Note("relapse-within-a-year", {"percent": RELAPSE_WITHIN_A_YEAR_PERCENT}),
+        Note("no-dmt-drafted", {"blocked_by": ("pregnancy", "breastfeeding")}),
+    )
+    d = full("dmt", da=dmt(rebound_notes=notes))
+    assert (
+        "MS activity may return from about 4 weeks after the last natalizumab dose (2024-04-30), peaking "
+        "around 3-4 months and lasting to about 6 months. Plasma exchange removes the drug sooner and brings "
+        "the rebound window forward. About 45% relapse within a year of stopping natalizumab. Pregnancy and "
+        "breastfeeding on record: no DMT order is drafted."
+    ) in d
+
+
 def test_fitted_and_population_removal_both_shown() -> None:
     est = dataclasses.replace(
         estimate(), removal_fraction=0.53, removal_fraction_fitted=0.53, removal_fraction_population=0.45
@@ -568,7 +614,7 @@ def test_repeated_unusable_values_collapse() -> None:
         for i in range(4)
     )
     facts = PatientFacts(unusable=pct)
-    da = dmt(conditional=(ConditionalDmt("dimethyl fumarate", False, "no count"),))
+    da = dmt(conditional=(ConditionalDmt("dimethyl fumarate", False, reason_code="no-count"),))
     c = card(render(da=da, lr=load(facts=facts)), "dmt")
     d = full("dmt", da=da, lr=load(facts=facts))
     assert d.count("a percentage is not an absolute count") == 1
@@ -612,7 +658,7 @@ def test_dmt_summary_by_class_and_article() -> None:
     da = dmt(
         allowed=("interferon beta-1a", "interferon beta-1b", "peginterferon beta-1a", "glatiramer acetate"),
         conditional=(
-            ConditionalDmt("dimethyl fumarate", True, "ok", LymphocyteCount(1.8, NOW - timedelta(days=3))),
+            ConditionalDmt("dimethyl fumarate", True, LymphocyteCount(1.8, NOW - timedelta(days=3)), "ok"),
         ),
         suggestible=("interferon beta-1a", "glatiramer acetate", "dimethyl fumarate"),
     )
@@ -703,13 +749,7 @@ def test_post_session_sample_note_agrees_with_the_headline() -> None:
 
 def test_fumarate_count_from_before_the_last_dose_is_not_called_low() -> None:
     old_count = LymphocyteCount(1.8, NOW - timedelta(days=60))
-    da = dmt(
-        conditional=(
-            ConditionalDmt(
-                "dimethyl fumarate", False, "count before last dose", old_count, "no-count-after-last-dose"
-            ),
-        )
-    )
+    da = dmt(conditional=(ConditionalDmt("dimethyl fumarate", False, old_count, "no-count-after-last-dose"),))
     c = card(render(da=da), "dmt")
     assert "no fumarate yet (no lymphocyte count since the last natalizumab dose)" in c["summary"]
     assert "below 0.5" not in c["summary"]

@@ -27,6 +27,7 @@ from cds.hooks.cards.markdown import (
     short_ref,
 )
 from cds.hooks.cards.suggestions import REGIMENS, medication_request, validate_emitted
+from cds.hooks.cards.washout_notes import rebound_text
 
 log = logging.getLogger("cds.hooks.cards")
 
@@ -301,7 +302,7 @@ def _rebound_md(dmt: DmtAdvice) -> str:
             win += f" (peak around {fmt_date(dmt.rebound_peak)})"
     return (
         f"**Rebound window:** {win or 'see note'}"
-        + (f". {md_escape(dmt.rebound_note)}" if dmt.rebound_note else "")
+        + (f". {md_escape(note)}" if (note := rebound_text(dmt.rebound_notes)) else "")
         + f" Activity returned with or without another DMT ({short_ref(O_CONNOR_2011)}; {short_ref(FOX_2014)})."
     )
 
@@ -389,7 +390,7 @@ def dmt_draft(
     therapy_short, therapy_full = _therapy_parts(dmt, drafts_for, load)
     short += therapy_short
     full += therapy_full
-    if dmt.rebound_from or dmt.rebound_note:
+    if dmt.rebound_from or dmt.rebound_notes:
         full.append(_rebound_md(dmt))
     lymph_unusable = [u for u in load.facts.unusable if u.kind == "lymphocyte count"]
     problems = problems_md(load, lymph_unusable)

@@ -20,6 +20,7 @@ from cds.hooks.cards.markdown import (
     short_ref,
     unique_refs,
 )
+from cds.hooks.cards.washout_notes import watch_text
 
 # each reason the engine codes (cds.engine.iris.REASON_CODES): (the finding, its short name in a summary)
 _FINDING_WORDS: dict[str, tuple[str, str]] = {
@@ -111,10 +112,10 @@ def iris_draft(iris: IrisAssessment, load: LoadResult) -> CardDraft:
         full.append("**Risk of severe IRIS: raised.** Findings that raise it:\n\n" + "\n".join(lines))
     else:
         full.append("**Risk of severe IRIS: not raised by the record.** IRIS itself is still expected.")
-    watch = ""
-    if window or iris.watch_note:
+    if window or iris.watch_notes:
+        note = watch_text(iris.watch_notes)
         watch = f"**Watch:** {window + ', no end date' if window else 'see note'}" + (
-            f". {md_escape(iris.watch_note)}" if iris.watch_note else ""
+            f". {md_escape(note)}" if note else ""
         )
         full.append(watch)
     if iris.steroids:
