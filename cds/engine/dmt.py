@@ -77,8 +77,10 @@ def _fumarate_advice(count: LymphocyteCount | None, dose: LastDose, now: datetim
         return False, "no-count"
     after_dose = dose.known and (dose.at is None or count.drawn_at > dose.at)
     recent = (now - count.drawn_at) <= timedelta(days=LYMPHOCYTE_MAX_AGE_DAYS)
-    if not (after_dose and recent):
+    if not after_dose:
         return False, "no-count-after-last-dose"
+    if not recent:
+        return False, "count-too-old"
     if count.value_10e9_per_l >= LYMPHOCYTE_THRESHOLD_10E9_PER_L:
         return True, "ok"
     return False, "low-count"

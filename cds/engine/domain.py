@@ -288,8 +288,8 @@ class ConditionalDmt:
     ingredient: str
     advised: bool  # True only with a recent count ≥ 0.5 × 10⁹/L drawn after the last natalizumab dose
     lymphocytes: LymphocyteCount | None = None  # the latest count the advice rests on
-    # why (the card words it): "no-count", "no-count-after-last-dose" (from before the last dose or older
-    # than 6 months), "low-count", "ok", "pregnancy", "breastfeeding"
+    # why (the card words it): "no-count", "no-count-after-last-dose" (drawn before the last dose),
+    # "count-too-old" (after it, but more than 6 months ago), "low-count", "ok", "pregnancy", "breastfeeding"
     reason_code: str = ""
 
 

@@ -60,7 +60,9 @@ def test_a_count_drawn_on_natalizumab_does_not_qualify() -> None:
 
 def test_an_old_count_does_not_qualify() -> None:
     a = advise_dmt(PatientFacts(lymphocytes=(count(0.9, 200),)), NOW)
-    assert all(not c.advised and c.reason_code == "no-count-after-last-dose" for c in a.conditional)
+    assert all(not c.advised and c.reason_code == "count-too-old" for c in a.conditional)
+    before_dose = advise_dmt(PatientFacts(lymphocytes=(count(0.9, 200),), doses=(dose(10),)), NOW)
+    assert all(c.reason_code == "no-count-after-last-dose" for c in before_dose.conditional)
 
 
 @pytest.mark.parametrize("field", ["pregnant", "breastfeeding"])

@@ -757,6 +757,15 @@ def test_fumarate_count_from_before_the_last_dose_is_not_called_low() -> None:
     assert "is from before the last natalizumab dose" in page and "below 0.5 ×10⁹/L)" not in page
 
 
+def test_fumarate_count_after_the_last_dose_but_over_6_months_old_is_called_old() -> None:
+    old_count = LymphocyteCount(1.8, NOW - timedelta(days=200))
+    da = dmt(conditional=(ConditionalDmt("dimethyl fumarate", False, old_count, "count-too-old"),))
+    c = card(render(da=da), "dmt")
+    assert "no fumarate yet (the last lymphocyte count is over 6 months old)" in c["summary"]
+    page = full("dmt", da=da)
+    assert "is over 6 months old" in page and "before the last natalizumab dose" not in page
+
+
 @pytest.mark.parametrize(
     "over",
     [

@@ -111,6 +111,8 @@ def _fumarate_summary(dmt: DmtAdvice) -> str:
         return f"fumarate possible (lymphocytes {fmt_num(counted.value_10e9_per_l)} ×10⁹/L)"
     if code == "no-count-after-last-dose":  # a count exists, but from before the last natalizumab dose
         return "no fumarate yet (no lymphocyte count since the last natalizumab dose)"
+    if code == "count-too-old":
+        return "no fumarate yet (the last lymphocyte count is over 6 months old)"
     if code == "pregnancy":
         return "no fumarate (pregnancy)"
     if counted is not None:
@@ -186,6 +188,11 @@ def _conditional_md(dmt: DmtAdvice, unusable_counts: int) -> str:
             why = (
                 f"not advised now (the count on record{' (' + lc + ')' if lc else ''} is from before the last "
                 f"natalizumab dose; a new count of at least {thr} ×10⁹/L is required)"
+            )
+        elif not advised and code == "count-too-old":
+            why = (
+                f"not advised now (the count on record{' (' + lc + ')' if lc else ''} is over 6 months old; "
+                f"a new count of at least {thr} ×10⁹/L is required)"
             )
         elif not advised and code == "pregnancy":
             why = "not advised now (pregnancy)"
