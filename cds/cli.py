@@ -50,13 +50,16 @@ from dataclasses import dataclass
 from datetime import UTC
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cds.settings import Settings
+
+if TYPE_CHECKING:  # httpx is imported by `cds demo` only, not by the server
+    import httpx
 
 log = logging.getLogger("cds.cli")
 
@@ -450,7 +453,7 @@ def _print_card(card: dict[str, Any], detail: bool) -> None:
             print(f"           link: {link.get('label', '')} <{link.get('url', '')}>")
 
 
-def _http_problem(resp: Any) -> str:
+def _http_problem(resp: httpx.Response) -> str:
     """Why the service refused, in one line (a 401 has no body: say what it means here)."""
     if resp.status_code == 401:
         return (

@@ -131,6 +131,27 @@ def load(**over: Any) -> LoadResult:
     return LoadResult(**base)
 
 
+def card_input(
+    est: PlexEstimate | None = None,
+    ia: IrisAssessment | None = None,
+    da: DmtAdvice | None = None,
+    lr: LoadResult | None = None,
+    o: PlexOrder | None = None,
+    chart_url: str | None = None,
+) -> cards.CardInput:
+    """The cards' input from the given engine results, each defaulting to this module's example."""
+    return cards.CardInput(
+        estimate=est or estimate(),
+        iris=ia or iris(),
+        dmt=da or dmt(),
+        load=lr or load(),
+        order=o or order(),
+        now=NOW,
+        patient_id="p1",
+        chart_url=chart_url,
+    )
+
+
 def render(
     est: PlexEstimate | None = None,
     ia: IrisAssessment | None = None,
@@ -139,18 +160,7 @@ def render(
     o: PlexOrder | None = None,
     chart_url: str | None = None,
 ) -> dict[str, Any]:
-    out = cards.render(
-        cards.CardInput(
-            estimate=est or estimate(),
-            iris=ia or iris(),
-            dmt=da or dmt(),
-            load=lr or load(),
-            order=o or order(),
-            now=NOW,
-            patient_id="p1",
-            chart_url=chart_url,
-        )
-    )
+    out = cards.render(card_input(est, ia, da, lr, o, chart_url))
     body = CdsResponse(cards=out).to_json()
     check_response(body)
     for c in body["cards"]:
@@ -167,17 +177,7 @@ def full(
     o: PlexOrder | None = None,
 ) -> str:
     """The full page's markdown of the card `kind` (everything the 1,000-character detail leaves out)."""
-    made = cards.drafts(
-        cards.CardInput(
-            estimate=est or estimate(),
-            iris=ia or iris(),
-            dmt=da or dmt(),
-            load=lr or load(),
-            order=o or order(),
-            now=NOW,
-            patient_id="p1",
-        )
-    )
+    made = cards.drafts(card_input(est, ia, da, lr, o))
     return cards.page_markdown(next(d for d in made if d.kind == kind))
 
 
