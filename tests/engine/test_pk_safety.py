@@ -191,3 +191,34 @@ def test_sessions_after_the_level_are_counted_from_their_end() -> None:
     assert "post-session-sample" in e.flags
     (post,) = [n for n in e.notes if n.code == "post-session-sample"]
     assert post.values["hours"] == pytest.approx(6.0)
+
+
+def test_the_engine_has_one_path_to_at_or_below_target() -> None:
+    """After the engine was split into modules, the conclusion still has one source: the only call
+    that builds a confirmed estimate sits in the branch where below_target_confirmed() said yes."""
+    import ast
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parents[2] / "cds" / "engine"
+    confirming: list[tuple[str, int]] = []
+    literal: list[tuple[str, int]] = []
+    for path in sorted(engine.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "below_target_confirmed" in ast.unparse(node.test):
+                for inner in ast.walk(ast.Module(body=node.body, type_ignores=[])):
+                    if isinstance(inner, ast.Call) and any(
+                        k.arg == "confirmed" and ast.unparse(k.value) == "True" for k in inner.keywords
+                    ):
+                        confirming.append((path.name, inner.lineno))
+            if isinstance(node, ast.Call) and any(
+                k.arg == "confirmed" and ast.unparse(k.value) != "False" for k in node.keywords
+            ):
+                literal.append((path.name, node.lineno))
+            if isinstance(node, ast.Constant) and node.value == "at-or-below-target":
+                literal.append((path.name, node.lineno))
+    assert len(confirming) == 1, confirming
+    # every other mention: the Literal type, PlexEstimate's own check and projection.finish's mapping
+    places = {name for name, _ in literal}
+    assert places <= {"domain.py", "projection.py", "remaining.py"}, literal
+    assert [c for c in literal if c[0] == "remaining.py"] == confirming, literal
