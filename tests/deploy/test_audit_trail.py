@@ -10,35 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
 from cds import demo, metrics
 from cds.errors import StoreUnavailable
 from cds.settings import Settings
 from cds.store.postgres import PgStore
-from tests.deploy.own_postgres import OwnPostgres, own_postgres
-from tests.deploy.stores import fresh_database
+from tests.deploy.own_postgres import OwnPostgres
 from tests.support.servers import serve_service
-
-
-@pytest.fixture(scope="module")
-def own_pg() -> Iterator[OwnPostgres]:
-    with own_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def own_dsn(own_pg: OwnPostgres) -> Iterator[str]:
-    own_pg.resume()
-    with fresh_database(own_pg.dsn) as dsn:
-        yield dsn
-    own_pg.resume()
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.imports import module_imports
+
 ENGINE = Path(__file__).resolve().parents[2] / "cds" / "engine"
 FILES = sorted(ENGINE.glob("*.py"))
 FORBIDDEN = (
@@ -29,24 +31,14 @@ FORBIDDEN = (
 )
 
 
-def _imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
-
-
 def test_engine_files_found() -> None:
     names = {p.name for p in FILES}
     assert {"domain.py", "pk.py", "iris.py", "dmt.py", "drugs.py", "units.py", "__init__.py"} <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
-def test_no_forbidden_imports(path: Path) -> None:
-    for module in _imports(path):
+def test_no_forbiddenmodule_imports(path: Path) -> None:
+    for module in module_imports(path):
         for bad in FORBIDDEN:
             assert not (module == bad or module.startswith(bad + ".")), f"{path.name} imports {module}"
         assert module.split(".")[0] in {
@@ -79,7 +71,7 @@ def test_no_clock_or_io_calls(path: Path) -> None:
 def test_forbidden_import_is_detected(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from fhir.resources.R4B.observation import Observation\nimport httpx\n")
-    assert _imports(bad) == {"fhir.resources.R4B.observation", "httpx"}
+    assert module_imports(bad) == {"fhir.resources.R4B.observation", "httpx"}
 
 
 def test_public_api_is_exported() -> None:

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from cds.cli import build_parser, set_nodelay
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_until_healthy
 
 
 async def test_accepted_sockets_get_tcp_nodelay() -> None:
@@ -68,16 +67,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"cds serve did not start: {proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.2)
+        wait_until_healthy(url, proc, 60, "cds serve")
         yield url
     finally:
         proc.terminate()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from cds import demo
-from tests.support.servers import free_port, serve_service
+from tests.support.servers import free_port, serve_service, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,16 +102,7 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"make run did not start on {port}: {proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.3)
+        wait_until_healthy(url, proc, 90, f"make run on {port}")
         yield url, port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

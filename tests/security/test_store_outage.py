@@ -8,7 +8,6 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,25 +16,10 @@ import psycopg
 import pytest
 
 from cds import demo
-from tests.deploy.own_postgres import OwnPostgres, own_postgres, wait_until
-from tests.deploy.stores import fresh_database
+from tests.deploy.own_postgres import OwnPostgres, wait_until
 from tests.security.procs import service_process
 
 SELECT = "/cds-services/pml-plex-select"
-
-
-@pytest.fixture(scope="module")
-def own_pg() -> Iterator[OwnPostgres]:
-    with own_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def own_dsn(own_pg: OwnPostgres) -> Iterator[str]:
-    own_pg.resume()
-    with fresh_database(own_pg.dsn) as dsn:
-        yield dsn
-    own_pg.resume()
 
 
 def _env(dsn: str, tmp_path: Path) -> dict[str, str]:

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import pytest
 import uvicorn
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen[str], timeout_s: float, what: str) -> None:
+    """Poll `url`/healthz until 200; fail the test (with the process's output) if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not start: {proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.2)
 
 
 def free_port() -> int:
