@@ -166,9 +166,8 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
 
 def configure_logging(level: str = "INFO") -> None:
     logging.config.dictConfig(logging_config(level))
-    # The JSON lines carry no caller, thread or process fields, so skip collecting them (about 4 µs
-    # of the per-hook access line); the stdlib documents `_srcfile = None` for exactly this.
-    logging._srcfile = None
+    # The JSON lines carry no thread or process fields, so skip collecting them (public switches of
+    # the logging module; the caller lookup would need its private `_srcfile`, so it stays on).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
