@@ -23,21 +23,20 @@ link answers 404 and order-sign shows every card; the shared breaker keeps an ou
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import secrets
 import threading
 import time
-import types
 import typing
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import Request
+from pydantic import TypeAdapter
 
 from cds.engine.domain import PlexEstimate, PlexSession
 from cds.settings import Settings
@@ -224,51 +223,16 @@ class MemoryLinkStore:
 # ---------------------------------------------------------------- shared store (Redis)
 
 
-def _encode(value: Any) -> Any:
-    """Chart inputs -> JSON-able values (dataclasses by field, datetimes as ISO 8601, tuples as lists)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode_tuple(tp: Any, value: Any) -> tuple[Any, ...]:
-    args = typing.get_args(tp)
-    if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(_decode(args[0], v) for v in value)
-    return tuple(_decode(a, v) for a, v in zip(args, value, strict=True))
-
-
-def _decode(tp: Any, value: Any) -> Any:
-    """The inverse of `_encode`, driven by the dataclasses' type hints."""
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _decode(inner, value)
-    if origin is tuple:
-        return _decode_tuple(tp, value)
-    if tp is datetime:
-        return datetime.fromisoformat(value)
-    if tp is float:
-        return float(value)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        return tp(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)})
-    return value  # str, int, bool, Literal
+# pydantic reads and writes the frozen dataclasses by their type hints (datetimes as ISO 8601)
+_CHART_INPUTS = TypeAdapter(ChartInputs)
 
 
 def dumps_inputs(inputs: ChartInputs) -> str:
-    return json.dumps(_encode(inputs), separators=(",", ":"))
+    return _CHART_INPUTS.dump_json(inputs).decode()
 
 
 def loads_inputs(text: str | bytes) -> ChartInputs:
-    inputs: ChartInputs = _decode(ChartInputs, json.loads(text))
-    return inputs
+    return _CHART_INPUTS.validate_json(text)
 
 
 class RedisLinkStore:
